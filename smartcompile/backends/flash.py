@@ -1,0 +1,54 @@
+"""Flash: exact attention. torch SDPA everywhere; flash_attn on CUDA when importable."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .base import Accuracy, Backend, Implementation
+from .capabilities import Capabilities
+
+
+def run_sdpa(q, k, v, mask: Optional[torch.Tensor], is_causal: bool, scale: float, params: dict) -> torch.Tensor:
+    if mask is not None and mask.dtype != torch.bool and mask.dtype != q.dtype:
+        mask = mask.to(q.dtype)  # SDPA wants an additive mask in the query dtype
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, is_causal=is_causal, scale=scale, enable_gqa=q.shape[1] != k.shape[1]
+    )
+
+
+def run_flash_attn(q, k, v, mask, is_causal: bool, scale: float, params: dict) -> torch.Tensor:
+    from flash_attn import flash_attn_func  # optional; availability checked by Capabilities.requires
+
+    # flash_attn wants (B, S, H, D); transposes are views. Causal alignment is bottom-right
+    # there, equal to SDPA's top-left only when Sq == Sk, which the capabilities enforce.
+    out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), softmax_scale=scale, causal=is_causal)
+    return out.transpose(1, 2)
+
+
+FLASH = Backend(
+    name="flash",
+    description="exact attention",
+    params={},
+    implementations=(
+        Implementation(
+            name="flash_attn",
+            capabilities=Capabilities(
+                devices=frozenset({"cuda"}), min_compute_capability=(8, 0),
+                dtypes=frozenset({torch.float16, torch.bfloat16}), max_head_dim=256, head_dim_multiple=8,
+                mask_kinds=frozenset({"none", "causal"}), causal_q_ne_k=False, different_v_dim=False,
+                requires="flash_attn",
+            ),
+            run=run_flash_attn,
+            description="FlashAttention 2 (flash_attn package)",
+        ),
+        Implementation(
+            name="sdpa",
+            capabilities=Capabilities(),
+            run=run_sdpa,
+            description="torch scaled_dot_product_attention (cuDNN / flash / memory-efficient / math, chosen by torch)",
+        ),
+    ),
+    accuracy=Accuracy(min_cosine=0.99999, max_rel_l1=2e-3),
+)

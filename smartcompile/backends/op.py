@@ -1,0 +1,89 @@
+"""The custom ops that rewritten graphs call: torch.ops.smartattn.attention (+ its backward).
+
+Registered on first use (`register_ops()`), never at import. Layer, backend, implementation
+and params are literal arguments, so the compiled graph calls the chosen implementation
+directly. The backward is exact attention's (recomputed with SDPA), also for quantized or
+sparse forwards: training sees exact gradients of the approximated forward's inputs.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from typing import Optional
+
+import torch
+
+from ..kernels.exact_reference import attention_reference_backward
+from .registry import get_implementation
+
+_REGISTERED = False
+
+
+@functools.lru_cache(maxsize=1024)
+def _decode_params(params: str) -> dict:
+    return json.loads(params)
+
+
+def encode_params(params: dict) -> str:
+    return json.dumps(params, sort_keys=True)
+
+
+def attention_forward(q, k, v, mask, is_causal, scale, backend, implementation, params, layer) -> torch.Tensor:
+    impl = get_implementation(backend, implementation)
+    out = impl.run(q, k, v, mask, is_causal, scale, _decode_params(params))
+    return out.contiguous()
+
+
+def attention_backward(grad, q, k, v, mask, is_causal, scale, mask_needs_grad):
+    # Autograd does not run inside a custom op's kernel, so the gradient is the explicit formula.
+    dq, dk, dv, dmask = attention_reference_backward(grad, q, k, v, mask, is_causal, scale, mask_needs_grad)
+    if dmask is None:
+        dmask = q.new_empty(0)
+    return dq.contiguous(), dk.contiguous(), dv.contiguous(), dmask.contiguous()
+
+
+def register_ops() -> None:
+    """Define torch.ops.smartattn.* once per process."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    _REGISTERED = True
+
+    @torch.library.custom_op("smartattn::attention", mutates_args=())
+    def attention(
+        q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor], is_causal: bool,
+        scale: float, backend: str, implementation: str, params: str, layer: str,
+    ) -> torch.Tensor:
+        return attention_forward(q, k, v, mask, is_causal, scale, backend, implementation, params, layer)
+
+    @attention.register_fake
+    def _(q, k, v, mask, is_causal, scale, backend, implementation, params, layer):
+        return q.new_empty((q.shape[0], q.shape[1], q.shape[2], v.shape[3]))
+
+    @torch.library.custom_op("smartattn::attention_backward", mutates_args=())
+    def backward_op(
+        grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
+        is_causal: bool, scale: float, mask_needs_grad: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return attention_backward(grad, q, k, v, mask, is_causal, scale, mask_needs_grad)
+
+    @backward_op.register_fake
+    def _(grad, q, k, v, mask, is_causal, scale, mask_needs_grad):
+        dmask = mask.new_empty(mask.shape) if mask_needs_grad else q.new_empty(0)
+        return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), dmask
+
+    def setup_context(ctx, inputs, output):
+        q, k, v, mask, is_causal, scale = inputs[:6]
+        ctx.save_for_backward(q, k, v, mask)
+        ctx.is_causal, ctx.scale = is_causal, scale
+        ctx.mask_is_float = mask is not None and mask.is_floating_point()
+
+    def backward(ctx, grad):
+        q, k, v, mask = ctx.saved_tensors
+        mask_needs_grad = bool(ctx.mask_is_float and ctx.needs_input_grad[3])
+        dq, dk, dv, dmask = torch.ops.smartattn.attention_backward(
+            grad, q, k, v, mask, ctx.is_causal, ctx.scale, mask_needs_grad
+        )
+        return dq, dk, dv, (dmask if mask_needs_grad else None), None, None, None, None, None, None
+
+    attention.register_autograd(backward, setup_context=setup_context)

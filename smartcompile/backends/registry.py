@@ -1,0 +1,86 @@
+"""The registry of backends, and selection along the fallback chain with every reason kept."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from ..errors import UnsupportedError
+from ..spec import AttentionSpec
+from .base import Backend, Implementation
+from .flash import FLASH
+from .sage import SAGE
+from .sparge import SPARGE
+
+BACKENDS: dict[str, Backend] = {b.name: b for b in (FLASH, SAGE, SPARGE)}
+BACKEND_NAMES = tuple(BACKENDS)
+# A backend that cannot run a spec hands it to the next one.
+FALLBACK_CHAIN = ("sparge", "sage", "flash")
+# "auto" tries these in order (seed priority; hardware-aware timing refines it later).
+AUTO_PRIORITY = ("sparge", "sage", "flash")
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    backend: str
+    implementation: str
+    params: dict
+    steps: tuple[str, ...]  # every rejection on the way, then the choice
+
+    @property
+    def fell_back(self) -> bool:
+        return len(self.steps) > 1
+
+
+def get_backend(name: str) -> Backend:
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise UnsupportedError(f"backend: {name!r} is not one of {list(BACKENDS)}") from None
+
+
+def get_implementation(backend: str, implementation: str) -> Implementation:
+    for impl in get_backend(backend).implementations:
+        if impl.name == implementation:
+            return impl
+    raise UnsupportedError(f"implementation: {implementation!r} is not one of backend {backend!r}'s")
+
+
+def _first_capable(backend: Backend, spec: AttentionSpec, steps: list, auto: bool) -> Optional[Implementation]:
+    for impl in backend.implementations:
+        reasons = impl.not_supported_reasons(spec)
+        if not reasons and auto and not impl.auto_eligible:
+            reasons = ["reference numerics; auto picks only fast implementations"]
+        if not reasons:
+            return impl
+        steps.append(f"{backend.name}/{impl.name}: " + "; ".join(reasons))
+    return None
+
+
+def select(spec: AttentionSpec, backend: str, params: Optional[dict] = None) -> Selection:
+    """The implementation that will run `spec` for a decision (backend name + params).
+
+    `backend` is a name of BACKENDS or "auto". Falls back along FALLBACK_CHAIN; params that the
+    next backend does not take are dropped, and the drop is one of the steps.
+    """
+    params = dict(params or {})
+    steps: list[str] = []
+    auto = backend == "auto"
+    if auto:
+        chain = AUTO_PRIORITY
+        params = {}
+    elif backend in BACKENDS:
+        chain = FALLBACK_CHAIN[FALLBACK_CHAIN.index(backend):]
+    else:
+        raise UnsupportedError(f"backend: {backend!r} is not one of {list(BACKENDS) + ['auto']}")
+    for name in chain:
+        be = BACKENDS[name]
+        impl = _first_capable(be, spec, steps, auto)
+        if impl is None:
+            continue
+        dropped = sorted(k for k in params if k not in be.params)
+        if dropped:
+            steps.append(f"{name}: parameters {dropped} do not apply and were dropped")
+        resolved = be.resolve_params({k: v for k, v in params.items() if k in be.params}, spec)
+        steps.append(f"-> {name}/{impl.name}")
+        return Selection(name, impl.name, resolved, tuple(steps))
+    raise UnsupportedError(f"no implementation can run {spec.short()}: " + " | ".join(steps))

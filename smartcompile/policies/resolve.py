@@ -1,0 +1,69 @@
+"""Which rule applies to a layer: exact path > glob > "re:" regex (first in file order) > default."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+import re
+from typing import Any, Iterable, Mapping, Optional
+
+from ..spec import AttentionSpec
+from .policy import Policy, Rule
+
+_GLOB_CHARS = set("*?[")
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    backend: str  # flash | sage | sparge | auto | off
+    params: Mapping[str, Any]
+    reason: str
+    rule: Optional[str]  # the matching key, None for the default
+
+
+def _kind(key: str) -> str:
+    if key.startswith("re:"):
+        return "regex"
+    return "glob" if _GLOB_CHARS & set(key) else "exact"
+
+
+def base_layer_name(layer: str) -> str:
+    """'blocks.0.attn#1' (second attention in one module) -> 'blocks.0.attn'."""
+    return layer.split("#", 1)[0]
+
+
+def matching_rule(layer: str, policy: Policy) -> Optional[tuple[str, Rule, str]]:
+    names = [layer] if base_layer_name(layer) == layer else [layer, base_layer_name(layer)]
+    for kind in ("exact", "glob", "regex"):
+        for key, rule in policy.layers.items():
+            if _kind(key) != kind:
+                continue
+            for name in names:
+                if (kind == "exact" and key == name) or (kind == "glob" and fnmatch.fnmatchcase(name, key)) or (
+                    kind == "regex" and re.fullmatch(key[3:], name)
+                ):
+                    return key, rule, kind
+    return None
+
+
+def resolve(layer: str, spec: Optional[AttentionSpec], policy: Policy) -> Decision:
+    """The policy's decision for one layer. `spec` is accepted for rules that will depend on
+    shapes (per-head or per-length rules); version 1 rules depend on the layer only."""
+    found = matching_rule(layer, policy)
+    if found is None:
+        r = policy.default
+        return Decision(r.backend, dict(r.params), "policy default", None)
+    key, rule, kind = found
+    return Decision(rule.backend, dict(rule.params), f"{kind} rule {key!r}", key)
+
+
+def unmatched_rules(policy: Policy, layers: Iterable[str]) -> list[tuple[str, list[str]]]:
+    """Rules that match none of `layers`, each with the closest layer names."""
+    layers = list(layers)
+    used = {f[0] for f in (matching_rule(name, policy) for name in layers) if f is not None}
+    out = []
+    for key in policy.layers:
+        if key not in used:
+            close = difflib.get_close_matches(key.removeprefix("re:"), [base_layer_name(n) for n in layers], n=3, cutoff=0.3)
+            out.append((key, close))
+    return out
