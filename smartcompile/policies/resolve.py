@@ -64,6 +64,6 @@ def unmatched_rules(policy: Policy, layers: Iterable[str]) -> list[tuple[str, li
     out = []
     for key in policy.layers:
         if key not in used:
-            close = difflib.get_close_matches(key.removeprefix("re:"), [base_layer_name(n) for n in layers], n=3, cutoff=0.3)
+            close = difflib.get_close_matches(key.removeprefix("re:"), sorted({base_layer_name(n) for n in layers}), n=3, cutoff=0.3)
             out.append((key, close))
     return out

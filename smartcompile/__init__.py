@@ -1,0 +1,13 @@
+"""smartcompile: a torch.compile backend ("smartattn") that gives every attention layer the
+kernel its policy asks for (Flash exact, Sage quantized, Sparge block-sparse)."""
+from .api import explain
+from .compiler import Plan, PlannedSite, backend
+from .errors import OptionsError, PolicyError, SmartCompileError, UnsupportedError
+from .policies import Policy, Rule
+from .spec import AttentionSpec
+
+__version__ = "0.1.0"
+__all__ = [
+    "AttentionSpec", "OptionsError", "Plan", "PlannedSite", "Policy", "PolicyError", "Rule",
+    "SmartCompileError", "UnsupportedError", "backend", "explain",
+]

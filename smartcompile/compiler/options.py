@@ -1,0 +1,69 @@
+"""Options of the smartattn backend, validated with clear errors."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any, Optional
+
+from ..errors import OptionsError
+from ..policies import Policy
+
+OWN_KEYS = ("policy", "mode")
+
+
+def inductor_modes() -> list:
+    import torch._inductor
+
+    return ["default"] + [m for m in ("reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+                          if _mode_ok(torch._inductor, m)]
+
+
+def _mode_ok(inductor, mode: str) -> bool:
+    try:
+        inductor.list_mode_options(mode)
+    except (KeyError, RuntimeError):
+        return False
+    return True
+
+
+def inductor_config_keys() -> list:
+    import torch._inductor
+
+    return list(torch._inductor.list_options())
+
+
+@dataclasses.dataclass(frozen=True)
+class CompileOptions:
+    policy: Policy
+    mode: Optional[str] = None
+    inductor_config: dict = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, options: Optional[dict], mode: Optional[str] = None, policy: Any = None) -> "CompileOptions":
+        options = dict(options or {})
+        if not isinstance(options, dict):
+            raise OptionsError(f"options: expected a dict, got {type(options).__name__}")
+        inductor_keys = set(inductor_config_keys())
+        for key in options:
+            if key not in OWN_KEYS and key not in inductor_keys:
+                close = difflib.get_close_matches(str(key), list(OWN_KEYS) + sorted(inductor_keys), n=3)
+                hint = f"; did you mean {close}?" if close else ""
+                raise OptionsError(
+                    f"options[{key!r}]: unknown key; allowed: {list(OWN_KEYS)} or an Inductor config key "
+                    f"(torch._inductor.list_options()){hint}"
+                )
+        if "mode" in options:
+            if mode is not None and options["mode"] != mode:
+                raise OptionsError(f"options['mode']={options['mode']!r} conflicts with mode={mode!r}")
+            mode = options.pop("mode")
+        if mode is not None and mode not in inductor_modes():
+            raise OptionsError(f"mode: {mode!r} is not allowed; expected one of {inductor_modes()}")
+        pol = Policy.coerce(options.pop("policy", policy))
+        return cls(policy=pol, mode=None if mode == "default" else mode, inductor_config=options)
+
+    def config_patches(self) -> dict:
+        import torch._inductor
+
+        patches = dict(torch._inductor.list_mode_options(self.mode)) if self.mode else {}
+        patches.update(self.inductor_config)
+        return patches

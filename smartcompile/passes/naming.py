@@ -1,0 +1,71 @@
+"""Layer names from Dynamo's nn_module_stack: "L['self'].blocks[3].attn" -> "blocks.3.attn"."""
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+from torch.fx import Node
+
+_GETATTR = re.compile(r"getattr\(([^,()]+),\s*'([^']+)'\)")
+_ROOT = re.compile(r"^(?:L|G)\[['\"][^'\"]+['\"]\]")
+
+
+def normalize_module_path(raw: str) -> str:
+    path = raw
+    while _GETATTR.search(path):
+        path = _GETATTR.sub(r"\1.\2", path)
+    path = _ROOT.sub("", path)
+    path = re.sub(r"\._modules\[['\"]([^'\"]+)['\"]\]", r".\1", path)
+    path = re.sub(r"\[['\"]([^'\"]+)['\"]\]", r".\1", path)
+    path = re.sub(r"\[(\d+)\]", r".\1", path)
+    return path.strip(".")
+
+
+def module_path(node: Node) -> Optional[str]:
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return None
+    return normalize_module_path(list(stack.values())[-1][0])
+
+
+def frame_root_type(node: Node) -> str:
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return ""
+    path, mod_type = list(stack.values())[0]
+    if _ROOT.sub("", path).strip("."):
+        return ""  # first entry is already a submodule: the frame's root type is not recorded
+    return getattr(mod_type, "__qualname__", str(mod_type))
+
+
+def common_path(paths: list) -> str:
+    parts = [p.split(".") if p else [] for p in paths]
+    out = []
+    for group in zip(*parts):
+        if len(set(group)) != 1:
+            break
+        out.append(group[0])
+    return ".".join(out)
+
+
+def name_sites(sites: list) -> None:
+    """Assign `layer` (and `layer_note`) to each site, in graph order; stable across runs."""
+    seen: dict = {}
+    unnamed = 0
+    for site in sites:
+        paths = [module_path(n) for n in site.core]
+        known = [p for p in paths if p is not None]
+        site.frame_root = next((frame_root_type(n) for n in site.core if frame_root_type(n)), "")
+        if not known:
+            site.layer = f"attention.{unnamed}"
+            site.layer_note = "no module path in graph metadata: named by position in the graph"
+            unnamed += 1
+            continue
+        name = common_path(known) or "<root>"
+        if name == "<root>":
+            site.layer_note = "attention in the compiled frame's own forward"
+        count = seen.get(name, 0)
+        seen[name] = count + 1
+        site.layer = name if count == 0 else f"{name}#{count}"
+        if count:
+            site.layer_note = f"attention number {count + 1} in module {name}"

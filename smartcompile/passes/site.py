@@ -1,0 +1,38 @@
+"""AttentionSite: one attention found in a graph, with everything the rewrite needs."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from torch.fx import Node
+
+from ..spec import AttentionSpec
+
+
+@dataclasses.dataclass
+class MaskTerm:
+    node: Node
+    kind: str  # "keep" (True = attend), "drop" (True = masked out), "additive" (added to scores)
+    factor: float = 1.0  # scale applied to the scores after this term was added (additive only)
+
+
+@dataclasses.dataclass
+class AttentionSite:
+    pattern: str  # which form matched, e.g. "sdpa", "matmul/softmax/matmul"
+    output: Node  # node whose uses the op replaces
+    q: Node
+    k: Node
+    v: Node
+    k_transposed: bool = False  # `k` holds K^T (pre-transposed by the model)
+    masks: list = dataclasses.field(default_factory=list)  # list[MaskTerm]
+    is_causal: bool = False
+    scale: Optional[float] = None  # None: SDPA default 1/sqrt(D)
+    dropout: float = 0.0
+    rank: int = 4  # 3 for (B*H, S, D) bmm-style attention
+    chain: list = dataclasses.field(default_factory=list)  # intermediates the rewrite removes
+    core: list = dataclasses.field(default_factory=list)  # nodes whose module path names the layer
+    layer: str = ""
+    layer_note: str = ""
+    frame_root: str = ""  # type name of the compiled frame's module, when known
+    rejected: Optional[str] = None  # why it is not rewritten
+    spec: Optional[AttentionSpec] = None
