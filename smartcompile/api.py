@@ -11,6 +11,7 @@ from .compiler.backend import compile_graph
 from .compiler.options import CompileOptions
 from .compiler.plan import Plan
 from .policies import Policy, unmatched_rules
+from .policies.resolve import base_layer_name
 
 
 def explain(model: torch.nn.Module, *args: Any, policy: Any = None, **kwargs: Any) -> Plan:
@@ -25,12 +26,13 @@ def explain(model: torch.nn.Module, *args: Any, policy: Any = None, **kwargs: An
         model, backend=lambda gm, ex: compile_graph(gm, ex, opts, sink=plan.extend, run_inductor=False), dynamic=False
     )
     compiled(*args, **kwargs)
-    model_type = type(model).__qualname__
-    relative = [r for r in plan.frame_roots if r != model_type]
+    modules = {name for name, _ in model.named_modules()}
+    relative = sorted({base_layer_name(s.layer) for s in plan.sites if not s.layer.startswith(("attention.", "<root>")) and base_layer_name(s.layer) not in modules})
     if relative:
         plan.notes.append(
-            f"some graphs start inside submodule(s) {relative}, not at {model_type}: their layer paths are relative, "
-            "and a per-layer rule there applies to every instance compiled from that graph"
+            f"layer paths {relative[:4]} are not module paths of {type(model).__qualname__}: they are relative to a "
+            "compiled submodule (regional compilation or a graph break inside it), and a per-layer rule on them "
+            "applies to every instance compiled from that graph"
         )
     if plan.graphs > 1:
         plan.notes.append(f"{plan.graphs} graphs (graph breaks): each is planned separately")

@@ -44,7 +44,6 @@ def plan_and_rewrite(gm: torch.fx.GraphModule, policy: Policy) -> Plan:
                                       params=dict(sel.params), reason=reason, rewritten=True, steps=sel.steps))
     gm.graph.lint()
     gm.recompile()
-    plan.frame_roots = sorted({site.frame_root for site in sites} - {""})
     return plan
 
 

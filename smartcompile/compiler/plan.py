@@ -32,7 +32,6 @@ class Plan:
     sites: list = dataclasses.field(default_factory=list)  # list[PlannedSite]
     notes: list = dataclasses.field(default_factory=list)  # list[str]
     graphs: int = 0
-    frame_roots: list = dataclasses.field(default_factory=list)  # module types the layer paths start from
 
     @property
     def rewritten(self) -> list:
@@ -45,11 +44,10 @@ class Plan:
         for s in other.sites:
             self.sites.append(dataclasses.replace(s, graph=self.graphs + s.graph))
         self.notes.extend(n for n in other.notes if n not in self.notes)
-        self.frame_roots = sorted(set(self.frame_roots) | set(other.frame_roots))
         self.graphs += max(other.graphs, 1)
 
     def to_dict(self) -> dict:
-        return {"graphs": self.graphs, "frame_roots": list(self.frame_roots), "notes": list(self.notes),
+        return {"graphs": self.graphs, "notes": list(self.notes),
                 "sites": [s.to_dict() for s in self.sites]}
 
     def __str__(self) -> str:

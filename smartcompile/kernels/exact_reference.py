@@ -16,6 +16,11 @@ def expand_kv_heads(x: torch.Tensor, q_heads: int) -> torch.Tensor:
     return x.repeat_interleave(q_heads // kv_heads, dim=1)
 
 
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """fp32, or fp64 when the input is fp64 (tests use fp64 oracles)."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
 def causal_keep_mask(q_len: int, kv_len: int, device: torch.device) -> torch.Tensor:
     """Top-left aligned causal mask (SDPA's convention): query i sees keys j <= i."""
     i = torch.arange(q_len, device=device)[:, None]
@@ -31,12 +36,13 @@ def attention_reference(
     is_causal: bool = False,
     scale: Optional[float] = None,
 ) -> torch.Tensor:
-    """softmax(q k^T * scale + mask) v in fp32; rows with every key masked give 0, not NaN."""
+    """softmax(q k^T * scale + mask) v in fp32 (fp64 for fp64 inputs); rows with every key masked give 0, not NaN."""
     hq = q.shape[1]
-    qf, kf, vf = q.float(), expand_kv_heads(k.float(), hq), expand_kv_heads(v.float(), hq)
+    ct = compute_dtype(q)
+    qf, kf, vf = q.to(ct), expand_kv_heads(k.to(ct), hq), expand_kv_heads(v.to(ct), hq)
     s = (qf @ kf.transpose(-2, -1)) * (scale if scale is not None else q.shape[-1] ** -0.5)
     if mask is not None:
-        s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask.float()
+        s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask.to(ct)
     if is_causal:
         s = s.masked_fill(~causal_keep_mask(q.shape[2], k.shape[2], q.device), float("-inf"))
     m = s.amax(dim=-1, keepdim=True)
@@ -74,10 +80,11 @@ def attention_reference_backward(
     b, hq, sq, d = q.shape
     hkv = k.shape[1]
     sm = scale if scale is not None else d ** -0.5
-    qf, kf, vf = q.float(), expand_kv_heads(k.float(), hq), expand_kv_heads(v.float(), hq)
+    ct = compute_dtype(q)
+    qf, kf, vf = q.to(ct), expand_kv_heads(k.to(ct), hq), expand_kv_heads(v.to(ct), hq)
     s = (qf @ kf.transpose(-2, -1)) * sm
     if mask is not None:
-        s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask.float()
+        s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask.to(ct)
     if is_causal:
         s = s.masked_fill(~causal_keep_mask(sq, k.shape[2], q.device), float("-inf"))
     m = s.amax(dim=-1, keepdim=True)
@@ -85,7 +92,7 @@ def attention_reference_backward(
     p = torch.exp(s - m)
     denom = p.sum(dim=-1, keepdim=True)
     p = p / torch.where(denom == 0, torch.ones_like(denom), denom)
-    go = grad_out.float()
+    go = grad_out.to(ct)
     o = p @ vf
     dv = p.transpose(-2, -1) @ go
     dp = go @ vf.transpose(-2, -1)

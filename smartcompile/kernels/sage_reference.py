@@ -108,4 +108,7 @@ def sage_attention_reference(
         return out
     m_safe = torch.where(torch.isneginf(m), torch.zeros_like(m), m)
     lse = (m_safe + torch.log2(l)) / LOG2E  # natural-log LSE of the scaled scores; -inf for empty rows
+    if smooth:  # smoothing shifted each row by q . mean(k) * scale: add it back
+        k_mean = expand_kv_heads(k.float().mean(dim=-2, keepdim=True), hq)
+        lse = lse + (q.float() @ k_mean.transpose(-2, -1))[..., 0] * sm_scale
     return out, lse

@@ -218,7 +218,7 @@ def match_softmax(sm: Node) -> Optional[AttentionSite]:
     forms += st.spelled + ["softmax"] + (["dropout"] if any(canon(n).op == "dropout" for n in post) else []) + [
         "einsum" if pvc.op == "einsum" else "matmul"
     ]
-    site.pattern = "/".join(dict.fromkeys(forms))
+    site.pattern = "/".join(f for i, f in enumerate(forms) if i == 0 or f != forms[i - 1])
     site.q, site.k, site.v, site.k_transposed, site.scale = q, k, v, k_transposed, scale
     site.masks, site.chain, site.rank = st.masks, chain_inner, rank
 

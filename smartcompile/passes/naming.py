@@ -7,7 +7,7 @@ from typing import Optional
 from torch.fx import Node
 
 _GETATTR = re.compile(r"getattr\(([^,()]+),\s*'([^']+)'\)")
-_ROOT = re.compile(r"^(?:L|G)\[['\"][^'\"]+['\"]\]")
+_ROOT = re.compile(r"^(?:L|G)\[['\"][^'\"]+['\"]\](?:\[\d+\])*")  # L['self'], L['args'][0], G['m']
 
 
 def normalize_module_path(raw: str) -> str:
@@ -15,6 +15,7 @@ def normalize_module_path(raw: str) -> str:
     while _GETATTR.search(path):
         path = _GETATTR.sub(r"\1.\2", path)
     path = _ROOT.sub("", path)
+    path = re.sub(r"\.__dict__\[['\"]_modules['\"]\]", "", path)
     path = re.sub(r"\._modules\[['\"]([^'\"]+)['\"]\]", r".\1", path)
     path = re.sub(r"\[['\"]([^'\"]+)['\"]\]", r".\1", path)
     path = re.sub(r"\[(\d+)\]", r".\1", path)
@@ -26,16 +27,6 @@ def module_path(node: Node) -> Optional[str]:
     if not stack:
         return None
     return normalize_module_path(list(stack.values())[-1][0])
-
-
-def frame_root_type(node: Node) -> str:
-    stack = node.meta.get("nn_module_stack")
-    if not stack:
-        return ""
-    path, mod_type = list(stack.values())[0]
-    if _ROOT.sub("", path).strip("."):
-        return ""  # first entry is already a submodule: the frame's root type is not recorded
-    return getattr(mod_type, "__qualname__", str(mod_type))
 
 
 def common_path(paths: list) -> str:
@@ -55,15 +46,12 @@ def name_sites(sites: list) -> None:
     for site in sites:
         paths = [module_path(n) for n in site.core]
         known = [p for p in paths if p is not None]
-        site.frame_root = next((frame_root_type(n) for n in site.core if frame_root_type(n)), "")
         if not known:
             site.layer = f"attention.{unnamed}"
-            site.layer_note = "no module path in graph metadata: named by position in the graph"
+            site.layer_note = "no module path (attention in the compiled frame's own forward): named by position"
             unnamed += 1
             continue
         name = common_path(known) or "<root>"
-        if name == "<root>":
-            site.layer_note = "attention in the compiled frame's own forward"
         count = seen.get(name, 0)
         seen[name] = count + 1
         site.layer = name if count == 0 else f"{name}#{count}"

@@ -33,6 +33,5 @@ class AttentionSite:
     core: list = dataclasses.field(default_factory=list)  # nodes whose module path names the layer
     layer: str = ""
     layer_note: str = ""
-    frame_root: str = ""  # type name of the compiled frame's module, when known
     rejected: Optional[str] = None  # why it is not rewritten
     spec: Optional[AttentionSpec] = None

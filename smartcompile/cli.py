@@ -1,0 +1,118 @@
+"""The `smartcompile` command: demo, explain, env."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import sys
+from typing import Optional
+
+import torch
+
+from ._logging import configure_from_env
+
+
+def _load_factory(spec: str):
+    if ":" not in spec:
+        raise SystemExit(f"--model: {spec!r} is not of the form pkg.module:factory")
+    module_name, attr = spec.split(":", 1)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SystemExit(f"--model: cannot import {module_name!r}: {exc}") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise SystemExit(f"--model: {module_name!r} has no callable {attr!r}")
+    made = factory()
+    if not isinstance(made, tuple) or len(made) not in (2, 3) or not isinstance(made[0], torch.nn.Module):
+        raise SystemExit("--model: the factory must return (model, args) or (model, args, kwargs)")
+    model, args = made[0], tuple(made[1])
+    kwargs = dict(made[2]) if len(made) == 3 else {}
+    return model, args, kwargs
+
+
+def cmd_explain(ns) -> int:
+    from .api import explain
+
+    model, args, kwargs = _load_factory(ns.model)
+    plan = explain(model, *args, policy=ns.policy, **kwargs)
+    print(json.dumps(plan.to_dict(), indent=2, default=str) if ns.json else plan)
+    return 0
+
+
+def cmd_demo(ns) -> int:
+    from .demo.run import run_demo
+
+    run_demo(device=ns.device, repeats=ns.repeats)
+    return 0
+
+
+def env_report() -> str:
+    from .backends.registry import BACKENDS
+    from .backends.hardware import compute_capability, library_import_error
+    from .spec import AttentionSpec
+
+    lines = [f"python {platform.python_version()}, torch {torch.__version__}"]
+    triton_err = library_import_error("triton")
+    if triton_err is None:
+        import triton
+
+        lines.append(f"triton {triton.__version__}")
+    else:
+        lines.append(f"triton: not available ({triton_err})")
+    if torch.cuda.is_available():
+        device = "cuda"
+        props = torch.cuda.get_device_properties(0)
+        lines.append(f"device: {props.name}, compute capability {compute_capability('cuda')}, {props.multi_processor_count} SMs, CUDA {torch.version.cuda}")
+        spec = AttentionSpec(1, 16, 16, 4096, 4096, 128, 128, torch.bfloat16, "cuda")
+    else:
+        device = "cpu"
+        lines.append("device: cpu (no CUDA GPU visible)")
+        spec = AttentionSpec(1, 16, 16, 4096, 4096, 128, 128, torch.float32, "cpu")
+    lines.append(f"backends for a typical spec {spec.short()} on {device}:")
+    for be in BACKENDS.values():
+        for impl in be.implementations:
+            reasons = impl.not_supported_reasons(spec)
+            state = "available" if not reasons else "not available: " + "; ".join(reasons)
+            auto = "" if impl.auto_eligible else " (never chosen by auto)"
+            lines.append(f"  {be.name:<7} {impl.name:<18} {state}{auto}")
+    return "\n".join(lines)
+
+
+def cmd_env(ns) -> int:
+    print(env_report())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="smartcompile", description="Per-layer attention kernels for torch.compile.")
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("demo", help="compile the built-in video DiT under several policies; time and error table")
+    d.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
+    d.add_argument("--repeats", type=int, default=3, help="timed runs per policy (median)")
+    d.set_defaults(fn=cmd_demo)
+    e = sub.add_parser("explain", help="show what each attention layer of a model gets, and why")
+    e.add_argument("--model", required=True, help="pkg.module:factory returning (model, args[, kwargs])")
+    e.add_argument("--policy", default=None, help="policy JSON file (default: auto)")
+    e.add_argument("--json", action="store_true", help="print the plan as JSON")
+    e.set_defaults(fn=cmd_explain)
+    v = sub.add_parser("env", help="device, versions, and which backends can run here (or why not)")
+    v.set_defaults(fn=cmd_env)
+    return p
+
+
+def main(argv: Optional[list] = None) -> int:
+    configure_from_env()
+    ns = build_parser().parse_args(argv)
+    from .errors import SmartCompileError
+
+    try:
+        return ns.fn(ns)
+    except SmartCompileError as exc:
+        print(f"smartcompile: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

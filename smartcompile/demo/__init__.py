@@ -1,0 +1,1 @@
+"""The built-in demo: a small video DiT compiled under several attention policies."""

@@ -1,0 +1,227 @@
+"""Pure-torch references: exact attention (+ backward), Sage numerics, Sparge block maps."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from helpers import assert_close_to, spec_id
+from smartcompile.backends.registry import BACKENDS
+from smartcompile.kernels.exact_reference import attention_reference, attention_reference_backward, expand_kv_heads
+from smartcompile.kernels.sage_reference import sage_attention_reference
+from smartcompile.kernels.sparge_reference import block_map_to_lists, predict_block_map, sparge_attention_reference
+
+SHAPES = [  # B, Hq, Hkv, Sq, Sk, D
+    (1, 2, 2, 64, 64, 64),
+    (2, 8, 2, 97, 201, 64),
+    (1, 4, 1, 130, 77, 128),
+    (2, 3, 3, 33, 300, 80),
+]
+IDS = [spec_id(*s) for s in SHAPES]
+
+
+def _qkv(b, hq, hkv, sq, sk, d, dtype=torch.float32):
+    return torch.randn(b, hq, sq, d, dtype=dtype), torch.randn(b, hkv, sk, d, dtype=dtype), torch.randn(b, hkv, sk, d, dtype=dtype)
+
+
+def _fp64_sdpa(q, k, v, mask=None, is_causal=False, scale=None):
+    hq = q.shape[1]
+    return F.scaled_dot_product_attention(
+        q.double(), expand_kv_heads(k.double(), hq), expand_kv_heads(v.double(), hq),
+        attn_mask=None if mask is None else (mask if mask.dtype == torch.bool else mask.double()),
+        is_causal=is_causal, scale=scale,
+    )
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=IDS)
+@pytest.mark.parametrize("mode", ["plain", "causal", "bool", "additive"])
+def test_exact_reference_matches_fp64(shape, mode, seed):
+    q, k, v = _qkv(*shape)
+    sq, sk = shape[3], shape[4]
+    mask = None
+    if mode == "bool":
+        mask = torch.rand(sq, sk) > 0.3
+        mask[:, 0] = True  # no fully-masked rows (fp64 SDPA gives NaN there)
+    elif mode == "additive":
+        mask = torch.randn(shape[0], 1, sq, sk)
+    out = attention_reference(q, k, v, mask, mode == "causal", 0.3)
+    ref = _fp64_sdpa(q, k, v, mask, mode == "causal", 0.3)
+    torch.testing.assert_close(out.double(), ref, atol=2e-5, rtol=1e-4)
+
+
+def test_exact_reference_fully_masked_row_is_zero_not_nan():
+    q, k, v = _qkv(1, 2, 2, 5, 7, 16)
+    mask = torch.ones(5, 7, dtype=torch.bool)
+    mask[2] = False
+    out = attention_reference(q, k, v, mask)
+    assert torch.isfinite(out).all() and out[:, :, 2].abs().max() == 0
+
+
+@pytest.mark.parametrize("shape", SHAPES[:3], ids=IDS[:3])
+def test_exact_backward_matches_autograd(shape, seed):
+    q, k, v = (t.double().requires_grad_() for t in _qkv(*shape))
+    mask = torch.randn(1, 1, shape[3], shape[4], dtype=torch.double, requires_grad=True)
+    out = F.scaled_dot_product_attention(q, expand_kv_heads(k, shape[1]), expand_kv_heads(v, shape[1]), attn_mask=mask, scale=0.2)
+    g = torch.randn_like(out)
+    want = torch.autograd.grad(out, (q, k, v, mask), g)
+    got = attention_reference_backward(g, q.detach(), k.detach(), v.detach(), mask.detach(), False, 0.2, True)
+    for a, b, name in zip(got, want, "qkvm"):
+        torch.testing.assert_close(a.double(), b, atol=1e-6, rtol=1e-5, msg=f"d{name}")
+
+
+SAGE_BOUNDS = BACKENDS["sage"].accuracy
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=IDS)
+@pytest.mark.parametrize("pv", ["fp8", "fp16"])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_sage_reference_within_bounds(shape, pv, causal, seed):
+    q, k, v = _qkv(*shape)
+    out = sage_attention_reference(q, k, v, is_causal=causal, pv_precision=pv)
+    ref = attention_reference(q, k, v, is_causal=causal)
+    assert_close_to(out, ref, SAGE_BOUNDS.min_cosine, SAGE_BOUNDS.max_rel_l1, f"seed {seed}")
+
+
+def test_sage_reference_fp16_is_tighter_than_fp8(seed):
+    q, k, v = _qkv(1, 4, 4, 256, 256, 64)
+    ref = attention_reference(q, k, v)
+    e8 = assert_close_to(sage_attention_reference(q, k, v, pv_precision="fp8"), ref, 0.999, 0.05)
+    e16 = assert_close_to(sage_attention_reference(q, k, v, pv_precision="fp16"), ref, 0.9999, 0.02)
+    assert e16.rel_l1 < e8.rel_l1
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_sage_reference_large_magnitudes_stay_finite(dtype, seed):
+    """K with a large per-channel bias (smoothing removes it), large-magnitude V (bf16 beyond
+    fp16 range), large Q: no NaN/Inf and still accurate."""
+    b, h, s, d = 1, 2, 193, 64
+    q = torch.randn(b, h, s, d) * 8
+    k = torch.randn(b, h, s, d) + 50 * torch.randn(1, 1, 1, d)
+    vmax = 1e5 if dtype == torch.bfloat16 else 1e4  # bf16 V beyond fp16's range; fp16 V near its top
+    v = (torch.randn(b, h, s, d) * vmax).clamp(-6 * vmax, 6 * vmax)
+    q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    ref = attention_reference(q.float(), k.float(), v.float())
+    for pv in ("fp8", "fp16"):
+        out = sage_attention_reference(q, k, v, pv_precision=pv)
+        assert out.dtype == dtype
+        assert_close_to(out.float(), ref, 0.995, 0.08, f"{pv} seed {seed}")
+
+
+def test_sage_smoothing_matters_for_biased_k(seed):
+    q = torch.randn(1, 2, 128, 64)
+    k = torch.randn(1, 2, 128, 64) + 30 * torch.randn(1, 1, 1, 64)
+    v = torch.randn(1, 2, 128, 64)
+    ref = attention_reference(q, k, v)
+    smooth = sage_attention_reference(q, k, v, smooth=True, pv_precision="fp16")
+    raw = sage_attention_reference(q, k, v, smooth=False, pv_precision="fp16")
+    assert ((smooth - ref).abs().mean() < (raw - ref).abs().mean())
+
+
+def test_sage_reference_does_not_mutate_inputs():
+    q, k, v = _qkv(1, 2, 2, 64, 64, 32)
+    copies = [t.clone() for t in (q, k, v)]
+    sage_attention_reference(q, k, v)
+    sparge_attention_reference(q, k, v, sparsity_ratio=0.5)
+    for a, b in zip((q, k, v), copies):
+        assert torch.equal(a, b)
+
+
+def test_sage_lse_matches_exact(seed):
+    q, k, v = _qkv(1, 2, 2, 70, 90, 32)
+    _, lse = sage_attention_reference(q, k, v, pv_precision="fp16", return_lse=True)
+    exact = torch.logsumexp((q @ k.transpose(-2, -1)) * 32 ** -0.5, dim=-1)
+    torch.testing.assert_close(lse, exact, atol=0.05, rtol=0.01)
+
+
+# ---- Sparge ---------------------------------------------------------------------------
+@pytest.mark.parametrize("ratio", [0.0, 0.25, 0.5, 0.75])
+def test_block_map_sparsity_as_asked(ratio, seed):
+    q, k, _ = _qkv(2, 4, 2, 512, 1024, 64)
+    bm = predict_block_map(q, k, block_q=64, block_k=64, sparsity_ratio=ratio, sim_threshold=-1.0)
+    n_k = bm.shape[-1]
+    kept = bm.sum(-1)
+    assert (kept == math.ceil((1 - ratio) * n_k)).all()
+
+
+def test_block_map_topk_and_cdf(seed):
+    q, k, _ = _qkv(1, 2, 2, 256, 512, 32)
+    bm = predict_block_map(q, k, block_q=64, block_k=64, topk=3, sim_threshold=-1.0)
+    assert (bm.sum(-1) == 3).all()
+    low = predict_block_map(q, k, block_q=64, block_k=64, cdf_threshold=0.3, sim_threshold=-1.0)
+    high = predict_block_map(q, k, block_q=64, block_k=64, cdf_threshold=0.99, sim_threshold=-1.0)
+    assert (low.sum(-1) >= 1).all() and (low <= high).all() and high.sum() > low.sum()
+
+
+def test_block_map_causal_rules(seed):
+    q, k, _ = _qkv(1, 2, 2, 300, 300, 32)
+    bm = predict_block_map(q, k, block_q=64, block_k=32, is_causal=True, sparsity_ratio=0.9, sim_threshold=-1.0, sink=True)
+    n_q, n_k = bm.shape[-2:]
+    for i in range(n_q):
+        q_first, q_last = i * 64, min((i + 1) * 64, 300) - 1
+        for j in range(n_k):
+            k_first, k_last = j * 32, min((j + 1) * 32, 300) - 1
+            if k_first > q_last:
+                assert not bm[..., i, j].any(), "future block kept"
+            elif k_last > q_first:
+                assert bm[..., i, j].all(), "diagonal block skipped"
+        assert bm[..., i, 0].all(), "sink block skipped"
+
+
+def test_block_map_keeps_blocks_that_are_not_self_similar():
+    q = torch.randn(1, 1, 256, 32)
+    k = torch.randn(1, 1, 256, 32)  # random tokens: mean cosine ~ 0, below the threshold
+    bm = predict_block_map(q, k, block_q=64, block_k=64, sparsity_ratio=0.75, sim_threshold=0.5)
+    assert bm.all()
+
+
+def test_block_map_lists():
+    bm = torch.tensor([[[[True, False, True], [False, False, True]]]])
+    lists, counts = block_map_to_lists(bm)
+    assert lists.tolist() == [[[[0, 2, -1], [2, -1, -1]]]] and counts.tolist() == [[[2, 1]]]
+
+
+def test_sparge_density_one_equals_sage(seed):
+    q, k, v = _qkv(1, 2, 2, 200, 200, 64)
+    a = sparge_attention_reference(q, k, v, sparsity_ratio=0.0, sim_threshold=-1.0)
+    b = sage_attention_reference(q, k, v)
+    torch.testing.assert_close(a, b)
+
+
+def _local_qkv(n_side=16, d=64, heads=2):
+    """Tokens on a 2-D grid with smooth q/k fields: attention is local, as in image tokens."""
+    ys, xs = torch.meshgrid(torch.arange(n_side), torch.arange(n_side), indexing="ij")
+    pos = torch.stack([ys, xs], -1).reshape(-1, 2).float()
+    freqs = torch.randn(2, d // 2) * 0.3
+    phase = pos @ freqs
+    field = torch.cat([phase.sin(), phase.cos()], -1)
+    q = (field * 3 + 0.1 * torch.randn(heads, n_side * n_side, d))[None]
+    k = (field * 3 + 0.1 * torch.randn(heads, n_side * n_side, d))[None]
+    v = torch.randn(1, heads, n_side * n_side, d)
+    return q, k, v
+
+
+def test_sparge_error_grows_with_sparsity_on_local_inputs(seed):
+    q, k, v = _local_qkv(24)
+    ref = attention_reference(q, k, v)
+    errs = []
+    for ratio in (0.0, 0.5, 0.8):
+        out = sparge_attention_reference(q, k, v, sparsity_ratio=ratio, block_q=64, sim_threshold=-1.0)
+        errs.append(((out - ref).abs().sum() / ref.abs().sum()).item())
+    assert errs[0] <= errs[1] + 1e-6 and errs[1] <= errs[2] + 1e-6 and errs[2] > 1.5 * errs[0], errs
+
+
+def test_sparge_pv_threshold_skips_and_stays_close(seed):
+    """Block 0 holds keys aligned with every query; later blocks trail by ~10 (log2 units):
+    a threshold of 8 skips their P.V (close result), a threshold of 30 skips nothing."""
+    d = 64
+    u = torch.nn.functional.normalize(torch.randn(d), dim=0)
+    q = u * 8 + 0.05 * torch.randn(1, 2, 128, d)
+    k = 0.05 * torch.randn(1, 2, 256, d)
+    k[:, :, :64] += u * 16  # score ~ 8*16/8 = 16 nat in block 0 vs ~0 elsewhere
+    v = torch.randn(1, 2, 256, d)
+    common = dict(sparsity_ratio=0.0, sim_threshold=-1.0, block_q=128, pv_precision="fp16")
+    dense = sparge_attention_reference(q, k, v, **common)
+    assert torch.equal(sparge_attention_reference(q, k, v, pv_threshold=30.0, **common), dense)
+    skipped = sparge_attention_reference(q, k, v, pv_threshold=8.0, **common)
+    assert not torch.equal(skipped, dense)
+    assert_close_to(skipped, dense, 0.9999, 0.01)
