@@ -23,6 +23,7 @@ def plan_and_rewrite(gm: torch.fx.GraphModule, policy: Policy) -> Plan:
     register_ops()
     plan = Plan(graphs=1)
     sites = find_attention_sites(gm)
+    replaced: dict = {}
     for site in sites:
         base = dict(layer=site.layer, pattern=site.pattern, spec=site.spec, note=site.layer_note)
         if site.rejected is not None:
@@ -35,7 +36,8 @@ def plan_and_rewrite(gm: torch.fx.GraphModule, policy: Policy) -> Plan:
                                           reason=f"{decision.reason}: off, left untouched", rewritten=False))
             continue
         sel = select(site.spec, decision.backend, dict(decision.params))
-        rewrite_site(gm, site, sel.backend, sel.implementation, encode_params(sel.params))
+        site.remap(replaced)
+        replaced[site.output] = rewrite_site(gm, site, sel.backend, sel.implementation, encode_params(sel.params))
         reason = f"{decision.reason} -> {decision.backend}"
         if sel.backend != decision.backend:
             why = "; ".join(s for s in sel.steps if not s.startswith(f"{sel.backend}/") and not s.startswith("->"))

@@ -119,7 +119,8 @@ def _peel(node, st: _Peel, outer: float) -> Optional[tuple[Node, _Peel]]:
         for scores, mask in ((a, b), (b, a)):
             if isinstance(mask, Node) and meta_tensor(mask) is not None:
                 trial = copy.copy(st)
-                trial.masks, trial.chain, trial.spelled = st.masks + [MaskTerm(mask, "additive", outer)], list(st.chain), list(st.spelled)
+                trial.masks, trial.chain = st.masks + [MaskTerm(mask, "additive", outer)], list(st.chain)
+                trial.spelled = st.spelled + ["add"]
                 found = _peel(scores, trial, outer)
                 if found is not None:
                     return found
@@ -232,9 +233,9 @@ def match_softmax(sm: Node) -> Optional[AttentionSite]:
             if training and p > 0:
                 site.dropout = float(p)
                 return _reject(site, f"dropout p={p} in training mode (left to Inductor)")
+    inside = set(chain_inner) | {pv}  # uses inside the pattern (e.g. type_as(scores)) are replaced too
     for node in chain_inner:
-        nxt = chain_inner[chain_inner.index(node) + 1] if node is not chain_inner[-1] else pv
-        others = [u for u in node.users if u is not nxt]
+        others = [u for u in node.users if u not in inside]
         if others:
             what = "attention probabilities" if chain_inner.index(node) >= chain_inner.index(sm) else "attention scores"
             return _reject(site, f"{what} ({node.name}) also used by {', '.join(u.name for u in others)}")

@@ -35,3 +35,15 @@ class AttentionSite:
     layer_note: str = ""
     rejected: Optional[str] = None  # why it is not rewritten
     spec: Optional[AttentionSpec] = None
+
+    def remap(self, replaced: dict) -> None:
+        """Point q/k/v/masks at the replacements of nodes that earlier rewrites removed
+        (an attention whose input is another attention's output)."""
+        def fix(n):
+            while n in replaced:
+                n = replaced[n]
+            return n
+
+        self.q, self.k, self.v = fix(self.q), fix(self.k), fix(self.v)
+        for term in self.masks:
+            term.node = fix(term.node)

@@ -1,0 +1,77 @@
+"""Backend registry: capabilities as data, selection along the fallback chain, auto."""
+import pytest
+import torch
+
+from smartcompile.backends import select
+from smartcompile.backends.registry import BACKENDS, get_implementation
+from smartcompile.errors import UnsupportedError
+from smartcompile.spec import AttentionSpec
+
+
+def spec(**over):
+    base = dict(batch=1, q_heads=8, kv_heads=2, q_len=97, kv_len=130, head_dim=64, v_head_dim=64,
+                dtype=torch.float32, device="cpu")
+    base.update(over)
+    return AttentionSpec(**base)
+
+
+def test_every_backend_selects_on_cpu():
+    for name in ("flash", "sage", "sparge"):
+        sel = select(spec(), name, {})
+        assert sel.backend == name and sel.steps[-1] == f"-> {name}/{sel.implementation}"
+
+
+def test_auto_never_picks_a_reference_implementation():
+    sel = select(spec(), "auto")
+    assert (sel.backend, sel.implementation) == ("flash", "sdpa")
+    assert any("reference numerics" in s for s in sel.steps)
+
+
+def test_fallback_chain_records_reasons_and_drops_params():
+    # head_dim 512 is beyond the Sage/Sparge references (256): sparge -> sage -> flash
+    sel = select(spec(head_dim=512, v_head_dim=512), "sparge", {"sparsity_ratio": 0.5, "pv_precision": "fp16"})
+    assert sel.backend == "flash"
+    text = " ".join(sel.steps)
+    assert "sparge/sparge_reference: head_dim 512" in text and "sage/sage_reference: head_dim 512" in text
+    assert "dropped" in text and sel.params == {}
+
+
+def test_sparge_to_sage_keeps_shared_params():
+    sel = select(spec(head_dim=512, v_head_dim=512), "sparge", {"pv_precision": "fp16"})
+    assert sel.backend == "flash"  # sage can't either
+    sel = select(spec(), "sage", {"pv_precision": "fp16"})
+    assert sel.params["pv_precision"] == "fp16"
+
+
+def test_defaults_fill_and_exclusive_groups():
+    sel = select(spec(), "sparge", {"topk": 3})
+    assert sel.params["topk"] == 3 and sel.params["cdf_threshold"] is None
+    sel = select(spec(), "sparge", {})
+    assert sel.params["cdf_threshold"] == 0.98
+    assert sel.params["pv_precision"] == "fp8"  # auto on CPU models the GPU (FP8) numerics
+
+
+def test_capability_reasons_are_specific():
+    flash_attn = get_implementation("flash", "flash_attn")
+    reasons = flash_attn.not_supported_reasons(spec(mask_kind="additive", dtype=torch.float32))
+    text = "; ".join(reasons)
+    assert "device cpu not in ['cuda']" in text
+    assert "dtype float32 not in ['bfloat16', 'float16']" in text
+    assert "mask kind 'additive'" in text
+    assert "needs package 'flash_attn'" in text or "flash_attn" in text
+
+
+def test_flash_attn_rejects_causal_with_different_lengths():
+    caps = get_implementation("flash", "flash_attn").capabilities
+    reasons = caps.not_supported_reasons(spec(mask_kind="causal", causal_alignment="top_left", device="cuda", dtype=torch.float16))
+    assert any("alignment differs" in r for r in reasons)
+
+
+def test_unknown_backend_is_an_error():
+    with pytest.raises(UnsupportedError, match="'warp' is not one of"):
+        select(spec(), "warp")
+
+
+def test_accuracy_bounds_are_data():
+    assert BACKENDS["sage"].accuracy.min_cosine >= 0.999
+    assert BACKENDS["flash"].accuracy.min_cosine > BACKENDS["sage"].accuracy.min_cosine

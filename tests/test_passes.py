@@ -1,0 +1,173 @@
+"""Every formulation four ways: outputs (and grads) eager vs compiled, the rewrite fired, the
+smartattn op is in Inductor's code, and negative cases that must not be rewritten."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch._inductor.utils import run_and_get_code
+
+import smartcompile
+from formulations import FORMULATIONS, Model, make_inputs
+from helpers import FLASH, compile_and_plan
+
+NAMES = sorted(FORMULATIONS)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_rewrite_fires_and_matches_eager(name, seed):
+    fn, gqa, mask_kind = FORMULATIONS[name]
+    model = Model(fn, gqa).eval()
+    causal = mask_kind == "causal"
+    inputs = make_inputs(sq=13, sk=13 if causal or name.startswith("sdpa") else 21)
+    compiled, plan = compile_and_plan(model)
+    out = compiled(*inputs)
+    torch.testing.assert_close(out, model(*inputs), atol=2e-5, rtol=1e-4, msg=f"seed {seed}")
+    assert len(plan.sites) == 1, plan
+    site = plan.sites[0]
+    assert site.rewritten, site.reason
+    assert site.layer == "attn"
+    assert site.spec.mask_kind == mask_kind, site
+    assert (site.spec.kv_heads < site.spec.q_heads) == gqa
+
+
+@pytest.mark.parametrize("name", ["sdpa_kwargs_mask", "div_transpose", "t5_bias", "repeat_kv", "bmm_3d", "causal_tril"])
+def test_gradients_match_eager_through_inductor(name, seed):
+    fn, gqa, _ = FORMULATIONS[name]
+    model = Model(fn, gqa)
+    inputs = make_inputs(requires_grad=True)
+    compiled = torch.compile(model, backend=smartcompile.backend(policy=FLASH))
+    out_c = compiled(*inputs)
+    out_e = model(*inputs)
+    torch.testing.assert_close(out_c, out_e, atol=2e-5, rtol=1e-4)
+    x, ctx, extra = inputs
+    leaves = [x, extra["additive"]] + list(model.parameters())
+    g = torch.randn_like(out_e)
+    got = torch.autograd.grad(out_c, leaves, g, allow_unused=True)
+    want = torch.autograd.grad(out_e, leaves, g, allow_unused=True)
+    for a, b in zip(got, want):
+        if b is None:
+            assert a is None or a.abs().max() == 0
+        else:
+            torch.testing.assert_close(a, b, atol=5e-5, rtol=1e-4, msg=f"seed {seed}")
+
+
+@pytest.mark.parametrize("name", ["sdpa_positional", "einsum", "masked_fill", "repeat_interleave"])
+@pytest.mark.parametrize("policy", ["flash", "sage"])
+def test_op_is_in_inductor_code(name, policy):
+    fn, gqa, _ = FORMULATIONS[name]
+    model = Model(fn, gqa).eval()
+    inputs = make_inputs()
+    compiled = torch.compile(model, backend="smartattn", options={"policy": {"version": 1, "default": policy}})
+    with torch.no_grad():
+        _, code = run_and_get_code(compiled, *inputs)
+    text = "\n".join(code)
+    assert "smartattn.attention" in text
+    assert f"'{policy}'" in text or f'"{policy}"' in text
+
+
+# ---- negative cases ---------------------------------------------------------------------
+class ReturnsWeights(torch.nn.Module):
+    def forward(self, q, k, v):
+        w = (q @ k.transpose(-2, -1) * 0.25).softmax(-1)
+        return w @ v, w
+
+
+class ReusesScores(torch.nn.Module):
+    def forward(self, q, k, v):
+        s = q @ k.transpose(-2, -1) * 0.25
+        return s.softmax(-1) @ v + s.mean()
+
+
+class SoftmaxOverQueries(torch.nn.Module):
+    def forward(self, q, k, v):
+        return (q @ k.transpose(-2, -1)).softmax(dim=-2) @ v
+
+
+class TrainingDropout(torch.nn.Module):
+    def forward(self, q, k, v):
+        return F.dropout((q @ k.transpose(-2, -1)).softmax(-1), p=0.5, training=True) @ v
+
+
+class SdpaDropout(torch.nn.Module):
+    def forward(self, q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=0.3)
+
+
+class NotAScale(torch.nn.Module):
+    def forward(self, q, k, v):
+        return ((q @ k.transpose(-2, -1)) * q.sum()).softmax(-1) @ v  # data-dependent "scale"
+
+
+def _qkv():
+    return torch.randn(1, 2, 9, 8), torch.randn(1, 2, 11, 8), torch.randn(1, 2, 11, 8)
+
+
+@pytest.mark.parametrize("module, reason", [
+    (ReturnsWeights(), "attention probabilities"),
+    (ReusesScores(), "attention scores"),
+    (TrainingDropout(), "dropout p=0.5 in training mode"),
+    (SdpaDropout(), "dropout_p=0.3"),
+])
+def test_reported_but_not_rewritten(module, reason):
+    compiled, plan = compile_and_plan(module)
+    qkv = _qkv()
+    torch.manual_seed(0)
+    out = compiled(*qkv)
+    assert len(plan.sites) == 1 and not plan.sites[0].rewritten
+    assert reason in plan.sites[0].reason
+    if not isinstance(module, (TrainingDropout, SdpaDropout)):
+        torch.manual_seed(0)
+        torch.testing.assert_close(out, module(*qkv))
+
+
+@pytest.mark.parametrize("module", [SoftmaxOverQueries(), NotAScale()])
+def test_not_attention_is_left_alone(module):
+    compiled, plan = compile_and_plan(module)
+    qkv = _qkv()
+    torch.testing.assert_close(compiled(*qkv), module(*qkv))
+    assert plan.sites == []
+
+
+def test_policy_off_leaves_the_site():
+    fn, gqa, _ = FORMULATIONS["div_transpose"]
+    model = Model(fn, gqa).eval()
+    compiled, plan = compile_and_plan(model, policy={"version": 1, "layers": {"attn": "off"}})
+    inputs = make_inputs()
+    torch.testing.assert_close(compiled(*inputs), model(*inputs))
+    assert plan.sites[0].backend == "off" and not plan.sites[0].rewritten
+
+
+def test_sage_policy_changes_numerics_within_bounds():
+    fn, gqa, _ = FORMULATIONS["sdpa_positional"]
+    model = Model(fn, gqa).eval()
+    compiled, plan = compile_and_plan(model, policy={"version": 1, "default": "sage"})
+    inputs = make_inputs(sq=64, sk=64)
+    out, ref = compiled(*inputs), model(*inputs)
+    assert plan.sites[0].implementation == "sage_reference"
+    assert not torch.equal(out, ref)
+    assert torch.nn.functional.cosine_similarity(out.flatten(), ref.flatten(), dim=0) > 0.999
+
+
+class TwoInOne(torch.nn.Module):
+    def forward(self, x):
+        a = F.scaled_dot_product_attention(x, x, x)
+        return F.scaled_dot_product_attention(a, x, x)
+
+
+def test_layer_names_and_duplicates():
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = torch.nn.ModuleList([Model(FORMULATIONS["einsum"][0], False) for _ in range(2)])
+            self.pair = TwoInOne()
+
+        def forward(self, x, ctx, extra):
+            for b in self.blocks:
+                x = x + b(x, ctx, extra)
+            x = self.pair(x[:, None])[:, 0]
+            return F.scaled_dot_product_attention(x[:, None], x[:, None], x[:, None])[:, 0]
+
+    plan = smartcompile.explain(Net().eval(), *make_inputs(), policy=FLASH)
+    assert [s.layer for s in plan.sites] == ["blocks.0.attn", "blocks.1.attn", "pair", "pair#1", "attention.0"]
+    assert plan.sites[3].note.startswith("attention number 2 in module pair")
+    assert "no module path" in plan.sites[4].note
+    assert all(s.rewritten for s in plan.sites)
