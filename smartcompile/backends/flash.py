@@ -27,11 +27,30 @@ def run_flash_attn(q, k, v, mask, is_causal: bool, scale: float, params: dict) -
     return out.transpose(1, 2)
 
 
+def run_flash_attn3(q, k, v, mask, is_causal: bool, scale: float, params: dict) -> torch.Tensor:
+    from flash_attn_interface import flash_attn_func  # FlashAttention-3 (Hopper)
+
+    out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), softmax_scale=scale, causal=is_causal)
+    out = out[0] if isinstance(out, tuple) else out  # some versions also return the LSE
+    return out.transpose(1, 2)
+
+
 FLASH = Backend(
     name="flash",
     description="exact attention",
     params={},
     implementations=(
+        Implementation(
+            name="flash_attn3",
+            capabilities=Capabilities(
+                devices=frozenset({"cuda"}), min_compute_capability=(9, 0),
+                dtypes=frozenset({torch.float16, torch.bfloat16}), max_head_dim=256, head_dim_multiple=8,
+                mask_kinds=frozenset({"none", "causal"}), causal_q_ne_k=False, different_v_dim=False,
+                requires="flash_attn_interface",
+            ),
+            run=run_flash_attn3,
+            description="FlashAttention-3 (flash_attn_interface, Hopper)",
+        ),
         Implementation(
             name="flash_attn",
             capabilities=Capabilities(

@@ -9,6 +9,7 @@ from .base import Accuracy, Backend, Implementation
 from .capabilities import Capabilities
 from .hardware import compute_capability
 from .params import ParamSpec
+from .._logging import logger
 
 SAGE_PARAMS = {
     "quant_bits": ParamSpec("quant_bits", int, 8, "bits of the Q/K quantization", choices=(8,)),
@@ -24,12 +25,14 @@ KV_BLOCK = 64
 
 
 def resolve_pv_precision(requested: str, spec: AttentionSpec) -> str:
+    cc = compute_capability(spec.device)
+    no_fp8 = cc is not None and cc < (8, 9)  # no FP8 tensor cores before Ada
+    if requested == "fp8" and no_fp8:
+        logger.warning("pv_precision 'fp8' needs compute capability >= 8.9 (device has %s): using 'fp16'", cc)
+        return "fp16"
     if requested != "auto":
         return requested
-    cc = compute_capability(spec.device)
-    if cc is not None and cc < (8, 9):
-        return "fp16"  # no FP8 tensor cores before Ada
-    return "fp8"  # Ada/Hopper, and on CPU the reference models the GPU numerics
+    return "fp16" if no_fp8 else "fp8"  # on CPU the reference models the GPU (FP8) numerics
 
 
 def sage_reference_args(params: dict) -> dict:
@@ -38,6 +41,24 @@ def sage_reference_args(params: dict) -> dict:
 
 def run_sage_reference(q, k, v, mask, is_causal: bool, scale: float, params: dict) -> torch.Tensor:
     return sage_attention_reference(q, k, v, mask, is_causal, scale, **sage_reference_args(params))
+
+
+def run_sage_triton(q, k, v, mask, is_causal: bool, scale: float, params: dict) -> torch.Tensor:
+    from ..kernels.sage_triton import sage_attention_triton  # imports triton: only when it runs
+
+    return sage_attention_triton(q, k, v, is_causal, scale, pv_precision=params["pv_precision"],
+                                 block_q=params["block_size"], block_k=KV_BLOCK, smooth=params["smooth_k"])
+
+
+def run_sageattention_package(q, k, v, mask, is_causal: bool, scale: float, params: dict) -> torch.Tensor:
+    """The `sageattention` package (v1 `sageattn` API; v2 has the same entry point). Version
+    1.0.6 smooths K in place, so we smooth a copy ourselves and pass smooth_k=False."""
+    from sageattention import sageattn
+
+    if params["smooth_k"]:
+        k = k - k.mean(dim=-2, keepdim=True)
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    return sageattn(q, k, v, tensor_layout="HND", is_causal=is_causal, sm_scale=scale, smooth_k=False)
 
 
 class _SageBackend(Backend):
@@ -50,12 +71,33 @@ class _SageBackend(Backend):
 
 
 REFERENCE_CAPS = Capabilities(devices=frozenset({"cpu"}), max_head_dim=256)
+HALF = frozenset({torch.float16, torch.bfloat16})
+TRITON_CAPS = Capabilities(
+    devices=frozenset({"cuda"}), min_compute_capability=(8, 0), dtypes=HALF, head_dims=(64, 96, 128),
+    mask_kinds=frozenset({"none", "causal"}), different_v_dim=False, requires="triton",
+)
+PACKAGE_CAPS = Capabilities(
+    devices=frozenset({"cuda"}), min_compute_capability=(8, 0), dtypes=HALF, head_dims=(64, 96, 128),
+    mask_kinds=frozenset({"none", "causal"}), causal_q_ne_k=False, different_v_dim=False, requires="sageattention",
+)
 
 SAGE = _SageBackend(
     name="sage",
     description="INT8 QK^T, FP8/FP16 P.V (SageAttention numerics)",
     params=SAGE_PARAMS,
     implementations=(
+        Implementation(
+            name="sage_triton",
+            capabilities=TRITON_CAPS,
+            run=run_sage_triton,
+            description="our Triton kernel: INT8 QK^T, FP8 (sm89+) or FP16 P.V, FP32 accumulation",
+        ),
+        Implementation(
+            name="sageattention",
+            capabilities=PACKAGE_CAPS,
+            run=run_sageattention_package,
+            description="the sageattention package (INT8 QK^T, FP16 P.V in 1.x)",
+        ),
         Implementation(
             name="sage_reference",
             capabilities=REFERENCE_CAPS,
@@ -66,3 +108,7 @@ SAGE = _SageBackend(
     ),
     accuracy=Accuracy(min_cosine=0.999, max_rel_l1=0.05),
 )
+
+# Bounds against fp32 exact attention on random inputs, per P.V precision (test data). Random
+# inputs are the hard case for relative L1: near-uniform attention averages V towards 0.
+SAGE_ACCURACY = {"fp8": Accuracy(min_cosine=0.999, max_rel_l1=0.05), "fp16": Accuracy(min_cosine=0.9999, max_rel_l1=0.02)}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# On the GPU machine: install carried wheels, run the GPU tests, then a benchmark.
+#   bash scripts/device_check.sh [quick|full|tests]
+set -o pipefail
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.version.cuda)"
+mode=${1:-quick}
+if [ "$mode" != "bench" ]; then
+  python3 -m pytest -q -x -p no:cacheprovider tests/test_gpu_sage.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -25
+fi
+case "$mode" in
+  quick) python3 benchmarks/bench_sage.py --quick --out "$OUT" 2>&1 | tee "$OUT/bench.log" ;;
+  full|bench) python3 benchmarks/bench_sage.py --out "$OUT" 2>&1 | tee "$OUT/bench.log" ;;
+esac

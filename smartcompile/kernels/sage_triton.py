@@ -1,0 +1,231 @@
+"""Triton Sage attention: INT8 Q K^T (per-block scales, K smoothed), FP8 or FP16 P V, FP32 accumulation.
+
+Reference: kernels/sage_reference.py (same numerics, same block structure).
+
+Pipeline, for q (B, Hq, Sq, D), k/v (B, Hkv, Sk, D) with any strides (HND or NHD views):
+  1. `_quantize_int8`: one program per block of tokens reads the strided input, subtracts K's
+     mean (smoothing), folds the softmax scale and log2(e) into Q, and writes INT8 values padded
+     to (rows multiple of the block, D_PAD columns) plus one FP32 scale per block.
+  2. `_quantize_v`: V scaled per channel into FP8 (written transposed: K-major, which is what the
+     Hopper FP8 MMA wants for P V) or into FP16 range (row-major).
+  3. `_sage_fwd`: online softmax in exp2 over K blocks; S = int32 dot * q_scale * k_scale; P V
+     per block with an FP32 result added into the FP32 accumulator (never an FP16 accumulator,
+     and never a long FP8-MMA accumulation chain).
+Causal masking is top-left aligned (SDPA's convention); blocks entirely in the future are not
+visited, blocks crossing the diagonal are masked element-wise.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+FP8_MAX = 448.0
+FP16_V_RANGE = 16384.0
+SUPPORTED_HEAD_DIMS = (64, 96, 128)
+AUTOTUNE_MIN_WORK = 1 << 28  # B*H*Sq*Sk above which launch configurations are autotuned
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@triton.jit
+def _quantize_int8(X, OUT, SCALE, MEAN, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len, n_blocks,
+                   mult, D: tl.constexpr, D_PAD: tl.constexpr, BLOCK: tl.constexpr, SUB_MEAN: tl.constexpr):
+    pid_blk = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // n_heads
+    h = pid_bh % n_heads
+    rows = pid_blk * BLOCK + tl.arange(0, BLOCK)
+    cols = tl.arange(0, D_PAD)
+    inside = (rows[:, None] < seq_len) & (cols[None, :] < D)
+    x = tl.load(X + b * stride_b + h * stride_h + rows[:, None] * stride_n + cols[None, :] * stride_d,
+                mask=inside, other=0.0).to(tl.float32)
+    if SUB_MEAN:
+        mean = tl.load(MEAN + pid_bh * D + cols, mask=cols < D, other=0.0)
+        x = tl.where(inside, x - mean[None, :], 0.0)
+    x = x * mult
+    scale = tl.maximum(tl.max(tl.max(tl.abs(x), axis=1), axis=0) / 127.0, 1e-12)
+    xq = x / scale
+    xq = xq + tl.where(xq >= 0, 0.5, -0.5)  # round half away from zero, then truncate
+    out_rows = (pid_bh * n_blocks * BLOCK + rows).to(tl.int64)
+    tl.store(OUT + out_rows[:, None] * D_PAD + cols[None, :], xq.to(tl.int8))
+    tl.store(SCALE + pid_bh * n_blocks + pid_blk, scale)
+
+
+@triton.jit
+def _quantize_v(V, OUT, VSCALE, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len, n_pad,
+                D: tl.constexpr, D_PAD: tl.constexpr, BLOCK: tl.constexpr, FP8: tl.constexpr):
+    pid_blk = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // n_heads
+    h = pid_bh % n_heads
+    rows = pid_blk * BLOCK + tl.arange(0, BLOCK)
+    cols = tl.arange(0, D_PAD)
+    inside = (rows[:, None] < seq_len) & (cols[None, :] < D)
+    v = tl.load(V + b * stride_b + h * stride_h + rows[:, None] * stride_n + cols[None, :] * stride_d,
+                mask=inside, other=0.0).to(tl.float32)
+    inv = 1.0 / tl.load(VSCALE + pid_bh * D_PAD + cols)
+    v = v * inv[None, :]
+    base = pid_bh.to(tl.int64) * n_pad * D_PAD
+    if FP8:  # transposed (D_PAD, n_pad): the K dim of the P V product is contiguous
+        tl.store(OUT + base + cols[None, :] * n_pad + rows[:, None], v.to(tl.float8e4nv))
+    else:
+        tl.store(OUT + base + rows[:, None] * D_PAD + cols[None, :], v.to(tl.float16))
+
+
+@triton.jit
+def _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n, seq_k, n_pad_k,
+                MASK_TAIL: tl.constexpr, MASK_CAUSAL: tl.constexpr, PV_FP8: tl.constexpr,
+                BLOCK_N: tl.constexpr, D_PAD: tl.constexpr):
+    offs_d = tl.arange(0, D_PAD)
+    k = tl.load(K_blk + (start_n + offs_n)[None, :] * D_PAD + offs_d[:, None])
+    k_scale = tl.load(KS_blk + start_n // BLOCK_N)
+    s = tl.dot(q, k).to(tl.float32) * (q_scale * k_scale)
+    if MASK_TAIL:
+        s = tl.where((start_n + offs_n)[None, :] < seq_k, s, float("-inf"))
+    if MASK_CAUSAL:
+        s = tl.where(offs_m[:, None] >= (start_n + offs_n)[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    p = tl.math.exp2(s - m_safe[:, None])
+    alpha = tl.math.exp2(m_i - m_safe)
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    if PV_FP8:
+        v = tl.load(V_blk + offs_d[None, :] * n_pad_k + (start_n + offs_n)[:, None])
+        pv = tl.dot((p * 448.0).to(tl.float8e4nv), v)
+    else:
+        v = tl.load(V_blk + (start_n + offs_n)[:, None] * D_PAD + offs_d[None, :])
+        pv = tl.dot(p.to(tl.float16), v)
+    acc = acc * alpha[:, None] + pv
+    return acc, l_i, m_new
+
+
+@triton.jit
+def _sage_fwd(Q, K, V, QS, KS, VS, O, LSE, stride_ob, stride_oh, stride_on, q_heads, group, seq_q, seq_k,
+              n_qblk, n_kblk, seq_bucket, D: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
+              BLOCK_N: tl.constexpr, IS_CAUSAL: tl.constexpr, PV_FP8: tl.constexpr, STORE_LSE: tl.constexpr):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // q_heads
+    h = pid_bh % q_heads
+    kv_bh = b * (q_heads // group) + h // group
+    n_pad_q = n_qblk * BLOCK_M
+    n_pad_k = n_kblk * BLOCK_N
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, D_PAD)
+    q = tl.load(Q + (pid_bh.to(tl.int64) * n_pad_q + offs_m)[:, None] * D_PAD + offs_d[None, :])
+    q_scale = tl.load(QS + pid_bh * n_qblk + pid_m)
+    K_blk = K + kv_bh.to(tl.int64) * n_pad_k * D_PAD
+    KS_blk = KS + kv_bh * n_kblk
+    V_blk = V + kv_bh.to(tl.int64) * n_pad_k * D_PAD
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, D_PAD], dtype=tl.float32)
+    if IS_CAUSAL:
+        # blocks left of the diagonal need no mask; the ones crossing it do; later ones are skipped
+        full_end = tl.minimum((pid_m * BLOCK_M) // BLOCK_N * BLOCK_N, (seq_k // BLOCK_N) * BLOCK_N)
+        hi = tl.minimum((pid_m + 1) * BLOCK_M, seq_k)
+    else:
+        full_end = (seq_k // BLOCK_N) * BLOCK_N
+        hi = seq_k
+    for start_n in range(0, full_end, BLOCK_N):
+        acc, l_i, m_i = _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n,
+                                    seq_k, n_pad_k, False, False, PV_FP8, BLOCK_N, D_PAD)
+    for start_n in range(full_end, hi, BLOCK_N):
+        acc, l_i, m_i = _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n,
+                                    seq_k, n_pad_k, True, IS_CAUSAL, PV_FP8, BLOCK_N, D_PAD)
+    vs = tl.load(VS + kv_bh * D_PAD + offs_d)
+    l_safe = tl.where(l_i == 0.0, 1.0, l_i)
+    out = acc * (vs[None, :] / l_safe[:, None])
+    o_ptrs = O + b.to(tl.int64) * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :]
+    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=(offs_m[:, None] < seq_q) & (offs_d[None, :] < D))
+    if STORE_LSE:
+        m_safe = tl.where(m_i == float("-inf"), 0.0, m_i)
+        lse = (m_safe + tl.math.log2(l_safe)) * 0.6931471805599453
+        tl.store(LSE + pid_bh.to(tl.int64) * seq_q + offs_m, lse, mask=offs_m < seq_q)
+
+
+def _autotune_configs():
+    return [triton.Config({}, num_warps=w, num_stages=s) for w in (4, 8) for s in (2, 3, 4)]
+
+
+@functools.lru_cache(maxsize=None)
+def _tuned_kernel():
+    # Launch configurations are tuned per (head dim, block sizes, causal, precision, length bucket)
+    # and cached for the process; Triton's own cache keeps the compiled binaries on disk.
+    return triton.autotune(configs=_autotune_configs(),
+                           key=["seq_bucket", "D_PAD", "BLOCK_M", "BLOCK_N", "IS_CAUSAL", "PV_FP8"])(_sage_fwd)
+
+
+def quantize_qk(x: torch.Tensor, block: int, mult: float, mean: Optional[torch.Tensor], d_pad: int):
+    """INT8 (B*H, n_blocks*block, d_pad) and scales (B*H, n_blocks) of a (B, H, S, D) tensor."""
+    b, h, s, d = x.shape
+    n_blocks = triton.cdiv(s, block)
+    out = torch.empty((b * h, n_blocks * block, d_pad), dtype=torch.int8, device=x.device)
+    scale = torch.empty((b * h, n_blocks), dtype=torch.float32, device=x.device)
+    _quantize_int8[(n_blocks, b * h)](
+        x, out, scale, mean if mean is not None else scale, *x.stride(), h, s, n_blocks, mult,
+        D=d, D_PAD=d_pad, BLOCK=block, SUB_MEAN=mean is not None,
+    )
+    return out, scale
+
+
+def quantize_v(v: torch.Tensor, block: int, fp8: bool, d_pad: int):
+    """V scaled per channel: FP8 transposed (B*H, d_pad, n_pad) or FP16 (B*H, n_pad, d_pad), and
+    the per-channel factor (B*H, d_pad) that undoes the scaling (including the 448 of P in FP8)."""
+    b, h, s, d = v.shape
+    n_pad = triton.cdiv(s, block) * block
+    target = FP8_MAX if fp8 else FP16_V_RANGE
+    amax = v.abs().amax(dim=-2).float().reshape(b * h, d)
+    vscale = torch.ones((b * h, d_pad), dtype=torch.float32, device=v.device)
+    vscale[:, :d] = (amax / target).clamp_min(1e-12)
+    dtype = torch.float8_e4m3fn if fp8 else torch.float16
+    shape = (b * h, d_pad, n_pad) if fp8 else (b * h, n_pad, d_pad)
+    out = torch.empty(shape, dtype=dtype, device=v.device)
+    _quantize_v[(n_pad // block, b * h)](v, out, vscale, *v.stride(), h, s, n_pad, D=d, D_PAD=d_pad, BLOCK=block, FP8=fp8)
+    return out, (vscale / FP8_MAX if fp8 else vscale)
+
+
+def sage_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_causal: bool = False,
+                          scale: Optional[float] = None, *, pv_precision: str = "fp8", block_q: int = 128,
+                          block_k: int = 64, smooth: bool = True, return_lse: bool = False):
+    b, hq, sq, d = q.shape
+    hkv, sk = k.shape[1], k.shape[2]
+    if d not in SUPPORTED_HEAD_DIMS:
+        raise ValueError(f"head_dim {d} not in {SUPPORTED_HEAD_DIMS}")
+    if pv_precision not in ("fp8", "fp16"):
+        raise ValueError(f"pv_precision: {pv_precision!r} is not one of ['fp8', 'fp16']")
+    d_pad = triton.next_power_of_2(d)
+    sm_scale = scale if scale is not None else d ** -0.5
+    k_mean = k.float().mean(dim=-2).contiguous() if smooth else None  # (B, Hkv, D)
+    q8, qs = quantize_qk(q, block_q, sm_scale * LOG2E, None, d_pad)
+    k8, ks = quantize_qk(k, block_k, 1.0, k_mean, d_pad)
+    fp8 = pv_precision == "fp8"
+    vq, vs = quantize_v(v, block_k, fp8, d_pad)
+    out = torch.empty((b, hq, sq, d), dtype=q.dtype, device=q.device)
+    lse = torch.empty((b, hq, sq), dtype=torch.float32, device=q.device) if return_lse else out
+    n_qblk, n_kblk = q8.shape[1] // block_q, k8.shape[1] // block_k
+    grid = (n_qblk, b * hq)
+    args = (q8, k8, vq, qs, ks, vs, out, lse, out.stride(0), out.stride(1), out.stride(2), hq, hq // hkv, sq, sk,
+            n_qblk, n_kblk, triton.next_power_of_2(max(sk, 1)))
+    meta = dict(D=d, D_PAD=d_pad, BLOCK_M=block_q, BLOCK_N=block_k, IS_CAUSAL=is_causal, PV_FP8=fp8, STORE_LSE=return_lse)
+    if _interpreting():
+        _sage_fwd[grid](*args, **meta)
+    elif b * hq * sq * sk < AUTOTUNE_MIN_WORK:  # small problems: a fixed configuration, no tuning runs
+        _sage_fwd[grid](*args, **meta, num_warps=4 if block_q == 64 else 8, num_stages=3)
+    else:
+        _tuned_kernel()[grid](*args, **meta)
+    if not return_lse:
+        return out
+    if smooth:  # smoothing shifted each row by q . mean(k) * scale: add it back
+        km = k_mean.repeat_interleave(hq // hkv, dim=1)
+        lse = lse + torch.einsum("bhsd,bhd->bhs", q.float(), km) * sm_scale
+    return out, lse
