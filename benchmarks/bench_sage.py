@@ -41,8 +41,8 @@ def sageattention_pkg():
     return lambda q, k, v, causal: sageattn(q, k, v, tensor_layout="HND", is_causal=causal, smooth_k=False)
 
 
-def ours(pv):
-    return lambda q, k, v, causal: sage_attention_triton(q, k, v, causal, None, pv_precision=pv)
+def ours(pv, block_k=128):
+    return lambda q, k, v, causal: sage_attention_triton(q, k, v, causal, None, pv_precision=pv, block_k=block_k)
 
 
 def bench(fn, q, k, v, causal):
@@ -73,6 +73,8 @@ def main():
         impls["sageattn-1.0.6"] = pkg
     impls["ours-fp8"] = ours("fp8")
     impls["ours-fp16"] = ours("fp16")
+    if args.quick:
+        impls["ours-fp8-k64"] = ours("fp8", 64)
     lens = [4096, 16384] if args.quick else [int(x) for x in args.lens.split(",")]
     bhs = [(1, 24)] if args.quick else [tuple(int(y) for y in x.split("x")) for x in args.batches.split(",")]
     dims = [int(x) for x in args.dims.split(",")]

@@ -21,7 +21,7 @@ SAGE_PARAMS = {
     "block_size": ParamSpec("block_size", int, 128, "query tokens per quantization (and sparsity) block", choices=(64, 128)),
     "smooth_k": ParamSpec("smooth_k", bool, True, "subtract K's mean over tokens before quantizing (exact)"),
 }
-KV_BLOCK = 64
+KV_BLOCK = 128  # K tokens per quantization block (and per K/V tile of the kernel)
 
 
 def resolve_pv_precision(requested: str, spec: AttentionSpec) -> str:

@@ -6,7 +6,9 @@ import torch
 from ..kernels.sparge_reference import sparge_attention_reference
 from .base import Accuracy, Implementation
 from .params import ParamSpec
-from .sage import KV_BLOCK, REFERENCE_CAPS, SAGE_PARAMS, _SageBackend
+from .sage import REFERENCE_CAPS, SAGE_PARAMS, _SageBackend
+
+KV_BLOCK = 64  # K tokens per sparsity (and quantization) block
 
 SPARGE_PARAMS = {
     **SAGE_PARAMS,

@@ -86,20 +86,23 @@ def _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n,
                 BLOCK_N: tl.constexpr, D_PAD: tl.constexpr):
     offs_d = tl.arange(0, D_PAD)
     k = tl.load(K_blk + (start_n + offs_n)[None, :] * D_PAD + offs_d[:, None])
-    k_scale = tl.load(KS_blk + start_n // BLOCK_N)
-    s = tl.dot(q, k).to(tl.float32) * (q_scale * k_scale)
+    c = q_scale * tl.load(KS_blk + start_n // BLOCK_N)
+    # int32 -> fp32 without the quarter-rate I2F: |s| < 2^22, so 1.5 * 2^23 + s is exact in fp32
+    s = (tl.dot(q, k) + 0x4B400000).to(tl.float32, bitcast=True)
     if MASK_TAIL:
         s = tl.where((start_n + offs_n)[None, :] < seq_k, s, float("-inf"))
     if MASK_CAUSAL:
         s = tl.where(offs_m[:, None] >= (start_n + offs_n)[None, :], s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    m_new = tl.maximum(m_i, (tl.max(s, axis=1) - 12582912.0) * c)
     m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-    p = tl.math.exp2(s - m_safe[:, None])
+    # one FMA per score: (s - magic) * c - m, plus log2(448) so FP8's P lands in [0, 448]
+    bias = 12582912.0 * c + m_safe - (8.807354922057604 if PV_FP8 else 0.0)
+    p = tl.math.exp2(s * c - bias[:, None])
     alpha = tl.math.exp2(m_i - m_safe)
     l_i = l_i * alpha + tl.sum(p, axis=1)
     if PV_FP8:
         v = tl.load(V_blk + offs_d[None, :] * n_pad_k + (start_n + offs_n)[:, None])
-        pv = tl.dot((p * 448.0).to(tl.float8e4nv), v)
+        pv = tl.dot(p.to(tl.float8e4nv), v)
     else:
         v = tl.load(V_blk + (start_n + offs_n)[:, None] * D_PAD + offs_d[None, :])
         pv = tl.dot(p.to(tl.float16), v)
@@ -147,9 +150,9 @@ def _sage_fwd(Q, K, V, QS, KS, VS, O, LSE, stride_ob, stride_oh, stride_on, q_he
     out = acc * (vs[None, :] / l_safe[:, None])
     o_ptrs = O + b.to(tl.int64) * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :]
     tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=(offs_m[:, None] < seq_q) & (offs_d[None, :] < D))
-    if STORE_LSE:
+    if STORE_LSE:  # l is in units of 448 on the FP8 path
         m_safe = tl.where(m_i == float("-inf"), 0.0, m_i)
-        lse = (m_safe + tl.math.log2(l_safe)) * 0.6931471805599453
+        lse = (m_safe + tl.math.log2(l_safe) - (8.807354922057604 if PV_FP8 else 0.0)) * 0.6931471805599453
         tl.store(LSE + pid_bh.to(tl.int64) * seq_q + offs_m, lse, mask=offs_m < seq_q)
 
 
@@ -180,7 +183,7 @@ def quantize_qk(x: torch.Tensor, block: int, mult: float, mean: Optional[torch.T
 
 def quantize_v(v: torch.Tensor, block: int, fp8: bool, d_pad: int):
     """V scaled per channel: FP8 transposed (B*H, d_pad, n_pad) or FP16 (B*H, n_pad, d_pad), and
-    the per-channel factor (B*H, d_pad) that undoes the scaling (including the 448 of P in FP8)."""
+    the per-channel factor (B*H, d_pad) that undoes the scaling."""
     b, h, s, d = v.shape
     n_pad = triton.cdiv(s, block) * block
     target = FP8_MAX if fp8 else FP16_V_RANGE
@@ -191,12 +194,12 @@ def quantize_v(v: torch.Tensor, block: int, fp8: bool, d_pad: int):
     shape = (b * h, d_pad, n_pad) if fp8 else (b * h, n_pad, d_pad)
     out = torch.empty(shape, dtype=dtype, device=v.device)
     _quantize_v[(n_pad // block, b * h)](v, out, vscale, *v.stride(), h, s, n_pad, D=d, D_PAD=d_pad, BLOCK=block, FP8=fp8)
-    return out, (vscale / FP8_MAX if fp8 else vscale)
+    return out, vscale
 
 
 def sage_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_causal: bool = False,
                           scale: Optional[float] = None, *, pv_precision: str = "fp8", block_q: int = 128,
-                          block_k: int = 64, smooth: bool = True, return_lse: bool = False):
+                          block_k: int = 128, smooth: bool = True, return_lse: bool = False):
     b, hq, sq, d = q.shape
     hkv, sk = k.shape[1], k.shape[2]
     if d not in SUPPORTED_HEAD_DIMS:

@@ -48,12 +48,11 @@ def policy_schema() -> dict:
         "title": "smartcompile attention policy",
         "type": "object",
         "properties": {
-            "version": {"const": 1},
+            "version": {"const": 1, "description": "format version; defaults to 1 when absent"},
             "default": {"$ref": "#/$defs/rule"},
             "layers": {"type": "object", "additionalProperties": {"$ref": "#/$defs/rule"}},
             "metadata": {"type": "object", "description": "free-form: budget, measurements, hardware fingerprint"},
         },
-        "required": ["version"],
         "additionalProperties": False,
         "$defs": {"rule": rule},
     }
