@@ -22,7 +22,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from smartcompile.kernels.exact_reference import attention_reference  # noqa: E402
-from smartcompile.kernels.sage_triton import sage_attention_triton  # noqa: E402
+from smartcompile.kernels.sage_triton import attend, quantize, sage_attention_triton  # noqa: E402
 from smartcompile.metrics import error_stats  # noqa: E402
 
 
@@ -74,7 +74,7 @@ def main():
     impls["ours-fp8"] = ours("fp8")
     impls["ours-fp16"] = ours("fp16")
     if args.quick:
-        impls["ours-fp8-k64"] = ours("fp8", 64)
+        impls["ours-fp8-kernel-only"] = None  # the attention kernel alone, on pre-quantized inputs
     lens = [4096, 16384] if args.quick else [int(x) for x in args.lens.split(",")]
     bhs = [(1, 24)] if args.quick else [tuple(int(y) for y in x.split("x")) for x in args.batches.split(",")]
     dims = [int(x) for x in args.dims.split(",")]
@@ -87,13 +87,16 @@ def main():
                     flops = 4 * b * h * n * n * d / (2 if causal else 1)
                     res = {}
                     for name, fn in impls.items():
+                        if fn is None:
+                            pre = quantize(q, k, v, pv_precision="fp8")
+                            fn = lambda q, k, v, causal, pre=pre: attend(pre, causal, q.dtype)  # noqa: E731
                         try:
                             ms = bench(fn, q, k, v, causal)
                         except Exception as exc:  # a library that cannot run a shape: record and go on
                             print(f"  {name} failed at B{b} H{h} N{n} D{d} causal={causal}: {exc}", file=sys.stderr)
                             continue
                         res[name] = ms
-                        err = accuracy(fn, q, k, v, causal) if name.startswith(("ours", "sage")) else None
+                        err = accuracy(fn, q, k, v, causal) if name.startswith(("ours", "sage")) and "kernel-only" not in name else None
                         rows.append(dict(B=b, H=h, N=n, D=d, causal=causal, impl=name, ms=ms,
                                          tflops=flops / ms / 1e9, cosine=err.cosine if err else None,
                                          rel_l1=err.rel_l1 if err else None))

@@ -16,6 +16,7 @@ visited, blocks crossing the diagonal are masked element-wise.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from typing import Optional
@@ -60,7 +61,7 @@ def _quantize_int8(X, OUT, SCALE, MEAN, stride_b, stride_h, stride_n, stride_d, 
 
 
 @triton.jit
-def _quantize_v(V, OUT, VSCALE, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len, n_pad,
+def _quantize_v(V, OUT, AMAX, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len, n_pad, target,
                 D: tl.constexpr, D_PAD: tl.constexpr, BLOCK: tl.constexpr, FP8: tl.constexpr):
     pid_blk = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -71,8 +72,8 @@ def _quantize_v(V, OUT, VSCALE, stride_b, stride_h, stride_n, stride_d, n_heads,
     inside = (rows[:, None] < seq_len) & (cols[None, :] < D)
     v = tl.load(V + b * stride_b + h * stride_h + rows[:, None] * stride_n + cols[None, :] * stride_d,
                 mask=inside, other=0.0).to(tl.float32)
-    inv = 1.0 / tl.load(VSCALE + pid_bh * D_PAD + cols)
-    v = v * inv[None, :]
+    amax = tl.load(AMAX + pid_bh * D + cols, mask=cols < D, other=target)
+    v = v * (target / tl.maximum(amax, 1e-30))[None, :]
     base = pid_bh.to(tl.int64) * n_pad * D_PAD
     if FP8:  # transposed (D_PAD, n_pad): the K dim of the P V product is contiguous
         tl.store(OUT + base + cols[None, :] * n_pad + rows[:, None], v.to(tl.float8e4nv))
@@ -111,10 +112,11 @@ def _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n,
 
 
 @triton.jit
-def _sage_fwd(Q, K, V, QS, KS, VS, O, LSE, stride_ob, stride_oh, stride_on, q_heads, group, seq_q, seq_k,
-              n_qblk, n_kblk, seq_bucket, D: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
+def _sage_fwd(Q, K, V, QS, KS, VAMAX, O, LSE, stride_ob, stride_oh, stride_on, q_heads, group, seq_q, seq_k,
+              n_qblk, n_kblk, seq_bucket, v_range, D: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
               BLOCK_N: tl.constexpr, IS_CAUSAL: tl.constexpr, PV_FP8: tl.constexpr, STORE_LSE: tl.constexpr):
-    pid_m = tl.program_id(0)
+    # causal: the longest rows first, so the short ones fill the tail of the launch
+    pid_m = (n_qblk - 1 - tl.program_id(0)) if IS_CAUSAL else tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // q_heads
     h = pid_bh % q_heads
@@ -145,7 +147,7 @@ def _sage_fwd(Q, K, V, QS, KS, VS, O, LSE, stride_ob, stride_oh, stride_on, q_he
     for start_n in range(full_end, hi, BLOCK_N):
         acc, l_i, m_i = _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n,
                                     seq_k, n_pad_k, True, IS_CAUSAL, PV_FP8, BLOCK_N, D_PAD)
-    vs = tl.load(VS + kv_bh * D_PAD + offs_d)
+    vs = tl.maximum(tl.load(VAMAX + kv_bh * D + offs_d, mask=offs_d < D, other=0.0), 1e-30) / v_range
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc * (vs[None, :] / l_safe[:, None])
     o_ptrs = O + b.to(tl.int64) * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :]
@@ -182,24 +184,38 @@ def quantize_qk(x: torch.Tensor, block: int, mult: float, mean: Optional[torch.T
 
 
 def quantize_v(v: torch.Tensor, block: int, fp8: bool, d_pad: int):
-    """V scaled per channel: FP8 transposed (B*H, d_pad, n_pad) or FP16 (B*H, n_pad, d_pad), and
-    the per-channel factor (B*H, d_pad) that undoes the scaling."""
+    """V scaled per channel (by amax over tokens) into FP8, written transposed (B*H, d_pad, n_pad),
+    or into FP16 range (B*H, n_pad, d_pad); returns it with the per-channel amax (B*H, D)."""
     b, h, s, d = v.shape
     n_pad = triton.cdiv(s, block) * block
-    target = FP8_MAX if fp8 else FP16_V_RANGE
-    amax = v.abs().amax(dim=-2).float().reshape(b * h, d)
-    vscale = torch.ones((b * h, d_pad), dtype=torch.float32, device=v.device)
-    vscale[:, :d] = (amax / target).clamp_min(1e-12)
-    dtype = torch.float8_e4m3fn if fp8 else torch.float16
+    lo, hi = torch.aminmax(v, dim=-2)  # one read of V, no |V| copy
+    amax = torch.maximum(hi.float(), lo.float().neg()).reshape(b * h, d)
     shape = (b * h, d_pad, n_pad) if fp8 else (b * h, n_pad, d_pad)
-    out = torch.empty(shape, dtype=dtype, device=v.device)
-    _quantize_v[(n_pad // block, b * h)](v, out, vscale, *v.stride(), h, s, n_pad, D=d, D_PAD=d_pad, BLOCK=block, FP8=fp8)
-    return out, vscale
+    out = torch.empty(shape, dtype=torch.float8_e4m3fn if fp8 else torch.float16, device=v.device)
+    target = FP8_MAX if fp8 else FP16_V_RANGE
+    _quantize_v[(n_pad // block, b * h)](v, out, amax, *v.stride(), h, s, n_pad, target, D=d, D_PAD=d_pad, BLOCK=block, FP8=fp8)
+    return out, amax
 
 
-def sage_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_causal: bool = False,
-                          scale: Optional[float] = None, *, pv_precision: str = "fp8", block_q: int = 128,
-                          block_k: int = 128, smooth: bool = True, return_lse: bool = False):
+@dataclasses.dataclass
+class QuantizedQKV:
+    """Everything the attention kernel reads; K/V parts can be reused across queries."""
+    q8: torch.Tensor
+    q_scale: torch.Tensor
+    k8: torch.Tensor
+    k_scale: torch.Tensor
+    v: torch.Tensor
+    v_amax: torch.Tensor
+    k_mean: Optional[torch.Tensor]
+    shape: tuple  # (B, Hq, Hkv, Sq, Sk, D)
+    sm_scale: float
+    block_q: int
+    block_k: int
+    fp8: bool
+
+
+def quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None, *,
+             pv_precision: str = "fp8", block_q: int = 128, block_k: int = 128, smooth: bool = True) -> QuantizedQKV:
     b, hq, sq, d = q.shape
     hkv, sk = k.shape[1], k.shape[2]
     if d not in SUPPORTED_HEAD_DIMS:
@@ -208,27 +224,45 @@ def sage_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_
         raise ValueError(f"pv_precision: {pv_precision!r} is not one of ['fp8', 'fp16']")
     d_pad = triton.next_power_of_2(d)
     sm_scale = scale if scale is not None else d ** -0.5
-    k_mean = k.float().mean(dim=-2).contiguous() if smooth else None  # (B, Hkv, D)
+    k_mean = k.mean(dim=-2, dtype=torch.float32) if smooth else None  # (B, Hkv, D), no fp32 copy of K
     q8, qs = quantize_qk(q, block_q, sm_scale * LOG2E, None, d_pad)
     k8, ks = quantize_qk(k, block_k, 1.0, k_mean, d_pad)
     fp8 = pv_precision == "fp8"
-    vq, vs = quantize_v(v, block_k, fp8, d_pad)
-    out = torch.empty((b, hq, sq, d), dtype=q.dtype, device=q.device)
-    lse = torch.empty((b, hq, sq), dtype=torch.float32, device=q.device) if return_lse else out
-    n_qblk, n_kblk = q8.shape[1] // block_q, k8.shape[1] // block_k
+    vq, v_amax = quantize_v(v, block_k, fp8, d_pad)
+    return QuantizedQKV(q8, qs, k8, ks, vq, v_amax, k_mean, (b, hq, hkv, sq, sk, d), sm_scale, block_q, block_k, fp8)
+
+
+def attend(x: QuantizedQKV, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = False):
+    """The attention kernel on quantized inputs: (B, Hq, Sq, D) output, optionally the LSE
+    (natural log, of the scaled scores without smoothing's shift)."""
+    b, hq, hkv, sq, sk, d = x.shape
+    d_pad = x.q8.shape[-1]
+    out = torch.empty((b, hq, sq, d), dtype=out_dtype, device=x.q8.device)
+    lse = torch.empty((b, hq, sq), dtype=torch.float32, device=out.device) if return_lse else out
+    n_qblk, n_kblk = x.q8.shape[1] // x.block_q, x.k8.shape[1] // x.block_k
     grid = (n_qblk, b * hq)
-    args = (q8, k8, vq, qs, ks, vs, out, lse, out.stride(0), out.stride(1), out.stride(2), hq, hq // hkv, sq, sk,
-            n_qblk, n_kblk, triton.next_power_of_2(max(sk, 1)))
-    meta = dict(D=d, D_PAD=d_pad, BLOCK_M=block_q, BLOCK_N=block_k, IS_CAUSAL=is_causal, PV_FP8=fp8, STORE_LSE=return_lse)
+    args = (x.q8, x.k8, x.v, x.q_scale, x.k_scale, x.v_amax, out, lse, out.stride(0), out.stride(1), out.stride(2),
+            hq, hq // hkv, sq, sk, n_qblk, n_kblk, triton.next_power_of_2(max(sk, 1)),
+            FP8_MAX if x.fp8 else FP16_V_RANGE)
+    meta = dict(D=d, D_PAD=d_pad, BLOCK_M=x.block_q, BLOCK_N=x.block_k, IS_CAUSAL=is_causal, PV_FP8=x.fp8,
+                STORE_LSE=return_lse)
     if _interpreting():
         _sage_fwd[grid](*args, **meta)
     elif b * hq * sq * sk < AUTOTUNE_MIN_WORK:  # small problems: a fixed configuration, no tuning runs
-        _sage_fwd[grid](*args, **meta, num_warps=4 if block_q == 64 else 8, num_stages=3)
+        _sage_fwd[grid](*args, **meta, num_warps=4 if x.block_q == 64 else 8, num_stages=3)
     else:
         _tuned_kernel()[grid](*args, **meta)
+    return (out, lse) if return_lse else out
+
+
+def sage_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_causal: bool = False,
+                          scale: Optional[float] = None, *, pv_precision: str = "fp8", block_q: int = 128,
+                          block_k: int = 128, smooth: bool = True, return_lse: bool = False):
+    x = quantize(q, k, v, scale, pv_precision=pv_precision, block_q=block_q, block_k=block_k, smooth=smooth)
     if not return_lse:
-        return out
+        return attend(x, is_causal, q.dtype)
+    out, lse = attend(x, is_causal, q.dtype, return_lse=True)
     if smooth:  # smoothing shifted each row by q . mean(k) * scale: add it back
-        km = k_mean.repeat_interleave(hq // hkv, dim=1)
-        lse = lse + torch.einsum("bhsd,bhd->bhs", q.float(), km) * sm_scale
+        km = x.k_mean.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+        lse = lse + torch.einsum("bhsd,bhd->bhs", q.float(), km) * x.sm_scale
     return out, lse
