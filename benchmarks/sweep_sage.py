@@ -1,7 +1,7 @@
 """Sweep launch configurations of the Sage attention kernel alone (pre-quantized inputs) on a GPU.
 
     python benchmarks/sweep_sage.py [--n 16384] [--dims 64,128]
-Prints TFLOP/s per (block_q, block_k, warps, stages, skip_rescale) and cuDNN SDPA for reference.
+Prints TFLOP/s per (block_q, block_k, warps, stages) and cuDNN SDPA for reference.
 """
 import argparse
 import itertools
@@ -33,20 +33,20 @@ def main():
         results = []
         for bq, bk in ((128, 128), (128, 64), (64, 128), (64, 64)):
             pre = quantize(q, k, v, pv_precision="fp8", block_q=bq, block_k=bk)
-            for warps, stages, skip in itertools.product((4, 8), (2, 3, 4), (False, True)):
+            for warps, stages in itertools.product((4, 8), (2, 3, 4)):
                 if bq == 64 and warps == 8:
                     continue
-                launch = dict(num_warps=warps, num_stages=stages, SKIP_RESCALE=skip)
+                launch = dict(num_warps=warps, num_stages=stages)
                 try:
                     ms = triton.testing.do_bench(lambda: attend(pre, False, q.dtype, launch=launch), warmup=25, rep=100)
                 except Exception as exc:  # out of shared memory / registers for this configuration
-                    print(f"  bq{bq} bk{bk} w{warps} s{stages} skip{int(skip)}: {type(exc).__name__}", flush=True)
+                    print(f"  bq{bq} bk{bk} w{warps} s{stages}: {type(exc).__name__}", flush=True)
                     continue
                 tf = flops / ms / 1e9
-                results.append((tf, bq, bk, warps, stages, skip))
-                print(f"  bq{bq} bk{bk} w{warps} s{stages} skip{int(skip)}: {tf:.0f} TF ({tf / base:.2f}x)", flush=True)
+                results.append((tf, bq, bk, warps, stages))
+                print(f"  bq{bq} bk{bk} w{warps} s{stages}: {tf:.0f} TF ({tf / base:.2f}x)", flush=True)
         results.sort(reverse=True)
-        print(f"D{d} best: " + ", ".join(f"{r[0]:.0f}TF bq{r[1]} bk{r[2]} w{r[3]} s{r[4]} skip{int(r[5])}" for r in results[:4]))
+        print(f"D{d} best: " + ", ".join(f"{r[0]:.0f}TF bq{r[1]} bk{r[2]} w{r[3]} s{r[4]}" for r in results[:4]))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On the GPU machine: install carried wheels, run the GPU tests, then a benchmark.
-#   bash scripts/device_check.sh [quick|full|tests]
+#   bash scripts/device_check.sh [quick|full|bench|tests] [bench_sage.py arguments]
 set -o pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -19,7 +19,8 @@ mode=${1:-quick}
 if [ "$mode" != "bench" ]; then
   python3 -m pytest -q -x -p no:cacheprovider tests/test_gpu_sage.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -25
 fi
+shift || true
 case "$mode" in
   quick) python3 benchmarks/bench_sage.py --quick --out "$OUT" 2>&1 | tee "$OUT/bench.log" ;;
-  full|bench) python3 benchmarks/bench_sage.py --out "$OUT" 2>&1 | tee "$OUT/bench.log" ;;
+  full|bench) python3 benchmarks/bench_sage.py --out "$OUT" "$@" 2>&1 | tee "$OUT/bench.log" ;;
 esac

@@ -18,7 +18,7 @@ SAGE_PARAMS = {
         "pv_precision", str, "auto", "precision of P and V in the P.V product; auto = fp8 on sm89+, fp16 below",
         choices=("auto", "fp8", "fp16"),
     ),
-    "block_size": ParamSpec("block_size", int, 128, "query tokens per quantization (and sparsity) block", choices=(64, 128)),
+    "block_size": ParamSpec("block_size", int, 64, "query tokens per quantization (and sparsity) block", choices=(64, 128)),
     "smooth_k": ParamSpec("smooth_k", bool, True, "subtract K's mean over tokens before quantizing (exact)"),
 }
 KV_BLOCK = 128  # K tokens per quantization block (and per K/V tile of the kernel)

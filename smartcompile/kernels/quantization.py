@@ -30,7 +30,8 @@ def quantize_int8_per_block(x: torch.Tensor, block: int) -> tuple[torch.Tensor, 
     amax = xp.reshape(b, h, nblk, block * d).abs().amax(dim=-1)
     scale = (amax / INT8_MAX).clamp_min(1e-12)
     scale_tok = scale.repeat_interleave(block, dim=-1)[..., :s]
-    xi = torch.round(x / scale_tok[..., None]).clamp(-INT8_MAX, INT8_MAX)
+    y = x / scale_tok[..., None]
+    xi = (torch.sign(y) * torch.floor(y.abs() + 0.5)).clamp(-INT8_MAX, INT8_MAX)  # half away from zero, as the kernels
     return xi, scale_tok
 
 

@@ -37,7 +37,7 @@ def sage_attention_reference(
     *,
     pv_precision: str = "fp8",
     smooth: bool = True,
-    block_q: int = 128,
+    block_q: int = 64,
     block_k: int = 128,
     block_mask: Optional[torch.Tensor] = None,
     pv_threshold: Optional[float] = None,

@@ -84,7 +84,7 @@ def _quantize_v(V, OUT, AMAX, stride_b, stride_h, stride_n, stride_d, n_heads, s
 @triton.jit
 def _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n, seq_k, n_pad_k,
                 MASK_TAIL: tl.constexpr, MASK_CAUSAL: tl.constexpr, PV_FP8: tl.constexpr,
-                BLOCK_N: tl.constexpr, D_PAD: tl.constexpr, SKIP_RESCALE: tl.constexpr):
+                BLOCK_N: tl.constexpr, D_PAD: tl.constexpr):
     offs_d = tl.arange(0, D_PAD)
     k = tl.load(K_blk + (start_n + offs_n)[None, :] * D_PAD + offs_d[:, None])
     c = q_scale * tl.load(KS_blk + start_n // BLOCK_N)
@@ -107,20 +107,14 @@ def _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n,
     else:
         v = tl.load(V_blk + (start_n + offs_n)[:, None] * D_PAD + offs_d[None, :])
         pv = tl.dot(p.to(tl.float16), v)
-    if SKIP_RESCALE:  # once the row maxima settle, most blocks change none of them
-        if tl.min(alpha, axis=0) < 1.0:
-            acc = acc * alpha[:, None]
-        acc = acc + pv
-    else:
-        acc = acc * alpha[:, None] + pv
+    acc = acc * alpha[:, None] + pv
     return acc, l_i, m_new
 
 
 @triton.jit
 def _sage_fwd(Q, K, V, QS, KS, VAMAX, O, LSE, stride_ob, stride_oh, stride_on, q_heads, group, seq_q, seq_k,
               n_qblk, n_kblk, seq_bucket, v_range, D: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
-              BLOCK_N: tl.constexpr, IS_CAUSAL: tl.constexpr, PV_FP8: tl.constexpr, STORE_LSE: tl.constexpr,
-              SKIP_RESCALE: tl.constexpr = False):
+              BLOCK_N: tl.constexpr, IS_CAUSAL: tl.constexpr, PV_FP8: tl.constexpr, STORE_LSE: tl.constexpr):
     # causal: the longest rows first, so the short ones fill the tail of the launch
     pid_m = (n_qblk - 1 - tl.program_id(0)) if IS_CAUSAL else tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -149,10 +143,10 @@ def _sage_fwd(Q, K, V, QS, KS, VAMAX, O, LSE, stride_ob, stride_oh, stride_on, q
         hi = seq_k
     for start_n in range(0, full_end, BLOCK_N):
         acc, l_i, m_i = _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n,
-                                    seq_k, n_pad_k, False, False, PV_FP8, BLOCK_N, D_PAD, SKIP_RESCALE)
+                                    seq_k, n_pad_k, False, False, PV_FP8, BLOCK_N, D_PAD)
     for start_n in range(full_end, hi, BLOCK_N):
         acc, l_i, m_i = _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n,
-                                    seq_k, n_pad_k, True, IS_CAUSAL, PV_FP8, BLOCK_N, D_PAD, SKIP_RESCALE)
+                                    seq_k, n_pad_k, True, IS_CAUSAL, PV_FP8, BLOCK_N, D_PAD)
     vs = tl.maximum(tl.load(VAMAX + kv_bh * D + offs_d, mask=offs_d < D, other=0.0), 1e-30) / v_range
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc * (vs[None, :] / l_safe[:, None])
@@ -165,7 +159,9 @@ def _sage_fwd(Q, K, V, QS, KS, VAMAX, O, LSE, stride_ob, stride_oh, stride_on, q
 
 
 def _autotune_configs():
-    return [triton.Config({}, num_warps=w, num_stages=s) for w in (4, 8) for s in (2, 3, 4)]
+    # Measured on an H100 (benchmarks/sweep_sage.py): one warpgroup per 64-row tile, 3 stages, and
+    # two CTAs per SM is the fastest shape; 8 warps only pays with 128-row tiles.
+    return [triton.Config({}, num_warps=w, num_stages=s) for w, s in ((4, 3), (4, 2), (4, 4), (8, 3), (8, 2))]
 
 
 @functools.lru_cache(maxsize=None)
@@ -221,7 +217,7 @@ class QuantizedQKV:
 
 
 def quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None, *,
-             pv_precision: str = "fp8", block_q: int = 128, block_k: int = 128, smooth: bool = True) -> QuantizedQKV:
+             pv_precision: str = "fp8", block_q: int = 64, block_k: int = 128, smooth: bool = True) -> QuantizedQKV:
     b, hq, sq, d = q.shape
     hkv, sk = k.shape[1], k.shape[2]
     if d not in SUPPORTED_HEAD_DIMS:
@@ -242,7 +238,7 @@ def attend(x: QuantizedQKV, is_causal: bool, out_dtype: torch.dtype, return_lse:
            launch: Optional[dict] = None):
     """The attention kernel on quantized inputs: (B, Hq, Sq, D) output, optionally the LSE
     (natural log, of the scaled scores without smoothing's shift). `launch` overrides the
-    launch configuration (num_warps, num_stages, SKIP_RESCALE) instead of tuning it."""
+    launch configuration (num_warps, num_stages) instead of tuning it."""
     b, hq, hkv, sq, sk, d = x.shape
     d_pad = x.q8.shape[-1]
     out = torch.empty((b, hq, sq, d), dtype=out_dtype, device=x.q8.device)
@@ -259,14 +255,14 @@ def attend(x: QuantizedQKV, is_causal: bool, out_dtype: torch.dtype, return_lse:
     elif _interpreting():
         _sage_fwd[grid](*args, **meta)
     elif b * hq * sq * sk < AUTOTUNE_MIN_WORK:  # small problems: a fixed configuration, no tuning runs
-        _sage_fwd[grid](*args, **meta, num_warps=4 if x.block_q == 64 else 8, num_stages=3)
+        _sage_fwd[grid](*args, **meta, num_warps=4, num_stages=3)
     else:
         _tuned_kernel()[grid](*args, **meta)
     return (out, lse) if return_lse else out
 
 
 def sage_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_causal: bool = False,
-                          scale: Optional[float] = None, *, pv_precision: str = "fp8", block_q: int = 128,
+                          scale: Optional[float] = None, *, pv_precision: str = "fp8", block_q: int = 64,
                           block_k: int = 128, smooth: bool = True, return_lse: bool = False):
     x = quantize(q, k, v, scale, pv_precision=pv_precision, block_q=block_q, block_k=block_k, smooth=smooth)
     if not return_lse:
