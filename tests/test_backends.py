@@ -75,3 +75,12 @@ def test_unknown_backend_is_an_error():
 def test_accuracy_bounds_are_data():
     assert BACKENDS["sage"].accuracy.min_cosine >= 0.999
     assert BACKENDS["flash"].accuracy.min_cosine > BACKENDS["sage"].accuracy.min_cosine
+
+
+def test_auto_gate_reasons_are_visible():
+    from smartcompile.backends.base import AutoGate
+
+    gate = AutoGate(min_kv_len=16384, why="slower below")
+    assert gate.reasons(spec(kv_len=4096)) == ["auto uses it only for kv_len >= 16384 (kv_len 4096): slower below"]
+    assert gate.reasons(spec(kv_len=16384)) == []
+

@@ -8,10 +8,29 @@ import torch
 
 from ..spec import AttentionSpec
 from .capabilities import Capabilities
+from .hardware import compute_capability
 from .params import ParamSpec
 
 # (q, k, v, mask, is_causal, scale, params) -> out, all tensors (B, H, S, D)
 RunFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor], bool, float, dict], torch.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoGate:
+    """Where "auto" may pick an implementation, from measurements (the policy can always ask)."""
+    min_kv_len: int = 0
+    min_compute_capability: Optional[tuple[int, int]] = None
+    why: str = ""
+
+    def reasons(self, spec: AttentionSpec) -> list[str]:
+        out = []
+        if spec.kv_len < self.min_kv_len:
+            out.append(f"auto uses it only for kv_len >= {self.min_kv_len} (kv_len {spec.kv_len}): {self.why}")
+        if self.min_compute_capability is not None and spec.device_type == "cuda":
+            cc = compute_capability(spec.device)
+            if cc is None or cc < self.min_compute_capability:
+                out.append(f"auto uses it only on compute capability >= {self.min_compute_capability} (device: {cc}): {self.why}")
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +42,7 @@ class Implementation:
     # Reference implementations exist for numerics (CPU, tests, profiling), not speed:
     # "auto" never picks them.
     auto_eligible: bool = True
+    auto_gate: Optional[AutoGate] = None
 
     def not_supported_reasons(self, spec: AttentionSpec) -> list[str]:
         return self.capabilities.not_supported_reasons(spec)

@@ -50,6 +50,8 @@ def _first_capable(backend: Backend, spec: AttentionSpec, steps: list, auto: boo
         reasons = impl.not_supported_reasons(spec)
         if not reasons and auto and not impl.auto_eligible:
             reasons = ["reference numerics; auto picks only fast implementations"]
+        if not reasons and auto and impl.auto_gate is not None:
+            reasons = impl.auto_gate.reasons(spec)
         if not reasons:
             return impl
         steps.append(f"{backend.name}/{impl.name}: " + "; ".join(reasons))

@@ -5,7 +5,7 @@ import torch
 
 from ..kernels.sage_reference import sage_attention_reference
 from ..spec import AttentionSpec
-from .base import Accuracy, Backend, Implementation
+from .base import Accuracy, AutoGate, Backend, Implementation
 from .capabilities import Capabilities
 from .hardware import compute_capability
 from .params import ParamSpec
@@ -91,12 +91,16 @@ SAGE = _SageBackend(
             capabilities=TRITON_CAPS,
             run=run_sage_triton,
             description="our Triton kernel: INT8 QK^T, FP8 (sm89+) or FP16 P.V, FP32 accumulation",
+            # benchmarks/results/h100: >= 1.02x cuDNN from 16k keys on, slower below; other GPUs unmeasured
+            auto_gate=AutoGate(min_kv_len=16384, min_compute_capability=(9, 0),
+                               why="measured slower than cuDNN SDPA elsewhere (H100, benchmarks/bench_sage.py)"),
         ),
         Implementation(
             name="sageattention",
             capabilities=PACKAGE_CAPS,
             run=run_sageattention_package,
             description="the sageattention package (INT8 QK^T, FP16 P.V in 1.x)",
+            auto_eligible=False,  # 1.0.6 measured 0.6-0.9x cuDNN SDPA on an H100
         ),
         Implementation(
             name="sage_reference",
