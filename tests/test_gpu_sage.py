@@ -102,3 +102,22 @@ def test_auto_picks_our_kernel_only_where_measured_faster():
     long = select(spec(16384), "auto")
     expected = "sage_triton" if torch.cuda.get_device_capability() >= (9, 0) else "sdpa"
     assert long.implementation == expected
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_sageattention_package_adapter(causal, seed):
+    """The optional `sageattention` implementation through our adapter: accurate, and the
+    caller's k is not smoothed in place (1.0.6 would do that)."""
+    pytest.importorskip("sageattention")
+    from smartcompile.backends.registry import get_implementation
+
+    impl = get_implementation("sage", "sageattention")
+    q = torch.randn(1, 8, 1025, 128, device="cuda", dtype=torch.float16)
+    k = torch.randn(1, 2, 1025, 128, device="cuda", dtype=torch.float16) + 3
+    v = torch.randn(1, 2, 1025, 128, device="cuda", dtype=torch.float16)
+    k_before = k.clone()
+    out = impl.run(q, k, v, None, causal, 128 ** -0.5, {"smooth_k": True})
+    assert torch.equal(k, k_before)
+    ref = attention_reference(q.float(), k.float(), v.float(), None, causal)
+    bounds = SAGE_ACCURACY["fp16"]
+    assert_close_to(out.float(), ref, bounds.min_cosine, bounds.max_rel_l1, f"seed {seed}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import os
 from typing import Optional
 
@@ -166,10 +167,11 @@ def _autotune_configs():
 
 @functools.lru_cache(maxsize=None)
 def _tuned_kernel():
-    # Launch configurations are tuned per (head dim, block sizes, causal, precision, length bucket)
-    # and cached for the process; Triton's own cache keeps the compiled binaries on disk.
+    # Tuned per (length bucket, head dim, block sizes, causal, precision) and per GPU; the choice is
+    # cached on disk by Triton (cache_results, where this Triton has it) with the compiled binaries.
+    extra = {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters else {}
     return triton.autotune(configs=_autotune_configs(),
-                           key=["seq_bucket", "D_PAD", "BLOCK_M", "BLOCK_N", "IS_CAUSAL", "PV_FP8"])(_sage_fwd)
+                           key=["seq_bucket", "D_PAD", "BLOCK_M", "BLOCK_N", "IS_CAUSAL", "PV_FP8"], **extra)(_sage_fwd)
 
 
 def quantize_qk(x: torch.Tensor, block: int, mult: float, mean: Optional[torch.Tensor], d_pad: int):
