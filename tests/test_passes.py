@@ -171,3 +171,27 @@ def test_layer_names_and_duplicates():
     assert plan.sites[3].note.startswith("attention number 2 in module pair")
     assert "no module path" in plan.sites[4].note
     assert all(s.rewritten for s in plan.sites)
+
+
+def test_fallback_is_logged_and_in_the_plan():
+    import logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+
+    class Wide(torch.nn.Module):  # head dim 512: beyond the Sage/Sparge references
+        def forward(self, q):
+            return F.scaled_dot_product_attention(q, q, q)
+
+    compiled, plan = compile_and_plan(Wide(), policy={"version": 1, "default": {"backend": "sparge", "topk": 2}})
+    logger = logging.getLogger("smartcompile")
+    logger.addHandler(handler)
+    try:
+        q = torch.randn(1, 2, 16, 512)
+        torch.testing.assert_close(compiled(q), F.scaled_dot_product_attention(q, q, q))
+    finally:
+        logger.removeHandler(handler)
+    site = plan.sites[0]
+    assert site.backend == "flash" and "fell back to flash" in site.reason and "head_dim 512" in site.reason
+    assert any("sparge requested, flash/sdpa runs instead" in r.getMessage() for r in records)

@@ -42,6 +42,9 @@ def plan_and_rewrite(gm: torch.fx.GraphModule, policy: Policy) -> Plan:
         if sel.backend != decision.backend:
             why = "; ".join(s for s in sel.steps if not s.startswith(f"{sel.backend}/") and not s.startswith("->"))
             reason += f" | fell back to {sel.backend}: {why}"
+            if decision.backend != "auto":  # the user asked for something else: say so without SMARTCOMPILE_LOG
+                logger.warning("%s: %s requested, %s/%s runs instead: %s", site.layer, decision.backend,
+                               sel.backend, sel.implementation, why)
         plan.sites.append(PlannedSite(**base, backend=sel.backend, implementation=sel.implementation,
                                       params=dict(sel.params), reason=reason, rewritten=True, steps=sel.steps))
     gm.graph.lint()
