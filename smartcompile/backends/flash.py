@@ -1,6 +1,7 @@
 """Flash: exact attention. torch SDPA everywhere; flash_attn on CUDA when importable."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import torch
@@ -35,6 +36,14 @@ def run_flash_attn3(q, k, v, mask, is_causal: bool, scale: float, params: dict) 
     return out.transpose(1, 2)
 
 
+# FlashAttention 2 and 3: no mask tensors, and causal only where their bottom-right alignment
+# equals SDPA's top-left one (Sq == Sk)
+FLASH_ATTN_CAPS = Capabilities(
+    devices=frozenset({"cuda"}), min_compute_capability=(8, 0), dtypes=frozenset({torch.float16, torch.bfloat16}),
+    max_head_dim=256, head_dim_multiple=8, mask_kinds=frozenset({"none", "causal"}), causal_q_ne_k=False,
+    different_v_dim=False, requires="flash_attn",
+)
+
 FLASH = Backend(
     name="flash",
     description="exact attention",
@@ -42,23 +51,13 @@ FLASH = Backend(
     implementations=(
         Implementation(
             name="flash_attn3",
-            capabilities=Capabilities(
-                devices=frozenset({"cuda"}), min_compute_capability=(9, 0),
-                dtypes=frozenset({torch.float16, torch.bfloat16}), max_head_dim=256, head_dim_multiple=8,
-                mask_kinds=frozenset({"none", "causal"}), causal_q_ne_k=False, different_v_dim=False,
-                requires="flash_attn_interface",
-            ),
+            capabilities=dataclasses.replace(FLASH_ATTN_CAPS, min_compute_capability=(9, 0), requires="flash_attn_interface"),
             run=run_flash_attn3,
             description="FlashAttention-3 (flash_attn_interface, Hopper)",
         ),
         Implementation(
             name="flash_attn",
-            capabilities=Capabilities(
-                devices=frozenset({"cuda"}), min_compute_capability=(8, 0),
-                dtypes=frozenset({torch.float16, torch.bfloat16}), max_head_dim=256, head_dim_multiple=8,
-                mask_kinds=frozenset({"none", "causal"}), causal_q_ne_k=False, different_v_dim=False,
-                requires="flash_attn",
-            ),
+            capabilities=FLASH_ATTN_CAPS,
             run=run_flash_attn,
             description="FlashAttention 2 (flash_attn package)",
         ),

@@ -38,17 +38,25 @@ def _interpreting() -> bool:
 
 
 @triton.jit
-def _quantize_int8(X, OUT, SCALE, MEAN, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len, n_blocks,
-                   mult, D: tl.constexpr, D_PAD: tl.constexpr, BLOCK: tl.constexpr, SUB_MEAN: tl.constexpr):
-    pid_blk = tl.program_id(0)
+def _load_tile(X, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len, D: tl.constexpr, D_PAD: tl.constexpr,
+               BLOCK: tl.constexpr):
+    """This program's (BLOCK, D_PAD) tile of a strided (B, H, S, D) tensor in fp32, zero-padded."""
     pid_bh = tl.program_id(1)
     b = pid_bh // n_heads
     h = pid_bh % n_heads
-    rows = pid_blk * BLOCK + tl.arange(0, BLOCK)
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     cols = tl.arange(0, D_PAD)
     inside = (rows[:, None] < seq_len) & (cols[None, :] < D)
     x = tl.load(X + b * stride_b + h * stride_h + rows[:, None] * stride_n + cols[None, :] * stride_d,
                 mask=inside, other=0.0).to(tl.float32)
+    return x, rows, cols, inside
+
+
+@triton.jit
+def _quantize_int8(X, OUT, SCALE, MEAN, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len, n_blocks,
+                   mult, D: tl.constexpr, D_PAD: tl.constexpr, BLOCK: tl.constexpr, SUB_MEAN: tl.constexpr):
+    pid_bh = tl.program_id(1)
+    x, rows, cols, inside = _load_tile(X, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len, D, D_PAD, BLOCK)
     if SUB_MEAN:
         mean = tl.load(MEAN + pid_bh * D + cols, mask=cols < D, other=0.0)
         x = tl.where(inside, x - mean[None, :], 0.0)
@@ -58,21 +66,14 @@ def _quantize_int8(X, OUT, SCALE, MEAN, stride_b, stride_h, stride_n, stride_d, 
     xq = xq + tl.where(xq >= 0, 0.5, -0.5)  # round half away from zero, then truncate
     out_rows = (pid_bh * n_blocks * BLOCK + rows).to(tl.int64)
     tl.store(OUT + out_rows[:, None] * D_PAD + cols[None, :], xq.to(tl.int8))
-    tl.store(SCALE + pid_bh * n_blocks + pid_blk, scale)
+    tl.store(SCALE + pid_bh * n_blocks + tl.program_id(0), scale)
 
 
 @triton.jit
 def _quantize_v(V, OUT, AMAX, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len, n_pad, target,
                 D: tl.constexpr, D_PAD: tl.constexpr, BLOCK: tl.constexpr, FP8: tl.constexpr):
-    pid_blk = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // n_heads
-    h = pid_bh % n_heads
-    rows = pid_blk * BLOCK + tl.arange(0, BLOCK)
-    cols = tl.arange(0, D_PAD)
-    inside = (rows[:, None] < seq_len) & (cols[None, :] < D)
-    v = tl.load(V + b * stride_b + h * stride_h + rows[:, None] * stride_n + cols[None, :] * stride_d,
-                mask=inside, other=0.0).to(tl.float32)
+    v, rows, cols, inside = _load_tile(V, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len, D, D_PAD, BLOCK)
     amax = tl.load(AMAX + pid_bh * D + cols, mask=cols < D, other=target)
     v = v * (target / tl.maximum(amax, 1e-30))[None, :]
     base = pid_bh.to(tl.int64) * n_pad * D_PAD
