@@ -27,12 +27,13 @@ def explain(model: torch.nn.Module, *args: Any, policy: Any = None, **kwargs: An
     )
     compiled(*args, **kwargs)
     modules = {name for name, _ in model.named_modules()}
-    relative = sorted({base_layer_name(s.layer) for s in plan.sites if not s.layer.startswith(("attention.", "<root>")) and base_layer_name(s.layer) not in modules})
-    if relative:
+    relative = sorted({base_layer_name(s.layer) for s in plan.sites if base_layer_name(s.layer) not in modules})
+    if relative and not (len(plan.sites) == len(relative) and plan.graphs == 1 and relative[0].startswith("attention.")):
         plan.notes.append(
-            f"layer paths {relative[:4]} are not module paths of {type(model).__qualname__}: they are relative to a "
-            "compiled submodule (regional compilation or a graph break inside it), and a per-layer rule on them "
-            "applies to every instance compiled from that graph"
+            f"layer names {relative[:4]} are not module paths of {type(model).__qualname__}: they come from a graph "
+            "that starts inside a submodule's forward (a graph break there, or regional compilation), so they are "
+            "relative to that frame, and one compiled graph serves every module that runs the same code: a per-layer "
+            "rule on them applies to all of those layers"
         )
     if plan.graphs > 1:
         plan.notes.append(f"{plan.graphs} graphs (graph breaks): each is planned separately")

@@ -195,3 +195,34 @@ def test_fallback_is_logged_and_in_the_plan():
     site = plan.sites[0]
     assert site.backend == "flash" and "fell back to flash" in site.reason and "head_dim 512" in site.reason
     assert any("sparge requested, flash/sdpa runs instead" in r.getMessage() for r in records)
+
+
+def test_graph_break_inside_a_block_is_reported_as_relative():
+    class Attn(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Linear(16, 16)
+
+        def forward(self, x):
+            x = self.p(x)
+            torch._dynamo.graph_break()
+            q = x.view(x.shape[0], x.shape[1], 2, 8).transpose(1, 2)
+            return F.scaled_dot_product_attention(q, q, q).transpose(1, 2).reshape(x.shape)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = torch.nn.ModuleList([Attn() for _ in range(3)])
+
+        def forward(self, x):
+            for b in self.blocks:
+                x = x + b(x)
+            return x
+
+    net = Net().eval()
+    plan = smartcompile.explain(net, torch.randn(1, 5, 16), policy=FLASH)
+    assert plan.graphs > 1
+    assert any("one compiled graph serves every module that runs the same code" in n for n in plan.notes), plan.notes
+    compiled = torch.compile(net, backend=smartcompile.backend(policy=FLASH))
+    x = torch.randn(1, 5, 16)
+    torch.testing.assert_close(compiled(x), net(x))
