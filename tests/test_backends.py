@@ -84,3 +84,11 @@ def test_auto_gate_reasons_are_visible():
     assert gate.reasons(spec(kv_len=4096)) == ["auto uses it only for kv_len >= 16384 (kv_len 4096): slower below"]
     assert gate.reasons(spec(kv_len=16384)) == []
 
+
+
+def test_params_the_implementation_cannot_honour_are_a_reason():
+    impl = get_implementation("sparge", "spas_sage_attn")
+    cuda_spec = spec(device="cuda", dtype=torch.float16)
+    reasons = impl.not_supported_reasons(cuda_spec, {"cdf_threshold": None, "topk": 3})
+    assert "selects by cdf_threshold only (topk / sparsity_ratio given)" in reasons
+    assert "selects by cdf_threshold only" not in " ".join(impl.not_supported_reasons(cuda_spec, {"cdf_threshold": 0.9}))

@@ -43,9 +43,14 @@ class Implementation:
     # "auto" never picks them.
     auto_eligible: bool = True
     auto_gate: Optional[AutoGate] = None
+    # parameters the implementation cannot honour (resolved params -> reasons); None: all of them
+    params_reasons: Optional[Callable[[dict], list]] = None
 
-    def not_supported_reasons(self, spec: AttentionSpec) -> list[str]:
-        return self.capabilities.not_supported_reasons(spec)
+    def not_supported_reasons(self, spec: AttentionSpec, params: Optional[dict] = None) -> list[str]:
+        reasons = self.capabilities.not_supported_reasons(spec)
+        if params is not None and self.params_reasons is not None:
+            reasons += self.params_reasons(params)
+        return reasons
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,9 +45,9 @@ def get_implementation(backend: str, implementation: str) -> Implementation:
     raise UnsupportedError(f"implementation: {implementation!r} is not one of backend {backend!r}'s")
 
 
-def _first_capable(backend: Backend, spec: AttentionSpec, steps: list, auto: bool) -> Optional[Implementation]:
+def _first_capable(backend: Backend, spec: AttentionSpec, params: dict, steps: list, auto: bool) -> Optional[Implementation]:
     for impl in backend.implementations:
-        reasons = impl.not_supported_reasons(spec)
+        reasons = impl.not_supported_reasons(spec, params)
         if not reasons and auto and not impl.auto_eligible:
             reasons = ["reference numerics; auto picks only fast implementations"]
         if not reasons and auto and impl.auto_gate is not None:
@@ -76,13 +76,13 @@ def select(spec: AttentionSpec, backend: str, params: Optional[dict] = None) -> 
         raise UnsupportedError(f"backend: {backend!r} is not one of {list(BACKENDS) + ['auto']}")
     for name in chain:
         be = BACKENDS[name]
-        impl = _first_capable(be, spec, steps, auto)
+        resolved = be.resolve_params({k: v for k, v in params.items() if k in be.params}, spec)
+        impl = _first_capable(be, spec, resolved, steps, auto)
         if impl is None:
             continue
         dropped = sorted(k for k in params if k not in be.params)
         if dropped:
             steps.append(f"{name}: parameters {dropped} do not apply and were dropped")
-        resolved = be.resolve_params({k: v for k, v in params.items() if k in be.params}, spec)
         steps.append(f"-> {name}/{impl.name}")
         return Selection(name, impl.name, resolved, tuple(steps))
     raise UnsupportedError(f"no implementation can run {spec.short()}: " + " | ".join(steps))

@@ -1,14 +1,16 @@
 """Sparge: predicted block-sparse attention on top of the Sage numerics."""
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from ..kernels.sparge_reference import sparge_attention_reference
 from .base import Accuracy, Implementation
 from .params import ParamSpec
-from .sage import REFERENCE_CAPS, SAGE_PARAMS, _SageBackend
+from .sage import PACKAGE_CAPS, REFERENCE_CAPS, SAGE_PARAMS, TRITON_CAPS, _SageBackend
 
-KV_BLOCK = 64  # K tokens per sparsity (and quantization) block
+KV_BLOCK = 128  # K tokens per sparsity (and quantization) block: the kernel's K tile
 
 SPARGE_PARAMS = {
     **SAGE_PARAMS,
@@ -33,12 +35,35 @@ SPARGE_PARAMS = {
 }
 
 
-def run_sparge_reference(q, k, v, mask, is_causal: bool, scale: float, params: dict) -> torch.Tensor:
-    return sparge_attention_reference(
-        q, k, v, mask, is_causal, scale,
+def sparge_args(params: dict) -> dict:
+    return dict(
         pv_precision=params["pv_precision"], block_q=params["block_size"], block_k=KV_BLOCK,
         sim_threshold=params["sim_threshold"], cdf_threshold=params["cdf_threshold"], topk=params["topk"],
         sparsity_ratio=params["sparsity_ratio"], pv_threshold=params["pv_threshold"], sink=params["sink"],
+    )
+
+
+def run_sparge_reference(q, k, v, mask, is_causal: bool, scale: float, params: dict) -> torch.Tensor:
+    return sparge_attention_reference(q, k, v, mask, is_causal, scale, **sparge_args(params))
+
+
+def run_sparge_triton(q, k, v, mask, is_causal: bool, scale: float, params: dict) -> torch.Tensor:
+    from ..kernels.sparge_triton import sparge_attention_triton  # imports triton: only when it runs
+
+    return sparge_attention_triton(q, k, v, is_causal, scale, smooth=params["smooth_k"], **sparge_args(params))
+
+
+def run_spas_sage_attn(q, k, v, mask, is_causal: bool, scale: float, params: dict) -> torch.Tensor:
+    """The SpargeAttn package. Its thresholds are its own (cdf, similarity, PV); topk/sparsity_ratio
+    are not its parameters, so the capabilities send such rules elsewhere. K is smoothed on a copy."""
+    from spas_sage_attn import spas_sage_attn_meansim_cuda
+
+    if params["smooth_k"]:
+        k = k - k.mean(dim=-2, keepdim=True)
+    return spas_sage_attn_meansim_cuda(
+        q, k, v, is_causal=False, scale=scale, smooth_k=False, simthreshd1=params["sim_threshold"],
+        cdfthreshd=params["cdf_threshold"], pvthreshd=params["pv_threshold"] if params["pv_threshold"] is not None else 50,
+        attention_sink=params["sink"], tensor_layout="HND", output_dtype=q.dtype,
     )
 
 
@@ -47,6 +72,24 @@ SPARGE = _SageBackend(
     description="block-sparse (predicted block map) + Sage quantization",
     params=SPARGE_PARAMS,
     implementations=(
+        Implementation(
+            name="sparge_triton",
+            capabilities=TRITON_CAPS,
+            run=run_sparge_triton,
+            description="our Triton kernels: block-map prediction + the Sage kernel over kept blocks",
+            # sparsity trades accuracy for speed: auto picks it only with measured, bounded error (profiling)
+            auto_eligible=False,
+        ),
+        Implementation(
+            name="spas_sage_attn",
+            # SpargeAttn's causal mode lets diagonal blocks see future tokens: non-causal only here
+            capabilities=dataclasses.replace(PACKAGE_CAPS, mask_kinds=frozenset({"none"}), requires="spas_sage_attn"),
+            run=run_spas_sage_attn,
+            description="the SpargeAttn package (spas_sage_attn), non-causal, cdf selection only",
+            auto_eligible=False,
+            params_reasons=lambda p: [] if p["cdf_threshold"] is not None else
+            ["selects by cdf_threshold only (topk / sparsity_ratio given)"],
+        ),
         Implementation(
             name="sparge_reference",
             capabilities=REFERENCE_CAPS,

@@ -95,7 +95,7 @@ def sage_attention_reference(
         l = l * alpha + p.sum(dim=-1)
         pv = round_p(p * p_mult) @ vq[:, :, j0:j1]
         if pv_threshold is not None:
-            trailing = (m_blk - m_new) < -pv_threshold  # (B, H, Sq); -inf rows count as trailing
+            trailing = ((m_blk - m_new) < -pv_threshold) | torch.isneginf(m_blk)  # rows with no key here: trailing
             pad = n_qblk * block_q - sq
             t = torch.nn.functional.pad(trailing, (0, pad), value=True) if pad else trailing
             skip = t.reshape(b, hq, n_qblk, block_q).all(dim=-1).repeat_interleave(block_q, dim=-1)[..., :sq]

@@ -84,9 +84,9 @@ def _quantize_v(V, OUT, AMAX, stride_b, stride_h, stride_n, stride_d, n_heads, s
 
 
 @triton.jit
-def _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n, seq_k, n_pad_k,
-                MASK_TAIL: tl.constexpr, MASK_CAUSAL: tl.constexpr, PV_FP8: tl.constexpr,
-                BLOCK_N: tl.constexpr, D_PAD: tl.constexpr):
+def _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n, seq_q, seq_k, n_pad_k,
+                pv_threshold, MASK_TAIL: tl.constexpr, MASK_CAUSAL: tl.constexpr, PV_FP8: tl.constexpr,
+                PV_SKIP: tl.constexpr, BLOCK_N: tl.constexpr, D_PAD: tl.constexpr):
     offs_d = tl.arange(0, D_PAD)
     k = tl.load(K_blk + (start_n + offs_n)[None, :] * D_PAD + offs_d[:, None])
     c = q_scale * tl.load(KS_blk + start_n // BLOCK_N)
@@ -96,27 +96,47 @@ def _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n,
         s = tl.where((start_n + offs_n)[None, :] < seq_k, s, float("-inf"))
     if MASK_CAUSAL:
         s = tl.where(offs_m[:, None] >= (start_n + offs_n)[None, :], s, float("-inf"))
-    m_new = tl.maximum(m_i, (tl.max(s, axis=1) - 12582912.0) * c)
+    m_blk = (tl.max(s, axis=1) - 12582912.0) * c
+    m_new = tl.maximum(m_i, m_blk)
     m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
     # one FMA per score: (s - magic) * c - m, plus log2(448) so FP8's P lands in [0, 448]
     bias = 12582912.0 * c + m_safe - (8.807354922057604 if PV_FP8 else 0.0)
     p = tl.math.exp2(s * c - bias[:, None])
     alpha = tl.math.exp2(m_i - m_safe)
     l_i = l_i * alpha + tl.sum(p, axis=1)
-    if PV_FP8:
-        v = tl.load(V_blk + offs_d[None, :] * n_pad_k + (start_n + offs_n)[:, None])
-        pv = tl.dot(p.to(tl.float8e4nv), v)
-    else:
-        v = tl.load(V_blk + (start_n + offs_n)[:, None] * D_PAD + offs_d[None, :])
-        pv = tl.dot(p.to(tl.float16), v)
-    acc = acc * alpha[:, None] + pv
+    acc = acc * alpha[:, None]
+    do_pv = True
+    if PV_SKIP:  # Sparge: skip P V when every row's block max trails its running max by > threshold
+        gain = tl.where((offs_m < seq_q) & (m_blk > float("-inf")), m_blk - m_new, float("-inf"))
+        do_pv = tl.max(gain, axis=0) >= -pv_threshold
+    if do_pv:
+        if PV_FP8:
+            v = tl.load(V_blk + offs_d[None, :] * n_pad_k + (start_n + offs_n)[:, None])
+            acc += tl.dot(p.to(tl.float8e4nv), v)
+        else:
+            v = tl.load(V_blk + (start_n + offs_n)[:, None] * D_PAD + offs_d[None, :])
+            acc += tl.dot(p.to(tl.float16), v)
     return acc, l_i, m_new
 
 
 @triton.jit
-def _sage_fwd(Q, K, V, QS, KS, VAMAX, O, LSE, stride_ob, stride_oh, stride_on, q_heads, group, seq_q, seq_k,
-              n_qblk, n_kblk, seq_bucket, v_range, D: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
-              BLOCK_N: tl.constexpr, IS_CAUSAL: tl.constexpr, PV_FP8: tl.constexpr, STORE_LSE: tl.constexpr):
+def _dense_range(pid_m, seq_k, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IS_CAUSAL: tl.constexpr):
+    """(end of the K blocks that need no mask, end of all K blocks) for one query tile. Causal:
+    blocks left of the diagonal need no mask, the ones crossing it do, later ones are skipped."""
+    if IS_CAUSAL:
+        full_end = tl.minimum((pid_m * BLOCK_M) // BLOCK_N * BLOCK_N, (seq_k // BLOCK_N) * BLOCK_N)
+        hi = tl.minimum((pid_m + 1) * BLOCK_M, seq_k)
+    else:
+        full_end = (seq_k // BLOCK_N) * BLOCK_N
+        hi = seq_k
+    return full_end, hi
+
+
+@triton.jit
+def _sage_fwd(Q, K, V, QS, KS, VAMAX, O, LSE, LUT, COUNT, COUNT_FULL, stride_ob, stride_oh, stride_on, q_heads,
+              group, seq_q, seq_k, n_qblk, n_kblk, seq_bucket, v_range, pv_threshold, D: tl.constexpr,
+              D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IS_CAUSAL: tl.constexpr,
+              PV_FP8: tl.constexpr, STORE_LSE: tl.constexpr, SPARSE: tl.constexpr, PV_SKIP: tl.constexpr):
     # causal: the longest rows first, so the short ones fill the tail of the launch
     pid_m = (n_qblk - 1 - tl.program_id(0)) if IS_CAUSAL else tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -136,19 +156,31 @@ def _sage_fwd(Q, K, V, QS, KS, VAMAX, O, LSE, stride_ob, stride_oh, stride_on, q
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, D_PAD], dtype=tl.float32)
-    if IS_CAUSAL:
-        # blocks left of the diagonal need no mask; the ones crossing it do; later ones are skipped
-        full_end = tl.minimum((pid_m * BLOCK_M) // BLOCK_N * BLOCK_N, (seq_k // BLOCK_N) * BLOCK_N)
-        hi = tl.minimum((pid_m + 1) * BLOCK_M, seq_k)
+    if SPARSE:
+        # Sparge: only the kept K blocks, ascending; the first COUNT_FULL need no element mask
+        row = pid_bh * n_qblk + pid_m
+        lut = LUT + row.to(tl.int64) * n_kblk
+        n_full = tl.load(COUNT_FULL + row)
+        for i in range(0, n_full):
+            start_n = tl.load(lut + i) * BLOCK_N
+            acc, l_i, m_i = _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n,
+                                        seq_q, seq_k, n_pad_k, pv_threshold, False, False, PV_FP8, PV_SKIP,
+                                        BLOCK_N, D_PAD)
+        for i in range(n_full, tl.load(COUNT + row)):
+            start_n = tl.load(lut + i) * BLOCK_N
+            acc, l_i, m_i = _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n,
+                                        seq_q, seq_k, n_pad_k, pv_threshold, True, IS_CAUSAL, PV_FP8, PV_SKIP,
+                                        BLOCK_N, D_PAD)
     else:
-        full_end = (seq_k // BLOCK_N) * BLOCK_N
-        hi = seq_k
-    for start_n in range(0, full_end, BLOCK_N):
-        acc, l_i, m_i = _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n,
-                                    seq_k, n_pad_k, False, False, PV_FP8, BLOCK_N, D_PAD)
-    for start_n in range(full_end, hi, BLOCK_N):
-        acc, l_i, m_i = _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n,
-                                    seq_k, n_pad_k, True, IS_CAUSAL, PV_FP8, BLOCK_N, D_PAD)
+        full_end, hi = _dense_range(pid_m, seq_k, BLOCK_M, BLOCK_N, IS_CAUSAL)
+        for start_n in range(0, full_end, BLOCK_N):
+            acc, l_i, m_i = _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n,
+                                        seq_q, seq_k, n_pad_k, pv_threshold, False, False, PV_FP8, PV_SKIP,
+                                        BLOCK_N, D_PAD)
+        for start_n in range(full_end, hi, BLOCK_N):
+            acc, l_i, m_i = _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n,
+                                        seq_q, seq_k, n_pad_k, pv_threshold, True, IS_CAUSAL, PV_FP8, PV_SKIP,
+                                        BLOCK_N, D_PAD)
     vs = tl.maximum(tl.load(VAMAX + kv_bh * D + offs_d, mask=offs_d < D, other=0.0), 1e-30) / v_range
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc * (vs[None, :] / l_safe[:, None])
@@ -172,7 +204,8 @@ def _tuned_kernel():
     # cached on disk by Triton (cache_results, where this Triton has it) with the compiled binaries.
     extra = {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters else {}
     return triton.autotune(configs=_autotune_configs(),
-                           key=["seq_bucket", "D_PAD", "BLOCK_M", "BLOCK_N", "IS_CAUSAL", "PV_FP8"], **extra)(_sage_fwd)
+                           key=["seq_bucket", "D_PAD", "BLOCK_M", "BLOCK_N", "IS_CAUSAL", "PV_FP8", "SPARSE"],
+                           **extra)(_sage_fwd)
 
 
 def quantize_qk(x: torch.Tensor, block: int, mult: float, mean: Optional[torch.Tensor], d_pad: int):
@@ -237,8 +270,17 @@ def quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[
     return QuantizedQKV(q8, qs, k8, ks, vq, v_amax, k_mean, (b, hq, hkv, sq, sk, d), sm_scale, block_q, block_k, fp8)
 
 
+@dataclasses.dataclass
+class BlockLists:
+    """Kept K blocks per (batch*head, query block): ascending indices padded with -1 (B*H, nQ, nK),
+    how many are kept, and how many of those need no element mask."""
+    lut: torch.Tensor
+    count: torch.Tensor
+    count_full: torch.Tensor
+
+
 def attend(x: QuantizedQKV, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = False,
-           launch: Optional[dict] = None):
+           launch: Optional[dict] = None, blocks: Optional[BlockLists] = None, pv_threshold: Optional[float] = None):
     """The attention kernel on quantized inputs: (B, Hq, Sq, D) output, optionally the LSE
     (natural log, of the scaled scores without smoothing's shift). `launch` overrides the
     launch configuration (num_warps, num_stages) instead of tuning it."""
@@ -248,11 +290,14 @@ def attend(x: QuantizedQKV, is_causal: bool, out_dtype: torch.dtype, return_lse:
     lse = torch.empty((b, hq, sq), dtype=torch.float32, device=out.device) if return_lse else out
     n_qblk, n_kblk = x.q8.shape[1] // x.block_q, x.k8.shape[1] // x.block_k
     grid = (n_qblk, b * hq)
-    args = (x.q8, x.k8, x.v, x.q_scale, x.k_scale, x.v_amax, out, lse, out.stride(0), out.stride(1), out.stride(2),
-            hq, hq // hkv, sq, sk, n_qblk, n_kblk, triton.next_power_of_2(max(sk, 1)),
-            FP8_MAX if x.fp8 else FP16_V_RANGE)
+    sparse = blocks is not None
+    lut, count, count_full = (blocks.lut, blocks.count, blocks.count_full) if sparse else (x.k_scale,) * 3
+    args = (x.q8, x.k8, x.v, x.q_scale, x.k_scale, x.v_amax, out, lse, lut, count, count_full,
+            out.stride(0), out.stride(1), out.stride(2), hq, hq // hkv, sq, sk, n_qblk, n_kblk,
+            triton.next_power_of_2(max(sk, 1)), FP8_MAX if x.fp8 else FP16_V_RANGE,
+            0.0 if pv_threshold is None else float(pv_threshold))
     meta = dict(D=d, D_PAD=d_pad, BLOCK_M=x.block_q, BLOCK_N=x.block_k, IS_CAUSAL=is_causal, PV_FP8=x.fp8,
-                STORE_LSE=return_lse)
+                STORE_LSE=return_lse, SPARSE=sparse, PV_SKIP=pv_threshold is not None)
     if launch is not None:  # explicit configuration (benchmark sweeps)
         _sage_fwd[grid](*args, **meta, **launch)
     elif _interpreting():

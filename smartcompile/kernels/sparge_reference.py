@@ -21,7 +21,7 @@ from .exact_reference import expand_kv_heads
 from .sage_reference import sage_attention_reference
 
 
-def _pool_and_similarity(x: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pool_and_similarity(x: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
     """x (B, H, S, D) -> pooled means (B, H, n, D), self-similarity (B, H, n)."""
     b, h, s, d = x.shape
     n = math.ceil(s / block)
@@ -54,39 +54,37 @@ def block_validity(n_q: int, n_k: int, block_q: int, block_k: int, sq: int, sk: 
     return future, diagonal
 
 
-def predict_block_map(
-    q: torch.Tensor,
-    k: torch.Tensor,
+def select_blocks(
+    pq: torch.Tensor,
+    sim_q: torch.Tensor,
+    pk: torch.Tensor,
+    sim_k: torch.Tensor,
     *,
-    scale: Optional[float] = None,
-    is_causal: bool = False,
-    block_q: int = 64,
-    block_k: int = 64,
-    sim_threshold: float = 0.6,
-    cdf_threshold: Optional[float] = None,
-    topk: Optional[int] = None,
-    sparsity_ratio: Optional[float] = None,
-    sink: bool = False,
+    sq: int,
+    sk: int,
+    scale: float,
+    is_causal: bool,
+    block_q: int,
+    block_k: int,
+    sim_threshold: float,
+    cdf_threshold: Optional[float],
+    topk: Optional[int],
+    sparsity_ratio: Optional[float],
+    sink: bool,
 ) -> torch.Tensor:
-    """Bool map (B, Hq, nQ, nK) of K blocks kept for each Q block. Exactly one of
-    cdf_threshold / topk / sparsity_ratio selects."""
+    """Steps 3-5 from pooled blocks (pq (B, Hq, nQ, D), pk (B, Hq, nK, D) and their self-similarity).
+    Shared by the reference and the GPU predictor, so both select the same blocks."""
     chosen = [n for n, val in (("cdf_threshold", cdf_threshold), ("topk", topk), ("sparsity_ratio", sparsity_ratio)) if val is not None]
     if len(chosen) != 1:
         raise ValueError(f"predict_block_map: give exactly one of cdf_threshold, topk, sparsity_ratio (got {chosen or 'none'})")
-    b, hq, sq, d = q.shape
-    sk = k.shape[2]
-    sm_scale = scale if scale is not None else d ** -0.5
-    pq, sim_q = _pool_and_similarity(q, block_q)
-    pk, sim_k = _pool_and_similarity(expand_kv_heads(k, hq), block_k)
     n_q, n_k = pq.shape[2], pk.shape[2]
-    future, diagonal = block_validity(n_q, n_k, block_q, block_k, sq, sk, is_causal, q.device)
-
-    scores = (pq @ pk.transpose(-2, -1)) * sm_scale
+    future, diagonal = block_validity(n_q, n_k, block_q, block_k, sq, sk, is_causal, pq.device)
+    scores = (pq @ pk.transpose(-2, -1)) * scale
     scores = scores.masked_fill(future, float("-inf"))
     probs = torch.softmax(scores, dim=-1)
     order = torch.sort(probs, dim=-1, descending=True, stable=True)
     rank = torch.empty_like(order.indices)
-    rank.scatter_(-1, order.indices, torch.arange(n_k, device=q.device).expand_as(order.indices))
+    rank.scatter_(-1, order.indices, torch.arange(n_k, device=pq.device).expand_as(order.indices))
     n_valid = (~future).sum(dim=-1)  # (nQ,)
     if cdf_threshold is not None:
         mass_before = torch.cumsum(order.values, dim=-1) - order.values
@@ -102,8 +100,34 @@ def predict_block_map(
     keep = keep | (sim_q < sim_threshold)[..., None] | (sim_k < sim_threshold)[..., None, :]
     if sink:
         keep[..., 0] = True
-    keep = (keep | diagonal) & ~future
-    return keep
+    return (keep | diagonal) & ~future
+
+
+def predict_block_map(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    *,
+    scale: Optional[float] = None,
+    is_causal: bool = False,
+    block_q: int = 64,
+    block_k: int = 128,
+    sim_threshold: float = 0.6,
+    cdf_threshold: Optional[float] = None,
+    topk: Optional[int] = None,
+    sparsity_ratio: Optional[float] = None,
+    sink: bool = False,
+) -> torch.Tensor:
+    """Bool map (B, Hq, nQ, nK) of K blocks kept for each Q block. Exactly one of
+    cdf_threshold / topk / sparsity_ratio selects."""
+    hq = q.shape[1]
+    pq, sim_q = pool_and_similarity(q, block_q)
+    pk, sim_k = pool_and_similarity(k, block_k)
+    pk, sim_k = expand_kv_heads(pk, hq), expand_kv_heads(sim_k[..., None], hq)[..., 0]
+    return select_blocks(
+        pq, sim_q, pk, sim_k, sq=q.shape[2], sk=k.shape[2], scale=scale if scale is not None else q.shape[-1] ** -0.5,
+        is_causal=is_causal, block_q=block_q, block_k=block_k, sim_threshold=sim_threshold,
+        cdf_threshold=cdf_threshold, topk=topk, sparsity_ratio=sparsity_ratio, sink=sink,
+    )
 
 
 def block_map_to_lists(block_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,7 +150,7 @@ def sparge_attention_reference(
     *,
     pv_precision: str = "fp8",
     block_q: int = 64,
-    block_k: int = 64,
+    block_k: int = 128,
     sim_threshold: float = 0.6,
     cdf_threshold: Optional[float] = None,
     topk: Optional[int] = None,

@@ -1,0 +1,88 @@
+"""Sparge benchmark (GPU): our sparse kernel (prediction included) vs our dense Sage kernel vs cuDNN SDPA.
+
+Densities 1.0 / 0.75 / 0.5 / 0.25 (sparsity_ratio = 1 - density, similarity check off so the
+density is what was asked), on structured (synthetic, local) and random inputs. Reports
+dense-equivalent TFLOP/s (4*B*H*N*N*D / time), ratios, the block-map prediction's share of the
+sparse time, and relative L1 against exact fp32 attention on a slice of queries.
+
+    python benchmarks/bench_sparge.py --out DIR [--lens 8192,16384,32768] [--dims 64,128]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+import triton.testing
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from smartcompile.kernels.exact_reference import attention_reference  # noqa: E402
+from smartcompile.kernels.sage_triton import sage_attention_triton  # noqa: E402
+from smartcompile.kernels.sparge_triton import predict_block_map_triton, sparge_attention_triton  # noqa: E402
+from smartcompile.metrics import error_stats  # noqa: E402
+from smartcompile.synthetic import random_qkv, structured_qkv  # noqa: E402
+
+
+def bench(fn):
+    return triton.testing.do_bench(fn, warmup=50, rep=200, return_mode="median")
+
+
+def rel_l1(out, q, k, v):
+    n = min(q.shape[2], 2048)
+    ref = attention_reference(q[:, :2, :n].float(), k[:, :2].float(), v[:, :2].float())
+    return error_stats(out[:, :2, :n].float(), ref).rel_l1
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--lens", default="8192,16384,32768")
+    ap.add_argument("--dims", default="64,128")
+    ap.add_argument("--heads", type=int, default=24)
+    args = ap.parse_args()
+    rows = []
+    h = args.heads
+    for d in (int(x) for x in args.dims.split(",")):
+        for n in (int(x) for x in args.lens.split(",")):
+            side = int(round((n // 8) ** 0.5))
+            for kind in ("structured", "random"):
+                if kind == "structured":
+                    q, k, v = structured_qkv(1, h, h, (n // (side * side), side, side), d, device="cuda", dtype=torch.bfloat16)
+                else:
+                    q, k, v = random_qkv(1, h, h, n, d, device="cuda", dtype=torch.bfloat16)
+                flops = 4 * h * q.shape[2] ** 2 * d
+                with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                    t_cudnn = bench(lambda: F.scaled_dot_product_attention(q, k, v))
+                t_dense = bench(lambda: sage_attention_triton(q, k, v))
+                for density in (1.0, 0.75, 0.5, 0.25):
+                    kw = dict(sparsity_ratio=1.0 - density, sim_threshold=-1.0)
+                    t_sparse = bench(lambda: sparge_attention_triton(q, k, v, **kw))
+                    t_pred = bench(lambda: predict_block_map_triton(
+                        q, k, scale=None, is_causal=False, block_q=64, block_k=128, sim_threshold=-1.0,
+                        cdf_threshold=None, topk=None, sparsity_ratio=1.0 - density, sink=False))
+                    out = sparge_attention_triton(q, k, v, **kw)
+                    row = dict(D=d, N=q.shape[2], H=h, inputs=kind, density=density, ms_sparse=t_sparse,
+                               ms_dense_sage=t_dense, ms_cudnn=t_cudnn, ms_predict=t_pred,
+                               tflops_equiv=flops / t_sparse / 1e9, vs_dense_sage=t_dense / t_sparse,
+                               vs_cudnn=t_cudnn / t_sparse, predict_share=t_pred / t_sparse,
+                               rel_l1=rel_l1(out, q, k, v))
+                    rows.append(row)
+                    print(f"D{d} N{row['N']:>6} {kind:<10} density {density:.2f}: {row['tflops_equiv']:.0f} TF-equiv, "
+                          f"{row['vs_dense_sage']:.2f}x dense sage, {row['vs_cudnn']:.2f}x cuDNN, "
+                          f"predict {100 * row['predict_share']:.1f}%, rel L1 {row['rel_l1']:.4f}", flush=True)
+                del q, k, v
+    meta = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, cuda=torch.version.cuda,
+                triton=triton.__version__)
+    print(json.dumps(meta))
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "bench_sparge.json"), "w") as f:
+            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Triton Sparge attention: predicted block map, then the Sage kernel over the kept K blocks only.
+
+Reference: kernels/sparge_reference.py. Prediction = one Triton pass per tensor that pools each
+block (mean of its tokens) and measures its self-similarity (mean pairwise cosine), then the
+reference's own selection (`select_blocks`) on the small pooled tensors, so GPU and reference
+choose the same blocks. The attention is `sage_triton.attend` in its SPARSE mode.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from .exact_reference import expand_kv_heads
+from .sage_triton import BlockLists, _load_tile, attend, quantize
+from .sparge_reference import block_map_to_lists, select_blocks
+
+
+@triton.jit
+def _pool_blocks(X, POOLED, SIM, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len, n_blocks,
+                 D: tl.constexpr, D_PAD: tl.constexpr, BLOCK: tl.constexpr):
+    x, rows, cols, inside = _load_tile(X, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len, D, D_PAD, BLOCK)
+    count = tl.sum(((rows < seq_len) & (rows >= 0)).to(tl.float32), axis=0)
+    norm = tl.sqrt(tl.sum(x * x, axis=1))
+    unit = x / tl.maximum(norm, 1e-6)[:, None]
+    u = tl.sum(unit, axis=0)
+    out = tl.program_id(1) * n_blocks + tl.program_id(0)
+    tl.store(POOLED + out.to(tl.int64) * D + cols, tl.sum(x, axis=0) / count, mask=cols < D)
+    tl.store(SIM + out, tl.sum(u * u, axis=0) / (count * count))
+
+
+def pool_and_similarity_triton(x: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same as sparge_reference.pool_and_similarity, in one read of x: (B, H, n, D), (B, H, n)."""
+    b, h, s, d = x.shape
+    n = triton.cdiv(s, block)
+    pooled = torch.empty((b, h, n, d), dtype=torch.float32, device=x.device)
+    sim = torch.empty((b, h, n), dtype=torch.float32, device=x.device)
+    _pool_blocks[(n, b * h)](x, pooled, sim, *x.stride(), h, s, n, D=d, D_PAD=triton.next_power_of_2(d), BLOCK=block)
+    return pooled, sim
+
+
+def predict_block_map_triton(q, k, *, scale: Optional[float], is_causal: bool, block_q: int, block_k: int,
+                             sim_threshold: float, cdf_threshold: Optional[float], topk: Optional[int],
+                             sparsity_ratio: Optional[float], sink: bool) -> torch.Tensor:
+    hq = q.shape[1]
+    pq, sim_q = pool_and_similarity_triton(q, block_q)
+    pk, sim_k = pool_and_similarity_triton(k, block_k)  # per kv head, expanded after pooling
+    pk, sim_k = expand_kv_heads(pk, hq), expand_kv_heads(sim_k[..., None], hq)[..., 0]
+    return select_blocks(
+        pq, sim_q, pk, sim_k, sq=q.shape[2], sk=k.shape[2], scale=scale if scale is not None else q.shape[-1] ** -0.5,
+        is_causal=is_causal, block_q=block_q, block_k=block_k, sim_threshold=sim_threshold,
+        cdf_threshold=cdf_threshold, topk=topk, sparsity_ratio=sparsity_ratio, sink=sink,
+    )
+
+
+def block_lists(block_map: torch.Tensor, seq_k: int, block_q: int, block_k: int, is_causal: bool) -> BlockLists:
+    """Kernel form of a block map: kept indices ascending, counts, and how many need no element mask
+    (those left of the diagonal in causal mode and before the partial tail block)."""
+    b, h, n_q, n_k = block_map.shape
+    lut, count = block_map_to_lists(block_map)
+    full_blocks = torch.full((n_q,), seq_k // block_k, device=block_map.device)
+    if is_causal:
+        diag = (torch.arange(n_q, device=block_map.device) * block_q) // block_k
+        full_blocks = torch.minimum(full_blocks, diag)
+    count_full = ((lut >= 0) & (lut < full_blocks[:, None])).sum(dim=-1).to(torch.int32)
+    return BlockLists(lut.reshape(b * h, n_q, n_k).contiguous(), count.reshape(-1).contiguous(),
+                      count_full.reshape(-1).contiguous())
+
+
+def sparge_attention_triton(q, k, v, is_causal: bool = False, scale: Optional[float] = None, *,
+                            pv_precision: str = "fp8", block_q: int = 64, block_k: int = 128,
+                            sim_threshold: float = 0.6, cdf_threshold: Optional[float] = None,
+                            topk: Optional[int] = None, sparsity_ratio: Optional[float] = None,
+                            pv_threshold: Optional[float] = None, sink: bool = False, smooth: bool = True,
+                            return_block_map: bool = False):
+    block_map = predict_block_map_triton(
+        q, k, scale=scale, is_causal=is_causal, block_q=block_q, block_k=block_k, sim_threshold=sim_threshold,
+        cdf_threshold=cdf_threshold, topk=topk, sparsity_ratio=sparsity_ratio, sink=sink,
+    )
+    x = quantize(q, k, v, scale, pv_precision=pv_precision, block_q=block_q, block_k=block_k, smooth=smooth)
+    out = attend(x, is_causal, q.dtype, blocks=block_lists(block_map, k.shape[2], block_q, block_k, is_causal),
+                 pv_threshold=pv_threshold)
+    return (out, block_map) if return_block_map else out
+
+
