@@ -5,7 +5,7 @@ density is what was asked), on structured (synthetic, local) and random inputs. 
 dense-equivalent TFLOP/s (4*B*H*N*N*D / time), ratios, the block-map prediction's share of the
 sparse time, and relative L1 against exact fp32 attention on a slice of queries.
 
-    python benchmarks/bench_sparge.py --out DIR [--lens 8192,16384,32768] [--dims 64,128]
+    python benchmarks/bench_sparge.py --out DIR [--lens 8192,16384,32768] [--dims 64,128] [--graphs]
 """
 from __future__ import annotations
 
@@ -27,7 +27,22 @@ from smartcompile.metrics import error_stats  # noqa: E402
 from smartcompile.synthetic import random_qkv, structured_qkv  # noqa: E402
 
 
+GRAPHS = False  # --graphs: time CUDA-graph replays (what mode="reduce-overhead" runs): GPU time, no host cost
+
+
 def bench(fn):
+    if GRAPHS:
+        fn()  # compile and autotune outside the capture
+        torch.cuda.synchronize()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            fn()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+        fn = graph.replay
     return triton.testing.do_bench(fn, warmup=50, rep=200, return_mode="median")
 
 
@@ -43,13 +58,18 @@ def main():
     ap.add_argument("--lens", default="8192,16384,32768")
     ap.add_argument("--dims", default="64,128")
     ap.add_argument("--heads", type=int, default=24)
+    ap.add_argument("--densities", default="1.0,0.75,0.5,0.25")
+    ap.add_argument("--kinds", default="structured,random")
+    ap.add_argument("--graphs", action="store_true", help="time CUDA-graph replays (no host launch cost)")
     args = ap.parse_args()
+    global GRAPHS
+    GRAPHS = args.graphs
     rows = []
     h = args.heads
     for d in (int(x) for x in args.dims.split(",")):
         for n in (int(x) for x in args.lens.split(",")):
             side = int(round((n // 8) ** 0.5))
-            for kind in ("structured", "random"):
+            for kind in args.kinds.split(","):
                 if kind == "structured":
                     q, k, v = structured_qkv(1, h, h, (n // (side * side), side, side), d, device="cuda", dtype=torch.bfloat16)
                 else:
@@ -58,14 +78,14 @@ def main():
                 with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
                     t_cudnn = bench(lambda: F.scaled_dot_product_attention(q, k, v))
                 t_dense = bench(lambda: sage_attention_triton(q, k, v))
-                for density in (1.0, 0.75, 0.5, 0.25):
+                for density in (float(x) for x in args.densities.split(",")):
                     kw = dict(sparsity_ratio=1.0 - density, sim_threshold=-1.0)
                     t_sparse = bench(lambda: sparge_attention_triton(q, k, v, **kw))
                     t_pred = bench(lambda: predict_block_map_triton(
                         q, k, scale=None, is_causal=False, block_q=64, block_k=128, sim_threshold=-1.0,
                         cdf_threshold=None, topk=None, sparsity_ratio=1.0 - density, sink=False))
                     out = sparge_attention_triton(q, k, v, **kw)
-                    row = dict(D=d, N=q.shape[2], H=h, inputs=kind, density=density, ms_sparse=t_sparse,
+                    row = dict(D=d, N=q.shape[2], H=h, inputs=kind, density=density, graphs=GRAPHS, ms_sparse=t_sparse,
                                ms_dense_sage=t_dense, ms_cudnn=t_cudnn, ms_predict=t_pred,
                                tflops_equiv=flops / t_sparse / 1e9, vs_dense_sage=t_dense / t_sparse,
                                vs_cudnn=t_cudnn / t_sparse, predict_share=t_pred / t_sparse,
@@ -80,7 +100,8 @@ def main():
     print(json.dumps(meta))
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "bench_sparge.json"), "w") as f:
+        name = "bench_sparge_graphs.json" if GRAPHS else "bench_sparge.json"
+        with open(os.path.join(args.out, name), "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=1)
 
 
