@@ -1,6 +1,7 @@
 """Turn benchmark JSON (bench_sage.py --out) into a markdown table and a plot.
 
     python benchmarks/report.py benchmarks/results/h100/bench_sage_*.json --plot docs/sage_vs_cudnn.png
+    python benchmarks/report.py --sparge benchmarks/results/h100/bench_sparge*.json
 """
 from __future__ import annotations
 
@@ -65,11 +66,30 @@ def plot(rows, path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+def sparge_table(rows, title: str) -> str:
+    out = [f"**{title}**", "",
+           "| D | N | inputs | density | TFLOP/s (dense-equivalent) | vs our dense Sage | vs cuDNN | prediction share | rel L1 vs fp32 |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['D']} | {r['N']} | {r['inputs']} | {r['density']:.2f} | {r['tflops_equiv']:.0f} | "
+                   f"{r['vs_dense_sage']:.2f}x | {r['vs_cudnn']:.2f}x | {100 * r['predict_share']:.1f}% | {r['rel_l1']:.4f} |")
+    return "\n".join(out)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("json", nargs="+")
     ap.add_argument("--plot", default=None)
+    ap.add_argument("--sparge", action="store_true", help="the inputs are bench_sparge.py results")
     args = ap.parse_args()
+    if args.sparge:
+        for path in args.json:
+            data = json.load(open(path))
+            graphs = data["rows"][0].get("graphs", False)
+            title = ("CUDA-graph replays (what mode=\"reduce-overhead\" runs)" if graphs
+                     else "Eager launches (what a plain torch.compile runs)")
+            print(sparge_table(data["rows"], title) + "\n")
+        return
     meta, rows = load(args.json)
     print(f"Device: {meta['device']}; torch {meta['torch']}, CUDA {meta['cuda']}, Triton {meta.get('triton')}, "
           f"Python {meta['python']}; measured {meta['time']}.\n")
