@@ -37,6 +37,12 @@ def attention_reference(
     scale: Optional[float] = None,
 ) -> torch.Tensor:
     """softmax(q k^T * scale + mask) v in fp32 (fp64 for fp64 inputs); rows with every key masked give 0, not NaN."""
+    _, _, vf, p = _probabilities(q, k, v, mask, is_causal, scale)
+    return (p @ vf).to(q.dtype)
+
+
+def _probabilities(q, k, v, mask, is_causal, scale):
+    """(q, k, v in the compute dtype with kv heads expanded, softmax probabilities; 0 for rows with no key)."""
     hq = q.shape[1]
     ct = compute_dtype(q)
     qf, kf, vf = q.to(ct), expand_kv_heads(k.to(ct), hq), expand_kv_heads(v.to(ct), hq)
@@ -46,11 +52,10 @@ def attention_reference(
     if is_causal:
         s = s.masked_fill(~causal_keep_mask(q.shape[2], k.shape[2], q.device), float("-inf"))
     m = s.amax(dim=-1, keepdim=True)
-    m = torch.where(torch.isinf(m) & (m < 0), torch.zeros_like(m), m)
+    m = torch.where(torch.isneginf(m), torch.zeros_like(m), m)
     p = torch.exp(s - m)
     denom = p.sum(dim=-1, keepdim=True)
-    out = (p @ vf) / torch.where(denom == 0, torch.ones_like(denom), denom)
-    return out.to(q.dtype)
+    return qf, kf, vf, p / torch.where(denom == 0, torch.ones_like(denom), denom)
 
 
 def _sum_to_shape(x: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -80,18 +85,8 @@ def attention_reference_backward(
     b, hq, sq, d = q.shape
     hkv = k.shape[1]
     sm = scale if scale is not None else d ** -0.5
-    ct = compute_dtype(q)
-    qf, kf, vf = q.to(ct), expand_kv_heads(k.to(ct), hq), expand_kv_heads(v.to(ct), hq)
-    s = (qf @ kf.transpose(-2, -1)) * sm
-    if mask is not None:
-        s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask.to(ct)
-    if is_causal:
-        s = s.masked_fill(~causal_keep_mask(sq, k.shape[2], q.device), float("-inf"))
-    m = s.amax(dim=-1, keepdim=True)
-    m = torch.where(torch.isneginf(m), torch.zeros_like(m), m)
-    p = torch.exp(s - m)
-    denom = p.sum(dim=-1, keepdim=True)
-    p = p / torch.where(denom == 0, torch.ones_like(denom), denom)
+    qf, kf, vf, p = _probabilities(q, k, v, mask, is_causal, scale)
+    ct = qf.dtype
     go = grad_out.to(ct)
     o = p @ vf
     dv = p.transpose(-2, -1) @ go
