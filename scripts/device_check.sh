@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine: install carried wheels, run the GPU tests, then a benchmark.
-#   bash scripts/device_check.sh [quick|full|bench|tests] [bench_sage.py arguments]
+#   bash scripts/device_check.sh [quick|full|bench|tests|profile] [bench_sage.py arguments]
+#   profile: the profiling/auto GPU tests, then benchmarks/bench_profile.py (30-layer DiT)
 set -o pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -16,6 +17,15 @@ python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . >/dev/n
 nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.version.cuda)"
 mode=${1:-quick}
+if [ "$mode" = "profile" ]; then
+  python3 -m pytest -q -x -p no:cacheprovider tests/test_gpu_profile.py 2>&1 | tee "$OUT/gpu_profile_tests.log" | tail -25
+  python3 benchmarks/bench_profile.py --out "$OUT" 2>&1 | tee "$OUT/bench_profile.log" | grep -v "it/s]" | tail -45
+  exit 0
+fi
+if [ "$mode" = "tests" ]; then
+  python3 -m pytest -q -p no:cacheprovider tests/test_gpu_*.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -25
+  exit 0
+fi
 if [ "$mode" != "bench" ]; then
   python3 -m pytest -q -x -p no:cacheprovider tests/test_gpu_sage.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -25
 fi

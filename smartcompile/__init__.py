@@ -4,10 +4,11 @@ from .api import explain
 from .compiler import Plan, PlannedSite, backend
 from .errors import OptionsError, PolicyError, SmartCompileError, UnsupportedError
 from .policies import Policy, Rule
+from .profiling import Metric, profile
 from .spec import AttentionSpec
 
 __version__ = "0.1.0"
 __all__ = [
-    "AttentionSpec", "OptionsError", "Plan", "PlannedSite", "Policy", "PolicyError", "Rule",
-    "SmartCompileError", "UnsupportedError", "backend", "explain",
+    "AttentionSpec", "Metric", "OptionsError", "Plan", "PlannedSite", "Policy", "PolicyError", "Rule",
+    "SmartCompileError", "UnsupportedError", "backend", "explain", "profile",
 ]

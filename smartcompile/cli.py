@@ -1,4 +1,4 @@
-"""The `smartcompile` command: demo, explain, env."""
+"""The `smartcompile` command: demo, explain, profile, report, env."""
 from __future__ import annotations
 
 import argparse
@@ -38,6 +38,41 @@ def cmd_explain(ns) -> int:
     model, args, kwargs = _load_factory(ns.model)
     plan = explain(model, *args, policy=ns.policy, **kwargs)
     print(json.dumps(plan.to_dict(), indent=2, default=str) if ns.json else plan)
+    return 0
+
+
+def _json_arg(text: Optional[str], flag: str):
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"{flag}: invalid JSON ({exc.msg} at column {exc.colno}): {text!r}") from None
+
+
+def cmd_profile(ns) -> int:
+    from .profiling import profile
+    from .profiling.report import ProfileReport
+
+    model, args, kwargs = _load_factory(ns.model)
+    policy = profile(model, [(args, kwargs)], budget=ns.budget, metric=ns.metric,
+                     candidates=_json_arg(ns.candidates, "--candidates"), out=ns.output, cache=not ns.no_cache)
+    report = ProfileReport.from_policy(policy)
+    print(report.table())
+    print(f"policy written to {ns.output}")
+    if ns.report:
+        print(f"report plot written to {report.plot(ns.report)}")
+    return 0
+
+
+def cmd_report(ns) -> int:
+    from .policies import Policy
+    from .profiling.report import ProfileReport
+
+    report = ProfileReport.from_policy(Policy.load(ns.policy))
+    print(report.table())
+    if ns.plot:
+        print(f"report plot written to {report.plot(ns.plot)}")
     return 0
 
 
@@ -97,6 +132,21 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--policy", default=None, help="policy JSON file (default: auto)")
     e.add_argument("--json", action="store_true", help="print the plan as JSON")
     e.set_defaults(fn=cmd_explain)
+    pr = sub.add_parser("profile", help="measure each attention layer's sensitivity and speed; write a policy")
+    pr.add_argument("--model", required=True, help="pkg.module:factory returning (model, args[, kwargs]): the calibration input")
+    pr.add_argument("-o", "--output", required=True, help="policy JSON file to write")
+    pr.add_argument("--budget", type=float, default=0.995, help="bound on the output metric (default: 0.995)")
+    pr.add_argument("--metric", choices=["cosine", "rel_l1", "psnr"], default="cosine",
+                    help="output metric vs the exact model (cosine/psnr: higher is better; rel_l1: lower)")
+    pr.add_argument("--candidates", default=None,
+                    help='JSON list of sage/sparge rules to try, e.g. \'[{"backend": "sparge", "sparsity_ratio": 0.5}]\'')
+    pr.add_argument("--report", default=None, help="also write a plot (PNG) of sensitivity, time saved and choices")
+    pr.add_argument("--no-cache", action="store_true", help="do not reuse or keep measurements")
+    pr.set_defaults(fn=cmd_profile)
+    rp = sub.add_parser("report", help="table (and --plot) of a profiled policy's measurements")
+    rp.add_argument("policy", help="a policy JSON written by `smartcompile profile`")
+    rp.add_argument("--plot", default=None, help="write a PNG plot here")
+    rp.set_defaults(fn=cmd_report)
     v = sub.add_parser("env", help="device, versions, and which backends can run here (or why not)")
     v.set_defaults(fn=cmd_env)
     return p

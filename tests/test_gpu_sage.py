@@ -90,16 +90,16 @@ def test_sage_policy_runs_our_kernel_for_every_site():
     assert_close_to(out, exact, 0.999, 0.05, "model output, sage vs flash")
 
 
-def test_auto_picks_our_kernel_only_where_measured_faster():
+def test_static_auto_picks_our_kernel_only_where_measured_faster():
     from smartcompile.backends import select
     from smartcompile.spec import AttentionSpec
 
     def spec(n):
         return AttentionSpec(1, 24, 24, n, n, 128, 128, torch.bfloat16, "cuda")
 
-    short = select(spec(4096), "auto")
+    short = select(spec(4096), "auto", auto_mode="static")
     assert short.backend == "flash" and any("kv_len >= 16384" in s for s in short.steps)
-    long = select(spec(16384), "auto")
+    long = select(spec(16384), "auto", auto_mode="static")
     expected = "sage_triton" if torch.cuda.get_device_capability() >= (9, 0) else "sdpa"
     assert long.implementation == expected
 

@@ -27,3 +27,74 @@ def library_import_error(module: str) -> Optional[str]:
     except (OSError, RuntimeError) as exc:  # e.g. a CUDA extension built for another torch
         return f"{type(exc).__name__}: {exc}"
     return None
+
+
+# Libraries whose versions change which kernels run, or how fast.
+FINGERPRINT_LIBRARIES = ("triton", "flash-attn", "flash_attn_3", "sageattention", "spas-sage-attn")
+
+
+def _driver_version() -> Optional[str]:
+    try:
+        import pynvml  # optional: gives the driver release ("580.159.04")
+    except ImportError:
+        pynvml = None
+    if pynvml is not None:
+        try:
+            pynvml.nvmlInit()
+            version = pynvml.nvmlSystemGetDriverVersion()
+            return version.decode() if isinstance(version, bytes) else str(version)
+        except pynvml.NVMLError:
+            pass
+    get = getattr(torch._C, "_cuda_getDriverVersion", None)  # the CUDA API version the driver supports
+    return f"cuda-api-{get()}" if get is not None else None
+
+
+def _library_versions() -> dict:
+    from importlib import metadata
+
+    out = {}
+    for name in FINGERPRINT_LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _fingerprint(device_type: str, index: int) -> tuple:
+    fp: dict = {"device_type": device_type, "torch": torch.__version__, "libraries": _library_versions()}
+    if device_type == "cuda" and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(index)
+        fp.update(
+            device_name=props.name, compute_capability=f"{props.major}.{props.minor}",
+            sm_count=props.multi_processor_count, cuda=torch.version.cuda, driver=_driver_version(),
+        )
+    else:
+        fp.update(device_name=device_type)
+    return tuple(sorted(fp.items(), key=lambda kv: kv[0]))
+
+
+def hardware_fingerprint(device: str = "cuda") -> dict:
+    """What measurements on `device` depend on: GPU name, compute capability, SM count, driver,
+    CUDA, torch and kernel-library versions. Policies and timing caches carry it."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        dev = torch.device("cpu")
+    fp = dict(_fingerprint(dev.type, dev.index or 0))
+    fp["libraries"] = dict(fp["libraries"])
+    return fp
+
+
+# keys whose difference means measured times or errors may not carry over
+FINGERPRINT_KEYS = ("device_name", "compute_capability", "sm_count", "driver", "cuda", "torch", "libraries")
+
+
+def fingerprint_differences(recorded: dict, current: dict) -> list[str]:
+    """['device_name: H100 -> cpu', ...] for the keys that differ."""
+    out = []
+    for key in FINGERPRINT_KEYS:
+        a, b = recorded.get(key), current.get(key)
+        if a != b:
+            out.append(f"{key}: {a} -> {b}")
+    return out

@@ -15,8 +15,9 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (FLASH, SAGE, SPARGE)}
 BACKEND_NAMES = tuple(BACKENDS)
 # A backend that cannot run a spec hands it to the next one.
 FALLBACK_CHAIN = ("sparge", "sage", "flash")
-# "auto" tries these in order (seed priority; hardware-aware timing refines it later).
+# "auto" tries these in order (seed priority; on CUDA, measured times decide and this breaks ties).
 AUTO_PRIORITY = ("sparge", "sage", "flash")
+AUTO_MODES = ("measure", "static")  # measure: time candidates on this GPU; static: priority + AutoGates
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +26,7 @@ class Selection:
     implementation: str
     params: dict
     steps: tuple[str, ...]  # every rejection on the way, then the choice
+    timings: tuple = ()  # ((label, ms), ...) behind a measured auto choice
 
     @property
     def fell_back(self) -> bool:
@@ -58,15 +60,51 @@ def _first_capable(backend: Backend, spec: AttentionSpec, params: dict, steps: l
     return None
 
 
-def select(spec: AttentionSpec, backend: str, params: Optional[dict] = None) -> Selection:
+def _measured_auto(spec: AttentionSpec) -> Selection:
+    """auto on CUDA: time every capable, auto-eligible implementation (cached) and pick by
+    auto_timing.choose. AutoGates are static stand-ins for this, so they do not apply."""
+    from .auto_timing import Candidate, measured_choice
+
+    steps: list[str] = []
+    candidates = []
+    for name in AUTO_PRIORITY:
+        be = BACKENDS[name]
+        if name == "sparge":
+            steps.append("sparge: not timed by auto (its error depends on the layer's inputs; "
+                         "a profiled policy from smartcompile.profile chooses it)")
+            continue
+        resolved = be.resolve_params({}, spec)
+        for impl in be.implementations:
+            reasons = impl.not_supported_reasons(spec, resolved)
+            if not reasons and not impl.auto_eligible:
+                reasons = ["not auto-eligible (reference numerics or measured slow)"]
+            if reasons:
+                steps.append(f"{name}/{impl.name}: " + "; ".join(reasons))
+            else:
+                candidates.append(Candidate(name, impl.name, resolved, impl.run))
+    choice, times, why = measured_choice(spec, candidates)
+    shown = ", ".join(f"{label} {ms:.3f} ms" for label, ms in sorted(times.items(), key=lambda kv: kv[1]))
+    steps.append(f"measured on this GPU: {shown}")
+    steps.append(f"-> {choice.label} ({why})")
+    return Selection(choice.backend, choice.implementation, dict(choice.params), tuple(steps),
+                     tuple(sorted(times.items(), key=lambda kv: kv[1])))
+
+
+def select(spec: AttentionSpec, backend: str, params: Optional[dict] = None, auto_mode: str = "measure") -> Selection:
     """The implementation that will run `spec` for a decision (backend name + params).
 
     `backend` is a name of BACKENDS or "auto". Falls back along FALLBACK_CHAIN; params that the
-    next backend does not take are dropped, and the drop is one of the steps.
+    next backend does not take are dropped, and the drop is one of the steps. `auto_mode`
+    "measure" times the candidates on CUDA devices (see auto_timing); "static" uses the seed
+    priority and the implementations' AutoGates.
     """
+    if auto_mode not in AUTO_MODES:
+        raise UnsupportedError(f"auto_mode: {auto_mode!r} is not one of {list(AUTO_MODES)}")
     params = dict(params or {})
     steps: list[str] = []
     auto = backend == "auto"
+    if auto and auto_mode == "measure" and spec.device_type == "cuda":
+        return _measured_auto(spec)
     if auto:
         chain = AUTO_PRIORITY
         params = {}

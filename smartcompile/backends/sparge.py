@@ -103,3 +103,20 @@ SPARGE = _SageBackend(
     accuracy=Accuracy(min_cosine=0.99, max_rel_l1=0.12),
     exclusive_params=(("sparsity_ratio", "topk", "cdf_threshold"),),
 )
+
+
+def predicted_density(q, k, is_causal: bool, scale: float, params: dict) -> float:
+    """Fraction of the valid (non-future) K blocks that the predictor keeps for these inputs."""
+    from ..kernels.sparge_reference import block_validity, predict_block_map
+
+    a = sparge_args(params)
+    block_map = predict_block_map(
+        q, k, scale=scale, is_causal=is_causal, block_q=a["block_q"], block_k=a["block_k"],
+        sim_threshold=a["sim_threshold"], cdf_threshold=a["cdf_threshold"], topk=a["topk"],
+        sparsity_ratio=a["sparsity_ratio"], sink=a["sink"],
+    )
+    future, _ = block_validity(block_map.shape[-2], block_map.shape[-1], a["block_q"], a["block_k"],
+                               q.shape[2], k.shape[2], is_causal, q.device)
+    valid = ~future
+    kept = (block_map & valid).sum().item()
+    return kept / (valid.sum().item() * block_map.shape[0] * block_map.shape[1])

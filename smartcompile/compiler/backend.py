@@ -5,6 +5,7 @@ so `torch.compile(m, backend="smartattn")` works without importing smartcompile.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, Optional
 
 import torch
@@ -14,11 +15,12 @@ from ..backends.op import encode_params, register_ops
 from ..backends.registry import select
 from ..passes import find_attention_sites, rewrite_site
 from ..policies import Policy, resolve, unmatched_rules
+from ..policies.hardware_check import hardware_mismatch
 from .options import CompileOptions
 from .plan import Plan, PlannedSite
 
 
-def plan_and_rewrite(gm: torch.fx.GraphModule, policy: Policy) -> Plan:
+def plan_and_rewrite(gm: torch.fx.GraphModule, policy: Policy, auto_mode: str = "measure") -> Plan:
     """Rewrite every site of `gm` the policy turns on; return the plan (one graph)."""
     register_ops()
     plan = Plan(graphs=1)
@@ -35,10 +37,12 @@ def plan_and_rewrite(gm: torch.fx.GraphModule, policy: Policy) -> Plan:
             plan.sites.append(PlannedSite(**base, backend="off", implementation="-", params={},
                                           reason=f"{decision.reason}: off, left untouched", rewritten=False))
             continue
-        sel = select(site.spec, decision.backend, dict(decision.params))
+        sel = select(site.spec, decision.backend, dict(decision.params), auto_mode)
         site.remap(replaced)
         replaced[site.output] = rewrite_site(gm, site, sel.backend, sel.implementation, encode_params(sel.params))
         reason = f"{decision.reason} -> {decision.backend}"
+        if sel.timings:
+            reason += " | measured: " + ", ".join(f"{label} {ms:.3f} ms" for label, ms in sel.timings)
         if sel.backend != decision.backend:
             why = "; ".join(s for s in sel.steps if not s.startswith(f"{sel.backend}/") and not s.startswith("->"))
             reason += f" | fell back to {sel.backend}: {why}"
@@ -46,10 +50,27 @@ def plan_and_rewrite(gm: torch.fx.GraphModule, policy: Policy) -> Plan:
                 logger.warning("%s: %s requested, %s/%s runs instead: %s", site.layer, decision.backend,
                                sel.backend, sel.implementation, why)
         plan.sites.append(PlannedSite(**base, backend=sel.backend, implementation=sel.implementation,
-                                      params=dict(sel.params), reason=reason, rewritten=True, steps=sel.steps))
+                                      params=dict(sel.params), reason=reason, rewritten=True, steps=sel.steps,
+                                      timings=sel.timings))
     gm.graph.lint()
     gm.recompile()
+    devices = sorted({s.spec.device for s in plan.sites if s.spec is not None})
+    if devices:
+        mismatch = hardware_mismatch(policy, devices[0])
+        if mismatch:
+            plan.notes.append(mismatch)
+            _warn_once(mismatch)
     return plan
+
+
+_WARNED: set = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        logger.warning(message)
+        warnings.warn(message, stacklevel=2)
 
 
 def log_plan(plan: Plan, policy: Policy) -> None:
@@ -67,7 +88,7 @@ def compile_graph(
     run_inductor: bool = True,
 ):
     configure_from_env()
-    plan = plan_and_rewrite(gm, opts.policy)
+    plan = plan_and_rewrite(gm, opts.policy, opts.auto)
     log_plan(plan, opts.policy)
     if sink is not None:
         sink(plan)
@@ -87,15 +108,19 @@ def smartattn(gm: torch.fx.GraphModule, example_inputs: list, *, mode: Optional[
 class SmartAttnBackend:
     """A configured backend: torch.compile(model, backend=smartcompile.backend(policy=...))."""
 
-    def __init__(self, policy: Any = None, mode: Optional[str] = None) -> None:
-        self.options = CompileOptions.parse(None, mode, policy)  # validate now, not at first call
+    def __init__(self, policy: Any = None, mode: Optional[str] = None, auto: Optional[str] = None) -> None:
+        self.options = CompileOptions.parse(None, mode, policy, auto)  # validate now, not at first call
 
     def __call__(self, gm: torch.fx.GraphModule, example_inputs: list):
         return compile_graph(gm, example_inputs, self.options)
 
     def __repr__(self) -> str:
-        return f"smartcompile.backend(policy={self.options.policy.source!r}, mode={self.options.mode!r})"
+        return (f"smartcompile.backend(policy={self.options.policy.source!r}, mode={self.options.mode!r}, "
+                f"auto={self.options.auto!r})")
 
 
-def backend(policy: Any = None, mode: Optional[str] = None) -> SmartAttnBackend:
-    return SmartAttnBackend(policy=policy, mode=mode)
+def backend(policy: Any = None, mode: Optional[str] = None, auto: Optional[str] = None) -> SmartAttnBackend:
+    """A configured smartattn backend. `policy`: path, dict or Policy (None: auto everywhere);
+    `mode`: an Inductor mode; `auto`: "measure" (default: time candidates on the GPU, cached) or
+    "static" (seed priority and measured-once gates)."""
+    return SmartAttnBackend(policy=policy, mode=mode, auto=auto)

@@ -5,10 +5,11 @@ import dataclasses
 import difflib
 from typing import Any, Optional
 
+from ..backends.registry import AUTO_MODES
 from ..errors import OptionsError
 from ..policies import Policy
 
-OWN_KEYS = ("policy", "mode")
+OWN_KEYS = ("policy", "mode", "auto")
 
 
 def inductor_modes() -> list:
@@ -37,9 +38,11 @@ class CompileOptions:
     policy: Policy
     mode: Optional[str] = None
     inductor_config: dict = dataclasses.field(default_factory=dict)
+    auto: str = "measure"  # how "auto" decides on CUDA: measure (time candidates, cached) or static
 
     @classmethod
-    def parse(cls, options: Optional[dict], mode: Optional[str] = None, policy: Any = None) -> "CompileOptions":
+    def parse(cls, options: Optional[dict], mode: Optional[str] = None, policy: Any = None,
+              auto: Optional[str] = None) -> "CompileOptions":
         options = dict(options or {})
         if not isinstance(options, dict):
             raise OptionsError(f"options: expected a dict, got {type(options).__name__}")
@@ -58,8 +61,15 @@ class CompileOptions:
             mode = options.pop("mode")
         if mode is not None and mode not in inductor_modes():
             raise OptionsError(f"mode: {mode!r} is not allowed; expected one of {inductor_modes()}")
+        if "auto" in options:
+            if auto is not None and options["auto"] != auto:
+                raise OptionsError(f"options['auto']={options['auto']!r} conflicts with auto={auto!r}")
+            auto = options.pop("auto")
+        auto = "measure" if auto is None else auto
+        if auto not in AUTO_MODES:
+            raise OptionsError(f"auto: {auto!r} is not allowed; expected one of {list(AUTO_MODES)}")
         pol = Policy.coerce(options.pop("policy", policy))
-        return cls(policy=pol, mode=None if mode == "default" else mode, inductor_config=options)
+        return cls(policy=pol, mode=None if mode == "default" else mode, inductor_config=options, auto=auto)
 
     def config_patches(self) -> dict:
         import torch._inductor

@@ -20,6 +20,7 @@ class PlannedSite:
     note: str = ""  # layer naming remark, relative-path warning, ...
     graph: int = 0  # which compiled graph (several with graph breaks)
     steps: tuple = ()  # every implementation tried, with its rejection reasons, then the choice
+    timings: tuple = ()  # ((label, ms), ...) measured on this GPU behind an auto choice
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

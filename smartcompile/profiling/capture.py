@@ -1,0 +1,45 @@
+"""Stage 1, capture: one exact run that records, per attention layer, its spec, how often it is
+called, and a sample of its inputs (the first and the last call: e.g. the first and last
+denoising step)."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import torch
+
+from ..backends.intercept import AttentionCall
+from ..spec import AttentionSpec, spec_from_tensors
+
+
+def _clone(call: AttentionCall) -> AttentionCall:
+    # the graph may reuse these buffers after the call: keep copies
+    c = lambda t: t.detach().clone() if t is not None else None
+    return dataclasses.replace(call, q=c(call.q), k=c(call.k), v=c(call.v), mask=c(call.mask))
+
+
+@dataclasses.dataclass
+class LayerCapture:
+    layer: str
+    spec: AttentionSpec
+    calls: int = 0  # calls per calibration pass
+    samples: list = dataclasses.field(default_factory=list)  # [AttentionCall], at most 2
+
+
+class Capture:
+    """An interceptor that records and lets the planned (exact) implementation run."""
+
+    def __init__(self) -> None:
+        self.layers: dict[str, LayerCapture] = {}
+
+    def __call__(self, call: AttentionCall) -> Optional[torch.Tensor]:
+        rec = self.layers.get(call.layer)
+        if rec is None:
+            spec = spec_from_tensors(call.q, call.k, call.v, call.mask, call.is_causal, call.scale)
+            rec = self.layers[call.layer] = LayerCapture(call.layer, spec)
+        rec.calls += 1
+        if len(rec.samples) < 2:
+            rec.samples.append(_clone(call))
+        else:
+            rec.samples[1] = _clone(call)
+        return None

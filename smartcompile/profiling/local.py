@@ -1,0 +1,74 @@
+"""Stage 2, local: each candidate on each layer's captured inputs: error against exact attention
+(fp32) and time on this device (CUDA events; on a CPU, an estimate from H100 measurements)."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import torch
+
+from ..backends.intercept import AttentionCall
+from ..backends.registry import get_implementation, select
+from ..backends.sparge import predicted_density
+from ..metrics import error_stats
+from .capture import LayerCapture
+from .candidates import ProfileCandidate
+from .cost_model import estimated_ms
+
+
+def exact_fp32(call: AttentionCall) -> torch.Tensor:
+    q, k, v = call.q.float(), call.k.float(), call.v.float()
+    mask = call.mask.float() if call.mask is not None and call.mask.is_floating_point() else call.mask
+    return torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, is_causal=call.is_causal, scale=call.scale, enable_gqa=q.shape[1] != k.shape[1])
+
+
+def timing_is_real(device: str) -> bool:
+    return device.startswith("cuda") and torch.cuda.is_available()
+
+
+def _time_ms(impl, call: AttentionCall, params: dict) -> float:
+    from ..backends.auto_timing import cuda_time_ms
+
+    return cuda_time_ms(lambda: impl.run(call.q, call.k, call.v, call.mask, call.is_causal, call.scale, params))
+
+
+@torch.no_grad()
+def exact_time_ms(rec: LayerCapture) -> dict:
+    """The exact baseline of a layer: what "flash" runs here, and its time."""
+    sel = select(rec.spec, "flash", {}, auto_mode="static")
+    call = rec.samples[0]
+    if timing_is_real(rec.spec.device):
+        ms = _time_ms(get_implementation(sel.backend, sel.implementation), call, sel.params)
+    else:
+        ms = estimated_ms(rec.spec, "flash")
+    return {"stage": "exact", "layer": rec.layer, "label": "flash", "implementation": sel.implementation, "time_ms": ms}
+
+
+@torch.no_grad()
+def measure_local(rec: LayerCapture, cand: ProfileCandidate) -> dict:
+    """One record: the worst error over the layer's samples, its time, and (sparge) the density."""
+    base = {"stage": "local", "layer": rec.layer, "label": cand.label, "backend": cand.backend}
+    sel = select(rec.spec, cand.backend, dict(cand.params), auto_mode="static")
+    if sel.backend != cand.backend:
+        why = "; ".join(s for s in sel.steps if not s.startswith("->"))
+        return {**base, "runnable": False, "why": f"cannot run here: {why}"}
+    impl = get_implementation(sel.backend, sel.implementation)
+    worst: Optional[dict] = None
+    density = []
+    for call in rec.samples:
+        out = impl.run(call.q, call.k, call.v, call.mask, call.is_causal, call.scale, dict(sel.params))
+        err = error_stats(out.float(), exact_fp32(call))
+        e = {"cosine": err.cosine if err.finite else float("-inf"), "rel_l1": err.rel_l1 if err.finite else float("inf"),
+             "rmse": err.rmse, "finite": err.finite}
+        if worst is None or e["cosine"] < worst["cosine"]:
+            worst = e
+        if cand.backend == "sparge":
+            density.append(predicted_density(call.q, call.k, call.is_causal, call.scale, sel.params))
+    d = sum(density) / len(density) if density else None
+    if timing_is_real(rec.spec.device):
+        ms = _time_ms(impl, rec.samples[0], dict(sel.params))
+    else:
+        ms = estimated_ms(rec.spec, cand.backend, 1.0 if d is None else d, sel.params["pv_precision"])
+    return {**base, **worst, "runnable": True, "implementation": sel.implementation, "params": dict(sel.params),
+            "time_ms": ms, "density": d}

@@ -1,0 +1,267 @@
+"""smartcompile.profile: from a calibration run to a per-layer policy file.
+
+Stages: capture (one exact run), local (each candidate on each layer's captured inputs),
+sensitivity (the end-to-end metric with only one layer switched), choose (most time saved
+within the budget) and verify (a run with every choice, backing off until the budget holds).
+"""
+from __future__ import annotations
+
+import datetime
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import torch
+from tqdm.auto import tqdm
+
+from .._cache import digest
+from .._logging import logger
+from ..backends.hardware import hardware_fingerprint
+from ..backends.intercept import intercepting
+from ..errors import SmartCompileError
+from ..policies import Policy
+from .calibration import detach_output, make_runner
+from .candidates import parse_candidates
+from .capture import Capture
+from .choose import Option, choose
+from .local import exact_time_ms, measure_local, timing_is_real
+from .metric import Metric, flat_output, resolve_metric
+from .runs import compile_exact, run_with, wall_seconds
+
+MAX_BACKOFF = 8
+
+
+def _output_digest(references: list) -> str:
+    vec = torch.cat([flat_output(r).float().cpu() for r in references])
+    return digest([vec.numel(), [round(x, 3) for x in vec[:: max(1, vec.numel() // 4096)].tolist()]])
+
+
+def _cache_key(model, capture: Capture, references: list, cands: list, metric: Metric) -> str:
+    import smartcompile
+
+    return digest({
+        "model": type(model).__qualname__, "layers": {n: r.spec.short() for n, r in capture.layers.items()},
+        "outputs": _output_digest(references), "candidates": [c.label for c in cands], "metric": metric.name,
+        "hardware": hardware_fingerprint(next(iter(capture.layers.values())).spec.device),
+        "smartcompile": smartcompile.__version__,
+    })
+
+
+def _interrupted(store) -> None:
+    where = f"kept in {store.path}" if store.path else "not kept (cache off)"
+    logger.warning("profile interrupted: %d measurements %s; re-run the same call to resume", len(store.records), where)
+
+
+def profile(
+    model: torch.nn.Module,
+    calibration_inputs: Union[list, Callable],
+    *,
+    budget: float = 0.995,
+    candidates: Optional[list] = None,
+    metric: Union[str, Metric, Callable] = "cosine",
+    out: Union[str, Path, None] = None,
+    cache: bool = True,
+    progress: bool = True,
+) -> Policy:
+    """Find the fastest per-layer attention choice whose end-to-end output stays within `budget`.
+
+    calibration_inputs: a list of (args, kwargs) for `model`, or a callable(model) that runs it
+        (e.g. a few denoising steps) and returns what the metric compares.
+    budget: the bound on `metric` over the worst calibration item, e.g. cosine >= 0.995.
+    candidates: sage/sparge rules to try (default: sage fp16/fp8, sparge at 25/50/75% sparsity).
+    metric: "cosine", "rel_l1", "psnr", a Metric, or a callable (reference, output) -> float
+        where higher is better.
+    out: where to write the policy JSON. cache: reuse (and keep) measurements across runs.
+    """
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget):
+        raise SmartCompileError(f"budget: {budget!r} is not allowed; expected a finite number, e.g. 0.995 for cosine")
+    t0 = time.perf_counter()
+    run, n_items = make_runner(calibration_inputs)
+    cands = parse_candidates(candidates)
+    compiled, plan = compile_exact(model)
+    capture = Capture()
+    with torch.no_grad(), intercepting(capture):
+        references = [detach_output(o) for o in tqdm(run(compiled), desc="capture", disable=not progress, total=n_items)]
+    if not capture.layers:
+        raise SmartCompileError("profile: the model has no attention that smartattn rewrites, nothing to profile:\n"
+                                + str(plan))
+    metric_obj = resolve_metric(metric, references)
+    budget_cost = metric_obj.cost(budget)
+    if metric_obj.cost(metric_obj.value(references, references)) > budget_cost:
+        raise SmartCompileError(f"budget: {metric_obj.describe(budget)} is not met even by the exact model")
+    layers = list(capture.layers.values())
+    device = layers[0].spec.device
+    real_timing = timing_is_real(device)
+    from .store import MeasurementStore
+
+    store = MeasurementStore(_cache_key(model, capture, references, cands, metric_obj) if cache else None)
+    try:
+        local = _stage_local(layers, cands, store, progress)
+        sens = _stage_sensitivity(compiled, run, references, layers, cands, local, metric_obj, budget_cost, store, progress)
+    except KeyboardInterrupt:
+        _interrupted(store)
+        raise
+    options = _options(layers, cands, local, sens)
+    chosen, verification = _choose_and_verify(compiled, run, references, layers, local, options, metric_obj,
+                                              budget, budget_cost, progress)
+    policy_dict = _policy_dict(layers, cands, local, sens, chosen)
+    speed = _measure_speedup(model, run, Policy.from_dict(policy_dict), references, metric_obj) if real_timing else None
+    policy_dict["metadata"] = {
+        "profile": _summary(model, n_items, cands, metric_obj, budget, verification, speed, real_timing, layers,
+                            local, sens, chosen, store, time.perf_counter() - t0),
+        "hardware": hardware_fingerprint(device),
+    }
+    from .store import _clean
+
+    policy = Policy.from_dict(_clean(policy_dict), source=str(out) if out else "<profile>")
+    if out is not None:
+        policy.save(out)
+    return policy
+
+
+def _stage_local(layers, cands, store, progress) -> dict:
+    """{(layer, label): record}, plus {(layer, "flash"): exact record}."""
+    out = {}
+    bar = tqdm(total=len(layers) * (len(cands) + 1), desc="local (candidates on captured inputs)", disable=not progress)
+    for rec in layers:
+        for cand in [None] + cands:
+            stage, label = ("exact", "flash") if cand is None else ("local", cand.label)
+            r = store.get(stage, rec.layer, label)
+            if r is None:
+                r = exact_time_ms(rec) if cand is None else measure_local(rec, cand)
+                store.put(r)
+            out[(rec.layer, label)] = r
+            bar.update()
+    bar.close()
+    return out
+
+
+def _saved_ms(rec, local, label) -> float:
+    return (local[(rec.layer, "flash")]["time_ms"] - local[(rec.layer, label)]["time_ms"]) * rec.calls
+
+
+def _stage_sensitivity(compiled, run, references, layers, cands, local, metric, budget_cost, store, progress) -> dict:
+    """{(layer, label): {"value", "cost"} or {"skipped": why}}; climbs each family's ladder
+    from least to most aggressive and stops where one rung alone breaks the budget."""
+    out = {}
+    bar = tqdm(total=len(layers) * len(cands), desc="sensitivity (one layer switched)", disable=not progress)
+    for rec in layers:
+        broken: dict[str, str] = {}
+        for cand in cands:
+            loc = local[(rec.layer, cand.label)]
+            skip = None
+            if not loc.get("runnable"):
+                skip = loc.get("why", "not runnable here")
+            elif not loc.get("finite"):
+                skip = "non-finite output on the captured inputs"
+            elif _saved_ms(rec, local, cand.label) <= 0:
+                skip = "not faster than exact here"
+            elif cand.family in broken:
+                skip = f"a less aggressive setting ({broken[cand.family]}) already breaks the budget"
+            if skip is not None:
+                out[(rec.layer, cand.label)] = {"skipped": skip}
+                bar.update()
+                continue
+            r = store.get("sensitivity", rec.layer, cand.label)
+            if r is None:
+                outputs = run_with(compiled, run, {rec.layer: (cand.backend, loc["implementation"], loc["params"])})
+                value = metric.value(references, outputs)
+                r = {"stage": "sensitivity", "layer": rec.layer, "label": cand.label, "value": value}
+                store.put(r)
+            r = {**r, "cost": metric.cost(r["value"])}
+            if r["cost"] > budget_cost:
+                broken[cand.family] = cand.label
+            out[(rec.layer, cand.label)] = r
+            bar.update()
+    bar.close()
+    return out
+
+
+def _options(layers, cands, local, sens) -> dict:
+    options = {}
+    for rec in layers:
+        options[rec.layer] = [
+            Option(rec.layer, c.label, _saved_ms(rec, local, c.label), sens[(rec.layer, c.label)]["cost"])
+            for c in cands if "cost" in sens[(rec.layer, c.label)]
+        ]
+    return options
+
+
+def _choose_and_verify(compiled, run, references, layers, local, options, metric, budget, budget_cost, progress):
+    """Choose within the budget, verify with one run of every choice; halve the allowed cost until
+    the verified metric holds (all exact at worst). Returns ({layer: Option|None}, attempts)."""
+    attempts = []
+    allowed = budget_cost
+    bar = tqdm(total=MAX_BACKOFF + 1, desc="choose + verify", disable=not progress)
+    for attempt in range(MAX_BACKOFF + 1):
+        chosen = choose(options, allowed) if attempt < MAX_BACKOFF else {layer: None for layer in options}
+        assignment = {layer: (local[(layer, o.label)]["backend"], local[(layer, o.label)]["implementation"],
+                              local[(layer, o.label)]["params"]) for layer, o in chosen.items() if o is not None}
+        value = metric.value(references, run_with(compiled, run, assignment))
+        ok = metric.meets(value, budget)
+        attempts.append({"allowed_cost": allowed, "switched": len(assignment), "value": value, "meets_budget": ok})
+        bar.update()
+        if ok or not assignment:
+            break
+        logger.info("profile: %d switched layers give %s = %.6f, outside the budget; backing off", len(assignment),
+                    metric.name, value)
+        allowed /= 2
+    bar.close()
+    return chosen, attempts
+
+
+def _policy_dict(layers, cands, local, sens, chosen) -> dict:
+    by_label = {c.label: c for c in cands}
+    rules = {}
+    for rec in layers:
+        o = chosen.get(rec.layer)
+        rules[rec.layer] = "flash" if o is None else by_label[o.label].rule().to_json()
+    return {"version": 1, "default": "flash", "layers": rules}
+
+
+def _measure_speedup(model, run, policy: Policy, references, metric: Metric) -> dict:
+    """End to end on the GPU: Inductor default vs the profiled policy, same inputs, same run."""
+    from ..compiler import backend
+
+    results = {}
+    for name, compiled in (("torch.compile default", torch.compile(model)),
+                           ("profiled policy", torch.compile(model, backend=backend(policy=policy)))):
+        with torch.no_grad():
+            outputs = [detach_output(o) for o in run(compiled)]
+            results[name] = {"seconds": wall_seconds(lambda: list(run(compiled)), "cuda", 5),
+                             "value": metric.value(references, outputs)}
+    base, ours = results["torch.compile default"], results["profiled policy"]
+    return {"speedup_vs_torch_compile": base["seconds"] / ours["seconds"], "torch_compile_ms": base["seconds"] * 1e3,
+            "policy_ms": ours["seconds"] * 1e3, "value_compiled": ours["value"]}
+
+
+def _summary(model, n_items, cands, metric, budget, verification, speed, real_timing, layers, local, sens, chosen,
+             store, wall_s) -> dict:
+    import smartcompile
+
+    per_layer = {}
+    for rec in layers:
+        o = chosen.get(rec.layer)
+        entry = {"spec": rec.spec.short(), "calls": rec.calls, "chosen": "flash" if o is None else o.label,
+                 "time_exact_ms": local[(rec.layer, "flash")]["time_ms"],
+                 "saved_ms": 0.0 if o is None else o.saved_ms, "candidates": {}}
+        for c in cands:
+            loc, sen = local[(rec.layer, c.label)], sens[(rec.layer, c.label)]
+            entry["candidates"][c.label] = {
+                k: loc.get(k) for k in ("cosine", "rel_l1", "rmse", "time_ms", "density", "implementation")
+                if loc.get(k) is not None} | ({"e2e_value": sen["value"], "e2e_cost": sen["cost"]} if "cost" in sen
+                                              else {"skipped": sen.get("skipped", loc.get("why"))})
+        per_layer[rec.layer] = entry
+    final = verification[-1]
+    return {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "smartcompile": smartcompile.__version__, "model": type(model).__qualname__, "calibration_items": n_items,
+        "metric": metric.name, "higher_is_better": metric.higher_is_better, "budget": budget,
+        "achieved": final["value"], "meets_budget": final["meets_budget"], "verification": verification,
+        "times": "cuda events on this GPU" if real_timing else
+        "estimates from H100 measurements: this device (CPU) runs reference numerics, its times are not meaningful",
+        "speedup": speed, "candidates": [c.label for c in cands], "wall_s": wall_s,
+        "cache": {"path": str(store.path) if store.path else None, "reused_measurements": store.reused},
+        "layers": per_layer,
+    }

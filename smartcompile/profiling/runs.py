@@ -1,0 +1,60 @@
+"""Running the profiled model: one compile (every site rewritten to exact flash, Inductor off),
+then any number of calibration passes with layers switched at run time (no recompilation)."""
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional
+
+import torch
+
+from ..backends.intercept import AttentionCall, intercepting
+from ..backends.registry import get_implementation
+from ..compiler.backend import compile_graph
+from ..compiler.options import CompileOptions
+from ..compiler.plan import Plan
+from ..policies import Policy
+from .calibration import detach_output
+
+
+def compile_exact(model: torch.nn.Module) -> tuple[Callable, Plan]:
+    opts = CompileOptions.parse(None, None, Policy.uniform("flash"), auto="static")
+    plan = Plan()
+    compiled = torch.compile(
+        model, dynamic=False,
+        backend=lambda gm, ex: compile_graph(gm, ex, opts, sink=plan.extend, run_inductor=False),
+    )
+    return compiled, plan
+
+
+class Switch:
+    """Interceptor: runs the given layers with other implementations; the rest as planned."""
+
+    def __init__(self, assignment: dict) -> None:  # {layer: (backend, implementation, params)}
+        self.impls = {layer: (get_implementation(b, i), dict(p)) for layer, (b, i, p) in assignment.items()}
+
+    def __call__(self, call: AttentionCall) -> Optional[torch.Tensor]:
+        found = self.impls.get(call.layer)
+        if found is None:
+            return None
+        impl, params = found
+        return impl.run(call.q, call.k, call.v, call.mask, call.is_causal, call.scale, dict(params))
+
+
+def wall_seconds(fn: Callable[[], object], device: str, repeats: int) -> float:
+    """Median wall seconds per call after one warm-up call (synchronizing CUDA)."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+@torch.no_grad()
+def run_with(compiled: Callable, run: Callable, assignment: dict) -> list:
+    with intercepting(Switch(assignment)):
+        return [detach_output(o) for o in run(compiled)]
