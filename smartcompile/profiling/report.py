@@ -14,6 +14,23 @@ from ..policies import Policy
 BACKEND_COLORS = {"flash": "#4C72B0", "sage": "#DD8452", "sparge": "#55A868"}
 
 
+def short_label(label: str) -> str:
+    """'sparge[sim_threshold=-1.0,sparsity_ratio=0.75]' -> 'sparge 75% forced' (for plots)."""
+    backend, _, rest = label.partition("[")
+    words = [backend]
+    for item in filter(None, rest.rstrip("]").split(",")):
+        key, _, value = item.partition("=")
+        if key == "pv_precision":
+            words.append(value)
+        elif key == "sparsity_ratio":
+            words.append(f"{float(value):.0%}")
+        elif key == "sim_threshold" and float(value) <= -1:
+            words.append("forced")
+        else:
+            words.append(item)
+    return " ".join(words)
+
+
 def _fmt(x, spec: str = ".4f") -> str:
     return "-" if x is None else (format(x, spec) if isinstance(x, (int, float)) and math.isfinite(x) else str(x))
 
@@ -72,7 +89,7 @@ class ProfileReport:
             if pts:
                 color = BACKEND_COLORS.get(label.split("[")[0], "gray")
                 ax1.scatter([p[0] for p in pts], [max(p[1], 1e-12) for p in pts], marker=markers[j % len(markers)],
-                            color=color, alpha=0.75, label=label)
+                            color=color, alpha=0.75, label=short_label(label))
         from .metric import BUILTIN_METRICS
 
         m = BUILTIN_METRICS.get(s["metric"])
@@ -85,8 +102,11 @@ class ProfileReport:
         saved = [s["layers"][l]["saved_ms"] for l in layers]
         colors = [BACKEND_COLORS.get(s["layers"][l]["chosen"].split("[")[0], "gray") for l in layers]
         ax2.bar(list(x), saved, color=colors)
+        top = max(saved + [1e-12])
         for i, l in enumerate(layers):
-            ax2.annotate(s["layers"][l]["chosen"].replace("[", "\n["), (i, saved[i]), fontsize=6, ha="center", va="bottom")
+            ax2.text(i, saved[i] + 0.02 * top, short_label(s["layers"][l]["chosen"]), fontsize=7, rotation=90,
+                     ha="center", va="bottom")
+        ax2.set_ylim(0, top * 1.45)
         ax2.set_ylabel("time saved per pass (ms)" + ("" if s["times"].startswith("cuda") else "\n(H100 estimate)"))
         ax2.set_xticks(list(x))
         ax2.set_xticklabels(layers, rotation=60, ha="right", fontsize=7)
