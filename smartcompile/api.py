@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -14,13 +14,18 @@ from .policies import Policy, unmatched_rules
 from .policies.resolve import base_layer_name
 
 
-def explain(model: torch.nn.Module, *args: Any, policy: Any = None, **kwargs: Any) -> Plan:
+def explain(model: torch.nn.Module, *args: Any, policy: Any = None, kwargs: Optional[dict] = None,
+            auto: Optional[str] = None) -> Plan:
     """Trace `model(*args, **kwargs)` with Dynamo and return the Plan of every attention site.
 
-    `policy` is a path, dict or Policy (None: auto). `kwargs` go to the model's forward.
-    The model is run once (rewritten graphs run eagerly); it is not modified.
+    `policy` is a path, dict or Policy (None: auto); `kwargs` (a dict) go to the model's forward;
+    `auto` as in smartcompile.backend. The model is run once (rewritten graphs run eagerly); it
+    is not modified.
     """
-    opts = CompileOptions.parse(None, None, policy)
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise TypeError(f"explain: kwargs must be a dict of the model's keyword arguments, got {type(kwargs).__name__}")
+    kwargs = dict(kwargs or {})
+    opts = CompileOptions.parse(None, None, policy, auto)
     plan = Plan()
     compiled = torch.compile(
         model, backend=lambda gm, ex: compile_graph(gm, ex, opts, sink=plan.extend, run_inductor=False), dynamic=False

@@ -36,7 +36,7 @@ def cmd_explain(ns) -> int:
     from .api import explain
 
     model, args, kwargs = _load_factory(ns.model)
-    plan = explain(model, *args, policy=ns.policy, **kwargs)
+    plan = explain(model, *args, policy=ns.policy, kwargs=kwargs)
     print(json.dumps(plan.to_dict(), indent=2, default=str) if ns.json else plan)
     return 0
 

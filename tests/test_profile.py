@@ -92,7 +92,7 @@ def test_minilm_embeddings_meet_budget(tmp_path):
         ref = embed(model)
         torch._dynamo.reset()
         compiled = torch.compile(model, backend="smartattn", options={"policy": str(out)})
-        plan = smartcompile.explain(model, input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], policy=str(out))
+        plan = smartcompile.explain(model, kwargs=dict(enc), policy=str(out))
         assert min_cosine(ref, embed(compiled)) >= 0.999
     assert {s.backend for s in plan.rewritten} - {"flash"}, str(plan)
 

@@ -88,7 +88,7 @@ def test_one_site_per_attention_module_and_exact_under_flash(factory, variant):
         model, args, kwargs, attn_type = factory(variant)
     model.eval()
     n_modules = sum(type(m).__name__ == attn_type for m in model.modules())
-    plan = smartcompile.explain(model, *args, policy=FLASH, **kwargs)
+    plan = smartcompile.explain(model, *args, policy=FLASH, kwargs=kwargs)
     assert len(plan.rewritten) == len(plan.sites) == n_modules, plan
     module_names = {name for name, _ in model.named_modules()}
     if factory is not diffusers_attention:  # a bare Attention is the compiled frame itself

@@ -106,7 +106,8 @@ def profile(
     chosen, verification = _choose_and_verify(compiled, run, references, layers, local, options, metric_obj,
                                               budget, budget_cost, progress)
     policy_dict = _policy_dict(layers, cands, local, sens, chosen)
-    speed = _measure_speedup(model, run, Policy.from_dict(policy_dict), references, metric_obj) if real_timing else None
+    speed = (_measure_speedup(model, run, Policy.from_dict(policy_dict), references, metric_obj, progress)
+             if real_timing else None)
     policy_dict["metadata"] = {
         "profile": _summary(model, n_items, cands, metric_obj, budget, verification, speed, real_timing, layers,
                             local, sens, chosen, store, time.perf_counter() - t0),
@@ -220,13 +221,14 @@ def _policy_dict(layers, cands, local, sens, chosen) -> dict:
     return {"version": 1, "default": "flash", "layers": rules}
 
 
-def _measure_speedup(model, run, policy: Policy, references, metric: Metric) -> dict:
+def _measure_speedup(model, run, policy: Policy, references, metric: Metric, progress: bool) -> dict:
     """End to end on the GPU: Inductor default vs the profiled policy, same inputs, same run."""
     from ..compiler import backend
 
     results = {}
-    for name, compiled in (("torch.compile default", torch.compile(model)),
-                           ("profiled policy", torch.compile(model, backend=backend(policy=policy)))):
+    runs = (("torch.compile default", torch.compile(model)),
+            ("profiled policy", torch.compile(model, backend=backend(policy=policy))))
+    for name, compiled in tqdm(runs, desc="end to end (compile + time)", disable=not progress):
         with torch.no_grad():
             outputs = [detach_output(o) for o in run(compiled)]
             results[name] = {"seconds": wall_seconds(lambda: list(run(compiled)), "cuda", 5),
