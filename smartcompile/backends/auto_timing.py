@@ -16,6 +16,7 @@ import torch
 
 from .._cache import cache_dir, digest, write_json_atomic
 from .._logging import logger
+from .._version import __version__
 from ..spec import AttentionSpec
 from .hardware import hardware_fingerprint
 
@@ -80,7 +81,9 @@ class TimingCache:
     """{spec key: {"backend/implementation": ms}} in one JSON file per hardware fingerprint."""
 
     def __init__(self, path: Optional[Path] = None, fingerprint: Optional[dict] = None) -> None:
-        self.fingerprint = fingerprint if fingerprint is not None else hardware_fingerprint("cuda")
+        # our kernels change between versions: their times do not carry over
+        self.fingerprint = fingerprint if fingerprint is not None else {**hardware_fingerprint("cuda"),
+                                                                         "smartcompile": __version__}
         self.path = path or cache_dir() / f"auto_timing-{digest(self.fingerprint)}.json"
         self._entries: Optional[dict] = None
 

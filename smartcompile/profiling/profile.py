@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._cache import digest
+from .._version import __version__
 from .._logging import logger
 from ..backends.hardware import hardware_fingerprint
 from ..backends.intercept import intercepting
@@ -38,13 +39,11 @@ def _output_digest(references: list) -> str:
 
 
 def _cache_key(model, capture: Capture, references: list, cands: list, metric: Metric) -> str:
-    import smartcompile
-
     return digest({
         "model": type(model).__qualname__, "layers": {n: r.spec.short() for n, r in capture.layers.items()},
         "outputs": _output_digest(references), "candidates": [c.label for c in cands], "metric": metric.name,
         "hardware": hardware_fingerprint(next(iter(capture.layers.values())).spec.device),
-        "smartcompile": smartcompile.__version__,
+        "smartcompile": __version__,
     })
 
 
@@ -113,6 +112,8 @@ def profile(
                             local, sens, chosen, store, time.perf_counter() - t0),
         "hardware": hardware_fingerprint(device),
     }
+    # graph breaks / shared graphs: say that a layer name may stand for several modules
+    policy_dict["metadata"]["profile"]["graph_notes"] = list(plan.notes)
     from .store import _clean
 
     policy = Policy.from_dict(_clean(policy_dict), source=str(out) if out else "<profile>")
@@ -240,8 +241,6 @@ def _measure_speedup(model, run, policy: Policy, references, metric: Metric, pro
 
 def _summary(model, n_items, cands, metric, budget, verification, speed, real_timing, layers, local, sens, chosen,
              store, wall_s) -> dict:
-    import smartcompile
-
     per_layer = {}
     for rec in layers:
         o = chosen.get(rec.layer)
@@ -258,7 +257,7 @@ def _summary(model, n_items, cands, metric, budget, verification, speed, real_ti
     final = verification[-1]
     return {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "smartcompile": smartcompile.__version__, "model": type(model).__qualname__, "calibration_items": n_items,
+        "smartcompile": __version__, "model": type(model).__qualname__, "calibration_items": n_items,
         "metric": metric.name, "higher_is_better": metric.higher_is_better, "budget": budget,
         "achieved": final["value"], "meets_budget": final["meets_budget"], "verification": verification,
         "times": "cuda events on this GPU" if real_timing else
