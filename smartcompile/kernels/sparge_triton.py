@@ -55,18 +55,55 @@ def predict_block_map_triton(q, k, *, scale: Optional[float], is_causal: bool, b
     )
 
 
-def block_lists(block_map: torch.Tensor, seq_k: int, block_q: int, block_k: int, is_causal: bool) -> BlockLists:
+def block_lists_torch(block_map: torch.Tensor, seq_k: int, block_q: int, block_k: int, is_causal: bool) -> BlockLists:
     """Kernel form of a block map: kept indices ascending, counts, and how many need no element mask
-    (those left of the diagonal in causal mode and before the partial tail block)."""
+    (those left of the diagonal in causal mode and before the partial tail block). Pure torch: the
+    reference of `block_lists`."""
     b, h, n_q, n_k = block_map.shape
     lut, count = block_map_to_lists(block_map)
-    full_blocks = torch.full((n_q,), seq_k // block_k, device=block_map.device)
-    if is_causal:
-        diag = (torch.arange(n_q, device=block_map.device) * block_q) // block_k
-        full_blocks = torch.minimum(full_blocks, diag)
-    count_full = ((lut >= 0) & (lut < full_blocks[:, None])).sum(dim=-1).to(torch.int32)
+    count_full = ((lut >= 0) & (lut < _full_blocks(n_q, seq_k, block_q, block_k, is_causal, block_map.device)[:, None])
+                  ).sum(dim=-1).to(torch.int32)
     return BlockLists(lut.reshape(b * h, n_q, n_k).contiguous(), count.reshape(-1).contiguous(),
                       count_full.reshape(-1).contiguous())
+
+
+def _full_blocks(n_q: int, seq_k: int, block_q: int, block_k: int, is_causal: bool, device) -> torch.Tensor:
+    full = torch.full((n_q,), seq_k // block_k, device=device)
+    if is_causal:
+        full = torch.minimum(full, (torch.arange(n_q, device=device) * block_q) // block_k)
+    return full
+
+
+@triton.jit
+def _block_lists_kernel(KEEP, LUT, COUNT, COUNT_FULL, n_q, n_k, full_k, block_q, block_k,
+                        IS_CAUSAL: tl.constexpr, NK_PAD: tl.constexpr):
+    # one program per (batch*head, query block) row: compact the kept indices in one pass
+    row = tl.program_id(0)
+    offs = tl.arange(0, NK_PAD)
+    inside = offs < n_k
+    keep = tl.load(KEEP + row.to(tl.int64) * n_k + offs, mask=inside, other=0).to(tl.int32)
+    pos = tl.cumsum(keep, axis=0) - keep  # exclusive prefix sum: each kept index's slot
+    count = tl.sum(keep, axis=0)
+    lut_row = LUT + row.to(tl.int64) * n_k
+    tl.store(lut_row + pos, offs, mask=inside & (keep != 0))
+    tl.store(lut_row + offs, tl.full([NK_PAD], -1, tl.int32), mask=inside & (offs >= count))
+    full = full_k
+    if IS_CAUSAL:
+        full = tl.minimum(full, ((row % n_q) * block_q) // block_k)
+    tl.store(COUNT + row, count)
+    tl.store(COUNT_FULL + row, tl.sum(keep * (offs < full).to(tl.int32), axis=0))
+
+
+def block_lists(block_map: torch.Tensor, seq_k: int, block_q: int, block_k: int, is_causal: bool) -> BlockLists:
+    """Same as block_lists_torch in one launch (the torch version is ~20 small kernels)."""
+    b, h, n_q, n_k = block_map.shape
+    keep = block_map.contiguous()
+    lut = torch.empty((b * h, n_q, n_k), dtype=torch.int32, device=keep.device)
+    count = torch.empty((b * h * n_q,), dtype=torch.int32, device=keep.device)
+    count_full = torch.empty_like(count)
+    _block_lists_kernel[(b * h * n_q,)](keep, lut, count, count_full, n_q, n_k, seq_k // block_k, block_q, block_k,
+                                        IS_CAUSAL=is_causal, NK_PAD=max(16, triton.next_power_of_2(n_k)))
+    return BlockLists(lut, count, count_full)
 
 
 def sparge_attention_triton(q, k, v, is_causal: bool = False, scale: Optional[float] = None, *,

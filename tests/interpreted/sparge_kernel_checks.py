@@ -64,3 +64,16 @@ def test_sparse_kernel_matches_reference(causal, pv_threshold, seed):
     assert bm.float().mean() < 1.0  # something was skipped
     assert torch.isfinite(out).all()
     assert_close_to(out.float(), ref.float(), 0.99999, 2e-3, f"seed {seed}")
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("n_q, n_k, seq_k", [(6, 3, 333), (5, 9, 1100), (4, 4, 512), (3, 1, 64)])
+def test_block_lists_kernel_matches_torch(causal, n_q, n_k, seq_k, seed):
+    from smartcompile.kernels.sparge_triton import block_lists, block_lists_torch
+
+    block_map = torch.rand(2, 3, n_q, n_k) < 0.5
+    block_map[..., 0, :] = False  # an empty row
+    block_map[..., 1, :] = True  # a full row
+    got, ref = block_lists(block_map, seq_k, 64, 128, causal), block_lists_torch(block_map, seq_k, 64, 128, causal)
+    for name in ("lut", "count", "count_full"):
+        assert torch.equal(getattr(got, name), getattr(ref, name)), f"{name}, seed {seed}"
