@@ -3,7 +3,9 @@
 Densities 1.0 / 0.75 / 0.5 / 0.25 (sparsity_ratio = 1 - density, similarity check off so the
 density is what was asked), on structured (synthetic, local) and random inputs. Reports
 dense-equivalent TFLOP/s (4*B*H*N*N*D / time), ratios, the block-map prediction's share of the
-sparse time, and relative L1 against exact fp32 attention on a slice of queries.
+sparse time (the whole call minus quantize + attend with the same block lists given: what
+prediction adds, including its pooling inside the quantization pass), and relative L1 against
+exact fp32 attention on a slice of queries.
 
     python benchmarks/bench_sparge.py --out DIR [--lens 8192,16384,32768] [--dims 64,128] [--graphs]
 """
@@ -21,8 +23,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from smartcompile.kernels.exact_reference import attention_reference  # noqa: E402
-from smartcompile.kernels.sage_triton import sage_attention_triton  # noqa: E402
-from smartcompile.kernels.sparge_triton import predict_block_map_triton, sparge_attention_triton  # noqa: E402
+from smartcompile.kernels.sage_triton import attend, quantize, sage_attention_triton  # noqa: E402
+from smartcompile.kernels.sparge_triton import block_lists, sparge_attention_triton  # noqa: E402
 from smartcompile.metrics import error_stats  # noqa: E402
 from smartcompile.synthetic import random_qkv, structured_qkv  # noqa: E402
 
@@ -81,10 +83,10 @@ def main():
                 for density in (float(x) for x in args.densities.split(",")):
                     kw = dict(sparsity_ratio=1.0 - density, sim_threshold=-1.0)
                     t_sparse = bench(lambda: sparge_attention_triton(q, k, v, **kw))
-                    t_pred = bench(lambda: predict_block_map_triton(
-                        q, k, scale=None, is_causal=False, block_q=64, block_k=128, sim_threshold=-1.0,
-                        cdf_threshold=None, topk=None, sparsity_ratio=1.0 - density, sink=False))
-                    out = sparge_attention_triton(q, k, v, **kw)
+                    out, block_map = sparge_attention_triton(q, k, v, return_block_map=True, **kw)
+                    lists = block_lists(block_map, k.shape[2], 64, 128, False)
+                    t_given = bench(lambda: attend(quantize(q, k, v), False, q.dtype, blocks=lists))
+                    t_pred = max(t_sparse - t_given, 0.0)
                     row = dict(D=d, N=q.shape[2], H=h, inputs=kind, density=density, graphs=GRAPHS, ms_sparse=t_sparse,
                                ms_dense_sage=t_dense, ms_cudnn=t_cudnn, ms_predict=t_pred,
                                tflops_equiv=flops / t_sparse / 1e9, vs_dense_sage=t_dense / t_sparse,

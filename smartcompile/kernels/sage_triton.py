@@ -53,10 +53,27 @@ def _load_tile(X, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len, D: t
 
 
 @triton.jit
-def _quantize_int8(X, OUT, SCALE, MEAN, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len, n_blocks,
-                   mult, D: tl.constexpr, D_PAD: tl.constexpr, BLOCK: tl.constexpr, SUB_MEAN: tl.constexpr):
+def _pool_stats(x, rows, seq_len):
+    """Mean token (D_PAD,) and self-similarity (mean pairwise cosine of its tokens) of a zero-padded
+    tile; Sparge's block statistics (sparge_reference.pool_and_similarity)."""
+    count = tl.sum(((rows < seq_len) & (rows >= 0)).to(tl.float32), axis=0)
+    norm = tl.sqrt(tl.sum(x * x, axis=1))
+    unit = x / tl.maximum(norm, 1e-6)[:, None]
+    u = tl.sum(unit, axis=0)
+    return tl.sum(x, axis=0) / count, tl.sum(u * u, axis=0) / (count * count)
+
+
+@triton.jit
+def _quantize_int8(X, OUT, SCALE, MEAN, POOLED, SIM, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len,
+                   n_blocks, mult, D: tl.constexpr, D_PAD: tl.constexpr, BLOCK: tl.constexpr, SUB_MEAN: tl.constexpr,
+                   POOL: tl.constexpr):
     pid_bh = tl.program_id(1)
     x, rows, cols, inside = _load_tile(X, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len, D, D_PAD, BLOCK)
+    if POOL:  # Sparge's block statistics of the raw tile, for free while it is in registers
+        pooled, sim = _pool_stats(x, rows, seq_len)
+        blk = pid_bh * n_blocks + tl.program_id(0)
+        tl.store(POOLED + blk.to(tl.int64) * D + cols, pooled, mask=cols < D)
+        tl.store(SIM + blk, sim)
     if SUB_MEAN:
         mean = tl.load(MEAN + pid_bh * D + cols, mask=cols < D, other=0.0)
         x = tl.where(inside, x - mean[None, :], 0.0)
@@ -161,13 +178,17 @@ def _sage_fwd(Q, K, V, QS, KS, VAMAX, O, LSE, LUT, COUNT, COUNT_FULL, stride_ob,
         row = pid_bh * n_qblk + pid_m
         lut = LUT + row.to(tl.int64) * n_kblk
         n_full = tl.load(COUNT_FULL + row)
+        # the next index is loaded one iteration ahead, so the tile loads need not wait for it
+        nxt = tl.load(lut)  # every row keeps at least one block
         for i in range(0, n_full):
-            start_n = tl.load(lut + i) * BLOCK_N
+            start_n = nxt * BLOCK_N
+            nxt = tl.load(lut + tl.minimum(i + 1, n_kblk - 1))
             acc, l_i, m_i = _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n,
                                         seq_q, seq_k, n_pad_k, pv_threshold, False, False, PV_FP8, PV_SKIP,
                                         BLOCK_N, D_PAD)
         for i in range(n_full, tl.load(COUNT + row)):
-            start_n = tl.load(lut + i) * BLOCK_N
+            start_n = nxt * BLOCK_N
+            nxt = tl.load(lut + tl.minimum(i + 1, n_kblk - 1))
             acc, l_i, m_i = _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n,
                                         seq_q, seq_k, n_pad_k, pv_threshold, True, IS_CAUSAL, PV_FP8, PV_SKIP,
                                         BLOCK_N, D_PAD)
@@ -208,17 +229,21 @@ def _tuned_kernel():
                            **extra)(_sage_fwd)
 
 
-def quantize_qk(x: torch.Tensor, block: int, mult: float, mean: Optional[torch.Tensor], d_pad: int):
-    """INT8 (B*H, n_blocks*block, d_pad) and scales (B*H, n_blocks) of a (B, H, S, D) tensor."""
+def quantize_qk(x: torch.Tensor, block: int, mult: float, mean: Optional[torch.Tensor], d_pad: int,
+                pool: bool = False):
+    """INT8 (B*H, n_blocks*block, d_pad) and scales (B*H, n_blocks) of a (B, H, S, D) tensor; with
+    `pool`, also each block's mean token (B, H, n_blocks, D) and self-similarity (B, H, n_blocks)."""
     b, h, s, d = x.shape
     n_blocks = triton.cdiv(s, block)
     out = torch.empty((b * h, n_blocks * block, d_pad), dtype=torch.int8, device=x.device)
     scale = torch.empty((b * h, n_blocks), dtype=torch.float32, device=x.device)
+    pooled = torch.empty((b, h, n_blocks, d), dtype=torch.float32, device=x.device) if pool else scale
+    sim = torch.empty((b, h, n_blocks), dtype=torch.float32, device=x.device) if pool else scale
     _quantize_int8[(n_blocks, b * h)](
-        x, out, scale, mean if mean is not None else scale, *x.stride(), h, s, n_blocks, mult,
-        D=d, D_PAD=d_pad, BLOCK=block, SUB_MEAN=mean is not None,
+        x, out, scale, mean if mean is not None else scale, pooled, sim, *x.stride(), h, s, n_blocks, mult,
+        D=d, D_PAD=d_pad, BLOCK=block, SUB_MEAN=mean is not None, POOL=pool,
     )
-    return out, scale
+    return (out, scale, pooled, sim) if pool else (out, scale)
 
 
 def quantize_v(v: torch.Tensor, block: int, fp8: bool, d_pad: int):
@@ -250,10 +275,12 @@ class QuantizedQKV:
     block_q: int
     block_k: int
     fp8: bool
+    pooled: Optional[tuple] = None  # (pooled q, sim q, pooled k, sim k) when quantized with pool=True
 
 
 def quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None, *,
-             pv_precision: str = "fp8", block_q: int = 64, block_k: int = 128, smooth: bool = True) -> QuantizedQKV:
+             pv_precision: str = "fp8", block_q: int = 64, block_k: int = 128, smooth: bool = True,
+             pool: bool = False) -> QuantizedQKV:
     b, hq, sq, d = q.shape
     hkv, sk = k.shape[1], k.shape[2]
     if d not in SUPPORTED_HEAD_DIMS:
@@ -263,11 +290,12 @@ def quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[
     d_pad = triton.next_power_of_2(d)
     sm_scale = scale if scale is not None else d ** -0.5
     k_mean = k.mean(dim=-2, dtype=torch.float32) if smooth else None  # (B, Hkv, D), no fp32 copy of K
-    q8, qs = quantize_qk(q, block_q, sm_scale * LOG2E, None, d_pad)
-    k8, ks = quantize_qk(k, block_k, 1.0, k_mean, d_pad)
+    q8, qs, *q_pool = quantize_qk(q, block_q, sm_scale * LOG2E, None, d_pad, pool)
+    k8, ks, *k_pool = quantize_qk(k, block_k, 1.0, k_mean, d_pad, pool)
     fp8 = pv_precision == "fp8"
     vq, v_amax = quantize_v(v, block_k, fp8, d_pad)
-    return QuantizedQKV(q8, qs, k8, ks, vq, v_amax, k_mean, (b, hq, hkv, sq, sk, d), sm_scale, block_q, block_k, fp8)
+    return QuantizedQKV(q8, qs, k8, ks, vq, v_amax, k_mean, (b, hq, hkv, sq, sk, d), sm_scale, block_q, block_k, fp8,
+                        tuple(q_pool + k_pool) if pool else None)
 
 
 @dataclasses.dataclass

@@ -78,29 +78,29 @@ def select_blocks(
     if len(chosen) != 1:
         raise ValueError(f"predict_block_map: give exactly one of cdf_threshold, topk, sparsity_ratio (got {chosen or 'none'})")
     n_q, n_k = pq.shape[2], pk.shape[2]
-    future, diagonal = block_validity(n_q, n_k, block_q, block_k, sq, sk, is_causal, pq.device)
     scores = (pq @ pk.transpose(-2, -1)) * scale
-    scores = scores.masked_fill(future, float("-inf"))
+    if is_causal:
+        future, diagonal = block_validity(n_q, n_k, block_q, block_k, sq, sk, is_causal, pq.device)
+        scores = scores.masked_fill(future, float("-inf"))
     probs = torch.softmax(scores, dim=-1)
     order = torch.sort(probs, dim=-1, descending=True, stable=True)
-    rank = torch.empty_like(order.indices)
-    rank.scatter_(-1, order.indices, torch.arange(n_k, device=pq.device).expand_as(order.indices))
-    n_valid = (~future).sum(dim=-1)  # (nQ,)
     if cdf_threshold is not None:
         mass_before = torch.cumsum(order.values, dim=-1) - order.values
-        keep_sorted = mass_before < cdf_threshold
-        keep = torch.zeros_like(keep_sorted).scatter_(-1, order.indices, keep_sorted)
+        keep = torch.zeros_like(order.indices, dtype=torch.bool).scatter_(-1, order.indices, mass_before < cdf_threshold)
+        keep = keep.scatter_(-1, order.indices[..., :1], True)  # every row keeps its top block
     else:
+        n_valid = (~future).sum(dim=-1) if is_causal else torch.full((n_q,), n_k, device=pq.device)
         if topk is not None:
             count = torch.clamp(n_valid, max=topk)
         else:
             count = torch.ceil((1.0 - sparsity_ratio) * n_valid.float()).long()
-        keep = rank < count.clamp_min(1)[:, None]
-    keep = keep | (rank == 0)
+        # the first `count` of the descending order (at least one), put back in place
+        kept_sorted = torch.arange(n_k, device=pq.device) < count.clamp_min(1)[:, None]
+        keep = torch.zeros_like(order.indices, dtype=torch.bool).scatter_(-1, order.indices, kept_sorted.expand_as(order.indices))
     keep = keep | (sim_q < sim_threshold)[..., None] | (sim_k < sim_threshold)[..., None, :]
     if sink:
         keep[..., 0] = True
-    return (keep | diagonal) & ~future
+    return (keep | diagonal) & ~future if is_causal else keep
 
 
 def predict_block_map(

@@ -1,9 +1,11 @@
 """Triton Sparge attention: predicted block map, then the Sage kernel over the kept K blocks only.
 
-Reference: kernels/sparge_reference.py. Prediction = one Triton pass per tensor that pools each
-block (mean of its tokens) and measures its self-similarity (mean pairwise cosine), then the
-reference's own selection (`select_blocks`) on the small pooled tensors, so GPU and reference
-choose the same blocks. The attention is `sage_triton.attend` in its SPARSE mode.
+Reference: kernels/sparge_reference.py. Prediction = the block statistics (mean token and
+self-similarity, i.e. mean pairwise cosine) computed by the quantization pass while each tile is
+in registers (or by `_pool_blocks` standalone), then the reference's own selection
+(`select_blocks`) on the small pooled tensors, so GPU and reference choose the same blocks, then
+one kernel that compacts the map into per-row block lists. The attention is
+`sage_triton.attend` in its SPARSE mode.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import triton
 import triton.language as tl
 
 from .exact_reference import expand_kv_heads
-from .sage_triton import BlockLists, _load_tile, attend, quantize
+from .sage_triton import BlockLists, _load_tile, _pool_stats, attend, quantize
 from .sparge_reference import block_map_to_lists, select_blocks
 
 
@@ -22,13 +24,10 @@ from .sparge_reference import block_map_to_lists, select_blocks
 def _pool_blocks(X, POOLED, SIM, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len, n_blocks,
                  D: tl.constexpr, D_PAD: tl.constexpr, BLOCK: tl.constexpr):
     x, rows, cols, inside = _load_tile(X, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len, D, D_PAD, BLOCK)
-    count = tl.sum(((rows < seq_len) & (rows >= 0)).to(tl.float32), axis=0)
-    norm = tl.sqrt(tl.sum(x * x, axis=1))
-    unit = x / tl.maximum(norm, 1e-6)[:, None]
-    u = tl.sum(unit, axis=0)
+    pooled, sim = _pool_stats(x, rows, seq_len)
     out = tl.program_id(1) * n_blocks + tl.program_id(0)
-    tl.store(POOLED + out.to(tl.int64) * D + cols, tl.sum(x, axis=0) / count, mask=cols < D)
-    tl.store(SIM + out, tl.sum(u * u, axis=0) / (count * count))
+    tl.store(POOLED + out.to(tl.int64) * D + cols, pooled, mask=cols < D)
+    tl.store(SIM + out, sim)
 
 
 def pool_and_similarity_triton(x: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,9 +43,16 @@ def pool_and_similarity_triton(x: torch.Tensor, block: int) -> tuple[torch.Tenso
 def predict_block_map_triton(q, k, *, scale: Optional[float], is_causal: bool, block_q: int, block_k: int,
                              sim_threshold: float, cdf_threshold: Optional[float], topk: Optional[int],
                              sparsity_ratio: Optional[float], sink: bool) -> torch.Tensor:
-    hq = q.shape[1]
     pq, sim_q = pool_and_similarity_triton(q, block_q)
     pk, sim_k = pool_and_similarity_triton(k, block_k)  # per kv head, expanded after pooling
+    return _select(pq, sim_q, pk, sim_k, q, k, scale=scale, is_causal=is_causal, block_q=block_q, block_k=block_k,
+                   sim_threshold=sim_threshold, cdf_threshold=cdf_threshold, topk=topk,
+                   sparsity_ratio=sparsity_ratio, sink=sink)
+
+
+def _select(pq, sim_q, pk, sim_k, q, k, *, scale, is_causal, block_q, block_k, sim_threshold, cdf_threshold, topk,
+            sparsity_ratio, sink) -> torch.Tensor:
+    hq = q.shape[1]
     pk, sim_k = expand_kv_heads(pk, hq), expand_kv_heads(sim_k[..., None], hq)[..., 0]
     return select_blocks(
         pq, sim_q, pk, sim_k, sq=q.shape[2], sk=k.shape[2], scale=scale if scale is not None else q.shape[-1] ** -0.5,
@@ -112,11 +118,11 @@ def sparge_attention_triton(q, k, v, is_causal: bool = False, scale: Optional[fl
                             topk: Optional[int] = None, sparsity_ratio: Optional[float] = None,
                             pv_threshold: Optional[float] = None, sink: bool = False, smooth: bool = True,
                             return_block_map: bool = False):
-    block_map = predict_block_map_triton(
-        q, k, scale=scale, is_causal=is_causal, block_q=block_q, block_k=block_k, sim_threshold=sim_threshold,
-        cdf_threshold=cdf_threshold, topk=topk, sparsity_ratio=sparsity_ratio, sink=sink,
-    )
-    x = quantize(q, k, v, scale, pv_precision=pv_precision, block_q=block_q, block_k=block_k, smooth=smooth)
+    # the quantization pass also pools the blocks (one read of Q and K for both)
+    x = quantize(q, k, v, scale, pv_precision=pv_precision, block_q=block_q, block_k=block_k, smooth=smooth, pool=True)
+    block_map = _select(*x.pooled, q, k, scale=scale, is_causal=is_causal, block_q=block_q, block_k=block_k,
+                        sim_threshold=sim_threshold, cdf_threshold=cdf_threshold, topk=topk,
+                        sparsity_ratio=sparsity_ratio, sink=sink)
     out = attend(x, is_causal, q.dtype, blocks=block_lists(block_map, k.shape[2], block_q, block_k, is_causal),
                  pv_threshold=pv_threshold)
     return (out, block_map) if return_block_map else out
