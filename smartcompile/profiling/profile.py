@@ -29,6 +29,7 @@ from .choose import Option, choose
 from .local import exact_time_ms, measure_local, timing_is_real
 from .metric import Metric, flat_output, resolve_metric
 from .runs import compile_exact, run_with, wall_seconds
+from .store import MeasurementStore, json_safe
 
 MAX_BACKOFF = 8
 
@@ -68,7 +69,8 @@ def profile(
     calibration_inputs: a list of (args, kwargs) for `model`, or a callable(model) that runs it
         (e.g. a few denoising steps) and returns what the metric compares.
     budget: the bound on `metric` over the worst calibration item, e.g. cosine >= 0.995.
-    candidates: sage/sparge rules to try (default: sage fp16/fp8, sparge at 25/50/75% sparsity).
+    candidates: sage/sparge rules to try (default: Sage with FP16 and FP8 P.V; Sparge at 50% and 75%
+        sparsity, with the similarity check and without it).
     metric: "cosine", "rel_l1", "psnr", a Metric, or a callable (reference, output) -> float
         where higher is better.
     out: where to write the policy JSON. cache: reuse (and keep) measurements across runs.
@@ -92,21 +94,19 @@ def profile(
     layers = list(capture.layers.values())
     device = layers[0].spec.device
     real_timing = timing_is_real(device)
-    from .store import MeasurementStore
-
     store = MeasurementStore(_cache_key(model, capture, references, cands, metric_obj) if cache else None)
     try:
         local = _stage_local(layers, cands, store, progress)
         sens = _stage_sensitivity(compiled, run, references, layers, cands, local, metric_obj, budget_cost, store, progress)
+        options = _options(layers, cands, local, sens)
+        chosen, verification = _choose_and_verify(compiled, run, references, layers, local, options, metric_obj,
+                                                  budget, budget_cost, progress)
+        policy_dict = _policy_dict(layers, cands, chosen)
+        speed = (_measure_speedup(model, run, Policy.from_dict(policy_dict), references, metric_obj, progress)
+                 if real_timing else None)
     except KeyboardInterrupt:
         _interrupted(store)
         raise
-    options = _options(layers, cands, local, sens)
-    chosen, verification = _choose_and_verify(compiled, run, references, layers, local, options, metric_obj,
-                                              budget, budget_cost, progress)
-    policy_dict = _policy_dict(layers, cands, local, sens, chosen)
-    speed = (_measure_speedup(model, run, Policy.from_dict(policy_dict), references, metric_obj, progress)
-             if real_timing else None)
     policy_dict["metadata"] = {
         "profile": _summary(model, n_items, cands, metric_obj, budget, verification, speed, real_timing, layers,
                             local, sens, chosen, store, time.perf_counter() - t0),
@@ -114,9 +114,7 @@ def profile(
     }
     # graph breaks / shared graphs: say that a layer name may stand for several modules
     policy_dict["metadata"]["profile"]["graph_notes"] = list(plan.notes)
-    from .store import _clean
-
-    policy = Policy.from_dict(_clean(policy_dict), source=str(out) if out else "<profile>")
+    policy = Policy.from_dict(json_safe(policy_dict), source=str(out) if out else "<profile>")
     if out is not None:
         policy.save(out)
     return policy
@@ -213,7 +211,7 @@ def _choose_and_verify(compiled, run, references, layers, local, options, metric
     return chosen, attempts
 
 
-def _policy_dict(layers, cands, local, sens, chosen) -> dict:
+def _policy_dict(layers, cands, chosen) -> dict:
     by_label = {c.label: c for c in cands}
     rules = {}
     for rec in layers:

@@ -12,13 +12,14 @@ from .._cache import cache_dir
 from .._logging import logger
 
 
-def _clean(value):
+def json_safe(value):
+    """Floats JSON cannot hold (inf, nan) as "inf" / "-inf" / null, recursively."""
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -60,7 +61,7 @@ class MeasurementStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a") as f:
-                f.write(json.dumps(_clean(record), sort_keys=True) + "\n")
+                f.write(json.dumps(json_safe(record), sort_keys=True) + "\n")
                 f.flush()
         except OSError as exc:
             logger.warning("profile cache %s not written: %s", self.path, exc)
