@@ -344,7 +344,12 @@ def sage_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_
     if not return_lse:
         return attend(x, is_causal, q.dtype)
     out, lse = attend(x, is_causal, q.dtype, return_lse=True)
-    if smooth:  # smoothing shifted each row by q . mean(k) * scale: add it back
-        km = x.k_mean.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-        lse = lse + torch.einsum("bhsd,bhd->bhs", q.float(), km) * x.sm_scale
-    return out, lse
+    return out, unsmoothed_lse(lse, q, x)
+
+
+def unsmoothed_lse(lse: torch.Tensor, q: torch.Tensor, x: QuantizedQKV) -> torch.Tensor:
+    """Smoothing shifted each score row by q . mean(k) * scale; the LSE of the real scores adds it back."""
+    if x.k_mean is None:
+        return lse
+    km = x.k_mean.repeat_interleave(q.shape[1] // x.k_mean.shape[1], dim=1)
+    return lse + torch.einsum("bhsd,bhd->bhs", q.float(), km) * x.sm_scale

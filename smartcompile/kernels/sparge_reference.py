@@ -158,7 +158,9 @@ def sparge_attention_reference(
     pv_threshold: Optional[float] = None,
     sink: bool = False,
     return_block_map: bool = False,
+    return_lse: bool = False,
 ):
+    """Output; with return_lse also the LSE over the kept blocks; with return_block_map also the map."""
     block_map = predict_block_map(
         q, k, scale=scale, is_causal=is_causal, block_q=block_q, block_k=block_k,
         sim_threshold=sim_threshold, cdf_threshold=cdf_threshold, topk=topk,
@@ -166,6 +168,8 @@ def sparge_attention_reference(
     )
     out = sage_attention_reference(
         q, k, v, mask, is_causal, scale, pv_precision=pv_precision, block_q=block_q,
-        block_k=block_k, block_mask=block_map, pv_threshold=pv_threshold,
+        block_k=block_k, block_mask=block_map, pv_threshold=pv_threshold, return_lse=return_lse,
     )
-    return (out, block_map) if return_block_map else out
+    out = out if return_lse else (out,)
+    out = out + (block_map,) if return_block_map else out
+    return out if len(out) > 1 else out[0]

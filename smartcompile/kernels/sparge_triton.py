@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from .exact_reference import expand_kv_heads
-from .sage_triton import BlockLists, _load_tile, _pool_stats, attend, quantize
+from .sage_triton import BlockLists, _load_tile, _pool_stats, attend, quantize, unsmoothed_lse
 from .sparge_reference import block_map_to_lists, select_blocks
 
 
@@ -117,14 +117,18 @@ def sparge_attention_triton(q, k, v, is_causal: bool = False, scale: Optional[fl
                             sim_threshold: float = 0.6, cdf_threshold: Optional[float] = None,
                             topk: Optional[int] = None, sparsity_ratio: Optional[float] = None,
                             pv_threshold: Optional[float] = None, sink: bool = False, smooth: bool = True,
-                            return_block_map: bool = False):
+                            return_block_map: bool = False, return_lse: bool = False):
+    """Output (B, Hq, Sq, D); with return_lse also the natural-log LSE over the kept blocks (B, Hq, Sq),
+    with return_block_map also the kept-block map (B, Hq, nQ, nK); in that order."""
     # the quantization pass also pools the blocks (one read of Q and K for both)
     x = quantize(q, k, v, scale, pv_precision=pv_precision, block_q=block_q, block_k=block_k, smooth=smooth, pool=True)
     block_map = _select(*x.pooled, q, k, scale=scale, is_causal=is_causal, block_q=block_q, block_k=block_k,
                         sim_threshold=sim_threshold, cdf_threshold=cdf_threshold, topk=topk,
                         sparsity_ratio=sparsity_ratio, sink=sink)
-    out = attend(x, is_causal, q.dtype, blocks=block_lists(block_map, k.shape[2], block_q, block_k, is_causal),
-                 pv_threshold=pv_threshold)
-    return (out, block_map) if return_block_map else out
+    res = attend(x, is_causal, q.dtype, blocks=block_lists(block_map, k.shape[2], block_q, block_k, is_causal),
+                 pv_threshold=pv_threshold, return_lse=return_lse)
+    out = (res[0], unsmoothed_lse(res[1], q, x)) if return_lse else (res,)
+    out = out + (block_map,) if return_block_map else out
+    return out if len(out) > 1 else out[0]
 
 

@@ -77,3 +77,15 @@ def test_block_lists_kernel_matches_torch(causal, n_q, n_k, seq_k, seed):
     got, ref = block_lists(block_map, seq_k, 64, 128, causal), block_lists_torch(block_map, seq_k, 64, 128, causal)
     for name in ("lut", "count", "count_full"):
         assert torch.equal(getattr(got, name), getattr(ref, name)), f"{name}, seed {seed}"
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_sparse_lse_matches_reference(causal, seed):
+    q, k, v = _inputs("structured")
+    common = dict(pv_precision="fp16", sim_threshold=-1.0, sparsity_ratio=0.5)
+    out, lse, bm = sparge_attention_triton(q, k, v, causal, None, return_lse=True, return_block_map=True, **common)
+    ref, lse_ref, bm_ref = sparge_attention_reference(q, k, v, None, causal, None, return_lse=True,
+                                                      return_block_map=True, **common)
+    assert torch.equal(bm, bm_ref), f"seed {seed}"
+    assert torch.isfinite(lse).all(), f"seed {seed}"
+    torch.testing.assert_close(lse, lse_ref, atol=1e-3, rtol=1e-4, msg=f"seed {seed}")
