@@ -161,7 +161,7 @@ def test_verification_backs_off_when_the_cost_model_is_wrong():
     (dict(budget=float("nan")), "budget: nan"),
     (dict(budget=0.9, metric="ssim"), "metric: 'ssim' is not one of"),
     (dict(budget=0.9, candidates=["flash"]), "candidates\\[0\\]: backend 'flash' is not a candidate"),
-    (dict(budget=0.9, candidates=[{"backend": "sparge", "sparsity": 0.5}]), "sparsity"),
+    (dict(budget=0.9, candidates=[{"backend": "sparge", "sparsity": 0.5}]), r"candidates\[0\]\.sparsity: unknown parameter"),
     (dict(budget=1.5), "not met even by the exact model"),
 ])
 def test_bad_arguments_are_named(kwargs, match):

@@ -11,6 +11,7 @@ from ..api import explain
 from ..compiler import backend
 from ..metrics import error_stats
 from ..policies import Policy
+from ..profiling.runs import wall_seconds
 from .dit import DiTConfig, build_demo
 
 CPU_CONFIG = DiTConfig()  # 1024 video tokens, 4 blocks: about a minute on 2 CPU cores
@@ -34,21 +35,6 @@ def demo_policies(depth: int) -> dict:
     }
 
 
-def _time(fn: Callable, args: tuple, device: str, repeats: int) -> float:
-    """Median seconds per call after a warm-up call."""
-    fn(*args)
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn(*args)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
-
-
 def run_demo(device: Optional[str] = None, config: Optional[DiTConfig] = None, repeats: int = 3,
              show: Callable[[str], None] = print) -> list:
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -70,7 +56,7 @@ def run_demo(device: Optional[str] = None, config: Optional[DiTConfig] = None, r
             t0 = time.perf_counter()
             out = compiled(*inputs)
             compile_s = time.perf_counter() - t0
-            seconds = _time(compiled, inputs, device, repeats)
+            seconds = wall_seconds(lambda: compiled(*inputs), device, repeats)
             rows.append((name, compile_s, seconds, error_stats(out.float(), reference)))
     base = rows[0][2]
     show("\npolicy                  compile s   run ms   speedup vs torch.compile   cosine vs exact   rel L1")

@@ -119,9 +119,21 @@ def predict_block_map(
 ) -> torch.Tensor:
     """Bool map (B, Hq, nQ, nK) of K blocks kept for each Q block. Exactly one of
     cdf_threshold / topk / sparsity_ratio selects."""
-    hq = q.shape[1]
     pq, sim_q = pool_and_similarity(q, block_q)
     pk, sim_k = pool_and_similarity(k, block_k)
+    return select_from_pooled(
+        (pq, sim_q, pk, sim_k), q, k, scale=scale, is_causal=is_causal, block_q=block_q, block_k=block_k,
+        sim_threshold=sim_threshold, cdf_threshold=cdf_threshold, topk=topk, sparsity_ratio=sparsity_ratio, sink=sink,
+    )
+
+
+def select_from_pooled(pooled: tuple, q: torch.Tensor, k: torch.Tensor, *, scale: Optional[float], is_causal: bool,
+                       block_q: int, block_k: int, sim_threshold: float, cdf_threshold: Optional[float],
+                       topk: Optional[int], sparsity_ratio: Optional[float], sink: bool) -> torch.Tensor:
+    """The block map from block statistics (pooled q, sim q, pooled k, sim k; K's per kv head, expanded
+    here), whoever computed them: the reference, `_pool_blocks` or the quantization pass."""
+    pq, sim_q, pk, sim_k = pooled
+    hq = q.shape[1]
     pk, sim_k = expand_kv_heads(pk, hq), expand_kv_heads(sim_k[..., None], hq)[..., 0]
     return select_blocks(
         pq, sim_q, pk, sim_k, sq=q.shape[2], sk=k.shape[2], scale=scale if scale is not None else q.shape[-1] ** -0.5,

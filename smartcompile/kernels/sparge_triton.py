@@ -15,9 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .exact_reference import expand_kv_heads
 from .sage_triton import BlockLists, _load_tile, _pool_stats, attend, quantize, unsmoothed_lse
-from .sparge_reference import block_map_to_lists, select_blocks
+from .sparge_reference import block_map_to_lists, select_from_pooled
 
 
 @triton.jit
@@ -43,22 +42,10 @@ def pool_and_similarity_triton(x: torch.Tensor, block: int) -> tuple[torch.Tenso
 def predict_block_map_triton(q, k, *, scale: Optional[float], is_causal: bool, block_q: int, block_k: int,
                              sim_threshold: float, cdf_threshold: Optional[float], topk: Optional[int],
                              sparsity_ratio: Optional[float], sink: bool) -> torch.Tensor:
-    pq, sim_q = pool_and_similarity_triton(q, block_q)
-    pk, sim_k = pool_and_similarity_triton(k, block_k)  # per kv head, expanded after pooling
-    return _select(pq, sim_q, pk, sim_k, q, k, scale=scale, is_causal=is_causal, block_q=block_q, block_k=block_k,
-                   sim_threshold=sim_threshold, cdf_threshold=cdf_threshold, topk=topk,
-                   sparsity_ratio=sparsity_ratio, sink=sink)
-
-
-def _select(pq, sim_q, pk, sim_k, q, k, *, scale, is_causal, block_q, block_k, sim_threshold, cdf_threshold, topk,
-            sparsity_ratio, sink) -> torch.Tensor:
-    hq = q.shape[1]
-    pk, sim_k = expand_kv_heads(pk, hq), expand_kv_heads(sim_k[..., None], hq)[..., 0]
-    return select_blocks(
-        pq, sim_q, pk, sim_k, sq=q.shape[2], sk=k.shape[2], scale=scale if scale is not None else q.shape[-1] ** -0.5,
-        is_causal=is_causal, block_q=block_q, block_k=block_k, sim_threshold=sim_threshold,
-        cdf_threshold=cdf_threshold, topk=topk, sparsity_ratio=sparsity_ratio, sink=sink,
-    )
+    pooled = (*pool_and_similarity_triton(q, block_q), *pool_and_similarity_triton(k, block_k))
+    return select_from_pooled(pooled, q, k, scale=scale, is_causal=is_causal, block_q=block_q, block_k=block_k,
+                              sim_threshold=sim_threshold, cdf_threshold=cdf_threshold, topk=topk,
+                              sparsity_ratio=sparsity_ratio, sink=sink)
 
 
 def block_lists_torch(block_map: torch.Tensor, seq_k: int, block_q: int, block_k: int, is_causal: bool) -> BlockLists:
@@ -122,9 +109,9 @@ def sparge_attention_triton(q, k, v, is_causal: bool = False, scale: Optional[fl
     with return_block_map also the kept-block map (B, Hq, nQ, nK); in that order."""
     # the quantization pass also pools the blocks (one read of Q and K for both)
     x = quantize(q, k, v, scale, pv_precision=pv_precision, block_q=block_q, block_k=block_k, smooth=smooth, pool=True)
-    block_map = _select(*x.pooled, q, k, scale=scale, is_causal=is_causal, block_q=block_q, block_k=block_k,
-                        sim_threshold=sim_threshold, cdf_threshold=cdf_threshold, topk=topk,
-                        sparsity_ratio=sparsity_ratio, sink=sink)
+    block_map = select_from_pooled(x.pooled, q, k, scale=scale, is_causal=is_causal, block_q=block_q,
+                                   block_k=block_k, sim_threshold=sim_threshold, cdf_threshold=cdf_threshold,
+                                   topk=topk, sparsity_ratio=sparsity_ratio, sink=sink)
     res = attend(x, is_causal, q.dtype, blocks=block_lists(block_map, k.shape[2], block_q, block_k, is_causal),
                  pv_threshold=pv_threshold, return_lse=return_lse)
     out = (res[0], unsmoothed_lse(res[1], q, x)) if return_lse else (res,)

@@ -45,7 +45,8 @@ def _path(base: str, key: str) -> str:
     return f'{base}["{key}"]' if not key.isidentifier() else f"{base}.{key}"
 
 
-def _parse_rule(value: Any, where: str) -> Rule:
+def parse_rule(value: Any, where: str) -> Rule:
+    """One rule (a backend name, or an object with "backend" and its parameters); errors name `where`."""
     if isinstance(value, str):
         if value not in RULE_BACKENDS:
             raise PolicyError(f"{where}: backend {value!r} is not allowed; expected one of {list(RULE_BACKENDS)}")
@@ -89,7 +90,7 @@ class Policy:
             version = data.get("version", POLICY_VERSION)
             if version not in SUPPORTED_VERSIONS or isinstance(version, bool):
                 raise PolicyError(f"{where}.version: {version!r} is not supported; supported: {list(SUPPORTED_VERSIONS)}")
-            default = _parse_rule(data.get("default", "auto"), f"{where}.default")
+            default = parse_rule(data.get("default", "auto"), f"{where}.default")
             layers_raw = data.get("layers", {})
             if not isinstance(layers_raw, dict):
                 raise PolicyError(f"{where}.layers: expected an object of layer rules, got {type(layers_raw).__name__}")
@@ -103,7 +104,7 @@ class Policy:
                         re.compile(key[3:])
                     except re.error as exc:
                         raise PolicyError(f"{path}: invalid regular expression {key[3:]!r}: {exc}") from None
-                layers[key] = _parse_rule(value, path)
+                layers[key] = parse_rule(value, path)
             metadata = data.get("metadata", {})
             if not isinstance(metadata, dict):
                 raise PolicyError(f"{where}.metadata: expected an object, got {type(metadata).__name__}")

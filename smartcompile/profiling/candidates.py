@@ -5,7 +5,8 @@ import dataclasses
 from typing import Any, Mapping
 
 from ..errors import PolicyError
-from ..policies import Policy, Rule
+from ..policies import Rule
+from ..policies.policy import parse_rule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,10 +35,7 @@ def parse_candidate(value: Any, where: str) -> ProfileCandidate:
         return value
     if isinstance(value, Rule):
         value = value.to_json()
-    try:
-        rule = Policy.from_dict({"default": value}, source=where).default
-    except PolicyError as exc:
-        raise PolicyError(f"{where}: {exc}") from None
+    rule = parse_rule(value, where)
     if rule.backend in ("off", "auto", "flash"):
         raise PolicyError(f"{where}: backend {rule.backend!r} is not a candidate; flash (exact) is always the "
                           "baseline; candidates are sage or sparge rules")

@@ -7,6 +7,7 @@ from typing import Optional
 
 import torch
 
+from ..backends.flash import run_sdpa
 from ..backends.intercept import AttentionCall
 from ..backends.registry import get_implementation, select
 from ..backends.sparge import predicted_density
@@ -17,10 +18,7 @@ from .cost_model import estimated_ms
 
 
 def exact_fp32(call: AttentionCall) -> torch.Tensor:
-    q, k, v = call.q.float(), call.k.float(), call.v.float()
-    mask = call.mask.float() if call.mask is not None and call.mask.is_floating_point() else call.mask
-    return torch.nn.functional.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask, is_causal=call.is_causal, scale=call.scale, enable_gqa=q.shape[1] != k.shape[1])
+    return run_sdpa(call.q.float(), call.k.float(), call.v.float(), call.mask, call.is_causal, call.scale, {})
 
 
 def timing_is_real(device: str) -> bool:

@@ -10,6 +10,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 from ..errors import SmartCompileError
+from ..metrics import error_stats, psnr
 
 
 def flat_output(out: Any) -> torch.Tensor:
@@ -21,26 +22,18 @@ def flat_output(out: Any) -> torch.Tensor:
 
 
 def _cosine(ref: Any, out: Any) -> float:
-    r, o = flat_output(ref), flat_output(out)
-    if not bool(torch.isfinite(o).all()):
-        return float("-inf")
-    return torch.nn.functional.cosine_similarity(o, r, dim=0, eps=1e-30).item()
+    err = error_stats(flat_output(out), flat_output(ref))
+    return err.cosine if err.finite else float("-inf")
 
 
 def _rel_l1(ref: Any, out: Any) -> float:
-    r, o = flat_output(ref), flat_output(out)
-    if not bool(torch.isfinite(o).all()):
-        return float("inf")
-    return ((o - r).abs().sum() / r.abs().sum().clamp_min(1e-30)).item()
+    err = error_stats(flat_output(out), flat_output(ref))
+    return err.rel_l1 if err.finite else float("inf")
 
 
 def _psnr(ref: Any, out: Any) -> float:
-    r, o = flat_output(ref), flat_output(out)
-    if not bool(torch.isfinite(o).all()):
-        return float("-inf")
-    mse = (o - r).pow(2).mean().item()
-    peak = r.abs().max().item()
-    return float("inf") if mse == 0 else 10 * math.log10(max(peak * peak, 1e-30) / mse)
+    o = flat_output(out)
+    return psnr(o, flat_output(ref)) if bool(torch.isfinite(o).all()) else float("-inf")
 
 
 @dataclasses.dataclass(frozen=True)
