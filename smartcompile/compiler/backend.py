@@ -13,6 +13,7 @@ import torch
 from .._logging import configure_from_env, logger
 from ..backends.op import encode_params, register_ops
 from ..backends.registry import select
+from ..errors import UnsupportedError
 from ..passes import find_attention_sites, rewrite_site
 from ..policies import Policy, resolve, unmatched_rules
 from ..policies.hardware_check import hardware_mismatch
@@ -37,7 +38,12 @@ def plan_and_rewrite(gm: torch.fx.GraphModule, policy: Policy, auto_mode: str = 
             plan.sites.append(PlannedSite(**base, backend="off", implementation="-", params={},
                                           reason=f"{decision.reason}: off, left untouched", rewritten=False))
             continue
-        sel = select(site.spec, decision.backend, dict(decision.params), auto_mode)
+        try:
+            sel = select(site.spec, decision.backend, dict(decision.params), auto_mode)
+        except UnsupportedError as exc:  # e.g. float64 or head dim > 1024: stock Inductor handles it
+            plan.sites.append(PlannedSite(**base, backend="-", implementation="-", params={},
+                                          reason=f"not rewritten: {exc}", rewritten=False))
+            continue
         site.remap(replaced)
         replaced[site.output] = rewrite_site(gm, site, sel.backend, sel.implementation, encode_params(sel.params))
         reason = f"{decision.reason} -> {decision.backend}"

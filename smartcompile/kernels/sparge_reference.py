@@ -9,6 +9,9 @@ Prediction, per (batch, q head):
      (`topk`, or `sparsity_ratio` = fraction of valid blocks skipped); ties break by index;
   5. always: at least one block per row, the sink block 0 if `sink`, and in causal mode the
      blocks that cross the diagonal (computed with the exact element mask); never a future block.
+With an element `mask`, a block holding no valid (query, key) pair is "empty" and treated like a
+future block (out of the softmax, not counted, never kept, not re-added by sink, similarity or
+diagonal), and every query row with a valid key keeps a block holding one of its valid keys.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from typing import Optional
 
 import torch
 
-from .exact_reference import expand_kv_heads
+from .exact_reference import causal_keep_mask, expand_kv_heads
 from .sage_reference import sage_attention_reference
 
 
@@ -54,6 +57,50 @@ def block_validity(n_q: int, n_k: int, block_q: int, block_k: int, sq: int, sk: 
     return future, diagonal
 
 
+def mask_row_blocks(mask: torch.Tensor, sq: int, sk: int, block_k: int, is_causal: bool) -> torch.Tensor:
+    """(B', H', Sq', nK) bool: does K block j hold a valid key of query row i. `mask` is a bool
+    keep-mask or an additive mask broadcastable to (B, Hq, Sq, Sk); additive values <= finfo.min / 2
+    (-inf, or the finfo.min fill models use) are masked. Broadcast batch/head/query dims stay 1."""
+    mask = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))
+    if mask.dtype == torch.bool:
+        valid = mask
+    else:
+        m = mask if mask.is_floating_point() else mask.float()
+        valid = ~(m <= torch.finfo(m.dtype).min / 2)  # NaN stays valid: it reaches the output as in the exact path
+    if is_causal:
+        valid = valid & causal_keep_mask(sq, sk, mask.device)
+    valid = valid.expand(*valid.shape[:3], sk)
+    n_k = math.ceil(sk / block_k)
+    valid = torch.nn.functional.pad(valid, (0, n_k * block_k - sk), value=False)
+    return valid.reshape(*valid.shape[:3], n_k, block_k).any(dim=-1)
+
+
+def _pool_rows(row_blocks: torch.Tensor, block_q: int) -> torch.Tensor:
+    """(B', H', Sq', nK) -> (B', H', nQ', nK): any row of the q block (a broadcast query dim stays 1)."""
+    b, h, sq, n_k = row_blocks.shape
+    if sq == 1:
+        return row_blocks
+    n_q = math.ceil(sq / block_q)
+    padded = torch.nn.functional.pad(row_blocks, (0, 0, 0, n_q * block_q - sq), value=False)
+    return padded.reshape(b, h, n_q, block_q, n_k).any(dim=3)
+
+
+def _cover_rows(keep: torch.Tensor, scores: torch.Tensor, row_blocks: torch.Tensor, block_q: int, sq: int) -> torch.Tensor:
+    """A q block is selected as a whole, but a row may have its valid keys only in blocks the
+    selection skipped (it would come out all-zero): for each such row also keep the highest-scoring
+    block holding one of its valid keys (judged against the selection before any forcing)."""
+    b, h, _, n_k = keep.shape
+    q_block = torch.arange(sq, device=keep.device) // block_q
+    rows = row_blocks.expand(b, h, sq, n_k)
+    uncovered = rows.any(dim=-1) & ~(keep[:, :, q_block] & rows).any(dim=-1)
+    bi, hi, ri = uncovered.nonzero(as_tuple=True)
+    if bi.numel():
+        row_scores = scores.expand(b, h, -1, n_k)[bi, hi, q_block[ri]].masked_fill(~rows[bi, hi, ri], float("-inf"))
+        keep = keep.clone()
+        keep[bi, hi, q_block[ri], row_scores.argmax(dim=-1)] = True
+    return keep
+
+
 def select_blocks(
     pq: torch.Tensor,
     sim_q: torch.Tensor,
@@ -71,36 +118,54 @@ def select_blocks(
     topk: Optional[int],
     sparsity_ratio: Optional[float],
     sink: bool,
+    mask: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Steps 3-5 from pooled blocks (pq (B, Hq, nQ, D), pk (B, Hq, nK, D) and their self-similarity).
-    Shared by the reference and the GPU predictor, so both select the same blocks."""
+    Shared by the reference and the GPU predictor, so both select the same blocks. `mask`: the
+    element mask (see `mask_row_blocks`); without one, the selection is the mask-free one."""
     chosen = [n for n, val in (("cdf_threshold", cdf_threshold), ("topk", topk), ("sparsity_ratio", sparsity_ratio)) if val is not None]
     if len(chosen) != 1:
         raise ValueError(f"predict_block_map: give exactly one of cdf_threshold, topk, sparsity_ratio (got {chosen or 'none'})")
     n_q, n_k = pq.shape[2], pk.shape[2]
     scores = (pq @ pk.transpose(-2, -1)) * scale
-    if is_causal:
-        future, diagonal = block_validity(n_q, n_k, block_q, block_k, sq, sk, is_causal, pq.device)
-        scores = scores.masked_fill(future, float("-inf"))
+    future, diagonal = block_validity(n_q, n_k, block_q, block_k, sq, sk, is_causal, pq.device)
+    excluded = future if is_causal else None  # blocks that can hold no valid (query, key) pair
+    if mask is not None:
+        row_blocks = mask_row_blocks(mask, sq, sk, block_k, is_causal)
+        excluded = future | ~_pool_rows(row_blocks, block_q)
+    if excluded is not None:
+        scores = scores.masked_fill(excluded, float("-inf"))
     probs = torch.softmax(scores, dim=-1)
-    order = torch.sort(probs, dim=-1, descending=True, stable=True)
+    sort_key = probs
+    if mask is not None:
+        # a q block with no valid pair at all has nothing to weigh (its softmax is NaN); empty blocks
+        # sort after valid ones even where a valid block's probability underflows to 0
+        probs = torch.where(excluded.all(dim=-1, keepdim=True), torch.zeros_like(probs), probs)
+        sort_key = probs.masked_fill(excluded, -1.0)
+    order = torch.sort(sort_key, dim=-1, descending=True, stable=True)
     if cdf_threshold is not None:
-        mass_before = torch.cumsum(order.values, dim=-1) - order.values
+        ordered = probs.gather(-1, order.indices)
+        mass_before = torch.cumsum(ordered, dim=-1) - ordered
         keep = torch.zeros_like(order.indices, dtype=torch.bool).scatter_(-1, order.indices, mass_before < cdf_threshold)
         keep = keep.scatter_(-1, order.indices[..., :1], True)  # every row keeps its top block
     else:
-        n_valid = (~future).sum(dim=-1) if is_causal else torch.full((n_q,), n_k, device=pq.device)
+        n_valid = (~excluded).sum(dim=-1) if excluded is not None else torch.full((n_q,), n_k, device=pq.device)
         if topk is not None:
             count = torch.clamp(n_valid, max=topk)
         else:
             count = torch.ceil((1.0 - sparsity_ratio) * n_valid.float()).long()
         # the first `count` of the descending order (at least one), put back in place
-        kept_sorted = torch.arange(n_k, device=pq.device) < count.clamp_min(1)[:, None]
+        kept_sorted = torch.arange(n_k, device=pq.device) < count.clamp_min(1)[..., None]
         keep = torch.zeros_like(order.indices, dtype=torch.bool).scatter_(-1, order.indices, kept_sorted.expand_as(order.indices))
     keep = keep | (sim_q < sim_threshold)[..., None] | (sim_k < sim_threshold)[..., None, :]
     if sink:
         keep[..., 0] = True
-    return (keep | diagonal) & ~future if is_causal else keep
+    if is_causal:
+        keep = keep | diagonal
+    if excluded is None:
+        return keep
+    keep = keep & ~excluded  # after sink, similarity and diagonal: none of them re-adds an excluded block
+    return keep if mask is None else _cover_rows(keep, scores, row_blocks, block_q, sq)
 
 
 def predict_block_map(
@@ -116,29 +181,33 @@ def predict_block_map(
     topk: Optional[int] = None,
     sparsity_ratio: Optional[float] = None,
     sink: bool = False,
+    mask: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Bool map (B, Hq, nQ, nK) of K blocks kept for each Q block. Exactly one of
-    cdf_threshold / topk / sparsity_ratio selects."""
+    cdf_threshold / topk / sparsity_ratio selects; `mask` is the attention's element mask."""
     pq, sim_q = pool_and_similarity(q, block_q)
     pk, sim_k = pool_and_similarity(k, block_k)
     return select_from_pooled(
         (pq, sim_q, pk, sim_k), q, k, scale=scale, is_causal=is_causal, block_q=block_q, block_k=block_k,
         sim_threshold=sim_threshold, cdf_threshold=cdf_threshold, topk=topk, sparsity_ratio=sparsity_ratio, sink=sink,
+        mask=mask,
     )
 
 
 def select_from_pooled(pooled: tuple, q: torch.Tensor, k: torch.Tensor, *, scale: Optional[float], is_causal: bool,
                        block_q: int, block_k: int, sim_threshold: float, cdf_threshold: Optional[float],
-                       topk: Optional[int], sparsity_ratio: Optional[float], sink: bool) -> torch.Tensor:
+                       topk: Optional[int], sparsity_ratio: Optional[float], sink: bool,
+                       mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The block map from block statistics (pooled q, sim q, pooled k, sim k; K's per kv head, expanded
-    here), whoever computed them: the reference, `_pool_blocks` or the quantization pass."""
+    here), whoever computed them: the reference, `_pool_blocks` or the quantization pass. `mask`: the
+    element mask, if any (only the reference path has one)."""
     pq, sim_q, pk, sim_k = pooled
     hq = q.shape[1]
     pk, sim_k = expand_kv_heads(pk, hq), expand_kv_heads(sim_k[..., None], hq)[..., 0]
     return select_blocks(
         pq, sim_q, pk, sim_k, sq=q.shape[2], sk=k.shape[2], scale=scale if scale is not None else q.shape[-1] ** -0.5,
         is_causal=is_causal, block_q=block_q, block_k=block_k, sim_threshold=sim_threshold,
-        cdf_threshold=cdf_threshold, topk=topk, sparsity_ratio=sparsity_ratio, sink=sink,
+        cdf_threshold=cdf_threshold, topk=topk, sparsity_ratio=sparsity_ratio, sink=sink, mask=mask,
     )
 
 
@@ -176,7 +245,7 @@ def sparge_attention_reference(
     block_map = predict_block_map(
         q, k, scale=scale, is_causal=is_causal, block_q=block_q, block_k=block_k,
         sim_threshold=sim_threshold, cdf_threshold=cdf_threshold, topk=topk,
-        sparsity_ratio=sparsity_ratio, sink=sink,
+        sparsity_ratio=sparsity_ratio, sink=sink, mask=mask,
     )
     out = sage_attention_reference(
         q, k, v, mask, is_causal, scale, pv_precision=pv_precision, block_q=block_q,

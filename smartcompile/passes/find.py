@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from torch.fx import GraphModule
 
+from .._logging import logger
 from .manual import match_softmax
 from .naming import name_sites
 from .normalize import canon
@@ -17,7 +18,14 @@ def find_attention_sites(gm: GraphModule) -> list[AttentionSite]:
         c = canon(node)
         if c is None:
             continue
-        site = match_sdpa(node) if c.op == "sdpa" else match_softmax(node) if c.op == "softmax" else None
+        if c.op not in ("sdpa", "softmax"):
+            continue
+        try:
+            site = match_sdpa(node) if c.op == "sdpa" else match_softmax(node)
+        except Exception as exc:  # noqa: BLE001 - a matcher bug must never fail the user's compile
+            logger.warning("smartattn: could not analyse %s (%s: %s); left untouched", node.name,
+                           type(exc).__name__, exc)
+            continue
         if site is not None:
             sites.append(site)
     name_sites(sites)

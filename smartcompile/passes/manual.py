@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from typing import Optional
 
+import torch
 from torch.fx import Node
 
 from .kv_heads import unrepeat_kv
-from .masks import causal_polarity, is_mask_fill, literal_number
-from .normalize import Canon, canon, is_cast, meta_tensor, ndim, norm_dim
+from .masks import causal_polarity, is_mask_fill, literal_number, symbolic_number
+from .normalize import Canon, canon, is_cast, is_inplace, meta_tensor, ndim, norm_dim
 from .site import AttentionSite, MaskTerm
 
 
@@ -28,6 +30,8 @@ class _Peel:
 
 def _positive_scalar(x) -> Optional[float]:
     v = literal_number(x)
+    if v is None:
+        v = symbolic_number(x)
     return v if v is not None and v > 0 else None
 
 
@@ -116,30 +120,44 @@ def _peel(node, st: _Peel, outer: float) -> Optional[tuple[Node, _Peel]]:
         return _peel(c.get("input"), st, outer / s)
     if c.op == "add" and c.get("alpha") == 1:
         a, b = c.get("input"), c.get("other")
-        for scores, mask in ((a, b), (b, a)):
-            if isinstance(mask, Node) and meta_tensor(mask) is not None:
+        # x.add_(m) / x += m writes into x: only x can be the scores
+        orders = ((a, b),) if is_inplace(node) else ((a, b), (b, a))
+        for scores, mask in orders:
+            mt, out = meta_tensor(mask), meta_tensor(node)
+            if isinstance(mask, Node) and mt is not None and out is not None:
+                # a bool / integer tensor added to the scores is arithmetic (+1 where True), not a keep-mask
+                cast = None if mt.dtype == out.dtype else out.dtype
                 trial = copy.copy(st)
-                trial.masks, trial.chain = st.masks + [MaskTerm(mask, "additive", outer)], list(st.chain)
+                trial.masks, trial.chain = st.masks + [MaskTerm(mask, "additive", outer, cast_to=cast)], list(st.chain)
                 trial.spelled = st.spelled + ["add"]
                 found = _peel(scores, trial, outer)
                 if found is not None:
                     return found
         return None
     if c.op == "masked_fill" and is_mask_fill(c.get("value")) and isinstance(c.get("mask"), Node):
-        st.masks.append(MaskTerm(c.get("mask"), "drop"))
+        st.masks.append(MaskTerm(c.get("mask"), "drop", fill=_fill_in(c.get("value"), node)))
         st.spelled.append("masked_fill")
         return _peel(c.get("input"), st, outer)
     if c.op == "where" and isinstance(c.get("condition"), Node):
         cond, a, b = c.get("condition"), c.get("input"), c.get("other")
         if is_mask_fill(b):
-            st.masks.append(MaskTerm(cond, "keep"))
+            st.masks.append(MaskTerm(cond, "keep", fill=_fill_in(b, node)))
             st.spelled.append("where")
             return _peel(a, st, outer)
         if is_mask_fill(a):
-            st.masks.append(MaskTerm(cond, "drop"))
+            st.masks.append(MaskTerm(cond, "drop", fill=_fill_in(a, node)))
             st.spelled.append("where")
             return _peel(b, st, outer)
     return None
+
+
+def _fill_in(value, node: Node) -> float:
+    """The fill value as the scores hold it: -1e9 in fp16 is -inf, finfo(fp32).min stays finite."""
+    x = literal_number(value)
+    out = meta_tensor(node)
+    if x is None or out is None or not out.is_floating_point():
+        return float("-inf")
+    return float(torch.tensor(x, dtype=torch.float64).to(out.dtype).item())
 
 
 def _k_from_transposed(kt: Node, rank: int) -> tuple[Node, bool]:
@@ -161,7 +179,7 @@ def _fold_scalar(node: Node, user: Node) -> tuple[Node, float]:
     factor = 1.0
     while isinstance(node, Node) and len(node.users) == 1 and user in node.users:
         c = canon(node)
-        if c is None or c.op not in ("mul", "div"):
+        if c is None or c.op not in ("mul", "div") or is_inplace(node):  # q.mul_(c) stays: it is a side effect
             break
         if c.op == "mul":
             pair = next(((a, s) for a, b in ((c.get("input"), c.get("other")), (c.get("other"), c.get("input")))
@@ -207,9 +225,9 @@ def match_softmax(sm: Node) -> Optional[AttentionSite]:
             alpha, beta = _positive_scalar(qc.get("alpha")), literal_number(qc.get("beta"))
             if alpha is None or beta is None:
                 return _reject(site, "baddbmm with non-literal alpha/beta")
+            if beta != 0:  # (beta * bias + alpha * q k^T) * outer: the bias is scaled by outer too
+                st.masks.append(MaskTerm(qc.get("input"), "additive", beta * st.scale))
             st.scale *= alpha
-            if beta != 0:
-                st.masks.append(MaskTerm(qc.get("input"), "additive", beta))
     q, q_factor = _fold_scalar(q, qk)
     k_user = kt if k is not kt else qk
     k, k_factor = _fold_scalar(k, k_user)
@@ -269,8 +287,60 @@ def _finish_kv_and_causal(site: AttentionSite) -> AttentionSite:
         if pol is not None and pol == site.masks[0].kind:
             site.masks, site.is_causal = [], True
             site.pattern += "/causal-tril"
+    why = _operand_problem(site, qt, kt, vt) or _mutation_problem(site)
+    if why is not None:
+        return _reject(site, why)
+    if site.pattern != "sdpa":  # SDPA's own fully-masked rows are what the op gives: 0
+        why = _set_masked_rows(site)
+        if why is not None:
+            return _reject(site, why)
+    return site
+
+
+def _operand_problem(site: AttentionSite, qt, kt, vt) -> Optional[str]:
+    """Why q/k/v/masks cannot be handed to the op as they are (broadcasting, ranks), or None."""
+    if not (qt.dim() == kt.dim() == vt.dim() == site.rank):
+        return f"q/k/v ranks differ ({qt.dim()}, {kt.dim()}, {vt.dim()}): broadcasting operands are left to Inductor"
+    sk = kt.shape[-1] if site.k_transposed else kt.shape[-2]
+    if site.rank == 4 and not (qt.shape[0] == kt.shape[0] == vt.shape[0] and kt.shape[1] == vt.shape[1]):
+        return f"q/k/v batch or head sizes broadcast ({tuple(qt.shape)}, {tuple(kt.shape)}, {tuple(vt.shape)})"
+    if site.rank == 3 and not (qt.shape[0] == kt.shape[0] == vt.shape[0]):
+        return f"q/k/v batch sizes broadcast ({tuple(qt.shape)}, {tuple(kt.shape)}, {tuple(vt.shape)})"
+    if vt.shape[-2] != sk:
+        return f"v has {vt.shape[-2]} keys, k has {sk}"
+    if site.rank == 4 and kt.shape[1] and qt.shape[1] % kt.shape[1]:
+        return f"q heads ({qt.shape[1]}) are not a multiple of kv heads ({kt.shape[1]})"
+    scores = tuple(qt.shape[:-1]) + (sk,)
     for m in site.masks:
         mt = meta_tensor(m.node)
         if mt is None or mt.dim() > site.rank:
-            return _reject(site, f"mask {m.node.name} has no tensor metadata or too many dims")
-    return site
+            return f"mask {m.node.name} has no tensor metadata or more dims than the scores"
+        for ms, ss in zip(tuple(mt.shape)[::-1], scores[::-1]):
+            if ms != 1 and ms != ss:
+                return f"mask {m.node.name} {tuple(mt.shape)} widens the scores {scores} by broadcasting"
+    return None
+
+
+def _mutation_problem(site: AttentionSite) -> Optional[str]:
+    """An in-place op on q/k/v/a mask between the site's first node and its output would be read
+    at a different time once the site is one op: leave such sites alone."""
+    members = set(site.chain) | set(site.core)
+    order = {n: i for i, n in enumerate(site.output.graph.nodes)}
+    first, last = min(order[n] for n in members), order[site.output]
+    for x in [site.q, site.k, site.v] + [m.node for m in site.masks]:
+        for u in x.users if isinstance(x, Node) else ():
+            if u not in members and is_inplace(u) and first <= order[u] < last:
+                return f"{x.name} is modified in place by {u.name} inside the attention"
+    return None
+
+
+def _set_masked_rows(site: AttentionSite) -> Optional[str]:
+    """Record what eager gives for rows whose every key is masked; None, or why it cannot be kept."""
+    if not site.masks:
+        return None
+    finite = [m for m in site.masks if m.kind in ("keep", "drop") and math.isfinite(m.fill)]
+    if finite and len(site.masks) > 1:
+        return (f"masked_fill/where with the finite value {finite[0].fill:g} combined with another mask: "
+                "rows it masks entirely would not keep eager's values")
+    site.masked_rows = "uniform" if finite else "nan"
+    return None

@@ -6,6 +6,7 @@ from typing import Any, Optional
 
 import torch
 from torch.fx import Node
+from torch.fx.experimental.symbolic_shapes import guard_float, guard_int
 
 from .normalize import canon, is_cast, meta_tensor
 
@@ -22,6 +23,17 @@ def literal_number(value: Any) -> Optional[float]:
             return literal_number(value.args[1])
         if value.target is torch.tensor and value.args:
             return literal_number(value.args[0])
+    return None
+
+
+def symbolic_number(value: Any) -> Optional[float]:
+    """A scalar computed from symbolic sizes (e.g. q.shape[-1] ** -0.5 under dynamic=True), made
+    concrete with a guard: a call with other sizes recompiles instead of reusing a wrong constant."""
+    if not isinstance(value, Node):
+        return None
+    v = value.meta.get("example_value", value.meta.get("val"))
+    if isinstance(v, (torch.SymFloat, torch.SymInt)):
+        return guard_float(v) if isinstance(v, torch.SymFloat) else float(guard_int(v))
     return None
 
 

@@ -181,6 +181,31 @@ def norm_dim(dim: Any, rank: Optional[int]) -> Optional[int]:
     return dim + rank if dim < 0 else dim
 
 
+_INPLACE_OPERATORS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv, operator.ipow,
+                      operator.imatmul, operator.iand, operator.ior, operator.ixor, operator.imod,
+                      operator.ilshift, operator.irshift}
+
+
+def _trailing_underscore(name: str) -> bool:
+    return name.endswith("_") and not name.endswith("__")
+
+
+def is_inplace(node: Node) -> bool:
+    """Whether `node` writes into one of its inputs (x.mul_(...), x *= y, out=..., inplace=True).
+    Such a node is a side effect: the matchers never fold it away or treat it as a pure value."""
+    if node.op not in ("call_function", "call_method"):
+        return False
+    if "out" in node.kwargs or node.kwargs.get("inplace") is True:
+        return True
+    if node.op == "call_method":
+        return _trailing_underscore(str(node.target))
+    if node.target in _INPLACE_OPERATORS:
+        return True
+    if node.target in (F.dropout, torch.dropout) and (len(node.args) > 3 and node.args[3] is True):
+        return True
+    return _trailing_underscore(getattr(node.target, "__name__", ""))
+
+
 def is_cast(c: Optional[Canon]) -> bool:
     """Shape-preserving dtype/layout conversion (to, float, type_as, contiguous, ...)."""
     if c is None or c.op != "cast":

@@ -5,7 +5,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensor
 from torch.fx import GraphModule, Node
 
-from .normalize import canon, meta_tensor, meta_value
+from .normalize import canon, is_inplace, meta_tensor, meta_value
 from .site import AttentionSite
 
 _META_KEYS = ("nn_module_stack", "stack_trace", "source_fn_stack")
@@ -35,7 +35,11 @@ def _mask_node(graph, site: AttentionSite):
         elif term.kind == "drop":
             node = _new(graph, site, "function", torch.logical_not, (term.node,))
         else:
-            node = term.node if term.factor == 1.0 else _new(graph, site, "function", torch.mul, (term.node, term.factor))
+            node = term.node
+            if term.cast_to is not None:  # bool/int added to scores: arithmetic, as in eager
+                node = _new(graph, site, "method", "to", (node, term.cast_to))
+            if term.factor != 1.0:
+                node = _new(graph, site, "function", torch.mul, (node, term.factor))
         terms.append((term.kind, node))
     if not terms:
         return None
@@ -63,6 +67,8 @@ def rewrite_site(gm: GraphModule, site: AttentionSite, backend: str, implementat
                 mask = _new(graph, site, "method", "unsqueeze", (mask, 0))
         op_args = (q, k, v, mask, site.is_causal, float(spec.effective_scale), backend, implementation, params, site.layer)
         out = _new(graph, site, "function", torch.ops.smartattn.attention.default, op_args)
+        if site.masked_rows is not None and mask is not None:
+            out = _keep_masked_rows(graph, site, out, mask, v)
         if site.rank == 3:
             out = _new(graph, site, "method", "squeeze", (out, 0))
         want = meta_tensor(site.output)
@@ -73,7 +79,27 @@ def rewrite_site(gm: GraphModule, site: AttentionSite, backend: str, implementat
     return out
 
 
+def _keep_masked_rows(graph, site: AttentionSite, out: Node, mask: Node, v: Node) -> Node:
+    """Rows whose every key is masked: the op gives 0 (as SDPA); eager gives NaN (softmax of
+    all -inf) or, for a finite fill value, equal weights on every key (the mean of V)."""
+    if meta_tensor(mask).dtype == torch.bool:
+        live = _new(graph, site, "method", "any", (mask, -1, True))
+    else:
+        dead = _new(graph, site, "function", torch.isneginf, (mask,))
+        live = _new(graph, site, "function", torch.logical_not, (_new(graph, site, "method", "all", (dead, -1, True)),))
+    if site.masked_rows == "nan":
+        return _new(graph, site, "function", torch.where, (live, out, float("nan")))
+    mean_v = _new(graph, site, "method", "mean", (v, -2, True))
+    hq, hkv = meta_tensor(out).shape[1], meta_tensor(v).shape[1]
+    if hq != hkv:
+        mean_v = _new(graph, site, "method", "repeat_interleave", (mean_v, hq // hkv, 1))
+    mean_v = _new(graph, site, "method", "to", (mean_v, meta_tensor(out).dtype))
+    return _new(graph, site, "function", torch.where, (live, out, mean_v))
+
+
 def _is_pure(node: Node) -> bool:
+    if is_inplace(node):
+        return False
     if node.op == "call_method":
         return not str(node.target).endswith("_") and canon(node) is not None
     if node.op == "call_function":

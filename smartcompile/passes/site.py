@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+import torch
 from torch.fx import Node
 
 from ..spec import AttentionSpec
@@ -14,6 +15,8 @@ class MaskTerm:
     node: Node
     kind: str  # "keep" (True = attend), "drop" (True = masked out), "additive" (added to scores)
     factor: float = 1.0  # scale applied to the scores after this term was added (additive only)
+    fill: float = float("-inf")  # keep/drop: the value masked scores are replaced by, in the scores' dtype
+    cast_to: Optional[torch.dtype] = None  # additive: a bool/int/other-dtype tensor added to the scores
 
 
 @dataclasses.dataclass
@@ -34,6 +37,9 @@ class AttentionSite:
     layer: str = ""
     layer_note: str = ""
     rejected: Optional[str] = None  # why it is not rewritten
+    # eager's value for query rows whose every key is masked, where the op's (0) differs:
+    # "nan" (softmax over all -inf), "uniform" (a finite fill: every key weighs the same), or None
+    masked_rows: Optional[str] = None
     spec: Optional[AttentionSpec] = None
 
     def remap(self, replaced: dict) -> None:

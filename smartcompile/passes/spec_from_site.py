@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+from torch.fx.experimental.symbolic_shapes import guard_int
 
 from ..spec import AttentionSpec
 from .normalize import meta_tensor
@@ -9,15 +10,24 @@ from .site import AttentionSite
 
 
 def _size(x) -> int:
+    """A length or batch size: symbolic ones are read by their hint (no guard: kernels take any)."""
     if isinstance(x, torch.SymInt):
         hint = x.node.hint
         return int(hint) if hint is not None else -1
     return int(x)
 
 
+def _exact(x) -> int:
+    """Head counts and head dims decide the scale and which kernel can run: symbolic ones are made
+    concrete with a guard, so a call with other values recompiles instead of reusing this choice."""
+    return guard_int(x) if isinstance(x, torch.SymInt) else int(x)
+
+
 def spec_from_site(site: AttentionSite) -> AttentionSpec:
     q, k, v = meta_tensor(site.q), meta_tensor(site.k), meta_tensor(site.v)
-    qs, ks, vs = [_size(s) for s in q.shape], [_size(s) for s in k.shape], [_size(s) for s in v.shape]
+    heads = (1,) if site.rank == 4 else ()  # rank 3: dim 0 is batch*heads, any value runs
+    pick = lambda shape: [_exact(s) if i in heads or i == len(shape) - 1 else _size(s) for i, s in enumerate(shape)]
+    qs, ks, vs = pick(q.shape), pick(k.shape), pick(v.shape)
     kv_len = ks[-1] if site.k_transposed else ks[-2]
     if site.rank == 3:
         batch, hq, hkv = 1, qs[0], ks[0]

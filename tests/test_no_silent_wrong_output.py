@@ -1,0 +1,181 @@
+"""Issue 9, one named regression test per defect: under an exact policy the compiled model equals
+eager (outputs, NaNs, side effects), and a site the pass cannot keep exact is left untouched with
+its reason in the plan. Every case here changed the output or failed the compile before."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from helpers import compile_and_plan
+
+
+def _run(fn, calls, policy=None, inductor=False):
+    """Compile once, call with each argument tuple; return the plan after checking every call."""
+    compiled, plan = compile_and_plan(fn, inductor=inductor) if policy is None else \
+        compile_and_plan(fn, policy=policy, inductor=inductor)
+    for args in calls:
+        eager_args = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+        comp_args = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+        want, got = fn(*eager_args), compiled(*comp_args)
+        torch.testing.assert_close(got, want, atol=3e-5, rtol=1e-4, equal_nan=True)
+        for a, b in zip(comp_args, eager_args):
+            if isinstance(a, torch.Tensor):
+                assert torch.equal(a, b), "an input's value after the call differs from eager (side effect)"
+    return plan
+
+
+def _only_site(plan):
+    assert len(plan.sites) >= 1, plan
+    return plan.sites[-1]
+
+
+def _dynamic_plan(fn, calls):
+    from smartcompile.compiler.backend import compile_graph
+    from smartcompile.compiler.options import CompileOptions
+    from smartcompile.compiler.plan import Plan
+
+    opts, plan = CompileOptions.parse(None, None, {"default": "flash"}), Plan()
+    compiled = torch.compile(fn, dynamic=True, backend=lambda gm, ex: compile_graph(gm, ex, opts, sink=plan.extend,
+                                                                                    run_inductor=False))
+    for args in calls:
+        torch.testing.assert_close(compiled(*args), fn(*args), atol=3e-5, rtol=1e-4)
+    return plan
+
+
+def r(*shape):
+    return torch.randn(*shape)
+
+
+def test_dynamic_shapes_sdpa_default_scale_follows_the_head_dim():
+    fn = lambda q, k, v: F.scaled_dot_product_attention(q, k, v)
+    plan = _dynamic_plan(fn, [(r(1, 2, 7, d), r(1, 2, 9, d), r(1, 2, 9, d)) for d in (8, 16, 32)])
+    assert all(s.rewritten for s in plan.sites)
+
+
+def test_dynamic_shapes_changing_length_reuses_one_graph():
+    fn = lambda q, k, v: F.scaled_dot_product_attention(q, k, v)
+    plan = _dynamic_plan(fn, [(r(1, 2, s, 16), r(1, 2, s + 3, 16), r(1, 2, s + 3, 16)) for s in (5, 9, 17)])
+    assert plan.graphs == 1 and plan.sites[0].rewritten
+
+
+def test_dynamic_shapes_hand_written_scale_from_the_head_dim():
+    fn = lambda q, k, v: (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(-1) @ v
+    plan = _dynamic_plan(fn, [(r(1, 2, 7, d), r(1, 2, 9, d), r(1, 2, 9, d)) for d in (8, 16, 32)])
+    assert all(s.rewritten for s in plan.sites)
+
+
+def test_in_place_scale_of_q_is_applied_once():
+    def fn(q, k, v):
+        q = q.mul_(0.3)
+        return (q @ k.transpose(-2, -1)).softmax(-1) @ v
+
+    plan = _run(fn, [(r(1, 2, 7, 8), r(1, 2, 9, 8), r(1, 2, 9, 8))])
+    assert _only_site(plan).rewritten
+
+
+def test_in_place_scale_of_an_input_keeps_the_callers_side_effect():
+    def fn(q, k, v):
+        q *= 0.3
+        return (q @ k.transpose(-2, -1)).softmax(-1) @ v
+
+    _run(fn, [(r(1, 2, 7, 8), r(1, 2, 9, 8), r(1, 2, 9, 8))])
+
+
+def test_in_place_change_of_k_inside_the_attention_is_left_alone():
+    def fn(q, k, v):
+        k = k.clone()
+        s = q @ k.transpose(-2, -1)
+        k.mul_(2.0)
+        return s.softmax(-1) @ v + k.sum()
+
+    site = _only_site(_run(fn, [(r(1, 2, 7, 8), r(1, 2, 9, 8), r(1, 2, 9, 8))]))
+    assert not site.rewritten and "in place" in site.reason
+
+
+def test_baddbmm_bias_is_scaled_with_the_product():
+    def fn(b, q, k, v):
+        return (torch.baddbmm(b, q, k.transpose(1, 2)) / math.sqrt(q.shape[-1])).softmax(-1) @ v
+
+    assert _only_site(_run(fn, [(r(4, 7, 9), r(4, 7, 8), r(4, 9, 8), r(4, 9, 8))])).rewritten
+
+
+def test_bool_tensor_added_to_the_scores_is_arithmetic_not_a_mask():
+    fn = lambda q, k, v, m: (q @ k.transpose(-2, -1) + m).softmax(-1) @ v
+    assert _only_site(_run(fn, [(r(1, 2, 7, 8), r(1, 2, 9, 8), r(1, 2, 9, 8), torch.rand(1, 1, 7, 9) > 0.5)])).rewritten
+
+
+def _mask_with_dead_row():
+    m = torch.rand(2, 1, 7, 9) > 0.4
+    m[..., 0] = True
+    m[:, :, 3, :] = False
+    return m
+
+
+def test_where_finfo_min_fully_masked_row_is_the_mean_of_v_as_in_eager():
+    def fn(q, k, v, m):
+        s = q @ k.transpose(-2, -1) * 0.3
+        return torch.where(m, s, torch.finfo(s.dtype).min).softmax(-1) @ v
+
+    q, k, v = r(2, 4, 7, 8), r(2, 2, 9, 8), r(2, 2, 9, 8)
+    gqa = lambda q, k, v, m: fn(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1), m)
+    plan = _run(gqa, [(q, k, v, _mask_with_dead_row())])
+    assert _only_site(plan).rewritten
+    out = gqa(q, k, v, _mask_with_dead_row())
+    assert torch.allclose(out[:, :, 3], v.repeat_interleave(2, 1).mean(-2), atol=1e-5)
+
+
+def test_masked_fill_minus_inf_fully_masked_row_is_nan_as_in_eager():
+    def fn(q, k, v, m):
+        return (q @ k.transpose(-2, -1)).masked_fill(~m, float("-inf")).softmax(-1) @ v
+
+    assert _only_site(_run(fn, [(r(2, 2, 7, 8), r(2, 2, 9, 8), r(2, 2, 9, 8), _mask_with_dead_row())])).rewritten
+
+
+def test_additive_minus_inf_fully_masked_row_is_nan_as_in_eager():
+    bias = torch.zeros(1, 1, 7, 9)
+    bias[..., 2, :] = float("-inf")
+    fn = lambda q, k, v, b: (q @ k.transpose(-2, -1) + b).softmax(-1) @ v
+    assert _only_site(_run(fn, [(r(1, 2, 7, 8), r(1, 2, 9, 8), r(1, 2, 9, 8), bias)])).rewritten
+
+
+def test_finite_fill_combined_with_another_mask_is_left_alone():
+    def fn(q, k, v, m, b):
+        return (torch.where(m, q @ k.transpose(-2, -1), -1e9) + b).softmax(-1) @ v
+
+    site = _only_site(_run(fn, [(r(2, 2, 7, 8), r(2, 2, 9, 8), r(2, 2, 9, 8), _mask_with_dead_row(), r(1, 1, 7, 9))]))
+    assert not site.rewritten and "finite value" in site.reason
+
+
+@pytest.mark.parametrize("inductor", [False, True], ids=["no-inductor", "inductor"])
+def test_float64_is_left_to_inductor_under_auto(inductor):
+    fn = lambda q, k, v: F.scaled_dot_product_attention(q, k, v)
+    args = tuple(t.double() for t in (r(1, 2, 7, 8), r(1, 2, 9, 8), r(1, 2, 9, 8)))
+    site = _only_site(_run(fn, [args], policy={"default": "auto"}, inductor=inductor))
+    assert not site.rewritten and "float64" in site.reason.replace("f64", "float64")
+
+
+def test_head_dim_over_1024_is_left_to_inductor():
+    fn = lambda q, k, v: F.scaled_dot_product_attention(q, k, v)
+    site = _only_site(_run(fn, [(r(1, 1, 3, 1040), r(1, 1, 4, 1040), r(1, 1, 4, 1040))], policy={"default": "auto"}))
+    assert not site.rewritten and "1040" in site.reason
+
+
+@pytest.mark.parametrize("inductor", [False, True], ids=["no-inductor", "inductor"])
+@pytest.mark.parametrize("case", ["learned_queries_rank3", "v_2d", "q_broadcast_over_batch", "mask_widens_scores",
+                                  "sdpa_q_broadcast"])
+def test_broadcasting_operands_are_left_alone_with_a_reason(case, inductor):
+    fns = {
+        "learned_queries_rank3": (lambda q, k, v: (q @ k.transpose(-2, -1)).softmax(-1) @ v,
+                                  (r(2, 7, 8), r(3, 2, 9, 8), r(3, 2, 9, 8))),
+        "v_2d": (lambda q, k, v: (q @ k.transpose(-2, -1)).softmax(-1) @ v, (r(3, 7, 8), r(3, 9, 8), r(9, 8))),
+        "q_broadcast_over_batch": (lambda q, k, v: (q @ k.transpose(-2, -1)).softmax(-1) @ v,
+                                   (r(1, 2, 7, 8), r(3, 2, 9, 8), r(3, 2, 9, 8))),
+        "mask_widens_scores": (lambda q, k, v, m: (q @ k.transpose(-2, -1) + m).softmax(-1) @ v,
+                               (r(1, 2, 7, 8), r(1, 2, 9, 8), r(1, 2, 9, 8), r(3, 2, 7, 9))),
+        "sdpa_q_broadcast": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v),
+                             (r(1, 2, 7, 8), r(3, 2, 9, 8), r(3, 2, 9, 8))),
+    }
+    fn, args = fns[case]
+    site = _only_site(_run(fn, [args], inductor=inductor))
+    assert not site.rewritten and ("broadcast" in site.reason or "ranks differ" in site.reason), site.reason
