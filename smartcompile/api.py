@@ -1,13 +1,12 @@
 """explain(): what each attention layer of a model gets, and why, without running Inductor."""
 from __future__ import annotations
 
-import warnings
 from typing import Any, Optional
 
 import torch
 
-from ._logging import logger
 from .compiler.backend import compile_graph
+from .compiler.layer_dispatch import INSTANCES, name_layers
 from .compiler.options import CompileOptions
 from .compiler.plan import Plan
 from .policies import Policy, unmatched_rules
@@ -28,11 +27,17 @@ def explain(model: torch.nn.Module, *args: Any, policy: Any = None, kwargs: Opti
     opts = CompileOptions.parse(None, None, policy, auto)
     plan = Plan()
     compiled = torch.compile(
-        model, backend=lambda gm, ex: compile_graph(gm, ex, opts, sink=plan.extend, run_inductor=False), dynamic=False
+        model, backend=lambda gm, ex: compile_graph(gm, ex, opts, sink=plan.extend, run_inductor=False,
+                                                     warn_unmatched=False),
+        dynamic=False,
     )
+    name_layers(model)
+    seen = set(INSTANCES)
     compiled(*args, **kwargs)
+    plan.instances = [c for key, c in INSTANCES.items() if key not in seen]
     modules = {name for name, _ in model.named_modules()}
-    relative = sorted({base_layer_name(s.layer) for s in plan.sites if base_layer_name(s.layer) not in modules})
+    relative = sorted({base_layer_name(s.layer) for s in plan.sites
+                       if base_layer_name(s.layer) not in modules and not s.instances})
     if relative and not (len(plan.sites) == len(relative) and plan.graphs == 1 and relative[0].startswith("attention.")):
         plan.notes.append(
             f"layer names {relative[:4]} are not module paths of {type(model).__qualname__}: they come from a graph "
@@ -42,13 +47,13 @@ def explain(model: torch.nn.Module, *args: Any, policy: Any = None, kwargs: Opti
         )
     if plan.graphs > 1:
         plan.notes.append(f"{plan.graphs} graphs (graph breaks): each is planned separately")
-    _warn_unmatched(opts.policy, plan)
+    _note_unmatched(opts.policy, plan)
     return plan
 
 
-def _warn_unmatched(policy: Policy, plan: Plan) -> None:
-    for key, close in unmatched_rules(policy, [s.layer for s in plan.sites]):
-        msg = f"policy rule {key!r} matches no attention layer; closest layer names: {close or 'none'}"
-        plan.notes.append(msg)
-        logger.warning(msg)
-        warnings.warn(msg, stacklevel=3)
+def _note_unmatched(policy: Policy, plan: Plan) -> None:
+    """In the plan's notes only: the plan is what explain reports (a logger warning or a
+    UserWarning beside it would say the same thing again)."""
+    for key, close in unmatched_rules(policy, [s.layer for s in plan.sites] + [i.layer for i in plan.instances]):
+        plan.notes.append(f"policy rule {key!r} matches no attention layer; closest layer names: "
+                          f"{', '.join(close) or 'none'}")

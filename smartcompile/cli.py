@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import platform
 import sys
 from typing import Optional
@@ -11,24 +12,46 @@ from typing import Optional
 import torch
 
 from ._logging import configure_from_env
+from ._version import version_line
+from .errors import SmartCompileError
+
+
+class CliError(SmartCompileError):
+    """Bad command-line input (--model, --candidates): printed as `smartcompile: error: ...`, exit 2."""
+
+
+def _import_model_module(module_name: str):
+    """Import with the current directory first on sys.path, as `python -m` does, so that
+    `--model mymod:factory` finds mymod.py where the command runs. This runs the module's code."""
+    cwd = os.getcwd()
+    if sys.path[:1] != [cwd]:
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 -- user code: any failure is reported, not a traceback
+        raise CliError(f"--model: cannot import {module_name!r}: {type(exc).__name__}: {exc}") from exc
 
 
 def _load_factory(spec: str):
     if ":" not in spec:
-        raise SystemExit(f"--model: {spec!r} is not of the form pkg.module:factory")
+        raise CliError(f"--model: {spec!r} is not of the form pkg.module:factory")
     module_name, attr = spec.split(":", 1)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise SystemExit(f"--model: cannot import {module_name!r}: {exc}") from None
+    module = _import_model_module(module_name)
     factory = getattr(module, attr, None)
     if not callable(factory):
-        raise SystemExit(f"--model: {module_name!r} has no callable {attr!r}")
-    made = factory()
+        raise CliError(f"--model: {module_name!r} has no callable {attr!r}")
+    try:
+        made = factory()
+    except Exception as exc:  # noqa: BLE001 -- user code
+        raise CliError(f"--model: {spec} raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(made, tuple) or len(made) not in (2, 3) or not isinstance(made[0], torch.nn.Module):
-        raise SystemExit("--model: the factory must return (model, args) or (model, args, kwargs)")
-    model, args = made[0], tuple(made[1])
-    kwargs = dict(made[2]) if len(made) == 3 else {}
+        raise CliError(f"--model: {spec} must return (model, args) or (model, args, kwargs) with an "
+                       f"nn.Module first; got {type(made).__name__}")
+    try:
+        model, args = made[0], tuple(made[1])
+        kwargs = dict(made[2]) if len(made) == 3 else {}
+    except (TypeError, ValueError) as exc:
+        raise CliError(f"--model: {spec}: args must be a sequence and kwargs a mapping ({exc})") from None
     return model, args, kwargs
 
 
@@ -37,7 +60,7 @@ def cmd_explain(ns) -> int:
 
     model, args, kwargs = _load_factory(ns.model)
     plan = explain(model, *args, policy=ns.policy, kwargs=kwargs)
-    print(json.dumps(plan.to_dict(), indent=2, default=str) if ns.json else plan)
+    print(json.dumps(plan.to_dict(), indent=2, default=str) if ns.json else plan.table(verbose=ns.verbose))
     return 0
 
 
@@ -47,13 +70,17 @@ def _json_arg(text: Optional[str], flag: str):
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SystemExit(f"{flag}: invalid JSON ({exc.msg} at column {exc.colno}): {text!r}") from None
+        raise CliError(f"{flag}: invalid JSON ({exc.msg} at column {exc.colno}): {text!r}") from None
+    except (ValueError, RecursionError) as exc:  # an integer past 4300 digits; nesting too deep
+        raise CliError(f"{flag}: invalid JSON ({type(exc).__name__}: {exc})") from None
 
 
 def cmd_profile(ns) -> int:
     from .profiling import profile
-    from .profiling.report import ProfileReport
+    from .profiling.report import ProfileReport, require_matplotlib
 
+    if ns.report:
+        require_matplotlib()  # now, not after the whole profile has run
     model, args, kwargs = _load_factory(ns.model)
     policy = profile(model, [(args, kwargs)], budget=ns.budget, metric=ns.metric,
                      candidates=_json_arg(ns.candidates, "--candidates"), out=ns.output, cache=not ns.no_cache)
@@ -122,20 +149,26 @@ def cmd_env(ns) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="smartcompile", description="Per-layer attention kernels for torch.compile.")
+    p.add_argument("--version", action="version", version=version_line())
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="compile the built-in video DiT under several policies; time and error table")
     d.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     d.add_argument("--repeats", type=int, default=3, help="timed runs per policy (median)")
     d.set_defaults(fn=cmd_demo)
     e = sub.add_parser("explain", help="show what each attention layer of a model gets, and why")
-    e.add_argument("--model", required=True, help="pkg.module:factory returning (model, args[, kwargs])")
+    e.add_argument("--model", required=True, help="pkg.module:factory returning (model, args[, kwargs]); "
+                   "imports and runs that code (the current directory is importable)")
     e.add_argument("--policy", default=None, help="policy JSON file (default: auto)")
     e.add_argument("--json", action="store_true", help="print the plan as JSON")
+    e.add_argument("-v", "--verbose", action="store_true",
+                   help="under each row, every implementation tried and why it was not taken")
     e.set_defaults(fn=cmd_explain)
     pr = sub.add_parser("profile", help="measure each attention layer's sensitivity and speed; write a policy")
-    pr.add_argument("--model", required=True, help="pkg.module:factory returning (model, args[, kwargs]): the calibration input")
+    pr.add_argument("--model", required=True, help="pkg.module:factory returning (model, args[, kwargs]): the calibration input; "
+                    "imports and runs that code (the current directory is importable)")
     pr.add_argument("-o", "--output", required=True, help="policy JSON file to write")
-    pr.add_argument("--budget", type=float, default=0.995, help="bound on the output metric (default: 0.995)")
+    pr.add_argument("--budget", type=float, default=None,
+                    help="bound on the output metric (default per metric: cosine 0.995, rel_l1 0.05, psnr 30 dB)")
     pr.add_argument("--metric", choices=["cosine", "rel_l1", "psnr"], default="cosine",
                     help="output metric vs the exact model (cosine/psnr: higher is better; rel_l1: lower)")
     pr.add_argument("--candidates", default=None,
@@ -155,11 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list] = None) -> int:
     configure_from_env()
     ns = build_parser().parse_args(argv)
-    from .errors import SmartCompileError
-
     try:
         return ns.fn(ns)
-    except SmartCompileError as exc:
+    except (SmartCompileError, OSError) as exc:  # OSError: a path given that cannot be read or written
         print(f"smartcompile: error: {exc}", file=sys.stderr)
         return 2
 

@@ -3,8 +3,6 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from smartcompile.cli import env_report, main
 from smartcompile.demo.dit import DiTConfig
 from smartcompile.demo.run import run_demo
@@ -39,9 +37,9 @@ def test_cli_reports_policy_errors(tmp_path, capsys):
     assert "policy.version: 3 is not supported" in capsys.readouterr().err
 
 
-def test_cli_bad_model_spec():
-    with pytest.raises(SystemExit, match="pkg.module:factory"):
-        main(["explain", "--model", "nocolon"])
+def test_cli_bad_model_spec(capsys):
+    assert main(["explain", "--model", "nocolon"]) == 2
+    assert "smartcompile: error: --model: 'nocolon' is not of the form pkg.module:factory" in capsys.readouterr().err
 
 
 def test_console_script_help():

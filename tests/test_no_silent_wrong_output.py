@@ -139,6 +139,32 @@ def test_additive_minus_inf_fully_masked_row_is_nan_as_in_eager():
     assert _only_site(_run(fn, [(r(1, 2, 7, 8), r(1, 2, 9, 8), r(1, 2, 9, 8), bias)])).rewritten
 
 
+@pytest.mark.parametrize("form", ["masked_fill", "additive"])
+def test_fully_masked_row_gradients_are_nan_where_eager_is(form):
+    """Eager's NaN row poisons the gradients of V (and of Q, K, the bias when it is added):
+    the compiled backward has NaN at exactly the same places."""
+    bias = torch.zeros(1, 1, 7, 9)
+    bias[..., 2, :] = float("-inf")
+
+    def fn(q, k, v, b):
+        s = q @ k.transpose(-2, -1) * 0.3
+        s = s.masked_fill(b.isneginf(), float("-inf")) if form == "masked_fill" else s + b
+        return s.softmax(-1) @ v
+
+    compiled, plan = compile_and_plan(fn)
+    inputs = [r(1, 2, 7, 8), r(1, 2, 9, 8), r(1, 2, 9, 8), bias.clone().requires_grad_(form == "additive")]
+    grads = []
+    for f in (fn, compiled):
+        args = [t.detach().clone().requires_grad_(t.requires_grad or i < 3) for i, t in enumerate(inputs)]
+        f(*args).sum().backward()
+        grads.append([a.grad for a in args if a.grad is not None])
+    assert _only_site(plan).rewritten
+    assert len(grads[0]) == len(grads[1]) == (4 if form == "additive" else 3)
+    for got, want in zip(grads[1], grads[0]):
+        assert torch.equal(got.isnan(), want.isnan())
+        torch.testing.assert_close(got.nan_to_num(0.0), want.nan_to_num(0.0), atol=3e-5, rtol=1e-4)
+
+
 def test_finite_fill_combined_with_another_mask_is_left_alone():
     def fn(q, k, v, m, b):
         return (torch.where(m, q @ k.transpose(-2, -1), -1e9) + b).softmax(-1) @ v

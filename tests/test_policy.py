@@ -60,7 +60,7 @@ def test_params_are_kept():
 
 BAD = [
     ('{"version": 1,,}', "invalid JSON at line 1"),
-    ({"version": 2}, "policy.version: 2 is not supported; supported: [1]"),
+    ({"version": 3}, "policy.version: 3 is not supported; supported: [1, 2]"),
     ({"version": 1, "default": "fast"}, "policy.default: backend 'fast' is not allowed; expected one of"),
     ({"version": 1, "layers": {"a": {"backend": "warp"}}}, 'policy.layers["a"].backend: \'warp\' is not allowed'),
     ({"version": 1, "layers": {"a": {"backend": "sage", "sparsity_ratio": 0.5}}},

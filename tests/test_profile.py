@@ -162,7 +162,9 @@ def test_verification_backs_off_when_the_cost_model_is_wrong():
     (dict(budget=0.9, metric="ssim"), "metric: 'ssim' is not one of"),
     (dict(budget=0.9, candidates=["flash"]), "candidates\\[0\\]: backend 'flash' is not a candidate"),
     (dict(budget=0.9, candidates=[{"backend": "sparge", "sparsity": 0.5}]), r"candidates\[0\]\.sparsity: unknown parameter"),
-    (dict(budget=1.5), "not met even by the exact model"),
+    (dict(budget=1.5), r"budget: 1.5 is outside \[0.0, 1.0\] for metric 'cosine'"),
+    (dict(budget=0.9, metric=Metric("half", lambda r, o: 0.5, True, to_cost=lambda v: 1 - v)),
+     "not met even by the exact model"),
 ])
 def test_bad_arguments_are_named(kwargs, match):
     model, calibration = sensitive_net()
@@ -196,5 +198,5 @@ def test_cli_profile_and_report(tmp_path, capsys):
     assert Policy.load(out).to_dict()["layers"][SENSITIVE] == "flash"
     assert main(["report", str(out)]) == 0
     assert "budget cosine >= 0.9995" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="--candidates: invalid JSON"):
-        main(["profile", "--model", "profile_models:factory", "-o", str(out), "--candidates", "[sage"])
+    assert main(["profile", "--model", "profile_models:factory", "-o", str(out), "--candidates", "[sage"]) == 2
+    assert "smartcompile: error: --candidates: invalid JSON" in capsys.readouterr().err

@@ -8,13 +8,13 @@ layer's inputs, so only a profiled policy (smartcompile.profile) chooses them.
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 
-from .._cache import cache_dir, digest, write_json_atomic
+from .._cache import CACHE_FORMAT, cache_dir, digest, parse_json, read_cache_bytes, warn_once, write_json_atomic
 from .._logging import logger
 from .._version import __version__
 from ..spec import AttentionSpec
@@ -80,8 +80,21 @@ def time_candidate(c: Candidate, spec: AttentionSpec) -> float:
         return cuda_time_ms(lambda: c.run(q, k, v, mask, spec.is_causal, spec.effective_scale, c.params))
 
 
+def valid_time(ms: object) -> bool:
+    """A usable measurement: a finite, positive number of milliseconds."""
+    if isinstance(ms, bool) or not isinstance(ms, (int, float)):
+        return False
+    try:
+        return 0 < float(ms) < math.inf  # False for NaN
+    except OverflowError:  # an integer beyond float range (a JSON literal of 400 digits)
+        return False
+
+
 class TimingCache:
-    """{spec key: {"backend/implementation": ms}} in one JSON file per hardware fingerprint."""
+    """{spec key: {"backend/implementation": ms}} in one JSON file per hardware fingerprint:
+    {"format": CACHE_FORMAT, "fingerprint": {...}, "entries": {...}}. A file of another format or
+    fingerprint is ignored; an unreadable file or invalid entry is dropped with one warning and
+    timed again. Only valid times are ever written (a failed timing is not a verdict)."""
 
     def __init__(self, path: Optional[Path] = None, fingerprint: Optional[dict] = None) -> None:
         # our kernels change between versions: their times do not carry over
@@ -92,26 +105,57 @@ class TimingCache:
 
     def _load(self) -> dict:
         if self._entries is None:
-            self._entries = {}
-            if self.path.exists():
-                try:
-                    data = json.loads(self.path.read_text())
-                    if data.get("fingerprint") == self.fingerprint:
-                        self._entries = dict(data.get("entries", {}))
-                except (OSError, ValueError) as exc:
-                    logger.warning("ignoring unreadable timing cache %s: %s", self.path, exc)
+            self._entries, problem = self._read()
+            if problem is not None:
+                warn_once(self.path, f"timing cache {self.path}: {problem}; timing again")
         return self._entries
+
+    def _read(self) -> tuple[dict, Optional[str]]:
+        """(valid entries, what was dropped or None)."""
+        raw, problem = read_cache_bytes(self.path)
+        if raw is None:
+            return {}, (f"ignored ({problem})" if problem else None)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return {}, f"ignored (not UTF-8 at byte {exc.start})"
+        data, problem = parse_json(text)
+        if problem is not None:
+            return {}, f"ignored ({problem})"
+        if not isinstance(data, dict):
+            return {}, f"ignored (a JSON {type(data).__name__}, not an object)"
+        if data.get("format") != CACHE_FORMAT or data.get("fingerprint") != self.fingerprint:
+            return {}, None  # another format or hardware: not ours to judge, timed again quietly
+        return _valid_entries(data.get("entries"))
 
     def get(self, key: str) -> dict:
         return dict(self._load().get(key, {}))
 
     def put(self, key: str, times: dict) -> None:
         entries = self._load()
-        entries[key] = {**entries.get(key, {}), **times}
+        entries[key] = {**entries.get(key, {}), **{label: ms for label, ms in times.items() if valid_time(ms)}}
         try:
-            write_json_atomic(self.path, {"fingerprint": self.fingerprint, "entries": entries})
-        except OSError as exc:  # a read-only home must not stop compilation
+            write_json_atomic(self.path, {"format": CACHE_FORMAT, "fingerprint": self.fingerprint, "entries": entries})
+        except (OSError, TypeError, ValueError) as exc:  # a read-only home must not stop compilation
             logger.warning("cannot write timing cache %s: %s", self.path, exc)
+
+
+def _valid_entries(entries: object) -> tuple[dict, Optional[str]]:
+    """{spec key: {label: ms}} keeping only valid times, and a note of what was dropped."""
+    if not isinstance(entries, dict):
+        return {}, f"ignored (entries is a {type(entries).__name__}, not an object)"
+    out, dropped = {}, []
+    for key, times in entries.items():
+        if not isinstance(times, dict):
+            dropped.append(f"{key}: {type(times).__name__}")
+            continue
+        good = {label: float(ms) for label, ms in times.items() if isinstance(label, str) and valid_time(ms)}
+        dropped += [f"{key} {label}: {ms!r}" for label, ms in times.items() if label not in good]
+        if good:
+            out[key] = good
+        elif not times:  # put() never writes an empty entry
+            dropped.append(f"{key}: no times")
+    return out, (f"dropped {len(dropped)} invalid time(s) (first: {dropped[0]})" if dropped else None)
 
 
 def spec_key(spec: AttentionSpec) -> str:
@@ -140,22 +184,36 @@ def choose(times: dict, priority: tuple = PRIORITY, tie: float = TIE_TOLERANCE) 
 
 def measured_choice(spec: AttentionSpec, candidates: list, cache: Optional[TimingCache] = None,
                     timer: Callable[[Candidate, AttentionSpec], float] = time_candidate) -> tuple[Candidate, dict, str]:
-    """Time (or look up) every candidate for `spec`; return (choice, {label: ms}, why)."""
+    """Time (or look up) every candidate for `spec`; return (choice, {label: ms}, why).
+    A candidate whose timing fails shows as inf and is not chosen, nor cached: it is timed again
+    next time. If no exact (flash) candidate could be timed, the first one is chosen unmeasured."""
     cache = cache or TimingCache()
     key = spec_key(spec)
     times = cache.get(key)
-    missing = [c for c in candidates if c.label not in times]
     fresh = {}
-    for c in missing:
-        try:
-            fresh[c.label] = timer(c, spec)
-        except (RuntimeError, ValueError) as exc:  # a kernel that fails here is simply not chosen
-            logger.warning("auto: timing %s on %s failed, not a candidate: %s", c.label, key, exc)
-            fresh[c.label] = float("inf")
-    if fresh:
+    for c in candidates:
+        if c.label not in times:
+            fresh[c.label] = _time_or_inf(timer, c, spec, key)
+    if any(valid_time(ms) for ms in fresh.values()):
         cache.put(key, fresh)
-        times.update(fresh)
-    times = {c.label: times[c.label] for c in candidates}
-    label, why = choose({l: t for l, t in times.items() if t != float("inf")})
+    times = {c.label: times.get(c.label, fresh.get(c.label)) for c in candidates}
+    timed = {label: ms for label, ms in times.items() if valid_time(ms)}
+    flash = [c for c in candidates if c.backend == "flash"]
+    if flash and not any(label.startswith("flash/") for label in timed):
+        return flash[0], times, "no exact implementation could be timed; exact flash, unmeasured"
+    label, why = choose(timed)
     choice = next(c for c in candidates if c.label == label)
     return choice, times, why
+
+
+def _time_or_inf(timer: Callable[[Candidate, AttentionSpec], float], c: Candidate, spec: AttentionSpec,
+                 key: str) -> float:
+    try:
+        ms = timer(c, spec)
+    except Exception as exc:  # noqa: BLE001 -- any kernel failure (Triton, CUDA, OOM) only removes a candidate
+        logger.warning("auto: timing %s on %s failed, not a candidate: %s: %s", c.label, key, type(exc).__name__, exc)
+        return float("inf")
+    if not valid_time(ms):
+        logger.warning("auto: timing %s on %s gave %r, not a candidate", c.label, key, ms)
+        return float("inf")
+    return float(ms)

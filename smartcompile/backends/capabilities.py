@@ -31,7 +31,7 @@ class Capabilities:
     def not_supported_reasons(self, spec: AttentionSpec) -> list[str]:
         reasons = []
         if spec.device_type not in self.devices:
-            reasons.append(f"device {spec.device_type} not in {sorted(self.devices)}")
+            reasons.append(f"needs {' or '.join(sorted(self.devices))}, not {spec.device_type}")
         elif spec.device_type == "cuda" and self.min_compute_capability is not None:
             cc = compute_capability(spec.device)
             if cc is None or cc < self.min_compute_capability:

@@ -29,7 +29,9 @@ def library_import_error(module: str) -> Optional[str]:
     return None
 
 
-# Libraries whose versions change which kernels run, or how fast.
+# Libraries whose versions change which kernels run, or how fast. Every one of them runs on CUDA
+# only, so a CPU's fingerprint leaves them out: installing triton on a laptop changes nothing
+# that a CPU profile measured (reference numerics, estimated times).
 FINGERPRINT_LIBRARIES = ("triton", "flash-attn", "flash_attn_3", "sageattention", "spas-sage-attn")
 
 
@@ -63,8 +65,10 @@ def _library_versions() -> dict:
 
 @functools.lru_cache(maxsize=None)
 def _fingerprint(device_type: str, index: int) -> tuple:
-    fp: dict = {"device_type": device_type, "torch": torch.__version__, "libraries": _library_versions()}
-    if device_type == "cuda" and torch.cuda.is_available():
+    on_gpu = device_type == "cuda" and torch.cuda.is_available()
+    libraries = _library_versions() if on_gpu else {}
+    fp: dict = {"device_type": device_type, "torch": torch.__version__, "libraries": libraries}
+    if on_gpu:
         props = torch.cuda.get_device_properties(index)
         fp.update(
             device_name=props.name, compute_capability=f"{props.major}.{props.minor}",
@@ -91,9 +95,13 @@ FINGERPRINT_KEYS = ("device_name", "compute_capability", "sm_count", "driver", "
 
 
 def fingerprint_differences(recorded: dict, current: dict) -> list[str]:
-    """['device_name: H100 -> cpu', ...] for the keys that differ."""
+    """['device_name: H100 -> cpu', ...] for the keys that differ. Between two CPUs the kernel
+    libraries are not compared: none of them runs there (older CPU policies recorded them)."""
     out = []
+    cpu_only = recorded.get("device_type") != "cuda" and current.get("device_type") != "cuda"
     for key in FINGERPRINT_KEYS:
+        if cpu_only and key == "libraries":
+            continue
         a, b = recorded.get(key), current.get(key)
         if a != b:
             out.append(f"{key}: {a} -> {b}")

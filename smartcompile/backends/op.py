@@ -9,15 +9,26 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
 from ..kernels.exact_reference import attention_reference_backward
+from .denoising_step import current_step
 from .intercept import AttentionCall, current_interceptor
 from .registry import get_implementation
 
 _REGISTERED = False
+
+# (site id, anchor parameter, denoising step) -> (backend, implementation, params, layer): the
+# choice for the module instance that is running. Installed by the compiler, which owns policies.
+Dispatcher = Callable[[int, Optional[torch.Tensor], Optional[int]], tuple]
+_DISPATCHER: Optional[Dispatcher] = None
+
+
+def set_dispatcher(fn: Dispatcher) -> None:
+    global _DISPATCHER
+    _DISPATCHER = fn
 
 
 @functools.lru_cache(maxsize=1024)
@@ -39,6 +50,13 @@ def attention_forward(q, k, v, mask, is_causal, scale, backend, implementation, 
     impl = get_implementation(backend, implementation)
     out = impl.run(q, k, v, mask, is_causal, scale, _decode_params(params))
     return out.contiguous()
+
+
+def attention_by_layer_forward(q, k, v, mask, is_causal, scale, anchor, site) -> torch.Tensor:
+    if _DISPATCHER is None:
+        raise RuntimeError("smartattn::attention_by_layer called before the smartattn backend set its dispatcher")
+    backend, implementation, params, layer = _DISPATCHER(site, anchor, current_step())
+    return attention_forward(q, k, v, mask, is_causal, scale, backend, implementation, params, layer)
 
 
 def attention_backward(grad, q, k, v, mask, is_causal, scale, mask_needs_grad):
@@ -84,6 +102,7 @@ def register_ops() -> None:
         ctx.save_for_backward(q, k, v, mask)
         ctx.is_causal, ctx.scale = is_causal, scale
         ctx.mask_is_float = mask is not None and mask.is_floating_point()
+        ctx.n_inputs = len(inputs)
 
     def backward(ctx, grad):
         q, k, v, mask = ctx.saved_tensors
@@ -91,6 +110,21 @@ def register_ops() -> None:
         dq, dk, dv, dmask = torch.ops.smartattn.attention_backward(
             grad, q, k, v, mask, ctx.is_causal, ctx.scale, mask_needs_grad
         )
-        return dq, dk, dv, (dmask if mask_needs_grad else None), None, None, None, None, None, None
+        return (dq, dk, dv, (dmask if mask_needs_grad else None)) + (None,) * (ctx.n_inputs - 4)
 
     attention.register_autograd(backward, setup_context=setup_context)
+
+    # The choice is made per call (module instance, denoising step), so a CUDA graph must not
+    # freeze it: Inductor keeps this op outside captured graphs.
+    @torch.library.custom_op("smartattn::attention_by_layer", mutates_args=(), tags=(torch.Tag.cudagraph_unsafe,))
+    def attention_by_layer(
+        q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor], is_causal: bool,
+        scale: float, anchor: Optional[torch.Tensor], site: int,
+    ) -> torch.Tensor:
+        return attention_by_layer_forward(q, k, v, mask, is_causal, scale, anchor, site)
+
+    @attention_by_layer.register_fake
+    def _(q, k, v, mask, is_causal, scale, anchor, site):
+        return q.new_empty((q.shape[0], q.shape[1], q.shape[2], v.shape[3]))
+
+    attention_by_layer.register_autograd(backward, setup_context=setup_context)

@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Optional
+
+# Integer parameters without their own maximum are bounded here: a count such as topk beyond
+# this is a typo, and an unbounded one overflows the kernels' int64 arithmetic at run time.
+INT_PARAM_MAX = 2**20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,14 +22,21 @@ class ParamSpec:
     exclusive_maximum: bool = False
     nullable: bool = False
 
+    @property
+    def upper(self) -> Optional[float]:
+        """The maximum that applies: the declared one, else INT_PARAM_MAX for free integers."""
+        if self.maximum is None and self.kind is int and self.choices is None:
+            return INT_PARAM_MAX
+        return self.maximum
+
     def allowed(self) -> str:
         if self.choices is not None:
             return f"one of {list(self.choices)}"
         parts = [self.kind.__name__]
         if self.minimum is not None:
             parts.append(f">= {self.minimum}")
-        if self.maximum is not None:
-            parts.append(f"{'<' if self.exclusive_maximum else '<='} {self.maximum}")
+        if self.upper is not None:
+            parts.append(f"{'<' if self.exclusive_maximum else '<='} {self.upper}")
         if self.nullable:
             parts.append("or null")
         return " ".join(parts)
@@ -37,14 +49,37 @@ class ParamSpec:
         if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
             ok_type = True
         if not ok_type:
-            return f"{value!r} has type {type(value).__name__}; expected {self.allowed()}"
+            return f"{show_value(value)} has type {type(value).__name__}; expected {self.allowed()}"
+        if self.kind is float and not _finite_float(value):  # NaN compares false with every bound
+            return f"{show_value(value)} is not a finite number; expected {self.allowed()}"
         if self.choices is not None and value not in self.choices:
-            return f"{value!r} is not allowed; expected {self.allowed()}"
+            return f"{show_value(value)} is not allowed; expected {self.allowed()}"
         if self.minimum is not None and value < self.minimum:
-            return f"{value!r} is out of range; expected {self.allowed()}"
-        if self.maximum is not None and (value >= self.maximum if self.exclusive_maximum else value > self.maximum):
-            return f"{value!r} is out of range; expected {self.allowed()}"
+            return f"{show_value(value)} is out of range; expected {self.allowed()}"
+        if self.upper is not None and (value >= self.upper if self.exclusive_maximum else value > self.upper):
+            return f"{show_value(value)} is out of range; expected {self.allowed()}"
         return None
+
+
+def show_value(value: Any, limit: int = 80) -> str:
+    """repr() for error messages: short, and never failing (ints past 4300 digits have no repr)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        if isinstance(value, int):
+            return f"<an integer of {value.bit_length()} bits>"
+        return f"<a {type(value).__name__} holding an integer too long to show>"
+    except RecursionError:  # e.g. a deeply nested tuple used as a dict key
+        return f"<a {type(value).__name__} nested too deeply to show>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _finite_float(value: Any) -> bool:
+    """A float that is not NaN/inf, or an int that converts to one (10**400 does not)."""
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def fill_defaults(specs: dict[str, ParamSpec], params: dict) -> dict:

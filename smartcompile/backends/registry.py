@@ -10,6 +10,7 @@ from .base import Backend, Implementation
 from .flash import FLASH
 from .sage import SAGE
 from .sparge import SPARGE
+from .steps import Step, one_line_reason
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (FLASH, SAGE, SPARGE)}
 BACKEND_NAMES = tuple(BACKENDS)
@@ -25,12 +26,21 @@ class Selection:
     backend: str
     implementation: str
     params: dict
-    steps: tuple[str, ...]  # every rejection on the way, then the choice
+    records: tuple[Step, ...]  # every rejection on the way, then the choice
     timings: tuple = ()  # ((label, ms), ...) behind a measured auto choice
 
     @property
+    def steps(self) -> tuple[str, ...]:
+        """The records as text, one line each."""
+        return tuple(str(r) for r in self.records)
+
+    @property
     def fell_back(self) -> bool:
-        return len(self.steps) > 1
+        return len(self.records) > 1
+
+    def reason(self, rule: str, requested: str) -> str:
+        """One line: the rule, what it asked for, what runs and the most telling reason why."""
+        return one_line_reason(rule, requested, self.records)
 
 
 def get_backend(name: str) -> Backend:
@@ -47,16 +57,17 @@ def get_implementation(backend: str, implementation: str) -> Implementation:
     raise UnsupportedError(f"implementation: {implementation!r} is not one of backend {backend!r}'s")
 
 
-def _first_capable(backend: Backend, spec: AttentionSpec, params: dict, steps: list, auto: bool) -> Optional[Implementation]:
+def _first_capable(backend: Backend, spec: AttentionSpec, params: dict, steps: list,
+                   auto: bool) -> Optional[Implementation]:
     for impl in backend.implementations:
-        reasons = impl.not_supported_reasons(spec, params)
+        reasons, outcome = impl.not_supported_reasons(spec, params), "unsupported"
         if not reasons and auto and not impl.auto_eligible:
-            reasons = ["reference numerics; auto picks only fast implementations"]
+            reasons, outcome = ["reference numerics; auto picks only fast implementations"], "not_auto"
         if not reasons and auto and impl.auto_gate is not None:
-            reasons = impl.auto_gate.reasons(spec)
+            reasons, outcome = impl.auto_gate.reasons(spec), "gated"
         if not reasons:
             return impl
-        steps.append(f"{backend.name}/{impl.name}: " + "; ".join(reasons))
+        steps.append(Step(backend.name, impl.name, outcome, tuple(reasons)))
     return None
 
 
@@ -65,27 +76,28 @@ def _measured_auto(spec: AttentionSpec) -> Selection:
     auto_timing.choose. AutoGates are static stand-ins for this, so they do not apply."""
     from .auto_timing import Candidate, measured_choice
 
-    steps: list[str] = []
+    steps: list[Step] = []
     candidates = []
     for name in AUTO_PRIORITY:
         be = BACKENDS[name]
         if name == "sparge":
-            steps.append("sparge: not timed by auto (its error depends on the layer's inputs; "
-                         "a profiled policy from smartcompile.profile chooses it)")
+            why = ("not timed by auto (its error depends on the layer's inputs; a profiled policy from "
+                   "smartcompile.profile chooses it)")
+            steps.append(Step("sparge", "", "not_timed", (why,)))
             continue
         resolved = be.resolve_params({}, spec)
         for impl in be.implementations:
-            reasons = impl.not_supported_reasons(spec, resolved)
+            reasons, outcome = impl.not_supported_reasons(spec, resolved), "unsupported"
             if not reasons and not impl.auto_eligible:
-                reasons = ["not auto-eligible (reference numerics or measured slow)"]
+                reasons, outcome = ["not auto-eligible (reference numerics or measured slow)"], "not_auto"
             if reasons:
-                steps.append(f"{name}/{impl.name}: " + "; ".join(reasons))
+                steps.append(Step(name, impl.name, outcome, tuple(reasons)))
             else:
                 candidates.append(Candidate(name, impl.name, resolved, impl.run))
     choice, times, why = measured_choice(spec, candidates)
     shown = ", ".join(f"{label} {ms:.3f} ms" for label, ms in sorted(times.items(), key=lambda kv: kv[1]))
-    steps.append(f"measured on this GPU: {shown}")
-    steps.append(f"-> {choice.label} ({why})")
+    steps.append(Step("", "", "measured", (f"measured on this GPU: {shown}",)))
+    steps.append(Step(choice.backend, choice.implementation, "chosen", (why,)))
     return Selection(choice.backend, choice.implementation, dict(choice.params), tuple(steps),
                      tuple(sorted(times.items(), key=lambda kv: kv[1])))
 
@@ -101,7 +113,7 @@ def select(spec: AttentionSpec, backend: str, params: Optional[dict] = None, aut
     if auto_mode not in AUTO_MODES:
         raise UnsupportedError(f"auto_mode: {auto_mode!r} is not one of {list(AUTO_MODES)}")
     params = dict(params or {})
-    steps: list[str] = []
+    steps: list[Step] = []
     auto = backend == "auto"
     if auto and auto_mode == "measure" and spec.device_type == "cuda":
         return _measured_auto(spec)
@@ -120,7 +132,7 @@ def select(spec: AttentionSpec, backend: str, params: Optional[dict] = None, aut
             continue
         dropped = sorted(k for k in params if k not in be.params)
         if dropped:
-            steps.append(f"{name}: parameters {dropped} do not apply and were dropped")
-        steps.append(f"-> {name}/{impl.name}")
+            steps.append(Step(name, "", "dropped", (f"parameters {dropped} do not apply and were dropped",)))
+        steps.append(Step(name, impl.name, "chosen"))
         return Selection(name, impl.name, resolved, tuple(steps))
-    raise UnsupportedError(f"no implementation can run {spec.short()}: " + " | ".join(steps))
+    raise UnsupportedError(f"no implementation can run {spec.short()}: " + " | ".join(map(str, steps)))

@@ -5,27 +5,32 @@ so `torch.compile(m, backend="smartattn")` works without importing smartcompile.
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Any, Callable, Optional
 
 import torch
 
 from .._logging import configure_from_env, logger
-from ..backends.op import encode_params, register_ops
-from ..backends.registry import select
+from ..backends.op import register_ops
 from ..errors import UnsupportedError
 from ..passes import find_attention_sites, rewrite_site
+from ..passes.anchor import find_anchor
 from ..policies import Policy, resolve, unmatched_rules
 from ..policies.hardware_check import hardware_mismatch
+from .layer_dispatch import (DispatchSite, choose, frame_path, full_layer, named_models, register_site,
+                             sibling_layers)
 from .options import CompileOptions
 from .plan import Plan, PlannedSite
 
 
-def plan_and_rewrite(gm: torch.fx.GraphModule, policy: Policy, auto_mode: str = "measure") -> Plan:
+def plan_and_rewrite(gm: torch.fx.GraphModule, policy: Policy, auto_mode: str = "measure",
+                     example_inputs: Optional[list] = None) -> Plan:
     """Rewrite every site of `gm` the policy turns on; return the plan (one graph)."""
     register_ops()
     plan = Plan(graphs=1)
     sites = find_attention_sites(gm)
+    inputs = dict(zip([n for n in gm.graph.nodes if n.op == "placeholder"], example_inputs or []))
     replaced: dict = {}
     for site in sites:
         base = dict(layer=site.layer, pattern=site.pattern, spec=site.spec, note=site.layer_note)
@@ -33,31 +38,37 @@ def plan_and_rewrite(gm: torch.fx.GraphModule, policy: Policy, auto_mode: str = 
             plan.sites.append(PlannedSite(**base, backend="-", implementation="-", params={},
                                           reason=f"not rewritten: {site.rejected}", rewritten=False))
             continue
-        decision = resolve(site.layer, site.spec, policy)
-        if decision.backend == "off":
+        anchor, frame = _running_frame(gm, site, inputs)
+        per_instance = policy.has_step_rules or bool(frame)  # one graph may serve other instances / steps
+        decision = resolve(site.layer if frame is None else full_layer(frame, site.layer), site.spec, policy)
+        if decision.backend == "off" and not per_instance:
             plan.sites.append(PlannedSite(**base, backend="off", implementation="-", params={},
                                           reason=f"{decision.reason}: off, left untouched", rewritten=False))
             continue
         try:
-            sel = select(site.spec, decision.backend, dict(decision.params), auto_mode)
+            choice, reason, sel = choose(decision, site.spec, auto_mode)
         except UnsupportedError as exc:  # e.g. float64 or head dim > 1024: stock Inductor handles it
             plan.sites.append(PlannedSite(**base, backend="-", implementation="-", params={},
                                           reason=f"not rewritten: {exc}", rewritten=False))
             continue
-        site.remap(replaced)
-        replaced[site.output] = rewrite_site(gm, site, sel.backend, sel.implementation, encode_params(sel.params))
-        reason = f"{decision.reason} -> {decision.backend}"
-        if sel.timings:
-            reason += " | measured: " + ", ".join(f"{label} {ms:.3f} ms" for label, ms in sel.timings)
-        if sel.backend != decision.backend:
-            why = "; ".join(s for s in sel.steps if not s.startswith(f"{sel.backend}/") and not s.startswith("->"))
-            reason += f" | fell back to {sel.backend}: {why}"
-            if decision.backend != "auto":  # the user asked for something else: say so without SMARTCOMPILE_LOG
-                logger.warning("%s: %s requested, %s/%s runs instead: %s", site.layer, decision.backend,
-                               sel.backend, sel.implementation, why)
-        plan.sites.append(PlannedSite(**base, backend=sel.backend, implementation=sel.implementation,
-                                      params=dict(sel.params), reason=reason, rewritten=True, steps=sel.steps,
-                                      timings=sel.timings))
+        site = site.remapped(replaced)
+        if per_instance:
+            site_id = register_site(DispatchSite(site.layer, anchor.path if anchor else "", site.spec, policy,
+                                                 auto_mode, dataclasses.replace(choice, layer=site.layer)))
+            op, choice_args = torch.ops.smartattn.attention_by_layer.default, (anchor.node if anchor else None, site_id)
+            where = f"graph of {frame!r}, serving every instance of its code" if frame else "per denoising step"
+            base["note"] = "; ".join(x for x in (base["note"], f"chosen per instance at run time ({where})") if x)
+            base["instances"] = sibling_layers(frame, site.layer) if frame else ()
+        else:
+            op, choice_args = torch.ops.smartattn.attention.default, choice.as_op_args()[:3] + (site.layer,)
+        replaced[site.output] = rewrite_site(gm, site, op, choice_args)
+        if decision.backend not in ("auto", "off", choice.backend):  # the user asked for something else: say so
+            why = "; ".join(str(r) for r in sel.records if r.backend != choice.backend and r.outcome != "measured")
+            logger.warning("%s: %s requested, %s/%s runs instead: %s", site.layer, decision.backend,
+                           choice.backend, choice.implementation, why)
+        plan.sites.append(PlannedSite(**base, backend=choice.backend, implementation=choice.implementation,
+                                      params=dict(sel.params), reason=reason,
+                                      rewritten=True, steps=sel.records, timings=sel.timings))
     gm.graph.lint()
     gm.recompile()
     devices = sorted({s.spec.device for s in plan.sites if s.spec is not None})
@@ -67,6 +78,15 @@ def plan_and_rewrite(gm: torch.fx.GraphModule, policy: Policy, auto_mode: str = 
             plan.notes.append(mismatch)
             _warn_once(mismatch)
     return plan
+
+
+def _running_frame(gm, site, inputs: dict) -> tuple:
+    """(anchor, frame path) of the module this graph was compiled from, when it is a submodule
+    of a model named by `name_layers` ("" for the named model itself, None if unknown)."""
+    anchor = find_anchor(gm, site)
+    if anchor is None or not named_models():
+        return anchor, None
+    return anchor, frame_path(inputs.get(anchor.node), anchor.path)
 
 
 _WARNED: set = set()
@@ -79,11 +99,28 @@ def _warn_once(message: str) -> None:
         warnings.warn(message, stacklevel=2)
 
 
+_WARNED_RULES: set = set()  # (policy source, rule key): a recompile or another graph does not repeat it
+
+
+def warn_unmatched_rules(plan: Plan, policy: Policy) -> None:
+    """One logger WARNING per rule that matches no attention layer of a compiled graph (a typo in
+    a layer name would otherwise leave that layer on the default silently). A graph without
+    attention says nothing about the rules."""
+    if not plan.sites:
+        return
+    for key, close in unmatched_rules(policy, [s.layer for s in plan.sites] + [n for s in plan.sites for n in s.instances]):
+        if (policy.source, key) in _WARNED_RULES:
+            continue
+        _WARNED_RULES.add((policy.source, key))
+        logger.warning("policy %s: rule %r matches no attention layer of the compiled graph (%d layers; closest "
+                       "names: %s); fine if it is meant for a layer of another graph (after a graph break), else "
+                       "`smartcompile explain` lists the layer names", policy.source, key, len(plan.sites),
+                       ", ".join(close) or "none")
+
+
 def log_plan(plan: Plan, policy: Policy) -> None:
     if plan.sites:
         logger.info("smartattn plan (policy %s):\n%s", policy.source, plan)
-    for key, close in unmatched_rules(policy, [s.layer for s in plan.sites]):
-        logger.info("policy rule %r matched no layer of this graph; closest layers: %s", key, close or "none")
 
 
 def compile_graph(
@@ -92,10 +129,15 @@ def compile_graph(
     opts: CompileOptions,
     sink: Optional[Callable[[Plan], None]] = None,
     run_inductor: bool = True,
+    warn_unmatched: bool = True,
 ):
+    """`warn_unmatched`: False where the caller reports unmatched rules itself (explain, which
+    sees every graph of the model and puts them in the plan's notes)."""
     configure_from_env()
-    plan = plan_and_rewrite(gm, opts.policy, opts.auto)
+    plan = plan_and_rewrite(gm, opts.policy, opts.auto, example_inputs)
     log_plan(plan, opts.policy)
+    if warn_unmatched:
+        warn_unmatched_rules(plan, opts.policy)
     if sink is not None:
         sink(plan)
     if not run_inductor:

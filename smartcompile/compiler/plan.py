@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 from typing import Optional
 
 from ..spec import AttentionSpec
+
+TABLE_WIDTH = 200  # characters per line of the printed plan
+MAX_COLUMN = 48  # layer, pattern, shape, backend, implementation: cut beyond this
+MIN_WHY = 30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -15,12 +20,13 @@ class PlannedSite:
     backend: str  # flash | sage | sparge | off | "-" (not rewritten)
     implementation: str
     params: dict
-    reason: str  # policy rule and, after "|", the fallback steps
+    reason: str  # one line: the policy rule, what it asked for, what runs and the most telling why
     rewritten: bool
     note: str = ""  # layer naming remark, relative-path warning, ...
     graph: int = 0  # which compiled graph (several with graph breaks)
-    steps: tuple = ()  # every implementation tried, with its rejection reasons, then the choice
+    steps: tuple = ()  # backends.steps.Step records: every implementation tried and why not, then the choice
     timings: tuple = ()  # ((label, ms), ...) measured on this GPU behind an auto choice
+    instances: tuple = ()  # full layer names a per-instance site serves (regional compilation)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -33,6 +39,8 @@ class Plan:
     sites: list = dataclasses.field(default_factory=list)  # list[PlannedSite]
     notes: list = dataclasses.field(default_factory=list)  # list[str]
     graphs: int = 0
+    # choices made at run time per module instance / denoising step (layer_dispatch.InstanceChoice)
+    instances: list = dataclasses.field(default_factory=list)
 
     @property
     def rewritten(self) -> list:
@@ -49,21 +57,50 @@ class Plan:
 
     def to_dict(self) -> dict:
         return {"graphs": self.graphs, "notes": list(self.notes),
-                "sites": [s.to_dict() for s in self.sites]}
+                "sites": [s.to_dict() for s in self.sites],
+                "instances": [dataclasses.asdict(i) for i in self.instances]}
 
-    def __str__(self) -> str:
+    def table(self, verbose: bool = False, width: int = TABLE_WIDTH) -> str:
+        """One row per site, no line longer than `width`; `verbose`: every step under its row."""
         head = ("layer", "pattern", "shape", "backend", "implementation", "why")
         rows = []
         for s in self.sites:
             backend = s.backend if s.rewritten or s.backend == "off" else "-"
-            why = s.reason + (f" [{s.note}]" if s.note else "")
+            why = s.reason + (f" [{s.note}]" if s.note and not verbose else "")
             rows.append((s.layer, s.pattern, s.spec.short() if s.spec else "?", backend, s.implementation, why))
-        widths = [min(max(len(str(r[i])) for r in [head] + rows), 48 if i < 5 else 10_000) for i in range(len(head))]
-        fmt = lambda r: "  ".join(str(c)[: widths[i]].ljust(widths[i]) if i < 5 else str(c) for i, c in enumerate(r))
-        lines = [fmt(head), fmt(tuple("-" * w for w in widths))] + [fmt(r) for r in rows]
+        widths = [min(max(len(str(r[i])) for r in [head] + rows), MAX_COLUMN) for i in range(len(head) - 1)]
+        used = sum(widths) + 2 * len(widths)
+        widths.append(max(min(max(len(r[-1]) for r in [head] + rows), width - used), MIN_WHY))
+        lines = [_row(head, widths), _row(tuple("-" * w for w in widths), widths)]
+        for s, r in zip(self.sites, rows):
+            lines.append(_row(r, widths))
+            if verbose:
+                details = [str(step) for step in s.steps] + ([f"note: {s.note}"] if s.note else [])
+                lines.extend(_wrap(d, width, "    ", "      ") for d in details)
         n_rw = len(self.rewritten)
         lines.append(f"{n_rw} of {len(self.sites)} attention sites rewritten in {max(self.graphs, 1)} graph(s)")
-        lines.extend(f"note: {n}" for n in self.notes)
+        if self.instances:
+            lines.append("chosen per instance at run time:")
+            for i in self.instances:
+                at = "" if i.step is None else f" step {i.step}"
+                lines.append(_cut(f"  {i.layer}{at}: {i.backend}/{i.implementation} ({i.reason})", width))
+        lines.extend(_wrap(f"note: {n}", width, "", "      ") for n in self.notes)
         return "\n".join(lines)
 
+    def __str__(self) -> str:
+        return self.table()
+
     __repr__ = __str__
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _row(cells: tuple, widths: list) -> str:
+    return "  ".join(_cut(str(c), w).ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+
+def _wrap(text: str, width: int, first: str, rest: str) -> str:
+    return "\n".join(textwrap.wrap(text, width=width, initial_indent=first, subsequent_indent=rest,
+                                    break_on_hyphens=False))

@@ -9,6 +9,7 @@ from tqdm.auto import tqdm
 
 from ..api import explain
 from ..compiler import backend
+from ..errors import SmartCompileError
 from ..metrics import error_stats
 from ..policies import Policy
 from ..profiling.runs import wall_seconds
@@ -35,9 +36,19 @@ def demo_policies(depth: int) -> dict:
     }
 
 
+def check_device(device: str) -> None:
+    """A short error for a device this torch cannot use (not a traceback from deep inside torch)."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        why = ("this torch is a CPU-only build" if torch.version.cuda is None
+               else f"this torch (CUDA {torch.version.cuda}) sees no CUDA GPU")
+        raise SmartCompileError(f"demo: device {device!r} is not available: {why} (torch {torch.__version__}); "
+                                "run without --device to use the CPU, or install a CUDA build of torch")
+
+
 def run_demo(device: Optional[str] = None, config: Optional[DiTConfig] = None, repeats: int = 3,
              show: Callable[[str], None] = print) -> list:
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(device)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     cfg = config or (GPU_CONFIG if device == "cuda" else CPU_CONFIG)
     model, inputs = build_demo(cfg, device=device, dtype=dtype)

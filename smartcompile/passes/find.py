@@ -1,10 +1,13 @@
 """Find every attention site of a graph, in graph order, named and with its spec."""
 from __future__ import annotations
 
+import dataclasses
+
 from torch.fx import GraphModule
 
 from .._logging import logger
 from .manual import match_softmax
+from .mha import expand_multi_head_attention
 from .naming import name_sites
 from .normalize import canon
 from .sdpa import match_sdpa
@@ -13,7 +16,7 @@ from .spec_from_site import spec_from_site
 
 
 def find_attention_sites(gm: GraphModule) -> list[AttentionSite]:
-    sites = []
+    sites = expand_multi_head_attention(gm)  # nn.MultiheadAttention -> SDPA; the rest reported
     for node in gm.graph.nodes:
         c = canon(node)
         if c is None:
@@ -28,11 +31,15 @@ def find_attention_sites(gm: GraphModule) -> list[AttentionSite]:
             continue
         if site is not None:
             sites.append(site)
-    name_sites(sites)
-    for site in sites:
-        if site.rejected is None:
-            try:
-                site.spec = spec_from_site(site)
-            except ValueError as exc:  # e.g. head counts that do not divide
-                site.rejected = f"cannot describe the site: {exc}"
-    return sites
+    order = {n: i for i, n in enumerate(gm.graph.nodes)}
+    sites.sort(key=lambda s: order[s.output])
+    return [_with_spec(site) for site in name_sites(sites)]
+
+
+def _with_spec(site: AttentionSite) -> AttentionSite:
+    if site.rejected is not None:
+        return site
+    try:
+        return dataclasses.replace(site, spec=spec_from_site(site))
+    except ValueError as exc:  # e.g. head counts that do not divide
+        return site.rejecting(f"cannot describe the site: {exc}")

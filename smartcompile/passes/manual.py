@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from typing import Optional
 
 import torch
 from torch.fx import Node
 
-from .kv_heads import unrepeat_kv
-from .masks import causal_polarity, is_mask_fill, literal_number, symbolic_number
+from .guards import finish_site
+from .masks import is_mask_fill, literal_number, symbolic_number
 from .normalize import Canon, canon, is_cast, is_inplace, meta_tensor, ndim, norm_dim
 from .site import AttentionSite, MaskTerm
 
@@ -208,9 +207,8 @@ def match_softmax(sm: Node) -> Optional[AttentionSite]:
         return None
     qk, st = peeled
     qc = canon(qk)
-    site = AttentionSite(pattern="", output=pv, q=None, k=None, v=None, core=[qk, sm, pv])
     chain_inner = [qk] + st.chain[::-1] + [sm] + post  # everything between Q K^T and P V
-    forms = []
+    forms, why = [], None
     if qc.op == "einsum":
         q, kt = qc.get("operands")
         pre = _einsum_qk_form(qc)
@@ -224,123 +222,50 @@ def match_softmax(sm: Node) -> Optional[AttentionSite]:
         if qc.op == "baddbmm":
             alpha, beta = _positive_scalar(qc.get("alpha")), literal_number(qc.get("beta"))
             if alpha is None or beta is None:
-                return _reject(site, "baddbmm with non-literal alpha/beta")
-            if beta != 0:  # (beta * bias + alpha * q k^T) * outer: the bias is scaled by outer too
-                st.masks.append(MaskTerm(qc.get("input"), "additive", beta * st.scale))
-            st.scale *= alpha
+                why = "baddbmm with non-literal alpha/beta"
+            else:
+                if beta != 0:  # (beta * bias + alpha * q k^T) * outer: the bias is scaled by outer too
+                    st.masks.append(MaskTerm(qc.get("input"), "additive", beta * st.scale))
+                st.scale *= alpha
     q, q_factor = _fold_scalar(q, qk)
     k_user = kt if k is not kt else qk
     k, k_factor = _fold_scalar(k, k_user)
-    scale = st.scale * q_factor * k_factor
     pvc = canon(pv)
     v = pvc.get("other") if pvc.op == "matmul" else pvc.get("operands")[1]
     forms += st.spelled + ["softmax"] + (["dropout"] if any(canon(n).op == "dropout" for n in post) else []) + [
         "einsum" if pvc.op == "einsum" else "matmul"
     ]
-    site.pattern = "/".join(f for i, f in enumerate(forms) if i == 0 or f != forms[i - 1])
-    site.q, site.k, site.v, site.k_transposed, site.scale = q, k, v, k_transposed, scale
-    site.masks, site.chain, site.rank = st.masks, chain_inner, rank
+    dropout, dropout_why = _training_dropout(post)
+    site = AttentionSite(
+        pattern="/".join(f for i, f in enumerate(forms) if i == 0 or f != forms[i - 1]), output=pv, q=q, k=k, v=v,
+        core=(qk, sm, pv), chain=tuple(chain_inner), k_transposed=k_transposed, masks=tuple(st.masks),
+        scale=st.scale * q_factor * k_factor, dropout=dropout, rank=rank,
+    )
+    why = why or dropout_why or _outside_use(chain_inner, pv, sm)
+    if why is None and rank not in (3, 4):
+        why = f"rank {rank} attention (only 3-D and 4-D are rewritten)"
+    return site.rejecting(why) if why is not None else finish_site(site)
 
-    # dropout in training mode changes the random stream: leave such sites alone
+
+def _training_dropout(post: list) -> tuple[float, Optional[str]]:
+    """(p, why not rewritten): dropout in training mode changes the random stream: left alone."""
     for n in post:
         dc = canon(n)
         if dc.op == "dropout":
             p, training = dc.get("p"), dc.get("training")
             if not isinstance(p, (int, float)) or not isinstance(training, bool):
-                return _reject(site, "dropout with non-literal p/training")
+                return 0.0, "dropout with non-literal p/training"
             if training and p > 0:
-                site.dropout = float(p)
-                return _reject(site, f"dropout p={p} in training mode (left to Inductor)")
+                return float(p), f"dropout p={p} in training mode (left to Inductor)"
+    return 0.0, None
+
+
+def _outside_use(chain_inner: list, pv: Node, sm: Node) -> Optional[str]:
+    """Scores or probabilities used outside the pattern (e.g. attention weights returned)."""
     inside = set(chain_inner) | {pv}  # uses inside the pattern (e.g. type_as(scores)) are replaced too
     for node in chain_inner:
         others = [u for u in node.users if u not in inside]
         if others:
             what = "attention probabilities" if chain_inner.index(node) >= chain_inner.index(sm) else "attention scores"
-            return _reject(site, f"{what} ({node.name}) also used by {', '.join(u.name for u in others)}")
-    if rank not in (3, 4):
-        return _reject(site, f"rank {rank} attention (only 3-D and 4-D are rewritten)")
-    return _finish_kv_and_causal(site)
-
-
-def _reject(site: AttentionSite, why: str) -> AttentionSite:
-    site.rejected = why
-    return site
-
-
-def _finish_kv_and_causal(site: AttentionSite) -> AttentionSite:
-    """Shared by every matcher: undo GQA repetition, detect a causal mask, check dtypes."""
-    if site.rank == 4 and not site.k_transposed:
-        k0, rk = unrepeat_kv(site.k)
-        v0, rv = unrepeat_kv(site.v)
-        if rk == rv and rk > 1:
-            site.k, site.v = k0, v0
-            site.pattern += "/repeat_kv"
-    qt, vt = meta_tensor(site.q), meta_tensor(site.v)
-    kt = meta_tensor(site.k)
-    if qt is None or kt is None or vt is None:
-        return _reject(site, "q/k/v without tensor metadata")
-    if not (qt.dtype == kt.dtype == vt.dtype) or not qt.is_floating_point():
-        return _reject(site, f"q/k/v dtypes differ or are not floating ({qt.dtype}, {kt.dtype}, {vt.dtype})")
-    if len(site.masks) == 1 and site.masks[0].kind in ("keep", "drop"):
-        sk = kt.shape[-1] if site.k_transposed else kt.shape[-2]
-        pol = causal_polarity(site.masks[0].node, qt.shape[-2], sk)
-        if pol is not None and pol == site.masks[0].kind:
-            site.masks, site.is_causal = [], True
-            site.pattern += "/causal-tril"
-    why = _operand_problem(site, qt, kt, vt) or _mutation_problem(site)
-    if why is not None:
-        return _reject(site, why)
-    if site.pattern != "sdpa":  # SDPA's own fully-masked rows are what the op gives: 0
-        why = _set_masked_rows(site)
-        if why is not None:
-            return _reject(site, why)
-    return site
-
-
-def _operand_problem(site: AttentionSite, qt, kt, vt) -> Optional[str]:
-    """Why q/k/v/masks cannot be handed to the op as they are (broadcasting, ranks), or None."""
-    if not (qt.dim() == kt.dim() == vt.dim() == site.rank):
-        return f"q/k/v ranks differ ({qt.dim()}, {kt.dim()}, {vt.dim()}): broadcasting operands are left to Inductor"
-    sk = kt.shape[-1] if site.k_transposed else kt.shape[-2]
-    if site.rank == 4 and not (qt.shape[0] == kt.shape[0] == vt.shape[0] and kt.shape[1] == vt.shape[1]):
-        return f"q/k/v batch or head sizes broadcast ({tuple(qt.shape)}, {tuple(kt.shape)}, {tuple(vt.shape)})"
-    if site.rank == 3 and not (qt.shape[0] == kt.shape[0] == vt.shape[0]):
-        return f"q/k/v batch sizes broadcast ({tuple(qt.shape)}, {tuple(kt.shape)}, {tuple(vt.shape)})"
-    if vt.shape[-2] != sk:
-        return f"v has {vt.shape[-2]} keys, k has {sk}"
-    if site.rank == 4 and kt.shape[1] and qt.shape[1] % kt.shape[1]:
-        return f"q heads ({qt.shape[1]}) are not a multiple of kv heads ({kt.shape[1]})"
-    scores = tuple(qt.shape[:-1]) + (sk,)
-    for m in site.masks:
-        mt = meta_tensor(m.node)
-        if mt is None or mt.dim() > site.rank:
-            return f"mask {m.node.name} has no tensor metadata or more dims than the scores"
-        for ms, ss in zip(tuple(mt.shape)[::-1], scores[::-1]):
-            if ms != 1 and ms != ss:
-                return f"mask {m.node.name} {tuple(mt.shape)} widens the scores {scores} by broadcasting"
-    return None
-
-
-def _mutation_problem(site: AttentionSite) -> Optional[str]:
-    """An in-place op on q/k/v/a mask between the site's first node and its output would be read
-    at a different time once the site is one op: leave such sites alone."""
-    members = set(site.chain) | set(site.core)
-    order = {n: i for i, n in enumerate(site.output.graph.nodes)}
-    first, last = min(order[n] for n in members), order[site.output]
-    for x in [site.q, site.k, site.v] + [m.node for m in site.masks]:
-        for u in x.users if isinstance(x, Node) else ():
-            if u not in members and is_inplace(u) and first <= order[u] < last:
-                return f"{x.name} is modified in place by {u.name} inside the attention"
-    return None
-
-
-def _set_masked_rows(site: AttentionSite) -> Optional[str]:
-    """Record what eager gives for rows whose every key is masked; None, or why it cannot be kept."""
-    if not site.masks:
-        return None
-    finite = [m for m in site.masks if m.kind in ("keep", "drop") and math.isfinite(m.fill)]
-    if finite and len(site.masks) > 1:
-        return (f"masked_fill/where with the finite value {finite[0].fill:g} combined with another mask: "
-                "rows it masks entirely would not keep eager's values")
-    site.masked_rows = "uniform" if finite else "nan"
+            return f"{what} ({node.name}) also used by {', '.join(u.name for u in others)}"
     return None

@@ -1,6 +1,7 @@
 """Layer names from Dynamo's nn_module_stack: "L['self'].blocks[3].attn" -> "blocks.3.attn"."""
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Optional
 
@@ -16,7 +17,7 @@ def normalize_module_path(raw: str) -> str:
         path = _GETATTR.sub(r"\1.\2", path)
     path = _ROOT.sub("", path)
     path = re.sub(r"\.__dict__\[['\"]_modules['\"]\]", "", path)
-    path = re.sub(r"\._modules\[['\"]([^'\"]+)['\"]\]", r".\1", path)
+    path = re.sub(r"\._(?:modules|parameters|buffers)\[['\"]([^'\"]+)['\"]\]", r".\1", path)
     path = re.sub(r"\[['\"]([^'\"]+)['\"]\]", r".\1", path)
     path = re.sub(r"\[(\d+)\]", r".\1", path)
     return path.strip(".")
@@ -39,21 +40,23 @@ def common_path(paths: list) -> str:
     return ".".join(out)
 
 
-def name_sites(sites: list) -> None:
-    """Assign `layer` (and `layer_note`) to each site, in graph order; stable across runs."""
+def name_sites(sites: list) -> list:
+    """The sites with `layer` (and `layer_note`) assigned, in graph order; stable across runs."""
     seen: dict = {}
     unnamed = 0
+    named = []
     for site in sites:
         paths = [module_path(n) for n in site.core]
         known = [p for p in paths if p is not None]
         if not known:
-            site.layer = f"attention.{unnamed}"
-            site.layer_note = "no module path (attention in the compiled frame's own forward): named by position"
+            named.append(dataclasses.replace(
+                site, layer=f"attention.{unnamed}",
+                layer_note="no module path (attention in the compiled frame's own forward): named by position"))
             unnamed += 1
             continue
         name = common_path(known) or "<root>"
         count = seen.get(name, 0)
         seen[name] = count + 1
-        site.layer = name if count == 0 else f"{name}#{count}"
-        if count:
-            site.layer_note = f"attention number {count + 1} in module {name}"
+        note = f"attention number {count + 1} in module {name}" if count else ""
+        named.append(dataclasses.replace(site, layer=name if count == 0 else f"{name}#{count}", layer_note=note))
+    return named

@@ -1,29 +1,20 @@
 """Replace one attention site by a single torch.ops.smartattn.attention call."""
 from __future__ import annotations
 
+import operator
+
 import torch
-from torch._subclasses.fake_tensor import FakeTensor
 from torch.fx import GraphModule, Node
 
-from .normalize import canon, is_inplace, meta_tensor, meta_value
+from .graph_build import add_node
+from .normalize import canon, is_inplace, meta_tensor
 from .site import AttentionSite
 
-_META_KEYS = ("nn_module_stack", "stack_trace", "source_fn_stack")
 _PURE_TARGETS = {torch.ones, torch.ones_like, torch.full, torch.tensor, torch.arange, torch.zeros, torch.zeros_like}
 
 
 def _new(graph, site: AttentionSite, kind: str, target, args: tuple) -> Node:
-    node = graph.call_function(target, args) if kind == "function" else graph.call_method(target, args)
-    for key in _META_KEYS:
-        if key in site.output.meta:
-            node.meta[key] = site.output.meta[key]
-    fake_args = [meta_value(a) if isinstance(a, Node) else a for a in args]
-    # the fake mode the graph's example values live in (not the ambient tracing context's)
-    mode = next((a.fake_mode for a in fake_args if isinstance(a, FakeTensor)), None)
-    if mode is not None:
-        with mode:
-            node.meta["example_value"] = target(*fake_args) if kind == "function" else getattr(fake_args[0], target)(*fake_args[1:])
-    return node
+    return add_node(graph, site.output, kind, target, args)
 
 
 def _mask_node(graph, site: AttentionSite):
@@ -53,7 +44,9 @@ def _mask_node(graph, site: AttentionSite):
     return total
 
 
-def rewrite_site(gm: GraphModule, site: AttentionSite, backend: str, implementation: str, params: str) -> Node:
+def rewrite_site(gm: GraphModule, site: AttentionSite, op, choice_args: tuple) -> Node:
+    """Replace the site by `op(q, k, v, mask, is_causal, scale, *choice_args)` (the compiler
+    picks the op: a literal choice, or one made per module instance at run time)."""
     graph = gm.graph
     spec = site.spec
     with graph.inserting_before(site.output):
@@ -65,10 +58,10 @@ def rewrite_site(gm: GraphModule, site: AttentionSite, backend: str, implementat
             q, k, v = (_new(graph, site, "method", "unsqueeze", (t, 0)) for t in (q, k, v))
             if mask is not None and meta_tensor(mask).dim() == 3:
                 mask = _new(graph, site, "method", "unsqueeze", (mask, 0))
-        op_args = (q, k, v, mask, site.is_causal, float(spec.effective_scale), backend, implementation, params, site.layer)
-        out = _new(graph, site, "function", torch.ops.smartattn.attention.default, op_args)
+        op_args = (q, k, v, mask, site.is_causal, float(spec.effective_scale)) + tuple(choice_args)
+        out = _new(graph, site, "function", op, op_args)
         if site.masked_rows is not None and mask is not None:
-            out = _keep_masked_rows(graph, site, out, mask, v)
+            out = _keep_masked_rows(graph, site, out, mask, q, k, v)
         if site.rank == 3:
             out = _new(graph, site, "method", "squeeze", (out, 0))
         want = meta_tensor(site.output)
@@ -79,7 +72,7 @@ def rewrite_site(gm: GraphModule, site: AttentionSite, backend: str, implementat
     return out
 
 
-def _keep_masked_rows(graph, site: AttentionSite, out: Node, mask: Node, v: Node) -> Node:
+def _keep_masked_rows(graph, site: AttentionSite, out: Node, mask: Node, q: Node, k: Node, v: Node) -> Node:
     """Rows whose every key is masked: the op gives 0 (as SDPA); eager gives NaN (softmax of
     all -inf) or, for a finite fill value, equal weights on every key (the mean of V)."""
     if meta_tensor(mask).dtype == torch.bool:
@@ -87,12 +80,29 @@ def _keep_masked_rows(graph, site: AttentionSite, out: Node, mask: Node, v: Node
     else:
         dead = _new(graph, site, "function", torch.isneginf, (mask,))
         live = _new(graph, site, "function", torch.logical_not, (_new(graph, site, "method", "all", (dead, -1, True)),))
-    if site.masked_rows == "nan":
-        return _new(graph, site, "function", torch.where, (live, out, float("nan")))
-    mean_v = _new(graph, site, "method", "mean", (v, -2, True))
     hq, hkv = meta_tensor(out).shape[1], meta_tensor(v).shape[1]
-    if hq != hkv:
-        mean_v = _new(graph, site, "method", "repeat_interleave", (mean_v, hq // hkv, 1))
+
+    def per_query_head(x):  # (B, Hkv, ...) -> (B, Hq, ...)
+        return x if hq == hkv else _new(graph, site, "method", "repeat_interleave", (x, hq // hkv, 1))
+
+    if site.masked_rows == "nan":
+        # NaN built from the operands, so that backward is NaN where eager's is too: V always (its
+        # gradient sums the NaN rows of P), Q, K and the mask when the mask is added to the scores.
+        parts = [per_query_head(_new(graph, site, "method", "sum", (v, (-2, -1), True)))]
+        if any(m.kind == "additive" for m in site.masks):
+            parts += [_new(graph, site, "method", "sum", (q, -1, True)),
+                      per_query_head(_new(graph, site, "method", "sum", (k, (-2, -1), True))),
+                      _new(graph, site, "method", "sum", (mask, -1, True))]
+        total = parts[0]
+        for part in parts[1:]:
+            total = _new(graph, site, "function", operator.add, (total, part))
+        # NaN only on the dead rows, also in backward: a plain `total * nan` would have NaN gradients
+        # on live rows too (0 * nan), so the factor is 0 there
+        factor = _new(graph, site, "function", torch.where, (live, 0.0, float("nan")))
+        nan_rows = _new(graph, site, "function", operator.mul, (total, factor))
+        nan_rows = _new(graph, site, "method", "to", (nan_rows, meta_tensor(out).dtype))
+        return _new(graph, site, "function", torch.where, (live, out, nan_rows))
+    mean_v = per_query_head(_new(graph, site, "method", "mean", (v, -2, True)))
     mean_v = _new(graph, site, "method", "to", (mean_v, meta_tensor(out).dtype))
     return _new(graph, site, "function", torch.where, (live, out, mean_v))
 

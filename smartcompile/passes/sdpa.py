@@ -6,7 +6,9 @@ from typing import Optional
 import torch
 from torch.fx import Node
 
-from .manual import _finish_kv_and_causal, _reject
+from .guards import finish_site
+from .masks import symbolic_number
+from .mha import EXPANDED_FROM
 from .normalize import canon, meta_tensor, ndim
 from .site import AttentionSite, MaskTerm
 
@@ -14,25 +16,32 @@ from .site import AttentionSite, MaskTerm
 def match_sdpa(node: Node) -> Optional[AttentionSite]:
     c = canon(node)
     q, k, v = c.get("query"), c.get("key"), c.get("value")
-    site = AttentionSite(pattern="sdpa", output=node, q=q, k=k, v=v, chain=[node], core=[node])
-    rank = ndim(q)
-    site.rank = rank or 0
     mask, dropout_p = c.get("attn_mask"), c.get("dropout_p", 0.0)
     is_causal, scale = c.get("is_causal", False), c.get("scale")
-    if not isinstance(dropout_p, (int, float)) or not isinstance(is_causal, bool):
-        return _reject(site, "dropout_p / is_causal are not literals")
-    if scale is not None and not isinstance(scale, (int, float)):
-        return _reject(site, "scale is not a literal")
-    site.scale = None if scale is None else float(scale)
-    site.is_causal = is_causal
-    if dropout_p:
-        site.dropout = float(dropout_p)
-        return _reject(site, f"dropout_p={dropout_p} (training-mode dropout is left to stock SDPA)")
-    if rank not in (3, 4):
-        return _reject(site, f"rank {rank} attention (only 3-D and 4-D are rewritten)")
+    rank = ndim(q) or 0
+    if isinstance(scale, Node) and symbolic_number(scale) is not None:  # from symbolic sizes: guarded
+        scale = symbolic_number(scale)
+    masks = ()
     if isinstance(mask, Node):
-        site.masks = [MaskTerm(mask, "keep" if _is_bool(mask) else "additive")]
-    return _finish_kv_and_causal(site)
+        masks = (MaskTerm(mask, "keep" if _is_bool(mask) else "additive"),)
+    site = AttentionSite(
+        pattern="sdpa/mha" if node.meta.get(EXPANDED_FROM) else "sdpa", output=node, q=q, k=k, v=v,
+        chain=(node,), core=(node,), rank=rank, masks=masks,
+        is_causal=is_causal if isinstance(is_causal, bool) else False,
+        scale=float(scale) if isinstance(scale, (int, float)) else None,
+        dropout=float(dropout_p) if isinstance(dropout_p, (int, float)) else 0.0,
+    )
+    if not isinstance(dropout_p, (int, float)) or not isinstance(is_causal, bool):
+        return site.rejecting("dropout_p / is_causal are not literals")
+    if scale is not None and not isinstance(scale, (int, float)):
+        return site.rejecting("scale is not a literal")
+    if dropout_p:
+        return site.rejecting(f"dropout_p={dropout_p} (training-mode dropout is left to stock SDPA)")
+    if rank not in (3, 4):
+        return site.rejecting(f"rank {rank} attention (only 3-D and 4-D are rewritten)")
+    if mask is not None and not isinstance(mask, Node):
+        return site.rejecting(f"attn_mask is a constant {type(mask).__name__}")
+    return finish_site(site)
 
 
 def _is_bool(node: Node) -> bool:

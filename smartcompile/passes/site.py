@@ -1,4 +1,7 @@
-"""AttentionSite: one attention found in a graph, with everything the rewrite needs."""
+"""AttentionSite: one attention found in a graph, with everything the rewrite needs.
+
+Immutable: a matcher builds it once; a guard that finds a problem returns a copy with `rejected`
+set (the reason shown in explain); later stages (naming, spec) also return copies."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,7 +13,7 @@ from torch.fx import Node
 from ..spec import AttentionSpec
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class MaskTerm:
     node: Node
     kind: str  # "keep" (True = attend), "drop" (True = masked out), "additive" (added to scores)
@@ -19,37 +22,39 @@ class MaskTerm:
     cast_to: Optional[torch.dtype] = None  # additive: a bool/int/other-dtype tensor added to the scores
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class AttentionSite:
     pattern: str  # which form matched, e.g. "sdpa", "matmul/softmax/matmul"
     output: Node  # node whose uses the op replaces
     q: Node
     k: Node
     v: Node
+    core: tuple = ()  # nodes whose module path names the layer
+    chain: tuple = ()  # intermediates the rewrite removes
     k_transposed: bool = False  # `k` holds K^T (pre-transposed by the model)
-    masks: list = dataclasses.field(default_factory=list)  # list[MaskTerm]
+    masks: tuple = ()  # tuple[MaskTerm, ...]
     is_causal: bool = False
     scale: Optional[float] = None  # None: SDPA default 1/sqrt(D)
     dropout: float = 0.0
     rank: int = 4  # 3 for (B*H, S, D) bmm-style attention
-    chain: list = dataclasses.field(default_factory=list)  # intermediates the rewrite removes
-    core: list = dataclasses.field(default_factory=list)  # nodes whose module path names the layer
-    layer: str = ""
-    layer_note: str = ""
-    rejected: Optional[str] = None  # why it is not rewritten
     # eager's value for query rows whose every key is masked, where the op's (0) differs:
     # "nan" (softmax over all -inf), "uniform" (a finite fill: every key weighs the same), or None
     masked_rows: Optional[str] = None
+    rejected: Optional[str] = None  # why it is not rewritten
+    layer: str = ""
+    layer_note: str = ""
     spec: Optional[AttentionSpec] = None
 
-    def remap(self, replaced: dict) -> None:
-        """Point q/k/v/masks at the replacements of nodes that earlier rewrites removed
-        (an attention whose input is another attention's output)."""
+    def rejecting(self, why: str) -> "AttentionSite":
+        return dataclasses.replace(self, rejected=why)
+
+    def remapped(self, replaced: dict) -> "AttentionSite":
+        """This site with q/k/v/masks pointing at the replacements of nodes that earlier rewrites
+        removed (an attention whose input is another attention's output)."""
         def fix(n):
             while n in replaced:
                 n = replaced[n]
             return n
 
-        self.q, self.k, self.v = fix(self.q), fix(self.k), fix(self.v)
-        for term in self.masks:
-            term.node = fix(term.node)
+        masks = tuple(dataclasses.replace(m, node=fix(m.node)) for m in self.masks)
+        return dataclasses.replace(self, q=fix(self.q), k=fix(self.k), v=fix(self.v), masks=masks)

@@ -46,15 +46,16 @@ def matching_rule(layer: str, policy: Policy) -> Optional[tuple[str, Rule, str]]
     return None
 
 
-def resolve(layer: str, spec: Optional[AttentionSpec], policy: Policy) -> Decision:
-    """The policy's decision for one layer. `spec` is accepted for rules that will depend on
-    shapes (per-head or per-length rules); version 1 rules depend on the layer only."""
+def resolve(layer: str, spec: Optional[AttentionSpec], policy: Policy, step: Optional[int] = None) -> Decision:
+    """The policy's decision for one layer at denoising step `step` (None: outside any step).
+    `spec` is accepted for rules that will depend on shapes (per-head or per-length rules)."""
     found = matching_rule(layer, policy)
-    if found is None:
-        r = policy.default
-        return Decision(r.backend, dict(r.params), "policy default", None)
-    key, rule, kind = found
-    return Decision(rule.backend, dict(rule.params), f"{kind} rule {key!r}", key)
+    key, rule, why = (None, policy.default, "policy default") if found is None else \
+        (found[0], found[1], f"{found[2]} rule {found[0]!r}")
+    r = rule.at_step(step)
+    if rule.by_step:
+        why += " outside any step" if step is None else f" at step {step}"
+    return Decision(r.backend, dict(r.params), why, key)
 
 
 def unmatched_rules(policy: Policy, layers: Iterable[str]) -> list[tuple[str, list[str]]]:

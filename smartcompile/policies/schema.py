@@ -9,9 +9,12 @@ import json
 from pathlib import Path
 
 from ..backends.registry import BACKENDS
+from .regex_limits import MAX_REGEX_LENGTH
+from .step_rules import STEP_RANGE_PATTERN
 
 SCHEMA_PATH = Path(__file__).with_name("policy.schema.json")
 RULE_BACKENDS = tuple(BACKENDS) + ("auto", "off")
+SCHEMA_ID = "urn:smartcompile:policy-schema:1"  # identifies this schema; not a download location
 _JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string"}
 
 
@@ -23,8 +26,8 @@ def _param_schema(p) -> dict:
         s["enum"] = list(p.choices) + ([None] if p.nullable else [])
     if p.minimum is not None:
         s["minimum"] = p.minimum
-    if p.maximum is not None:
-        s["exclusiveMaximum" if p.exclusive_maximum else "maximum"] = p.maximum
+    if p.upper is not None:
+        s["exclusiveMaximum" if p.exclusive_maximum else "maximum"] = p.upper
     return s
 
 
@@ -39,22 +42,42 @@ def _rule_object_schema(backend: str) -> dict:
 
 
 def policy_schema() -> dict:
-    rule = {
+    step_rule = {
         "oneOf": [{"type": "string", "enum": list(RULE_BACKENDS)}]
         + [_rule_object_schema(b) for b in RULE_BACKENDS if b != "off"]
     }
+    by_step = {  # version 2 (step_rules.py); overlaps and A <= B are checked in Python
+        "type": "object",
+        "properties": {
+            "by_step": {"type": "object", "minProperties": 1, "propertyNames": {"pattern": STEP_RANGE_PATTERN},
+                        "additionalProperties": {"$ref": "#/$defs/step_rule"},
+                        "description": "denoising step ranges (\"0-1\", \"2-\", \"5\") to rules"},
+            "otherwise": {"$ref": "#/$defs/step_rule", "description": "outside any step; default \"flash\""},
+        },
+        "required": ["by_step"],
+        "additionalProperties": False,
+    }
+    rule = {"oneOf": [{"$ref": "#/$defs/step_rule"}, by_step]}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
         "title": "smartcompile attention policy",
         "type": "object",
         "properties": {
-            "version": {"const": 1, "description": "format version; defaults to 1 when absent"},
+            "$schema": {"type": "string", "description": "for editors (where to find this schema); ignored"},
+            "version": {"enum": [1, 2], "description": "format version; defaults to 1 when absent; 2 for by_step rules"},
             "default": {"$ref": "#/$defs/rule"},
-            "layers": {"type": "object", "additionalProperties": {"$ref": "#/$defs/rule"}},
+            "layers": {
+                "type": "object",
+                # "re:" rules: the length limit of regex_limits (the others are not expressible here)
+                "propertyNames": {"minLength": 1, "if": {"pattern": "^re:"},
+                                  "then": {"maxLength": len("re:") + MAX_REGEX_LENGTH}},
+                "additionalProperties": {"$ref": "#/$defs/rule"},
+            },
             "metadata": {"type": "object", "description": "free-form: budget, measurements, hardware fingerprint"},
         },
         "additionalProperties": False,
-        "$defs": {"rule": rule},
+        "$defs": {"rule": rule, "step_rule": step_rule},
     }
 
 

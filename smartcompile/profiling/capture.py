@@ -10,6 +10,7 @@ import torch
 
 from ..backends.intercept import AttentionCall
 from ..spec import AttentionSpec, spec_from_tensors
+from .step_units import StepRanges
 
 
 def _clone(call: AttentionCall) -> AttentionCall:
@@ -20,23 +21,26 @@ def _clone(call: AttentionCall) -> AttentionCall:
 
 @dataclasses.dataclass
 class LayerCapture:
-    layer: str
+    layer: str  # the unit: a layer, or "layer@range" when profiling per step range
     spec: AttentionSpec
     calls: int = 0  # calls per calibration pass
     samples: list = dataclasses.field(default_factory=list)  # [AttentionCall], at most 2
 
 
 class Capture:
-    """An interceptor that records and lets the planned (exact) implementation run."""
+    """An interceptor that records and lets the planned (exact) implementation run; per layer, or
+    per (layer, step range) unit when `units` has ranges."""
 
-    def __init__(self) -> None:
+    def __init__(self, units: StepRanges = StepRanges()) -> None:
         self.layers: dict[str, LayerCapture] = {}
+        self.units = units
 
     def __call__(self, call: AttentionCall) -> Optional[torch.Tensor]:
-        rec = self.layers.get(call.layer)
+        unit = self.units.unit(call.layer)
+        rec = self.layers.get(unit)
         if rec is None:
             spec = spec_from_tensors(call.q, call.k, call.v, call.mask, call.is_causal, call.scale)
-            rec = self.layers[call.layer] = LayerCapture(call.layer, spec)
+            rec = self.layers[unit] = LayerCapture(unit, spec)
         rec.calls += 1
         if len(rec.samples) < 2:
             rec.samples.append(_clone(call))

@@ -49,7 +49,7 @@ def measure_local(rec: LayerCapture, cand: ProfileCandidate) -> dict:
     base = {"stage": "local", "layer": rec.layer, "label": cand.label, "backend": cand.backend}
     sel = select(rec.spec, cand.backend, dict(cand.params), auto_mode="static")
     if sel.backend != cand.backend:
-        why = "; ".join(s for s in sel.steps if not s.startswith("->"))
+        why = "; ".join(str(r) for r in sel.records if r.outcome != "chosen")
         return {**base, "runnable": False, "why": f"cannot run here: {why}"}
     impl = get_implementation(sel.backend, sel.implementation)
     worst: Optional[dict] = None

@@ -44,6 +44,11 @@ class Metric:
     # value -> cost >= 0, roughly additive over independent layer errors (None: distance to `ideal`)
     to_cost: Optional[Callable[[float], float]] = None
     ideal: Optional[float] = None
+    # the budget when none is given (None: the caller must give one), and the budgets that make
+    # sense for this metric, inclusive (None: any finite number)
+    default_budget: Optional[float] = None
+    budget_range: Optional[tuple[float, float]] = None
+    unit: str = ""
 
     def value(self, references: list, outputs: list) -> float:
         """The worst item's value."""
@@ -63,15 +68,51 @@ class Metric:
         return value >= budget if self.higher_is_better else value <= budget
 
     def describe(self, budget: float) -> str:
-        return f"{self.name} {'>=' if self.higher_is_better else '<='} {budget}"
+        return f"{self.name} {'>=' if self.higher_is_better else '<='} {budget}{self.unit}"
+
+    def check_budget(self, budget: Optional[float]) -> float:
+        """The budget to use: `budget`, or this metric's default when None; raises when out of range."""
+        if budget is None:
+            if self.default_budget is None:
+                raise SmartCompileError(f"budget: metric {self.name!r} has no default budget; pass budget=...")
+            return self.default_budget
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget):
+            raise SmartCompileError(f"budget: {budget!r} is not allowed; expected a finite number "
+                                    f"(e.g. {self.default_budget if self.default_budget is not None else 0.995} "
+                                    f"for {self.name})")
+        if self.budget_range is not None:
+            lo, hi = self.budget_range
+            if not lo <= budget <= hi:
+                raise SmartCompileError(
+                    f"budget: {budget}{self.unit} is outside [{lo}, {hi}] for metric {self.name!r} "
+                    f"({'higher' if self.higher_is_better else 'lower'} is better; "
+                    f"default {self.default_budget}{self.unit})")
+        return float(budget)
 
 
+# Default budgets are of one strictness: about what the Sage numerics cost a deep model.
+# Ranges reject budgets that belong to another metric (0.995 as a rel_l1 or PSNR budget).
 BUILTIN_METRICS = {
-    "cosine": Metric("cosine", _cosine, True, to_cost=lambda v: 1.0 - v),
-    "rel_l1": Metric("rel_l1", _rel_l1, False, to_cost=lambda v: v),
-    # mean squared errors of independent layers add: cost = 10^(-PSNR/10) (noise power / peak power)
-    "psnr": Metric("psnr", _psnr, True, to_cost=lambda v: 0.0 if v == float("inf") else 10 ** (-v / 10)),
+    "cosine": Metric("cosine", _cosine, True, to_cost=lambda v: 1.0 - v, default_budget=0.995,
+                     budget_range=(0.0, 1.0)),
+    # rel_l1 0.5: the error is half the output; a larger budget (e.g. a cosine's 0.995) is a mistake
+    "rel_l1": Metric("rel_l1", _rel_l1, False, to_cost=lambda v: v, default_budget=0.05, budget_range=(0.0, 0.5)),
+    # mean squared errors of independent layers add: cost = 10^(-PSNR/10) (noise power / peak power);
+    # below 10 dB the noise is a tenth of the peak power: no useful output
+    "psnr": Metric("psnr", _psnr, True, to_cost=lambda v: 0.0 if v == float("inf") else 10 ** (-v / 10),
+                   default_budget=30.0, budget_range=(10.0, math.inf), unit=" dB"),
 }
+
+
+def metric_unit(name: str) -> str:
+    """' dB' for psnr, '' otherwise (for reports that hold the metric's name only)."""
+    m = BUILTIN_METRICS.get(name)
+    return m.unit if m is not None else ""
+
+
+def default_budget(metric: str) -> float:
+    """The budget `profile` uses for a built-in metric when none is given."""
+    return resolve_metric(metric).check_budget(None)
 
 
 def resolve_metric(metric: Union[str, Metric, Callable], reference: Optional[list] = None) -> Metric:

@@ -7,7 +7,7 @@ within the budget) and verify (a run with every choice, backing off until the bu
 from __future__ import annotations
 
 import datetime
-import math
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -29,6 +29,7 @@ from .choose import Option, choose
 from .local import exact_time_ms, measure_local, timing_is_real
 from .metric import Metric, flat_output, resolve_metric
 from .runs import compile_exact, run_with, wall_seconds
+from .step_units import StepRanges, split_unit
 from .store import MeasurementStore, json_safe
 
 MAX_BACKOFF = 8
@@ -57,37 +58,46 @@ def profile(
     model: torch.nn.Module,
     calibration_inputs: Union[list, Callable],
     *,
-    budget: float = 0.995,
+    budget: Optional[float] = None,
     candidates: Optional[list] = None,
     metric: Union[str, Metric, Callable] = "cosine",
     out: Union[str, Path, None] = None,
     cache: bool = True,
     progress: bool = True,
+    step_ranges: Optional[list] = None,
 ) -> Policy:
     """Find the fastest per-layer attention choice whose end-to-end output stays within `budget`.
 
     calibration_inputs: a list of (args, kwargs) for `model`, or a callable(model) that runs it
         (e.g. a few denoising steps) and returns what the metric compares.
-    budget: the bound on `metric` over the worst calibration item, e.g. cosine >= 0.995.
+    budget: the bound on `metric` over the worst calibration item; None: the metric's default
+        (cosine >= 0.995, rel_l1 <= 0.05, psnr >= 30 dB; a callable metric needs one).
     candidates: sage/sparge rules to try (default: Sage with FP16 and FP8 P.V; Sparge at 50% and 75%
         sparsity, with the similarity check and without it).
     metric: "cosine", "rel_l1", "psnr", a Metric, or a callable (reference, output) -> float
         where higher is better.
     out: where to write the policy JSON. cache: reuse (and keep) measurements across runs.
+    step_ranges: denoising step ranges such as ["0-1", "2-17", "18-"] to profile each layer per
+        range (the calibration callable runs a sampling loop under smartcompile.step or
+        track_steps); a layer whose ranges choose differently gets a "by_step" rule (version 2).
     """
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget):
-        raise SmartCompileError(f"budget: {budget!r} is not allowed; expected a finite number, e.g. 0.995 for cosine")
+    units = StepRanges.parse(step_ranges)
+    if isinstance(metric, (str, Metric)):  # before any model run: a wrong budget costs nothing
+        budget = resolve_metric(metric).check_budget(budget)
+    elif budget is None:
+        raise SmartCompileError("budget: a callable metric has no default budget; pass budget=...")
     t0 = time.perf_counter()
     run, n_items = make_runner(calibration_inputs)
     cands = parse_candidates(candidates)
     compiled, plan = compile_exact(model)
-    capture = Capture()
+    capture = Capture(units)
     with torch.no_grad(), intercepting(capture):
         references = [detach_output(o) for o in tqdm(run(compiled), desc="capture", disable=not progress, total=n_items)]
     if not capture.layers:
         raise SmartCompileError("profile: the model has no attention that smartattn rewrites, nothing to profile:\n"
                                 + str(plan))
     metric_obj = resolve_metric(metric, references)
+    budget = metric_obj.check_budget(budget)
     budget_cost = metric_obj.cost(budget)
     if metric_obj.cost(metric_obj.value(references, references)) > budget_cost:
         raise SmartCompileError(f"budget: {metric_obj.describe(budget)} is not met even by the exact model")
@@ -97,10 +107,11 @@ def profile(
     store = MeasurementStore(_cache_key(model, capture, references, cands, metric_obj) if cache else None)
     try:
         local = _stage_local(layers, cands, store, progress)
-        sens = _stage_sensitivity(compiled, run, references, layers, cands, local, metric_obj, budget_cost, store, progress)
+        sens = _stage_sensitivity(compiled, run, references, layers, cands, local, metric_obj, budget_cost, store,
+                                  progress, units)
         options = _options(layers, cands, local, sens)
         chosen, verification = _choose_and_verify(compiled, run, references, layers, local, options, metric_obj,
-                                                  budget, budget_cost, progress)
+                                                  budget, budget_cost, progress, units)
         policy_dict = _policy_dict(layers, cands, chosen)
         speed = (_measure_speedup(model, run, Policy.from_dict(policy_dict), references, metric_obj, progress)
                  if real_timing else None)
@@ -141,7 +152,8 @@ def _saved_ms(rec, local, label) -> float:
     return (local[(rec.layer, "flash")]["time_ms"] - local[(rec.layer, label)]["time_ms"]) * rec.calls
 
 
-def _stage_sensitivity(compiled, run, references, layers, cands, local, metric, budget_cost, store, progress) -> dict:
+def _stage_sensitivity(compiled, run, references, layers, cands, local, metric, budget_cost, store, progress,
+                       units) -> dict:
     """{(layer, label): {"value", "cost"} or {"skipped": why}}; climbs each family's ladder
     from least to most aggressive and stops where one rung alone breaks the budget."""
     out = {}
@@ -165,7 +177,8 @@ def _stage_sensitivity(compiled, run, references, layers, cands, local, metric, 
                 continue
             r = store.get("sensitivity", rec.layer, cand.label)
             if r is None:
-                outputs = run_with(compiled, run, {rec.layer: (cand.backend, loc["implementation"], loc["params"])})
+                outputs = run_with(compiled, run, {rec.layer: (cand.backend, loc["implementation"], loc["params"])},
+                                   units)
                 value = metric.value(references, outputs)
                 r = {"stage": "sensitivity", "layer": rec.layer, "label": cand.label, "value": value}
                 store.put(r)
@@ -188,7 +201,8 @@ def _options(layers, cands, local, sens) -> dict:
     return options
 
 
-def _choose_and_verify(compiled, run, references, layers, local, options, metric, budget, budget_cost, progress):
+def _choose_and_verify(compiled, run, references, layers, local, options, metric, budget, budget_cost, progress,
+                       units):
     """Choose within the budget, verify with one run of every choice; halve the allowed cost until
     the verified metric holds (all exact at worst). Returns ({layer: Option|None}, attempts)."""
     attempts = []
@@ -198,7 +212,7 @@ def _choose_and_verify(compiled, run, references, layers, local, options, metric
         chosen = choose(options, allowed) if attempt < MAX_BACKOFF else {layer: None for layer in options}
         assignment = {layer: (local[(layer, o.label)]["backend"], local[(layer, o.label)]["implementation"],
                               local[(layer, o.label)]["params"]) for layer, o in chosen.items() if o is not None}
-        value = metric.value(references, run_with(compiled, run, assignment))
+        value = metric.value(references, run_with(compiled, run, assignment, units))
         ok = metric.meets(value, budget)
         attempts.append({"allowed_cost": allowed, "switched": len(assignment), "value": value, "meets_budget": ok})
         bar.update()
@@ -212,12 +226,25 @@ def _choose_and_verify(compiled, run, references, layers, local, options, metric
 
 
 def _policy_dict(layers, cands, chosen) -> dict:
+    """One rule per layer; per-step-range units of a layer become a "by_step" rule when their
+    choices differ (steps no range covers, and calls outside any step, run exact)."""
     by_label = {c.label: c for c in cands}
-    rules = {}
+    rules: dict = {}
+    per_step: dict = {}
     for rec in layers:
         o = chosen.get(rec.layer)
-        rules[rec.layer] = "flash" if o is None else by_label[o.label].rule().to_json()
-    return {"version": 1, "default": "flash", "layers": rules}
+        rule = "flash" if o is None else by_label[o.label].rule().to_json()
+        layer, key = split_unit(rec.layer)
+        if key is None:
+            rules[layer] = rule
+        else:
+            per_step.setdefault(layer, {})[key] = rule
+    for layer, by_key in per_step.items():
+        ordered = dict(sorted(by_key.items(), key=lambda kv: int(kv[0].split("-")[0])))
+        distinct = {json.dumps(r, sort_keys=True) for r in ordered.values()}
+        rules[layer] = next(iter(ordered.values())) if len(distinct) == 1 else {"by_step": ordered}
+    stepped = any(isinstance(r, dict) and "by_step" in r for r in rules.values())
+    return {"version": 2 if stepped else 1, "default": "flash", "layers": rules}
 
 
 def _measure_speedup(model, run, policy: Policy, references, metric: Metric, progress: bool) -> dict:
@@ -257,7 +284,9 @@ def _summary(model, n_items, cands, metric, budget, verification, speed, real_ti
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "smartcompile": __version__, "model": type(model).__qualname__, "calibration_items": n_items,
         "metric": metric.name, "higher_is_better": metric.higher_is_better, "budget": budget,
-        "achieved": final["value"], "meets_budget": final["meets_budget"], "verification": verification,
+        "budget_cost": metric.cost(budget), "achieved": final["value"], "meets_budget": final["meets_budget"],
+        "verification": verification,
+        "timing": "measured" if real_timing else "estimated",
         "times": "cuda events on this GPU" if real_timing else
         "estimates from H100 measurements: this device (CPU) runs reference numerics, its times are not meaningful",
         "speedup": speed, "candidates": [c.label for c in cands], "wall_s": wall_s,

@@ -14,6 +14,7 @@ from ..compiler.options import CompileOptions
 from ..compiler.plan import Plan
 from ..policies import Policy
 from .calibration import detach_output
+from .step_units import StepRanges
 
 
 def compile_exact(model: torch.nn.Module) -> tuple[Callable, Plan]:
@@ -27,13 +28,16 @@ def compile_exact(model: torch.nn.Module) -> tuple[Callable, Plan]:
 
 
 class Switch:
-    """Interceptor: runs the given layers with other implementations; the rest as planned."""
+    """Interceptor: runs the given units (layers, or layer@step-range) with other implementations;
+    the rest as planned."""
 
-    def __init__(self, assignment: dict) -> None:  # {layer: (backend, implementation, params)}
-        self.impls = {layer: (get_implementation(b, i), dict(p)) for layer, (b, i, p) in assignment.items()}
+    def __init__(self, assignment: dict, units: StepRanges = StepRanges()) -> None:
+        # assignment: {unit: (backend, implementation, params)}
+        self.impls = {unit: (get_implementation(b, i), dict(p)) for unit, (b, i, p) in assignment.items()}
+        self.units = units
 
     def __call__(self, call: AttentionCall) -> Optional[torch.Tensor]:
-        found = self.impls.get(call.layer)
+        found = self.impls.get(self.units.unit(call.layer)) if self.impls else None
         if found is None:
             return None
         impl, params = found
@@ -55,6 +59,6 @@ def wall_seconds(fn: Callable[[], object], device: str, repeats: int) -> float:
 
 
 @torch.no_grad()
-def run_with(compiled: Callable, run: Callable, assignment: dict) -> list:
-    with intercepting(Switch(assignment)):
+def run_with(compiled: Callable, run: Callable, assignment: dict, units: StepRanges = StepRanges()) -> list:
+    with intercepting(Switch(assignment, units)):
         return [detach_output(o) for o in run(compiled)]

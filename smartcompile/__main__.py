@@ -1,0 +1,7 @@
+"""`python -m smartcompile ...`: the same command as `smartcompile ...`."""
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Choices per module instance and per denoising step, made when the op runs.
+
+A graph that serves several module instances (regional compilation, `compile_repeated_blocks`,
+a per-block `compile()` loop, a graph break inside a block) cannot carry one literal choice. Its
+sites call `smartattn::attention_by_layer` with a parameter of the frame's module (the anchor,
+see passes/anchor.py); here the anchor's full name in a model named by `name_layers(model)`
+gives the running instance's path, the policy gives its rule (for the current step), and the
+choice is cached per (site, instance, step): a dict lookup per call after the first.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import weakref
+from typing import Optional
+
+import torch
+
+from .._logging import logger
+from ..backends.op import encode_params, set_dispatcher
+from ..backends.registry import Selection, select
+from ..errors import UnsupportedError
+from ..policies import Policy
+from ..policies.resolve import Decision, resolve
+from ..spec import AttentionSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    backend: str
+    implementation: str
+    params: str  # encoded, as the op takes it
+    layer: str  # full path of the instance (relative when the instance is not named)
+
+    def as_op_args(self) -> tuple:
+        return self.backend, self.implementation, self.params, self.layer
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceChoice:
+    """One (layer instance, step) as it ran: what explain shows per instance."""
+    layer: str
+    step: Optional[int]
+    backend: str
+    implementation: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class DispatchSite:
+    layer: str  # relative to the compiled frame
+    anchor_path: str  # the anchor parameter's path relative to the frame ("" without anchor)
+    spec: AttentionSpec
+    policy: Policy
+    auto_mode: str
+    fallback: Choice  # the compile-time choice (step-less rule): used when the per-call one cannot run
+
+
+_LOCK = threading.Lock()
+_SITES: list = []  # DispatchSite by id
+_CACHE: dict = {}  # (site id, id(anchor), step) -> (weakref to the anchor, Choice)
+_ROOTS: list = []  # weakrefs to named models
+_NAMES: dict = {}  # parameter data_ptr -> full name in a named model (None: shared, ambiguous)
+_NAMES_STALE = True
+INSTANCES: dict = {}  # (site id, layer, step) -> InstanceChoice, in first-run order
+
+
+def name_layers(model: torch.nn.Module) -> torch.nn.Module:
+    """Name `model`'s module instances for smartattn: a graph compiled from one of its submodules
+    (regional compilation, graph breaks) then applies each instance's own rule, found by its full
+    path as in `model.named_modules()`. Call it before the first run; returns `model`."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"smartcompile.name_layers: model must be a torch.nn.Module, got {type(model).__name__}")
+    global _NAMES_STALE
+    with _LOCK:
+        if not any(r() is model for r in _ROOTS):
+            _ROOTS.append(weakref.ref(model))
+        _NAMES_STALE = True
+        _CACHE.clear()
+    return model
+
+
+def named_models() -> list:
+    return [m for m in (r() for r in _ROOTS) if m is not None]
+
+
+def _refresh_names() -> None:
+    """Parameter storage -> full name over every named model. A parameter shared by two modules
+    names neither (None): a rule must not be applied to a guessed layer."""
+    global _NAMES_STALE
+    names: dict = {}
+    for model in named_models():
+        for name, tensor in list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers(remove_duplicate=False)):
+            ptr = tensor.data_ptr()
+            if ptr == 0:
+                continue
+            names[ptr] = name if ptr not in names or names[ptr] == name else None
+    _NAMES.clear()
+    _NAMES.update(names)
+    _NAMES_STALE = False
+
+
+def frame_path(anchor: Optional[torch.Tensor], anchor_path: str) -> Optional[str]:
+    """The running frame module's full path ("" for a named model itself), or None if unknown."""
+    if anchor is None or not anchor_path:
+        return None
+    with _LOCK:
+        if _NAMES_STALE or anchor.data_ptr() not in _NAMES:
+            _refresh_names()  # parameters moved (model.to) or a model named since
+        full = _NAMES.get(anchor.data_ptr())
+    if full is None or not (full == anchor_path or full.endswith("." + anchor_path)):
+        return None
+    return full[: len(full) - len(anchor_path)].rstrip(".")
+
+
+def sibling_layers(frame: str, layer: str) -> tuple:
+    """Full names of `layer` in every instance of the frame module's class in the named models:
+    the instances one compiled graph may serve (for explain and unmatched-rule checks)."""
+    out = []
+    for model in named_models():
+        modules = dict(model.named_modules())
+        if frame not in modules:
+            continue
+        cls = type(modules[frame])
+        out += [full_layer(name, layer) for name, mod in modules.items() if type(mod) is cls]
+    return tuple(dict.fromkeys(out))
+
+
+def full_layer(frame: str, layer: str) -> str:
+    """`frame` + the layer's path inside it; attention in the frame's own forward is the frame."""
+    if layer.startswith("attention.") or layer == "<root>":
+        return frame or layer
+    return f"{frame}.{layer}" if frame else layer
+
+
+def choose(decision: Decision, spec: AttentionSpec, auto_mode: str) -> tuple[Choice, str, Selection]:
+    """(choice, one-line reason, the selection's records) for a policy decision. "off" runs exact
+    attention: in a graph rewritten for other instances or steps, that is what eager computes."""
+    backend, params = (decision.backend, dict(decision.params)) if decision.backend != "off" else ("flash", {})
+    sel = select(spec, backend, params, auto_mode)
+    reason = sel.reason(decision.reason, decision.backend)
+    return Choice(sel.backend, sel.implementation, encode_params(sel.params), ""), reason, sel
+
+
+def register_site(site: DispatchSite) -> int:
+    set_dispatcher(dispatch)
+    with _LOCK:
+        _SITES.append(site)
+        return len(_SITES) - 1
+
+
+def dispatch(site_id: int, anchor: Optional[torch.Tensor], step: Optional[int]) -> tuple:
+    """The op's choice for this call; cached, so a dict lookup after the first call. The graph
+    hands the op the Parameter object itself: the cache is keyed by its id and checks, through a
+    weak reference, that it is still the same object (an id can be reused after it is freed)."""
+    key = (site_id, id(anchor), step)
+    hit = _CACHE.get(key)
+    if hit is None or (hit[0] is not None and hit[0]() is not anchor):
+        hit = (weakref.ref(anchor) if anchor is not None else None, _decide(site_id, anchor, step))
+        _CACHE[key] = hit
+    return hit[1].as_op_args()
+
+
+def _decide(site_id: int, anchor: Optional[torch.Tensor], step: Optional[int]) -> Choice:
+    site = _SITES[site_id]
+    frame = frame_path(anchor, site.anchor_path)
+    layer = site.layer if frame is None else full_layer(frame, site.layer)
+    decision = resolve(layer, site.spec, site.policy, step)
+    try:
+        choice, reason, _ = choose(decision, site.spec, site.auto_mode)
+    except UnsupportedError as exc:  # compile time checked the step-less rule only
+        choice, reason = site.fallback, f"{decision.reason}: {decision.backend} cannot run ({exc}); compile-time choice"
+    if frame is None and site.anchor_path:
+        reason += " [instance not in a model named by smartcompile.name_layers: relative name]"
+    choice = dataclasses.replace(choice, layer=layer)
+    if (site_id, layer, step) not in INSTANCES:
+        INSTANCES[(site_id, layer, step)] = InstanceChoice(layer, step, choice.backend, choice.implementation, reason)
+        logger.info("smartattn: %s%s -> %s/%s (%s)", layer, "" if step is None else f" step {step}",
+                    choice.backend, choice.implementation, reason)
+    return choice

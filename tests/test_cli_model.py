@@ -1,0 +1,75 @@
+"""Issue 9, the CLI: `--model pkg.module:factory` finds modules in the current directory, and bad
+input (a spec, the factory's code, --candidates JSON, a path) prints `smartcompile: error: ...`
+and exits with status 2, never a traceback."""
+import json
+import sys
+import textwrap
+
+import pytest
+
+from smartcompile.cli import main
+
+MODULE = "cwd_model_for_cli_test"
+FACTORY = """
+import torch
+
+class Tiny(torch.nn.Module):
+    def forward(self, q, k, v):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+def factory():
+    q = torch.randn(1, 2, 16, 8)
+    return Tiny(), (q, q, q)
+
+def broken():
+    raise RuntimeError("no weights here")
+
+def not_a_tuple():
+    return Tiny()
+"""
+
+
+@pytest.fixture
+def model_in_cwd(tmp_path, monkeypatch):
+    """A factory module in a fresh current directory that is not yet on sys.path."""
+    (tmp_path / f"{MODULE}.py").write_text(textwrap.dedent(FACTORY))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, MODULE, raising=False)
+    yield tmp_path
+    sys.modules.pop(MODULE, None)
+
+
+def test_cli_model_from_the_current_directory(model_in_cwd, capsys):
+    assert main(["explain", "--model", f"{MODULE}:factory", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["sites"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["explain", "--model", "nocolon"], "--model: 'nocolon' is not of the form pkg.module:factory"),
+    (["explain", "--model", f"{MODULE}:broken"], f"--model: {MODULE}:broken raised RuntimeError: no weights here"),
+    (["explain", "--model", f"{MODULE}:absent"], "has no callable 'absent'"),
+    (["explain", "--model", f"{MODULE}:not_a_tuple"], "must return (model, args) or (model, args, kwargs)"),
+    (["explain", "--model", "no_such_module_xyz:factory"], "--model: cannot import 'no_such_module_xyz': ModuleNotFoundError"),
+    (["explain", "--model", ":factory"], "--model: cannot import ''"),
+    (["profile", "--model", f"{MODULE}:factory", "-o", "p.json", "--candidates", "[sage"], "--candidates: invalid JSON"),
+    (["profile", "--model", f"{MODULE}:factory", "-o", "p.json", "--candidates", "[" * 100_000],
+     "--candidates: invalid JSON"),
+    (["report", "missing.json"], "cannot read 'missing.json'"),
+])
+def test_cli_bad_input_exits_2_without_traceback(model_in_cwd, capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("smartcompile: error: ") and message in err and "Traceback" not in err
+
+
+def test_cli_unwritable_path_exits_2(model_in_cwd, capsys, monkeypatch):
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", "r.png")
+
+    policy = model_in_cwd / "p.json"
+    policy.write_text(json.dumps({"metadata": {"profile": {"layers": []}}}))
+    monkeypatch.setattr("smartcompile.profiling.report.ProfileReport.table", lambda self: "")
+    monkeypatch.setattr("smartcompile.profiling.report.ProfileReport.plot", denied)
+    assert main(["report", str(policy), "--plot", "r.png"]) == 2
+    assert "smartcompile: error: [Errno 13] Permission denied: 'r.png'" in capsys.readouterr().err
