@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from smartcompile.kernels.exact_reference import attention_reference  # noqa: E402
+from smartcompile.bench.measure import attention_flops, do_bench_ms  # noqa: E402
+from smartcompile.bench.quality import sliced_error  # noqa: E402
 from smartcompile.kernels.sage_triton import attend, quantize, sage_attention_triton  # noqa: E402
-from smartcompile.metrics import error_stats  # noqa: E402
 
 
 def sdpa_with(backend):
@@ -46,16 +46,11 @@ def ours(pv, block_k=128):
 
 
 def bench(fn, q, k, v, causal):
-    import triton.testing
-
-    return triton.testing.do_bench(lambda: fn(q, k, v, causal), warmup=50, rep=200, return_mode="median")
+    return do_bench_ms(lambda: fn(q, k, v, causal))
 
 
 def accuracy(fn, q, k, v, causal):
-    n = min(q.shape[2], 4096)  # fp32 reference on a slice of the queries keeps memory small
-    out = fn(q, k, v, causal)[:, :2, :n].float()
-    ref = attention_reference(q[:, :2, :n].float(), k[:, :2].float(), v[:, :2].float(), None, causal)
-    return error_stats(out, ref)
+    return sliced_error(fn(q, k, v, causal), q, k, v, causal, max_queries=4096)  # 2 heads x 4096 queries in fp32
 
 
 def main():
@@ -84,7 +79,7 @@ def main():
             for n in lens:
                 for causal in (False, True):
                     q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-                    flops = 4 * b * h * n * n * d / (2 if causal else 1)
+                    flops = attention_flops(b, h, n, n, d, causal)
                     res = {}
                     for name, fn in impls.items():
                         if fn is None:

@@ -22,10 +22,10 @@ import triton.testing
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from smartcompile.kernels.exact_reference import attention_reference  # noqa: E402
+from smartcompile.bench.measure import attention_flops, do_bench_ms  # noqa: E402
+from smartcompile.bench.quality import sliced_error  # noqa: E402
 from smartcompile.kernels.sage_triton import attend, quantize, sage_attention_triton  # noqa: E402
 from smartcompile.kernels.sparge_triton import block_lists, sparge_attention_triton  # noqa: E402
-from smartcompile.metrics import error_stats  # noqa: E402
 from smartcompile.synthetic import random_qkv, structured_qkv  # noqa: E402
 
 
@@ -45,13 +45,11 @@ def bench(fn):
         with torch.cuda.graph(graph):
             fn()
         fn = graph.replay
-    return triton.testing.do_bench(fn, warmup=50, rep=200, return_mode="median")
+    return do_bench_ms(fn)
 
 
 def rel_l1(out, q, k, v):
-    n = min(q.shape[2], 2048)
-    ref = attention_reference(q[:, :2, :n].float(), k[:, :2].float(), v[:, :2].float())
-    return error_stats(out[:, :2, :n].float(), ref).rel_l1
+    return sliced_error(out, q, k, v, max_queries=2048).rel_l1
 
 
 def main():
@@ -76,7 +74,7 @@ def main():
                     q, k, v = structured_qkv(1, h, h, (n // (side * side), side, side), d, device="cuda", dtype=torch.bfloat16)
                 else:
                     q, k, v = random_qkv(1, h, h, n, d, device="cuda", dtype=torch.bfloat16)
-                flops = 4 * h * q.shape[2] ** 2 * d
+                flops = attention_flops(1, h, q.shape[2], q.shape[2], d, False)
                 with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
                     t_cudnn = bench(lambda: F.scaled_dot_product_attention(q, k, v))
                 t_dense = bench(lambda: sage_attention_triton(q, k, v))

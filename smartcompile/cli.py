@@ -1,4 +1,4 @@
-"""The `smartcompile` command: demo, explain, profile, report, env."""
+"""The `smartcompile` command: demo, explain, profile, report, bench, env."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +13,7 @@ import torch
 
 from ._logging import configure_from_env
 from ._version import version_line
+from .bench.options import add_bench_arguments
 from .errors import SmartCompileError
 
 
@@ -142,6 +143,12 @@ def env_report() -> str:
     return "\n".join(lines)
 
 
+def cmd_bench(ns) -> int:
+    from .bench.command import run_from_args
+
+    return run_from_args(ns, _load_factory)
+
+
 def cmd_env(ns) -> int:
     print(env_report())
     return 0
@@ -180,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("policy", help="a policy JSON written by `smartcompile profile`")
     rp.add_argument("--plot", default=None, help="write a PNG plot here")
     rp.set_defaults(fn=cmd_report)
+    b = sub.add_parser("bench", help="speed, peak memory and quality of flash / sage / sparge here (or --model end to end)")
+    add_bench_arguments(b)
+    b.set_defaults(fn=cmd_bench)
     v = sub.add_parser("env", help="device, versions, and which backends can run here (or why not)")
     v.set_defaults(fn=cmd_env)
     return p

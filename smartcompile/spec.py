@@ -11,7 +11,6 @@ from typing import Optional
 import torch
 
 MASK_KINDS = ("none", "bool", "additive", "causal")
-LAYOUTS = ("bhsd",)  # the op always receives (batch, heads, seq, dim); passes transpose views for free
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +24,7 @@ class AttentionSpec:
     v_head_dim: int
     dtype: torch.dtype
     device: str  # "cpu", "cuda", ...
-    layout: str = "bhsd"
+    layout: str = "bhsd"  # the op always receives (batch, heads, seq, dim); passes transpose views for free
     mask_kind: str = "none"  # one of MASK_KINDS; "causal" means no mask tensor, is_causal=True
     causal_alignment: Optional[str] = None  # "top_left" (SDPA convention) when causal
     dropout: float = 0.0

@@ -22,12 +22,16 @@ SPEC = AttentionSpec(1, 8, 8, 4096, 4096, 128, 128, torch.bfloat16, "cuda")
     ({"flash/sdpa": 1.0, "flash/flash_attn3": 0.7, "sage/sage_triton": 0.8}, "flash/flash_attn3"),  # fastest exact
 ])
 def test_choose_rule(times, expected):
-    assert choose(times)[0] == expected
+    assert choose(_timed(times))[0].label == expected
 
 
-def test_choose_needs_a_flash_time():
-    with pytest.raises(ValueError, match="no flash"):
-        choose({"sage/sage_triton": 1.0})
+def test_choose_needs_an_exact_time():
+    with pytest.raises(ValueError, match="no exact"):
+        choose(_timed({"sage/sage_triton": 1.0}))
+
+
+def _timed(times: dict) -> list:
+    return [(Candidate(*label.split("/"), {}, None), ms) for label, ms in times.items()]
 
 
 def _candidates():

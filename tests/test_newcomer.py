@@ -280,3 +280,20 @@ def test_cli_version_budget_default_and_early_matplotlib(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert main(["profile", "--model", "no_such_mod:factory", "-o", "p.json", "--report", "r.png"]) == 2
     assert "needs matplotlib" in capsys.readouterr().err
+
+
+def test_smartcompile_compile_checks_options_before_compiling(tmp_path):
+    with pytest.raises(smartcompile.PolicyError, match="missing.json"):
+        smartcompile.compile(torch.nn.Linear(2, 2), policy=str(tmp_path / "missing.json"))
+    with pytest.raises(smartcompile.OptionsError, match="mode"):
+        smartcompile.compile(torch.nn.Linear(2, 2), mode="fastest")
+    model = torch.nn.Linear(4, 4)
+    compiled = smartcompile.compile(model, policy={"default": "flash"})
+    x = torch.randn(2, 4)
+    torch.testing.assert_close(compiled(x), model(x))
+
+
+def test_options_that_are_not_a_dict_get_a_short_error():
+    from smartcompile.compiler.options import CompileOptions
+    with pytest.raises(smartcompile.OptionsError, match=r"options: expected a dict such as \{'policy': 'policy.json'\}, got str"):
+        CompileOptions.parse("policy.json")

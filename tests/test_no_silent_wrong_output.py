@@ -65,6 +65,15 @@ def test_dynamic_shapes_hand_written_scale_from_the_head_dim():
     assert all(s.rewritten for s in plan.sites)
 
 
+def test_dynamic_shapes_scale_from_the_sequence_length_stays_symbolic():
+    """A scale from another size than the head dim would recompile per length if made concrete:
+    the site is left to Inductor (symbolic), with its reason, and one graph serves every length."""
+    fn = lambda q, k, v: (q @ k.transpose(-2, -1) / k.shape[-2]).softmax(-1) @ v
+    plan = _dynamic_plan(fn, [(r(1, 2, 7, 16), r(1, 2, s, 16), r(1, 2, s, 16)) for s in (9, 13, 21)])
+    assert plan.graphs == 1 and not plan.sites[0].rewritten
+    assert "other than the head dim" in plan.sites[0].reason
+
+
 def test_in_place_scale_of_q_is_applied_once():
     def fn(q, k, v):
         q = q.mul_(0.3)

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from smartcompile.backends import select
-from smartcompile.backends.op import encode_params, register_ops
+from smartcompile.backends.op import _decode_params, encode_params, register_ops
 from smartcompile.spec import spec_from_tensors
 
 
@@ -66,3 +66,10 @@ def test_output_is_contiguous_for_strided_inputs():
     out = torch.ops.smartattn.attention(q, q, q, None, False, 0.25, "flash", "sdpa", "{}", "x")
     assert out.is_contiguous()
     torch.testing.assert_close(out, F.scaled_dot_product_attention(q, q, q, scale=0.25))
+
+
+def test_decoded_params_are_shared_read_only():
+    params = _decode_params(encode_params({"pv_precision": "fp8"}))
+    assert params is _decode_params(encode_params({"pv_precision": "fp8"}))  # cached: one per literal
+    with pytest.raises(TypeError):
+        params["pv_precision"] = "fp16"  # so no call can change what the next one reads

@@ -2,6 +2,7 @@
 
 A backend never reads a policy file: it receives a backend name and a params dict.
 """
-from .registry import BACKEND_NAMES, FALLBACK_CHAIN, Selection, get_backend, get_implementation, select
+from .registry import BACKENDS, Selection, get_backend, get_implementation, priority_order, register, select, unregister
 
-__all__ = ["BACKEND_NAMES", "FALLBACK_CHAIN", "Selection", "get_backend", "get_implementation", "select"]
+__all__ = ["BACKENDS", "Selection", "get_backend", "get_implementation", "priority_order", "register", "select",
+           "unregister"]

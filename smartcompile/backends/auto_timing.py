@@ -18,10 +18,12 @@ from .._cache import CACHE_FORMAT, cache_dir, digest, parse_json, read_cache_byt
 from .._logging import logger
 from .._version import __version__
 from ..spec import AttentionSpec
+from ..timing import cuda_time_ms
+from .base import Backend
 from .hardware import hardware_fingerprint
+from .registry import get_backend, priority_order
 
 TIE_TOLERANCE = 0.03  # within 3% of the fastest counts as a tie: the seed priority decides
-PRIORITY = ("sparge", "sage", "flash")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +37,10 @@ class Candidate:
     def label(self) -> str:
         return f"{self.backend}/{self.implementation}"
 
+    @property
+    def family(self) -> Backend:
+        return get_backend(self.backend)
+
 
 def random_inputs(spec: AttentionSpec, seed: int = 0):
     g = torch.Generator(device=spec.device).manual_seed(seed)
@@ -47,29 +53,6 @@ def random_inputs(spec: AttentionSpec, seed: int = 0):
     elif spec.mask_kind == "additive":
         mask = torch.zeros(1, 1, spec.q_len, spec.kv_len, device=spec.device, dtype=spec.dtype)
     return q, k, v, mask
-
-
-def cuda_time_ms(fn: Callable[[], object], warmup: int = 3, budget_ms: float = 50.0, max_samples: int = 25,
-                 calls_per_sample: int = 4) -> float:
-    """Median milliseconds per call of `fn()` on the current CUDA stream, after warm-up (which also
-    absorbs Triton autotuning). Each sample times a few back-to-back calls, as a model runs them:
-    launches queue behind running kernels, so host launch cost counts only where it is not hidden."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times: list[float] = []
-    total = 0.0
-    while len(times) < max_samples and (total < budget_ms or len(times) < 5):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(calls_per_sample):
-            fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / calls_per_sample)
-        total += times[-1] * calls_per_sample
-    times.sort()
-    return times[len(times) // 2]
 
 
 def time_candidate(c: Candidate, spec: AttentionSpec) -> float:
@@ -162,23 +145,22 @@ def spec_key(spec: AttentionSpec) -> str:
     return spec.short()
 
 
-def choose(times: dict, priority: tuple = PRIORITY, tie: float = TIE_TOLERANCE) -> tuple[str, str]:
-    """Pick from {label: ms}: never slower than the fastest exact (flash/*) one; among those within
-    `tie` of the fastest, the seed priority decides. Returns (label, why)."""
-    flash = {l: t for l, t in times.items() if l.startswith("flash/")}
-    if not flash:
-        raise ValueError("choose: no flash implementation timed")
-    baseline_label = min(flash, key=flash.get)
-    baseline = flash[baseline_label]
-    allowed = {l: t for l, t in times.items() if t <= baseline}
-    fastest = min(allowed.values())
-    tied = [l for l, t in allowed.items() if t <= fastest * (1 + tie)]
-    rank = lambda l: (priority.index(l.split("/")[0]) if l.split("/")[0] in priority else len(priority), allowed[l])
-    pick = min(tied, key=rank)
-    if pick == baseline_label:
-        why = "exact flash is fastest" if len(allowed) == 1 else f"ties with faster ones go to {' > '.join(priority)}"
+def choose(timed: list, tie: float = TIE_TOLERANCE) -> tuple[Candidate, str]:
+    """Pick from [(Candidate, ms)]: never slower than the fastest exact one; among those within
+    `tie` of the fastest, the seed priority decides. Returns (candidate, why)."""
+    exact = [(c, t) for c, t in timed if c.family.exact]
+    if not exact:
+        raise ValueError("choose: no exact implementation timed")
+    baseline, baseline_ms = min(exact, key=lambda ct: ct[1])
+    allowed = [(c, t) for c, t in timed if t <= baseline_ms]
+    fastest = min(t for _, t in allowed)
+    tied = [(c, t) for c, t in allowed if t <= fastest * (1 + tie)]
+    pick, pick_ms = min(tied, key=lambda ct: (-ct[0].family.auto_priority, ct[1]))
+    if pick is baseline:
+        order = " > ".join(b.name for b in priority_order())
+        why = f"exact {pick.backend} is fastest" if len(allowed) == 1 else f"ties with faster ones go to {order}"
     else:
-        why = f"{baseline / allowed[pick]:.2f}x the fastest exact ({baseline_label})"
+        why = f"{baseline_ms / pick_ms:.2f}x the fastest exact ({baseline.label})"
     return pick, why
 
 
@@ -186,7 +168,7 @@ def measured_choice(spec: AttentionSpec, candidates: list, cache: Optional[Timin
                     timer: Callable[[Candidate, AttentionSpec], float] = time_candidate) -> tuple[Candidate, dict, str]:
     """Time (or look up) every candidate for `spec`; return (choice, {label: ms}, why).
     A candidate whose timing fails shows as inf and is not chosen, nor cached: it is timed again
-    next time. If no exact (flash) candidate could be timed, the first one is chosen unmeasured."""
+    next time. If no exact candidate could be timed, the first exact one is chosen unmeasured."""
     cache = cache or TimingCache()
     key = spec_key(spec)
     times = cache.get(key)
@@ -197,12 +179,11 @@ def measured_choice(spec: AttentionSpec, candidates: list, cache: Optional[Timin
     if any(valid_time(ms) for ms in fresh.values()):
         cache.put(key, fresh)
     times = {c.label: times.get(c.label, fresh.get(c.label)) for c in candidates}
-    timed = {label: ms for label, ms in times.items() if valid_time(ms)}
-    flash = [c for c in candidates if c.backend == "flash"]
-    if flash and not any(label.startswith("flash/") for label in timed):
-        return flash[0], times, "no exact implementation could be timed; exact flash, unmeasured"
-    label, why = choose(timed)
-    choice = next(c for c in candidates if c.label == label)
+    timed = [(c, times[c.label]) for c in candidates if valid_time(times[c.label])]
+    exact = [c for c in candidates if c.family.exact]
+    if exact and not any(c.family.exact for c, _ in timed):
+        return exact[0], times, f"no exact implementation could be timed; exact {exact[0].backend}, unmeasured"
+    choice, why = choose(timed)
     return choice, times, why
 
 

@@ -69,4 +69,5 @@ FLASH = Backend(
         ),
     ),
     accuracy=Accuracy(min_cosine=0.99999, max_rel_l1=2e-3),
+    exact=True,
 )

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Callable, Optional
+from types import MappingProxyType
+from typing import Callable, Mapping, Optional
 
 import torch
 
@@ -32,8 +33,9 @@ def set_dispatcher(fn: Dispatcher) -> None:
 
 
 @functools.lru_cache(maxsize=1024)
-def _decode_params(params: str) -> dict:
-    return json.loads(params)
+def _decode_params(params: str) -> Mapping:
+    # cached, so every call shares it: read-only (values are JSON scalars, immutable themselves)
+    return MappingProxyType(json.loads(params))
 
 
 def encode_params(params: dict) -> str:

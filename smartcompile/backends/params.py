@@ -81,8 +81,3 @@ def _finite_float(value: Any) -> bool:
     except OverflowError:
         return False
 
-
-def fill_defaults(specs: dict[str, ParamSpec], params: dict) -> dict:
-    out = {name: p.default for name, p in specs.items()}
-    out.update({k: v for k, v in params.items() if k in specs})
-    return out

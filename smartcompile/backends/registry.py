@@ -12,13 +12,29 @@ from .sage import SAGE
 from .sparge import SPARGE
 from .steps import Step, one_line_reason
 
+# Every backend, by name. A new family registers itself here (register); nothing else names it.
 BACKENDS: dict[str, Backend] = {b.name: b for b in (FLASH, SAGE, SPARGE)}
-BACKEND_NAMES = tuple(BACKENDS)
-# A backend that cannot run a spec hands it to the next one.
-FALLBACK_CHAIN = ("sparge", "sage", "flash")
-# "auto" tries these in order (seed priority; on CUDA, measured times decide and this breaks ties).
-AUTO_PRIORITY = ("sparge", "sage", "flash")
 AUTO_MODES = ("measure", "static")  # measure: time candidates on this GPU; static: priority + AutoGates
+RESERVED_NAMES = ("auto", "off")  # policy words that are not backends
+
+
+def register(backend: Backend) -> Backend:
+    """Make `backend` known to policies, auto, explain and the profiler."""
+    if backend.name in BACKENDS or backend.name in RESERVED_NAMES:
+        raise ValueError(f"register: backend name {backend.name!r} is taken")
+    BACKENDS[backend.name] = backend
+    return backend
+
+
+def unregister(name: str) -> None:
+    get_backend(name)
+    del BACKENDS[name]
+
+
+def priority_order() -> tuple[Backend, ...]:
+    """Highest auto priority first: auto's seed order, and the fallback chain (a backend that
+    cannot run a spec hands it to the next one)."""
+    return tuple(sorted(BACKENDS.values(), key=lambda b: -b.auto_priority))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,10 +49,6 @@ class Selection:
     def steps(self) -> tuple[str, ...]:
         """The records as text, one line each."""
         return tuple(str(r) for r in self.records)
-
-    @property
-    def fell_back(self) -> bool:
-        return len(self.records) > 1
 
     def reason(self, rule: str, requested: str) -> str:
         """One line: the rule, what it asked for, what runs and the most telling reason why."""
@@ -78,12 +90,9 @@ def _measured_auto(spec: AttentionSpec) -> Selection:
 
     steps: list[Step] = []
     candidates = []
-    for name in AUTO_PRIORITY:
-        be = BACKENDS[name]
-        if name == "sparge":
-            why = ("not timed by auto (its error depends on the layer's inputs; a profiled policy from "
-                   "smartcompile.profile chooses it)")
-            steps.append(Step("sparge", "", "not_timed", (why,)))
+    for be in priority_order():
+        if be.not_timed_reason is not None:
+            steps.append(Step(be.name, "", "not_timed", (be.not_timed_reason,)))
             continue
         resolved = be.resolve_params({}, spec)
         for impl in be.implementations:
@@ -91,9 +100,9 @@ def _measured_auto(spec: AttentionSpec) -> Selection:
             if not reasons and not impl.auto_eligible:
                 reasons, outcome = ["not auto-eligible (reference numerics or measured slow)"], "not_auto"
             if reasons:
-                steps.append(Step(name, impl.name, outcome, tuple(reasons)))
+                steps.append(Step(be.name, impl.name, outcome, tuple(reasons)))
             else:
-                candidates.append(Candidate(name, impl.name, resolved, impl.run))
+                candidates.append(Candidate(be.name, impl.name, resolved, impl.run))
     choice, times, why = measured_choice(spec, candidates)
     shown = ", ".join(f"{label} {ms:.3f} ms" for label, ms in sorted(times.items(), key=lambda kv: kv[1]))
     steps.append(Step("", "", "measured", (f"measured on this GPU: {shown}",)))
@@ -105,7 +114,7 @@ def _measured_auto(spec: AttentionSpec) -> Selection:
 def select(spec: AttentionSpec, backend: str, params: Optional[dict] = None, auto_mode: str = "measure") -> Selection:
     """The implementation that will run `spec` for a decision (backend name + params).
 
-    `backend` is a name of BACKENDS or "auto". Falls back along FALLBACK_CHAIN; params that the
+    `backend` is a name of BACKENDS or "auto". Falls back along priority_order(); params that the
     next backend does not take are dropped, and the drop is one of the steps. `auto_mode`
     "measure" times the candidates on CUDA devices (see auto_timing); "static" uses the seed
     priority and the implementations' AutoGates.
@@ -117,15 +126,15 @@ def select(spec: AttentionSpec, backend: str, params: Optional[dict] = None, aut
     auto = backend == "auto"
     if auto and auto_mode == "measure" and spec.device_type == "cuda":
         return _measured_auto(spec)
+    chain = priority_order()
     if auto:
-        chain = AUTO_PRIORITY
         params = {}
     elif backend in BACKENDS:
-        chain = FALLBACK_CHAIN[FALLBACK_CHAIN.index(backend):]
+        chain = chain[chain.index(BACKENDS[backend]):]
     else:
         raise UnsupportedError(f"backend: {backend!r} is not one of {list(BACKENDS) + ['auto']}")
-    for name in chain:
-        be = BACKENDS[name]
+    for be in chain:
+        name = be.name
         resolved = be.resolve_params({k: v for k, v in params.items() if k in be.params}, spec)
         impl = _first_capable(be, spec, resolved, steps, auto)
         if impl is None:

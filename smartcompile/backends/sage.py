@@ -1,6 +1,8 @@
 """Sage: INT8 Q/K with smoothed K, FP8 or FP16 P.V, FP32 accumulation."""
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import torch
 
 from ..kernels.sage_reference import sage_attention_reference
@@ -22,6 +24,19 @@ SAGE_PARAMS = {
     "smooth_k": ParamSpec("smooth_k", bool, True, "subtract K's mean over tokens before quantizing (exact)"),
 }
 KV_BLOCK = 128  # K tokens per quantization block (and per K/V tile of the kernel)
+# Speed over cuDNN SDPA by P.V precision, at 16k-32k tokens, D 128 on the H100
+# (benchmarks/results/h100): FP16 P.V is slower, so estimates never choose it. Short sequences
+# are slower than this on a real H100.
+SAGE_SPEEDUP = {"fp8": 1.12, "fp16": 0.92}
+
+
+def estimate_sage_ms(exact_ms: float, params: Mapping[str, Any], density: float = 1.0) -> float:
+    return exact_ms / SAGE_SPEEDUP[params["pv_precision"]]
+
+
+def describe_sage_params(params: Mapping[str, Any]) -> str:
+    """'fp8': the P.V precision by its value, other parameters as name=value."""
+    return " ".join(str(v) if k == "pv_precision" else f"{k}={v}" for k, v in sorted(params.items()))
 
 
 def resolve_pv_precision(requested: str, spec: AttentionSpec) -> str:
@@ -50,6 +65,37 @@ def run_sage_triton(q, k, v, mask, is_causal: bool, scale: float, params: dict) 
                                  block_q=params["block_size"], block_k=KV_BLOCK, smooth=params["smooth_k"])
 
 
+def run_sage_gluon(q, k, v, mask, is_causal: bool, scale: float, params) -> torch.Tensor:
+    from ..kernels.sage_gluon import sage_attention_gluon  # imports triton: only when it runs
+
+    return sage_attention_gluon(q, k, v, is_causal, scale, smooth=params["smooth_k"])
+
+
+# benchmarks/results/h200 (benchmarks/bench_gluon.py): faster than sage_triton at D 128 from 16k
+# keys (1.04-1.10x end to end), slower at D 64 and at 4k keys (host cost): used only there
+GLUON_MIN_KV_LEN = 16384
+
+
+def gluon_spec_reasons(spec: AttentionSpec) -> list:
+    from ..kernels.sage_gluon import gluon_unavailable_reason
+
+    why = gluon_unavailable_reason()
+    if why is not None:
+        return [why]
+    if spec.kv_len < GLUON_MIN_KV_LEN:
+        return [f"kv_len {spec.kv_len} < {GLUON_MIN_KV_LEN}: sage_triton is faster there (H200)"]
+    return []
+
+
+def gluon_params_reasons(params) -> list:
+    out = []
+    if params["pv_precision"] != "fp8":
+        out.append(f"pv_precision {params['pv_precision']!r}: the Gluon kernel has FP8 P.V only")
+    if params["block_size"] != 64:
+        out.append(f"block_size {params['block_size']}: the Gluon kernel quantizes Q per 64 rows")
+    return out
+
+
 def run_sageattention_package(q, k, v, mask, is_causal: bool, scale: float, params: dict) -> torch.Tensor:
     """The `sageattention` package (v1 `sageattn` API; v2 has the same entry point). Version
     1.0.6 smooths K in place, so we smooth a copy ourselves and pass smooth_k=False."""
@@ -76,6 +122,10 @@ TRITON_CAPS = Capabilities(
     devices=frozenset({"cuda"}), min_compute_capability=(8, 0), dtypes=HALF, head_dims=(64, 96, 128),
     mask_kinds=frozenset({"none", "causal"}), different_v_dim=False, requires="triton",
 )
+GLUON_CAPS = Capabilities(
+    devices=frozenset({"cuda"}), min_compute_capability=(9, 0), dtypes=HALF, head_dims=(128,),
+    mask_kinds=frozenset({"none", "causal"}), different_v_dim=False, requires="triton",
+)
 PACKAGE_CAPS = Capabilities(
     devices=frozenset({"cuda"}), min_compute_capability=(8, 0), dtypes=HALF, head_dims=(64, 96, 128),
     mask_kinds=frozenset({"none", "causal"}), causal_q_ne_k=False, different_v_dim=False, requires="sageattention",
@@ -86,6 +136,16 @@ SAGE = _SageBackend(
     description="INT8 QK^T, FP8/FP16 P.V (SageAttention numerics)",
     params=SAGE_PARAMS,
     implementations=(
+        Implementation(
+            name="sage_gluon",
+            capabilities=GLUON_CAPS,
+            run=run_sage_gluon,
+            description="our Gluon kernel for sm90: warp-specialised, TMA K/V ring, INT8 wgmma QK^T, FP8 wgmma P.V",
+            auto_gate=AutoGate(min_kv_len=GLUON_MIN_KV_LEN, min_compute_capability=(9, 0),
+                               why="measured faster than sage_triton only there (H200, benchmarks/bench_gluon.py)"),
+            params_reasons=gluon_params_reasons,
+            spec_reasons=gluon_spec_reasons,
+        ),
         Implementation(
             name="sage_triton",
             capabilities=TRITON_CAPS,
@@ -111,6 +171,11 @@ SAGE = _SageBackend(
         ),
     ),
     accuracy=Accuracy(min_cosine=0.999, max_rel_l1=0.05),
+    auto_priority=1,
+    ladder=({"pv_precision": "fp16"}, {"pv_precision": "fp8"}),
+    ladder_params=("pv_precision",),
+    estimate_ms=estimate_sage_ms,
+    describe_params=describe_sage_params,
 )
 
 # Bounds against fp32 exact attention on random inputs, per P.V precision (test data). Random

@@ -2,15 +2,23 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Mapping
 
 import torch
 
 from ..kernels.sparge_reference import sparge_attention_reference
 from .base import Accuracy, Implementation
 from .params import ParamSpec
-from .sage import PACKAGE_CAPS, REFERENCE_CAPS, SAGE_PARAMS, TRITON_CAPS, _SageBackend
+from .sage import (PACKAGE_CAPS, REFERENCE_CAPS, SAGE_PARAMS, TRITON_CAPS, _SageBackend, describe_sage_params,
+                   estimate_sage_ms)
 
 KV_BLOCK = 128  # K tokens per sparsity (and quantization) block: the kernel's K tile
+# At density d Sparge costs a fixed share (prediction, quantization) plus d of dense Sage's time:
+# fitted to 1.36-1.50x over dense Sage at d = 0.5 on the H100 (benchmarks/results/h100).
+SPARGE_FIXED_SHARE = 0.4
+# the profiler's sparsities, least to most aggressive: it stops climbing at the first rung that
+# alone breaks the budget
+SPARSITY_LADDER = (0.5, 0.75)
 
 SPARGE_PARAMS = {
     **SAGE_PARAMS,
@@ -43,6 +51,22 @@ def sparge_args(params: dict) -> dict:
     )
 
 
+def estimate_sparge_ms(exact_ms: float, params: Mapping[str, Any], density: float) -> float:
+    return estimate_sage_ms(exact_ms, params) * (SPARGE_FIXED_SHARE + (1 - SPARGE_FIXED_SHARE) * density)
+
+
+def _forced(params: Mapping[str, Any]) -> bool:
+    """sim_threshold -1: every block may be skipped, self-similar or not."""
+    return params.get("sim_threshold") is not None and params["sim_threshold"] <= -1
+
+
+def describe_sparge_params(params: Mapping[str, Any]) -> str:
+    """'75% forced': the sparsity as a share, and 'forced' (no similarity check) after it."""
+    words = [f"{v:.0%}" if k == "sparsity_ratio" and v is not None else describe_sage_params({k: v})
+             for k, v in sorted(params.items()) if not (k == "sim_threshold" and _forced(params))]
+    return " ".join(words + (["forced"] if _forced(params) else []))
+
+
 def run_sparge_reference(q, k, v, mask, is_causal: bool, scale: float, params: dict) -> torch.Tensor:
     return sparge_attention_reference(q, k, v, mask, is_causal, scale, **sparge_args(params))
 
@@ -65,6 +89,23 @@ def run_spas_sage_attn(q, k, v, mask, is_causal: bool, scale: float, params: dic
         cdfthreshd=params["cdf_threshold"], pvthreshd=params["pv_threshold"] if params["pv_threshold"] is not None else 50,
         attention_sink=params["sink"], tensor_layout="HND", output_dtype=q.dtype,
     )
+
+
+def predicted_density(q, k, is_causal: bool, scale: float, params: dict) -> float:
+    """Fraction of the valid (non-future) K blocks that the predictor keeps for these inputs."""
+    from ..kernels.sparge_reference import block_validity, predict_block_map
+
+    a = sparge_args(params)
+    block_map = predict_block_map(
+        q, k, scale=scale, is_causal=is_causal, block_q=a["block_q"], block_k=a["block_k"],
+        sim_threshold=a["sim_threshold"], cdf_threshold=a["cdf_threshold"], topk=a["topk"],
+        sparsity_ratio=a["sparsity_ratio"], sink=a["sink"],
+    )
+    future, _ = block_validity(block_map.shape[-2], block_map.shape[-1], a["block_q"], a["block_k"],
+                               q.shape[2], k.shape[2], is_causal, q.device)
+    valid = ~future
+    kept = (block_map & valid).sum().item()
+    return kept / (valid.sum().item() * block_map.shape[0] * block_map.shape[1])
 
 
 SPARGE = _SageBackend(
@@ -102,21 +143,16 @@ SPARGE = _SageBackend(
     # inputs with local structure. Random inputs have none: tests use sparsity_ratio=0 there.
     accuracy=Accuracy(min_cosine=0.99, max_rel_l1=0.12),
     exclusive_params=(("sparsity_ratio", "topk", "cdf_threshold"),),
+    auto_priority=2,
+    not_timed_reason=("not timed by auto (its error depends on the layer's inputs; a profiled policy from "
+                      "smartcompile.profile chooses it)"),
+    # with the similarity check (blocks that are not self-similar are kept, so the real sparsity
+    # can be lower) and without it (forced: safe to try because the profiler measures its cost)
+    ladder=tuple({"sparsity_ratio": r} for r in SPARSITY_LADDER)
+    + tuple({"sparsity_ratio": r, "sim_threshold": -1.0} for r in SPARSITY_LADDER),
+    ladder_params=("pv_precision", "sparsity_ratio", "topk", "cdf_threshold"),
+    estimate_ms=estimate_sparge_ms,
+    predicted_density=predicted_density,
+    describe_params=describe_sparge_params,
 )
 
-
-def predicted_density(q, k, is_causal: bool, scale: float, params: dict) -> float:
-    """Fraction of the valid (non-future) K blocks that the predictor keeps for these inputs."""
-    from ..kernels.sparge_reference import block_validity, predict_block_map
-
-    a = sparge_args(params)
-    block_map = predict_block_map(
-        q, k, scale=scale, is_causal=is_causal, block_q=a["block_q"], block_k=a["block_k"],
-        sim_threshold=a["sim_threshold"], cdf_threshold=a["cdf_threshold"], topk=a["topk"],
-        sparsity_ratio=a["sparsity_ratio"], sink=a["sink"],
-    )
-    future, _ = block_validity(block_map.shape[-2], block_map.shape[-1], a["block_q"], a["block_k"],
-                               q.shape[2], k.shape[2], is_causal, q.device)
-    valid = ~future
-    kept = (block_map & valid).sum().item()
-    return kept / (valid.sum().item() * block_map.shape[0] * block_map.shape[1])

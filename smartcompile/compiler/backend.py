@@ -35,20 +35,20 @@ def plan_and_rewrite(gm: torch.fx.GraphModule, policy: Policy, auto_mode: str = 
     for site in sites:
         base = dict(layer=site.layer, pattern=site.pattern, spec=site.spec, note=site.layer_note)
         if site.rejected is not None:
-            plan.sites.append(PlannedSite(**base, backend="-", implementation="-", params={},
+            plan.sites.append(PlannedSite(**base, backend=None, implementation=None, params={},
                                           reason=f"not rewritten: {site.rejected}", rewritten=False))
             continue
         anchor, frame = _running_frame(gm, site, inputs)
         per_instance = policy.has_step_rules or bool(frame)  # one graph may serve other instances / steps
         decision = resolve(site.layer if frame is None else full_layer(frame, site.layer), site.spec, policy)
         if decision.backend == "off" and not per_instance:
-            plan.sites.append(PlannedSite(**base, backend="off", implementation="-", params={},
+            plan.sites.append(PlannedSite(**base, backend="off", implementation=None, params={},
                                           reason=f"{decision.reason}: off, left untouched", rewritten=False))
             continue
         try:
             choice, reason, sel = choose(decision, site.spec, auto_mode)
         except UnsupportedError as exc:  # e.g. float64 or head dim > 1024: stock Inductor handles it
-            plan.sites.append(PlannedSite(**base, backend="-", implementation="-", params={},
+            plan.sites.append(PlannedSite(**base, backend=None, implementation=None, params={},
                                           reason=f"not rewritten: {exc}", rewritten=False))
             continue
         site = site.remapped(replaced)

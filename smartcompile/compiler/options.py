@@ -43,9 +43,10 @@ class CompileOptions:
     @classmethod
     def parse(cls, options: Optional[dict], mode: Optional[str] = None, policy: Any = None,
               auto: Optional[str] = None) -> "CompileOptions":
+        if options is not None and not isinstance(options, dict):
+            raise OptionsError(f"options: expected a dict such as {{'policy': 'policy.json'}}, got "
+                               f"{type(options).__name__} {options!r:.80}")
         options = dict(options or {})
-        if not isinstance(options, dict):
-            raise OptionsError(f"options: expected a dict, got {type(options).__name__}")
         inductor_keys = set(inductor_config_keys())
         for key in options:
             if key not in OWN_KEYS and key not in inductor_keys:

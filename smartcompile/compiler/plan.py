@@ -17,8 +17,8 @@ class PlannedSite:
     layer: str
     pattern: str
     spec: Optional[AttentionSpec]
-    backend: str  # flash | sage | sparge | off | "-" (not rewritten)
-    implementation: str
+    backend: Optional[str]  # a backend name, "off", or None: not rewritten (reason says why)
+    implementation: Optional[str]  # None unless rewritten
     params: dict
     reason: str  # one line: the policy rule, what it asked for, what runs and the most telling why
     rewritten: bool
@@ -67,7 +67,7 @@ class Plan:
         for s in self.sites:
             backend = s.backend if s.rewritten or s.backend == "off" else "-"
             why = s.reason + (f" [{s.note}]" if s.note and not verbose else "")
-            rows.append((s.layer, s.pattern, s.spec.short() if s.spec else "?", backend, s.implementation, why))
+            rows.append((s.layer, s.pattern, s.spec.short() if s.spec else "?", backend, s.implementation or "-", why))
         widths = [min(max(len(str(r[i])) for r in [head] + rows), MAX_COLUMN) for i in range(len(head) - 1)]
         used = sum(widths) + 2 * len(widths)
         widths.append(max(min(max(len(r[-1]) for r in [head] + rows), width - used), MIN_WHY))

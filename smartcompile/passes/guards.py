@@ -10,10 +10,11 @@ import dataclasses
 import math
 from typing import Optional
 
+import torch
 from torch.fx import Node
 
 from .kv_heads import unrepeat_kv
-from .masks import causal_polarity
+from .masks import causal_polarity, concrete_number
 from .normalize import is_inplace, meta_tensor
 from .site import AttentionSite
 
@@ -28,7 +29,7 @@ def finish_site(site: AttentionSite) -> AttentionSite:
     if not (qt.dtype == kt.dtype == vt.dtype) or not qt.is_floating_point():
         return site.rejecting(f"q/k/v dtypes differ or are not floating ({qt.dtype}, {kt.dtype}, {vt.dtype})")
     site = _with_causal(site, qt, kt)
-    why = operand_problem(site, qt, kt, vt) or mutation_problem(site)
+    why = operand_problem(site, qt, kt, vt) or mutation_problem(site) or symbolic_scale_problem(site, qt)
     if why is not None:
         return site.rejecting(why)
     return _with_masked_rows(site)
@@ -81,6 +82,26 @@ def operand_problem(site: AttentionSite, qt, kt, vt) -> Optional[str]:
         for ms, ss in zip(tuple(mt.shape)[::-1], scores[::-1]):
             if ms != 1 and ms != ss:
                 return f"mask {m.node.name} {tuple(mt.shape)} widens the scores {scores} by broadcasting"
+    return None
+
+
+def _free_symbols(value) -> set:
+    return set(value.node.expr.free_symbols) if isinstance(value, (torch.SymInt, torch.SymFloat)) else set()
+
+
+def symbolic_scale_problem(site: AttentionSite, qt) -> Optional[str]:
+    """A scale computed from symbolic sizes is made concrete with a guard only when it depends on
+    the head dim alone: the head dim is guarded anyway (kernels are chosen per head dim), so this
+    adds no recompiles. Any other size (a sequence length) would recompile per value: such a site
+    is left to Inductor, which keeps the scale symbolic."""
+    head = _free_symbols(qt.shape[-1])
+    for sym in site.scale_symbols:
+        extra = _free_symbols(sym) - head
+        if extra:
+            return (f"the scale depends on symbolic sizes other than the head dim ({', '.join(sorted(map(str, extra)))}): "
+                    "left to Inductor, which keeps it symbolic")
+    for sym in site.scale_symbols:
+        concrete_number(sym)  # guards: the head dim's value is fixed for this graph
     return None
 
 

@@ -14,7 +14,7 @@ import torch
 from torch.fx import Node
 
 from .guards import finish_site
-from .masks import is_mask_fill, literal_number, symbolic_number
+from .masks import is_mask_fill, literal_number, symbolic_hint, symbolic_scalar
 from .normalize import Canon, canon, is_cast, is_inplace, meta_tensor, ndim, norm_dim
 from .site import AttentionSite, MaskTerm
 
@@ -25,12 +25,18 @@ class _Peel:
     masks: list = dataclasses.field(default_factory=list)
     chain: list = dataclasses.field(default_factory=list)
     spelled: list = dataclasses.field(default_factory=list)
+    symbolic: list = dataclasses.field(default_factory=list)  # SymFloat/SymInt factors of the scale
 
 
-def _positive_scalar(x) -> Optional[float]:
+def _positive_scalar(x, symbolic: list) -> Optional[float]:
+    """A positive literal, or the example value of a scalar from symbolic sizes (appended to
+    `symbolic`: finish_site decides whether it may be made concrete with a guard)."""
     v = literal_number(x)
     if v is None:
-        v = symbolic_number(x)
+        sym = symbolic_scalar(x)
+        v = symbolic_hint(sym) if sym is not None else None
+        if v is not None and v > 0:
+            symbolic.append(sym)
     return v if v is not None and v > 0 else None
 
 
@@ -104,14 +110,14 @@ def _peel(node, st: _Peel, outer: float) -> Optional[tuple[Node, _Peel]]:
         return _peel(c.get("input"), st, outer)
     if c.op == "mul":
         for a, b in ((c.get("input"), c.get("other")), (c.get("other"), c.get("input"))):
-            s = _positive_scalar(b)
+            s = _positive_scalar(b, st.symbolic)
             if s is not None:
                 st.scale *= s
                 st.spelled.append("mul")
                 return _peel(a, st, outer * s)
         return None
     if c.op == "div":
-        s = _positive_scalar(c.get("other"))
+        s = _positive_scalar(c.get("other"), st.symbolic)
         if s is None or c.get("rounding_mode") is not None:
             return None
         st.scale /= s
@@ -128,7 +134,7 @@ def _peel(node, st: _Peel, outer: float) -> Optional[tuple[Node, _Peel]]:
                 cast = None if mt.dtype == out.dtype else out.dtype
                 trial = copy.copy(st)
                 trial.masks, trial.chain = st.masks + [MaskTerm(mask, "additive", outer, cast_to=cast)], list(st.chain)
-                trial.spelled = st.spelled + ["add"]
+                trial.spelled, trial.symbolic = st.spelled + ["add"], list(st.symbolic)
                 found = _peel(scores, trial, outer)
                 if found is not None:
                     return found
@@ -173,7 +179,7 @@ def _k_from_transposed(kt: Node, rank: int) -> tuple[Node, bool]:
     return kt, True
 
 
-def _fold_scalar(node: Node, user: Node) -> tuple[Node, float]:
+def _fold_scalar(node: Node, user: Node, symbolic: list) -> tuple[Node, float]:
     """Fold q * c, q / c (used only by `user`) into the scale."""
     factor = 1.0
     while isinstance(node, Node) and len(node.users) == 1 and user in node.users:
@@ -182,9 +188,9 @@ def _fold_scalar(node: Node, user: Node) -> tuple[Node, float]:
             break
         if c.op == "mul":
             pair = next(((a, s) for a, b in ((c.get("input"), c.get("other")), (c.get("other"), c.get("input")))
-                         if (s := _positive_scalar(b)) is not None and isinstance(a, Node)), None)
+                         if (s := _positive_scalar(b, symbolic)) is not None and isinstance(a, Node)), None)
         else:
-            s = _positive_scalar(c.get("other"))
+            s = _positive_scalar(c.get("other"), symbolic)
             pair = (c.get("input"), 1.0 / s) if s is not None and c.get("rounding_mode") is None else None
         if pair is None:
             break
@@ -220,16 +226,16 @@ def match_softmax(sm: Node) -> Optional[AttentionSite]:
         k, k_transposed = _k_from_transposed(kt, rank)
         forms.append(qc.op)
         if qc.op == "baddbmm":
-            alpha, beta = _positive_scalar(qc.get("alpha")), literal_number(qc.get("beta"))
+            alpha, beta = _positive_scalar(qc.get("alpha"), st.symbolic), literal_number(qc.get("beta"))
             if alpha is None or beta is None:
                 why = "baddbmm with non-literal alpha/beta"
             else:
                 if beta != 0:  # (beta * bias + alpha * q k^T) * outer: the bias is scaled by outer too
                     st.masks.append(MaskTerm(qc.get("input"), "additive", beta * st.scale))
                 st.scale *= alpha
-    q, q_factor = _fold_scalar(q, qk)
+    q, q_factor = _fold_scalar(q, qk, st.symbolic)
     k_user = kt if k is not kt else qk
-    k, k_factor = _fold_scalar(k, k_user)
+    k, k_factor = _fold_scalar(k, k_user, st.symbolic)
     pvc = canon(pv)
     v = pvc.get("other") if pvc.op == "matmul" else pvc.get("operands")[1]
     forms += st.spelled + ["softmax"] + (["dropout"] if any(canon(n).op == "dropout" for n in post) else []) + [
@@ -239,7 +245,7 @@ def match_softmax(sm: Node) -> Optional[AttentionSite]:
     site = AttentionSite(
         pattern="/".join(f for i, f in enumerate(forms) if i == 0 or f != forms[i - 1]), output=pv, q=q, k=k, v=v,
         core=(qk, sm, pv), chain=tuple(chain_inner), k_transposed=k_transposed, masks=tuple(st.masks),
-        scale=st.scale * q_factor * k_factor, dropout=dropout, rank=rank,
+        scale=st.scale * q_factor * k_factor, dropout=dropout, rank=rank, scale_symbols=tuple(st.symbolic),
     )
     why = why or dropout_why or _outside_use(chain_inner, pv, sm)
     if why is None and rank not in (3, 4):

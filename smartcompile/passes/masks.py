@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 from torch.fx import Node
@@ -26,15 +26,24 @@ def literal_number(value: Any) -> Optional[float]:
     return None
 
 
-def symbolic_number(value: Any) -> Optional[float]:
-    """A scalar computed from symbolic sizes (e.g. q.shape[-1] ** -0.5 under dynamic=True), made
-    concrete with a guard: a call with other sizes recompiles instead of reusing a wrong constant."""
+def symbolic_scalar(value: Any) -> Optional[Union[torch.SymFloat, torch.SymInt]]:
+    """The symbolic value of a scalar computed from symbolic sizes (e.g. q.shape[-1] ** -0.5 under
+    dynamic=True), without guarding on it; None for anything else."""
     if not isinstance(value, Node):
         return None
     v = value.meta.get("example_value", value.meta.get("val"))
-    if isinstance(v, (torch.SymFloat, torch.SymInt)):
-        return guard_float(v) if isinstance(v, torch.SymFloat) else float(guard_int(v))
-    return None
+    return v if isinstance(v, (torch.SymFloat, torch.SymInt)) else None
+
+
+def symbolic_hint(value: Union[torch.SymFloat, torch.SymInt]) -> Optional[float]:
+    """The example value behind a symbolic scalar, read without a guard (None if it has none)."""
+    hint = value.node.hint
+    return None if hint is None else float(hint)
+
+
+def concrete_number(value: Union[torch.SymFloat, torch.SymInt]) -> float:
+    """Made concrete with a guard: a call with other sizes recompiles instead of reusing a wrong constant."""
+    return guard_float(value) if isinstance(value, torch.SymFloat) else float(guard_int(value))
 
 
 def is_mask_fill(value: Any) -> bool:

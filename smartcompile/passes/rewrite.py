@@ -80,7 +80,9 @@ def _keep_masked_rows(graph, site: AttentionSite, out: Node, mask: Node, q: Node
     else:
         dead = _new(graph, site, "function", torch.isneginf, (mask,))
         live = _new(graph, site, "function", torch.logical_not, (_new(graph, site, "method", "all", (dead, -1, True)),))
-    hq, hkv = meta_tensor(out).shape[1], meta_tensor(v).shape[1]
+    # head counts are guarded for the spec already: concrete ints here (a raw SymInt in the graph
+    # would be baked in as its example value)
+    hq, hkv = int(meta_tensor(out).shape[1]), int(meta_tensor(v).shape[1])
 
     def per_query_head(x):  # (B, Hkv, ...) -> (B, Hq, ...)
         return x if hq == hkv else _new(graph, site, "method", "repeat_interleave", (x, hq // hkv, 1))

@@ -7,7 +7,7 @@ import torch
 from torch.fx import Node
 
 from .guards import finish_site
-from .masks import symbolic_number
+from .masks import symbolic_hint, symbolic_scalar
 from .mha import EXPANDED_FROM
 from .normalize import canon, meta_tensor, ndim
 from .site import AttentionSite, MaskTerm
@@ -19,14 +19,16 @@ def match_sdpa(node: Node) -> Optional[AttentionSite]:
     mask, dropout_p = c.get("attn_mask"), c.get("dropout_p", 0.0)
     is_causal, scale = c.get("is_causal", False), c.get("scale")
     rank = ndim(q) or 0
-    if isinstance(scale, Node) and symbolic_number(scale) is not None:  # from symbolic sizes: guarded
-        scale = symbolic_number(scale)
+    scale_symbols = ()
+    sym = symbolic_scalar(scale)
+    if sym is not None and symbolic_hint(sym) is not None:  # from symbolic sizes: see finish_site
+        scale, scale_symbols = symbolic_hint(sym), (sym,)
     masks = ()
     if isinstance(mask, Node):
         masks = (MaskTerm(mask, "keep" if _is_bool(mask) else "additive"),)
     site = AttentionSite(
         pattern="sdpa/mha" if node.meta.get(EXPANDED_FROM) else "sdpa", output=node, q=q, k=k, v=v,
-        chain=(node,), core=(node,), rank=rank, masks=masks,
+        chain=(node,), core=(node,), rank=rank, masks=masks, scale_symbols=scale_symbols,
         is_causal=is_causal if isinstance(is_causal, bool) else False,
         scale=float(scale) if isinstance(scale, (int, float)) else None,
         dropout=float(dropout_p) if isinstance(dropout_p, (int, float)) else 0.0,

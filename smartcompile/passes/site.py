@@ -35,6 +35,9 @@ class AttentionSite:
     masks: tuple = ()  # tuple[MaskTerm, ...]
     is_causal: bool = False
     scale: Optional[float] = None  # None: SDPA default 1/sqrt(D)
+    # factors of `scale` computed from symbolic sizes (SymFloat/SymInt; `scale` holds their example
+    # values): finish_site guards them when they depend on the head dim only, else rejects the site
+    scale_symbols: tuple = ()
     dropout: float = 0.0
     rank: int = 4  # 3 for (B*H, S, D) bmm-style attention
     # eager's value for query rows whose every key is masked, where the op's (0) differs:

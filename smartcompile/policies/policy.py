@@ -28,11 +28,9 @@ from ..backends.params import show_value
 from ..backends.registry import BACKENDS
 from ..errors import PolicyError
 from .regex_limits import describe_limits, regex_problem
-from .schema import RULE_BACKENDS, policy_schema
+from .schema import POLICY_VERSION, STEP_RULES_VERSION, SUPPORTED_VERSIONS, policy_schema, rule_backends
 from .step_rules import parse_by_step
 
-POLICY_VERSION = 1
-SUPPORTED_VERSIONS = (1, 2)  # 2: per-step rules ("by_step")
 TOP_LEVEL_KEYS = ("$schema", "version", "default", "layers", "metadata")
 MAX_NESTING = 64  # levels of objects/arrays; a profiled policy uses about 6
 MAX_POLICY_BYTES = 64 * 2**20  # a profiled policy of a large model is well under 1 MiB
@@ -92,18 +90,19 @@ def parse_rule(value: Any, where: str) -> Rule:
     if isinstance(value, dict) and "by_step" in value:
         otherwise, ranges = parse_by_step(value, where, parse_rule, _path)
         return dataclasses.replace(parse_rule(otherwise, _path(where, "otherwise")), by_step=ranges)
+    names = rule_backends()
     if isinstance(value, str):
-        if value not in RULE_BACKENDS:
-            raise PolicyError(f"{where}: backend {show_value(value)} is not allowed; expected one of {list(RULE_BACKENDS)}")
+        if value not in names:
+            raise PolicyError(f"{where}: backend {show_value(value)} is not allowed; expected one of {list(names)}")
         return Rule(value)
     if not isinstance(value, dict):
         raise PolicyError(f"{where}: {show_value(value)} has type {type(value).__name__}; expected a backend name "
                           "or an object with \"backend\"")
     if "backend" not in value:
-        raise PolicyError(f"{where}: missing \"backend\"; expected one of {list(RULE_BACKENDS)}")
+        raise PolicyError(f"{where}: missing \"backend\"; expected one of {list(names)}")
     backend = value["backend"]
-    if not isinstance(backend, str) or backend not in RULE_BACKENDS:
-        raise PolicyError(f"{where}.backend: {show_value(backend)} is not allowed; expected one of {list(RULE_BACKENDS)}")
+    if not isinstance(backend, str) or backend not in names:
+        raise PolicyError(f"{where}.backend: {show_value(backend)} is not allowed; expected one of {list(names)}")
     params = {k: v for k, v in value.items() if k != "backend"}
     if backend in ("off", "auto") and params:
         raise PolicyError(f"{where}: backend {backend!r} takes no parameters; got {sorted(map(str, params))}")
@@ -235,8 +234,9 @@ class Policy:
             layers = _parse_layers(data.get("layers", {}), f"{where}.layers")
             stepped = [w for w, r in [(f"{where}.default", default)] + [(_path(f"{where}.layers", k, True), r)
                                                                            for k, r in layers.items()] if r.by_step]
-            if stepped and version < 2:
-                raise PolicyError(f"{stepped[0]}.by_step: per-step rules need \"version\": 2 (the file says {version})")
+            if stepped and version < STEP_RULES_VERSION:
+                raise PolicyError(f"{stepped[0]}.by_step: per-step rules need \"version\": {STEP_RULES_VERSION} "
+                                  f"(the file says {version})")
             metadata = data.get("metadata", {})
             if not isinstance(metadata, dict):
                 raise PolicyError(f"{where}.metadata: expected an object, got {type(metadata).__name__}")

@@ -8,13 +8,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..backends.registry import BACKENDS
+from ..backends.registry import BACKENDS, RESERVED_NAMES
 from .regex_limits import MAX_REGEX_LENGTH
 from .step_rules import STEP_RANGE_PATTERN
 
 SCHEMA_PATH = Path(__file__).with_name("policy.schema.json")
-RULE_BACKENDS = tuple(BACKENDS) + ("auto", "off")
 SCHEMA_ID = "urn:smartcompile:policy-schema:1"  # identifies this schema; not a download location
+POLICY_VERSION = 1  # what a policy without per-step rules is written as
+STEP_RULES_VERSION = 2  # per-step rules ("by_step")
+SUPPORTED_VERSIONS = (POLICY_VERSION, STEP_RULES_VERSION)
 _JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string"}
 
 
@@ -31,6 +33,11 @@ def _param_schema(p) -> dict:
     return s
 
 
+def rule_backends() -> tuple[str, ...]:
+    """What a rule may name: every registered backend, "auto" and "off"."""
+    return tuple(BACKENDS) + RESERVED_NAMES
+
+
 def _rule_object_schema(backend: str) -> dict:
     params = BACKENDS[backend].params if backend in BACKENDS else {}
     return {
@@ -42,11 +49,11 @@ def _rule_object_schema(backend: str) -> dict:
 
 
 def policy_schema() -> dict:
+    names = rule_backends()
     step_rule = {
-        "oneOf": [{"type": "string", "enum": list(RULE_BACKENDS)}]
-        + [_rule_object_schema(b) for b in RULE_BACKENDS if b != "off"]
+        "oneOf": [{"type": "string", "enum": list(names)}] + [_rule_object_schema(b) for b in names if b != "off"]
     }
-    by_step = {  # version 2 (step_rules.py); overlaps and A <= B are checked in Python
+    by_step = {  # STEP_RULES_VERSION (step_rules.py); overlaps and A <= B are checked in Python
         "type": "object",
         "properties": {
             "by_step": {"type": "object", "minProperties": 1, "propertyNames": {"pattern": STEP_RANGE_PATTERN},
@@ -65,7 +72,9 @@ def policy_schema() -> dict:
         "type": "object",
         "properties": {
             "$schema": {"type": "string", "description": "for editors (where to find this schema); ignored"},
-            "version": {"enum": [1, 2], "description": "format version; defaults to 1 when absent; 2 for by_step rules"},
+            "version": {"enum": list(SUPPORTED_VERSIONS),
+                        "description": f"format version; defaults to {POLICY_VERSION} when absent; "
+                                       f"{STEP_RULES_VERSION} for by_step rules"},
             "default": {"$ref": "#/$defs/rule"},
             "layers": {
                 "type": "object",

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
+from ..backends.registry import BACKENDS, get_backend
 from ..errors import PolicyError
 from ..policies import Rule
 from ..policies.policy import parse_rule
@@ -11,7 +12,7 @@ from ..policies.policy import parse_rule
 
 @dataclasses.dataclass(frozen=True)
 class ProfileCandidate:
-    backend: str  # sage | sparge (flash, exact, is always the baseline)
+    backend: str  # an inexact backend (an exact one, flash, is always the baseline)
     params: Mapping[str, Any]
 
     @property
@@ -19,14 +20,44 @@ class ProfileCandidate:
         shown = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
         return self.backend + (f"[{shown}]" if shown else "")
 
+    @classmethod
+    def from_label(cls, label: str) -> Optional["ProfileCandidate"]:
+        """The inverse of `label`, values typed by the backend's parameters (profile summaries
+        name candidates by label); None for a backend, parameter or value not known here."""
+        backend, _, rest = label.partition("[")
+        if backend not in BACKENDS:
+            return None
+        specs = BACKENDS[backend].params
+        params = {}
+        for item in filter(None, rest.removesuffix("]").split(",")):
+            key, _, text = item.partition("=")
+            if key not in specs:
+                return None
+            kind = specs[key].kind
+            try:
+                params[key] = None if text == "None" else (text == "True") if kind is bool else kind(text)
+            except ValueError:
+                return None
+        return cls(backend, params)
+
     def rule(self) -> Rule:
         return Rule(self.backend, dict(self.params))
 
     @property
     def family(self) -> str:
-        """Candidates of one family differ in aggressiveness only (P.V precision, sparsity)."""
-        rest = {k: v for k, v in self.params.items() if k not in ("pv_precision", "sparsity_ratio", "topk", "cdf_threshold")}
-        return ProfileCandidate(self.backend, rest).label
+        """Candidates of one family differ in aggressiveness only (the backend's ladder_params:
+        P.V precision, sparsity)."""
+        rungs = get_backend(self.backend).ladder_params
+        return ProfileCandidate(self.backend, {k: v for k, v in self.params.items() if k not in rungs}).label
+
+    @property
+    def name(self) -> str:
+        """For people: 'sparge 75% forced' (the label is for files and caches)."""
+        return get_backend(self.backend).candidate_name(self.params)
+
+
+def _candidate_backends() -> str:
+    return " or ".join(b.name for b in BACKENDS.values() if not b.exact)
 
 
 def parse_candidate(value: Any, where: str) -> ProfileCandidate:
@@ -36,9 +67,10 @@ def parse_candidate(value: Any, where: str) -> ProfileCandidate:
     if isinstance(value, Rule):
         value = value.to_json()
     rule = parse_rule(value, where)
-    if rule.backend in ("off", "auto", "flash"):
-        raise PolicyError(f"{where}: backend {rule.backend!r} is not a candidate; flash (exact) is always the "
-                          "baseline; candidates are sage or sparge rules")
+    if rule.backend not in BACKENDS or get_backend(rule.backend).exact:
+        exact = ", ".join(b.name for b in BACKENDS.values() if b.exact)
+        raise PolicyError(f"{where}: backend {rule.backend!r} is not a candidate; {exact} (exact) is always the "
+                          f"baseline; candidates are {_candidate_backends()} rules")
     return ProfileCandidate(rule.backend, dict(rule.params))
 
 
@@ -49,7 +81,8 @@ def parse_candidates(values: Any) -> list[ProfileCandidate]:
         raise PolicyError(f"candidates: expected a list of rules, got {type(values).__name__}")
     out = [parse_candidate(v, f"candidates[{i}]") for i, v in enumerate(values)]
     if not out:
-        raise PolicyError("candidates: empty list; give at least one sage or sparge rule (or None for the default ladder)")
+        raise PolicyError(f"candidates: empty list; give at least one {_candidate_backends()} rule (or None for the "
+                          "default ladder)")
     labels = [c.label for c in out]
     dupes = sorted({l for l in labels if labels.count(l) > 1})
     if dupes:
@@ -57,18 +90,7 @@ def parse_candidates(values: Any) -> list[ProfileCandidate]:
     return out
 
 
-# Within a family, least to most aggressive: the sensitivity stage stops climbing a family's
-# ladder at the first rung that alone breaks the budget.
-SPARGE_LADDER = (0.5, 0.75)
-
-
 def default_candidates() -> list[ProfileCandidate]:
-    """Sage at both P.V precisions; Sparge at each sparsity, with the similarity check (blocks that
-    are not self-similar are kept, so the real sparsity can be lower) and without it (forced:
-    safe to try here because the profiler measures what it costs)."""
-    return [
-        ProfileCandidate("sage", {"pv_precision": "fp16"}),
-        ProfileCandidate("sage", {"pv_precision": "fp8"}),
-        *(ProfileCandidate("sparge", {"sparsity_ratio": r}) for r in SPARGE_LADDER),
-        *(ProfileCandidate("sparge", {"sparsity_ratio": r, "sim_threshold": -1.0}) for r in SPARGE_LADDER),
-    ]
+    """Every backend's ladder (Backend.ladder: Sage at both P.V precisions; Sparge at each
+    sparsity, with and without the similarity check)."""
+    return [ProfileCandidate(b.name, dict(rung)) for b in BACKENDS.values() for rung in b.ladder]

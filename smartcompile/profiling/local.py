@@ -9,9 +9,9 @@ import torch
 
 from ..backends.flash import run_sdpa
 from ..backends.intercept import AttentionCall
-from ..backends.registry import get_implementation, select
-from ..backends.sparge import predicted_density
+from ..backends.registry import get_backend, get_implementation, select
 from ..metrics import error_stats
+from ..timing import cuda_time_ms
 from .capture import LayerCapture
 from .candidates import ProfileCandidate
 from .cost_model import estimated_ms
@@ -26,8 +26,6 @@ def timing_is_real(device: str) -> bool:
 
 
 def _time_ms(impl, call: AttentionCall, params: dict) -> float:
-    from ..backends.auto_timing import cuda_time_ms
-
     return cuda_time_ms(lambda: impl.run(call.q, call.k, call.v, call.mask, call.is_causal, call.scale, params))
 
 
@@ -39,19 +37,20 @@ def exact_time_ms(rec: LayerCapture) -> dict:
     if timing_is_real(rec.spec.device):
         ms = _time_ms(get_implementation(sel.backend, sel.implementation), call, sel.params)
     else:
-        ms = estimated_ms(rec.spec, "flash")
+        ms = estimated_ms(rec.spec, sel.backend, sel.params)
     return {"stage": "exact", "layer": rec.layer, "label": "flash", "implementation": sel.implementation, "time_ms": ms}
 
 
 @torch.no_grad()
 def measure_local(rec: LayerCapture, cand: ProfileCandidate) -> dict:
-    """One record: the worst error over the layer's samples, its time, and (sparge) the density."""
+    """One record: the worst error over the layer's samples, its time, and (sparse backends) the density."""
     base = {"stage": "local", "layer": rec.layer, "label": cand.label, "backend": cand.backend}
     sel = select(rec.spec, cand.backend, dict(cand.params), auto_mode="static")
     if sel.backend != cand.backend:
         why = "; ".join(str(r) for r in sel.records if r.outcome != "chosen")
         return {**base, "runnable": False, "why": f"cannot run here: {why}"}
     impl = get_implementation(sel.backend, sel.implementation)
+    density_of = get_backend(sel.backend).predicted_density
     worst: Optional[dict] = None
     density = []
     for call in rec.samples:
@@ -61,12 +60,12 @@ def measure_local(rec: LayerCapture, cand: ProfileCandidate) -> dict:
              "rmse": err.rmse, "finite": err.finite}
         if worst is None or e["cosine"] < worst["cosine"]:
             worst = e
-        if cand.backend == "sparge":
-            density.append(predicted_density(call.q, call.k, call.is_causal, call.scale, sel.params))
+        if density_of is not None:
+            density.append(density_of(call.q, call.k, call.is_causal, call.scale, sel.params))
     d = sum(density) / len(density) if density else None
     if timing_is_real(rec.spec.device):
         ms = _time_ms(impl, rec.samples[0], dict(sel.params))
     else:
-        ms = estimated_ms(rec.spec, cand.backend, 1.0 if d is None else d, sel.params["pv_precision"])
+        ms = estimated_ms(rec.spec, cand.backend, sel.params, 1.0 if d is None else d)
     return {**base, **worst, "runnable": True, "implementation": sel.implementation, "params": dict(sel.params),
             "time_ms": ms, "density": d}

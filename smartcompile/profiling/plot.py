@@ -8,6 +8,8 @@ import math
 from pathlib import Path
 from typing import Callable, Optional
 
+from ..backends.registry import BACKENDS
+from .candidates import ProfileCandidate
 from .metric import metric_unit
 from .report import short_label
 from .units import ms_scale
@@ -15,7 +17,6 @@ from .units import ms_scale
 MARKERS = "o^sDvP*XhH"
 PALETTE = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974",
            "#64B5CD")
-EXACT_COLOR = "#BBBBBB"
 LOG_FLOOR = 1e-12  # an exactly-zero error still gets a point on a log axis
 
 
@@ -53,6 +54,12 @@ def _point(axis: Optional[SensitivityAxis], entry: dict) -> Optional[float]:
 def candidate_styles(labels: list) -> dict:
     """{label: (colour, marker)}: no two candidates alike (up to 10 candidates, then repeats)."""
     return {label: (PALETTE[j % len(PALETTE)], MARKERS[j % len(MARKERS)]) for j, label in enumerate(labels)}
+
+
+def baseline_color(label: str) -> str:
+    """The bar colour of a layer left on a backend that is not a candidate (the exact baseline)."""
+    cand = ProfileCandidate.from_label(label)
+    return BACKENDS[cand.backend].plot_color if cand is not None else "lightgrey"
 
 
 def plot_report(summary: dict, path: Path, estimated: bool) -> Path:
@@ -111,16 +118,16 @@ def plot_report(summary: dict, path: Path, estimated: bool) -> Path:
 
     saved = [s["layers"][l]["saved_ms"] for l in layers]
     unit, factor = ms_scale(max([abs(v) for v in saved] + [0.0]))
-    bar_colors = [style[s["layers"][l]["chosen"]][0] if s["layers"][l]["chosen"] in style else EXACT_COLOR
-                  for l in layers]
+    chosen = [s["layers"][l]["chosen"] for l in layers]
+    bar_colors = [style[c][0] if c in style else baseline_color(c) for c in chosen]
     ax2.bar(range(len(layers)), [v * factor for v in saved], color=bar_colors, edgecolor="black", linewidth=0.4)
     ax2.set_ylabel(f"time saved per pass ({unit})" + ("\nFLOP estimate at H100 speed" if estimated else ""), fontsize=8)
     ax2.grid(axis="y", alpha=0.3)
     ax2.set_xticks(range(len(layers)))
     ax2.set_xticklabels(layers, rotation=60, ha="right", fontsize=7)
     ax2.set_xlim(-0.6, len(layers) - 0.4)
-    if any(s["layers"][l]["chosen"] not in style for l in layers):
-        handles.append(Patch(facecolor=EXACT_COLOR, edgecolor="black", label="flash (exact): nothing saved"))
+    for c in sorted({c for c in chosen if c not in style}):
+        handles.append(Patch(facecolor=baseline_color(c), edgecolor="black", label=f"{short_label(c)}: nothing saved"))
 
     fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize=8,
                title="candidates (bars: chosen)", title_fontsize=8, frameon=False)

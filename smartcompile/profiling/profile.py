@@ -22,13 +22,15 @@ from ..backends.hardware import hardware_fingerprint
 from ..backends.intercept import intercepting
 from ..errors import SmartCompileError
 from ..policies import Policy
+from ..policies.schema import POLICY_VERSION, STEP_RULES_VERSION
+from ..timing import wall_seconds
 from .calibration import detach_output, make_runner
 from .candidates import parse_candidates
 from .capture import Capture
 from .choose import Option, choose
 from .local import exact_time_ms, measure_local, timing_is_real
 from .metric import Metric, flat_output, resolve_metric
-from .runs import compile_exact, run_with, wall_seconds
+from .runs import compile_exact, run_with
 from .step_units import StepRanges, split_unit
 from .store import MeasurementStore, json_safe
 
@@ -244,7 +246,7 @@ def _policy_dict(layers, cands, chosen) -> dict:
         distinct = {json.dumps(r, sort_keys=True) for r in ordered.values()}
         rules[layer] = next(iter(ordered.values())) if len(distinct) == 1 else {"by_step": ordered}
     stepped = any(isinstance(r, dict) and "by_step" in r for r in rules.values())
-    return {"version": 2 if stepped else 1, "default": "flash", "layers": rules}
+    return {"version": STEP_RULES_VERSION if stepped else POLICY_VERSION, "default": "flash", "layers": rules}
 
 
 def _measure_speedup(model, run, policy: Policy, references, metric: Metric, progress: bool) -> dict:

@@ -11,6 +11,7 @@ from typing import Union
 
 from ..errors import SmartCompileError
 from ..policies import Policy
+from .candidates import ProfileCandidate
 from .metric import metric_unit
 from .units import format_ms
 
@@ -18,22 +19,10 @@ PLOT_INSTALL_HINT = "pip install 'smartcompile[plot]'"
 
 
 def short_label(label: str) -> str:
-    """'sparge[sim_threshold=-1.0,sparsity_ratio=0.75]' -> 'sparge 75% forced'; 'flash' -> 'flash (exact)'."""
-    backend, _, rest = label.partition("[")
-    if backend == "flash" and not rest:
-        return "flash (exact)"
-    words, tail = [backend], []
-    for item in filter(None, rest.rstrip("]").split(",")):
-        key, _, value = item.partition("=")
-        if key == "pv_precision":
-            words.append(value)
-        elif key == "sparsity_ratio":
-            words.append(f"{float(value):.0%}")
-        elif key == "sim_threshold" and float(value) <= -1:
-            tail.append("forced")  # after the sparsity: 'sparge 75% forced'
-        else:
-            words.append(item)
-    return " ".join(words + tail)
+    """'sparge[sim_threshold=-1.0,sparsity_ratio=0.75]' -> 'sparge 75% forced'; 'flash' -> 'flash (exact)'
+    (each backend names its own parameters); a label of a backend not known here stays as it is."""
+    cand = ProfileCandidate.from_label(label)
+    return label if cand is None else cand.name
 
 
 def require_matplotlib() -> None:

@@ -2,7 +2,6 @@
 then any number of calibration passes with layers switched at run time (no recompilation)."""
 from __future__ import annotations
 
-import time
 from typing import Callable, Optional
 
 import torch
@@ -13,6 +12,7 @@ from ..compiler.backend import compile_graph
 from ..compiler.options import CompileOptions
 from ..compiler.plan import Plan
 from ..policies import Policy
+from ..timing import wall_seconds  # noqa: F401 -- also imported from here (demo)
 from .calibration import detach_output
 from .step_units import StepRanges
 
@@ -42,20 +42,6 @@ class Switch:
             return None
         impl, params = found
         return impl.run(call.q, call.k, call.v, call.mask, call.is_causal, call.scale, dict(params))
-
-
-def wall_seconds(fn: Callable[[], object], device: str, repeats: int) -> float:
-    """Median wall seconds per call after one warm-up call (synchronizing CUDA)."""
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    fn()
-    times = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
 
 
 @torch.no_grad()

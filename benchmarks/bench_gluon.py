@@ -1,0 +1,186 @@
+"""The sm90 Gluon Sage kernel against cuDNN SDPA and our Triton Sage kernel, in one run (GPU).
+
+1. Correctness: each Gluon launch variant and sage_triton against the fp32 reference (cosine, rel L1)
+   on a slice of the queries, plus Gluon vs sage_triton on the same quantized inputs.
+2. Timing (triton.testing.do_bench, median, after warm-up): cuDNN SDPA (bf16), sage_triton and the
+   Gluon variants end to end (quantization included), and both attention kernels alone on
+   pre-quantized inputs. TFLOP/s = 4*B*H*N*N*D / time (halved for causal); ratios against cuDNN
+   and against sage_triton in the same run.
+
+    python benchmarks/bench_gluon.py --out $OUT                   # the grid of issue 13
+    python benchmarks/bench_gluon.py --quick                       # B1 H24, D64/D128, 16k + causal
+    python benchmarks/bench_gluon.py --variants w8-overlap-s3,w8-serial-s3
+    python benchmarks/bench_gluon.py --batches 1x24 --variants ws2-nopp-split-s4,ws2-nopp-split-c3-s4   # step 2
+    ncu --clock-control none -k regex:_sage_fwd --launch-skip 3 --launch-count 6 \
+        python benchmarks/bench_gluon.py --profile --dims 128,64 --variants ws2-nopp-split-s4,ws2-nopp-split-c3-s4
+Variants and their measured outcomes: benchmarks/gluon_notes.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from smartcompile.kernels.exact_reference import attention_reference  # noqa: E402
+from smartcompile.kernels.sage_gluon import attend_gluon, gluon_unavailable_reason, sage_attention_gluon  # noqa: E402
+from smartcompile.kernels.sage_triton import attend, quantize, sage_attention_triton  # noqa: E402
+from smartcompile.metrics import error_stats  # noqa: E402
+
+VARIANTS = {  # name -> launch of attend_gluon
+    "w8-overlap-s3": dict(num_warps=8, stages=3, overlap=True),
+    "w8-overlap-s4": dict(num_warps=8, stages=4, overlap=True),
+    "w8-serial-s3": dict(num_warps=8, stages=3, overlap=False),
+    "w4-overlap-s3": dict(num_warps=4, stages=3, overlap=True),
+    "ws-w8-p1-s3": dict(num_warps=8, stages=3, ws=True, producer_warps=1, producer_regs=24),
+    "ws-w8-p1-s4": dict(num_warps=8, stages=4, ws=True, producer_warps=1, producer_regs=24),
+    "ws-w8-p4-s3": dict(num_warps=8, stages=3, ws=True, producer_warps=4, producer_regs=40),
+    "ws-w4-p1-s3": dict(num_warps=4, stages=3, ws=True, producer_warps=1, producer_regs=24),
+    # step 2: two 64-row consumer warpgroups as separate partitions + one TMA producer warp
+    "ws2-pp-s4": dict(ws2=True, stages=4, pingpong=True, intra=False),
+    "ws2-pp-s3": dict(ws2=True, stages=3, pingpong=True, intra=False),
+    "ws2-nopp-s4": dict(ws2=True, stages=4, pingpong=False, intra=False),
+    "ws2-pp-intra-s4": dict(ws2=True, stages=4, pingpong=True, intra=True),
+    "ws2-nopp-intra-s4": dict(ws2=True, stages=4, pingpong=False, intra=True),
+    # three consumer warpgroups per CTA (non-causal; causal runs the 2-consumer kernel), 160 registers each
+    "ws2-pp-c3-s4": dict(ws2=True, stages=4, pingpong=True, consumers=3),
+    "ws2-nopp-c3-s4": dict(ws2=True, stages=4, pingpong=False, consumers=3),
+    "ws2-pp-c3-s3": dict(ws2=True, stages=3, pingpong=True, consumers=3),
+    # P_j V_j waited for (and folded into O) before S_{j+1}: the O update runs under the Q K^T wgmma
+    "ws2-nopp-split-s4": dict(ws2=True, stages=4, pingpong=False, split=True),
+    "ws2-pp-split-s4": dict(ws2=True, stages=4, pingpong=True, split=True),
+    "ws2-nopp-split-c3-s4": dict(ws2=True, stages=4, pingpong=False, split=True, consumers=3),
+    # the next round's K/V waits moved next to the slot release (two partition barriers fewer per tile)
+    "ws2-nopp-split-early-s4": dict(ws2=True, stages=4, pingpong=False, split=True, early=True),
+    "ws2-pp-split-early-s4": dict(ws2=True, stages=4, pingpong=True, split=True, early=True),
+    "ws2-nopp-split-early-c3-s4": dict(ws2=True, stages=4, pingpong=False, split=True, early=True, consumers=3),
+}
+
+
+def cudnn(q, k, v, causal):
+    with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+
+def bench(fn):
+    import triton.testing
+
+    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+
+
+def accuracy(fn, q, k, v, causal):
+    n = min(q.shape[2], 4096)  # fp32 reference on a slice of the queries keeps memory small
+    out = fn(q, k, v, causal)[:, :2, :n].float()
+    ref = attention_reference(q[:, :2, :n].float(), k[:, :2].float(), v[:, :2].float(), None, causal)
+    return error_stats(out, ref)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default=None, help="folder for gluon_bench.json")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--dims", default="64,128")
+    ap.add_argument("--lens", default="4096,16384,32768")
+    ap.add_argument("--batches", default="1x24,4x32", help="BxH pairs")
+    ap.add_argument("--profile", action="store_true",
+                    help="launch each kernel twice on B1 H24 N16k per --dims (for ncu -k regex:_sage_fwd), no timing")
+    args = ap.parse_args()
+    why = gluon_unavailable_reason()
+    if why is not None:
+        sys.exit(f"Gluon kernel unavailable: {why}")
+    variants = {n: VARIANTS[n] for n in args.variants.split(",")}
+    if args.profile:
+        for d in [int(x) for x in args.dims.split(",")]:
+            q, k, v = (torch.randn(1, 24, 16384, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+            x = quantize(q, k, v, None, pv_precision="fp8")
+            for _ in range(2):  # the first launch compiles; ncu's --launch-skip can drop it
+                attend(x, False, q.dtype, launch=dict(num_warps=4, num_stages=3))
+                for launch in variants.values():
+                    attend_gluon(x, False, q.dtype, **launch)
+            torch.cuda.synchronize()
+        return
+    bhs = [(1, 24)] if args.quick else [tuple(int(y) for y in x.split("x")) for x in args.batches.split(",")]
+    lens = [16384] if args.quick else [int(x) for x in args.lens.split(",")]
+    dims = [int(x) for x in args.dims.split(",")]
+    shapes = [(b, h, d, n, False) for b, h in bhs for d in dims for n in lens]
+    shapes += [(b, h, 128, 16384, True) for b, h in bhs]
+
+    impls = {"cudnn": cudnn,
+             "triton": lambda q, k, v, c: sage_attention_triton(q, k, v, c, None, pv_precision="fp8")}
+    for name, launch in variants.items():
+        impls["gluon:" + name] = lambda q, k, v, c, launch=launch: sage_attention_gluon(q, k, v, c, None, launch=launch)
+
+    rows, acc_rows = [], []
+    for b, h, d, n, causal in shapes:
+        torch.manual_seed(n + d + b)
+        q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        flops = 4 * b * h * n * n * d / (2 if causal else 1)
+        label = f"B{b} H{h} D{d} N{n} {'causal' if causal else 'full'}"
+        x = quantize(q, k, v, None, pv_precision="fp8")
+        fns = dict(impls)
+        fns["triton-kernel"] = lambda q, k, v, c: attend(x, c, q.dtype)
+        for name, launch in variants.items():
+            fns["gluon-kernel:" + name] = lambda q, k, v, c, launch=launch: attend_gluon(x, c, q.dtype, **launch)
+        res = {}
+        for name, fn in fns.items():
+            if name != "cudnn" and "kernel" not in name and n <= 16384 and b == 1:
+                e = accuracy(fn, q, k, v, causal)
+                acc_rows.append(dict(shape=label, impl=name, cosine=e.cosine, rel_l1=e.rel_l1, finite=e.finite))
+            try:
+                res[name] = bench(lambda: fn(q, k, v, causal))
+            except Exception as exc:  # a variant that cannot run a shape: record and go on
+                print(f"  {name} failed at {label}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        for name in variants:  # same quantized inputs, two kernels: how far apart
+            g = attend_gluon(x, causal, q.dtype, **variants[name])[:, :2].float()
+            t = attend(x, causal, q.dtype)[:, :2].float()
+            e = error_stats(g, t)
+            acc_rows.append(dict(shape=label, impl=f"gluon:{name} vs triton (same inputs)", cosine=e.cosine,
+                                 rel_l1=e.rel_l1, finite=e.finite))
+        for name, ms in res.items():
+            rows.append(dict(shape=label, B=b, H=h, D=d, N=n, causal=causal, impl=name, ms=ms, tflops=flops / ms / 1e9,
+                             vs_cudnn=res["cudnn"] / ms if "cudnn" in res else None,
+                             vs_triton=(res["triton-kernel" if "kernel" in name else "triton"] / ms)
+                             if name.startswith("gluon") else None))
+        best = max((r for r in rows[-len(res):] if r["impl"].startswith("gluon:")), key=lambda r: r["tflops"], default=None)
+        print(f"{label:<28} cudnn {flops / res['cudnn'] / 1e9:6.0f} TF | triton {flops / res['triton'] / 1e9:6.0f} TF "
+              f"({res['cudnn'] / res['triton']:.2f}x) | best gluon {best['impl'] if best else '-'} "
+              f"{best['tflops'] if best else 0:6.0f} TF ({best['vs_cudnn'] if best else 0:.2f}x cuDNN, "
+              f"{best['vs_triton'] if best else 0:.2f}x triton)", flush=True)
+        del q, k, v, x
+        torch.cuda.empty_cache()
+
+    meta = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, cuda=torch.version.cuda,
+                python=platform.python_version(), time=time.strftime("%Y-%m-%d %H:%M:%S"), variants=variants)
+    import triton
+    meta["triton"] = triton.__version__
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "gluon_bench.json"), "w") as f:
+            json.dump({"meta": meta, "rows": rows, "accuracy": acc_rows}, f, indent=1)
+    print(json.dumps({k: v for k, v in meta.items() if k != "variants"}))
+    print("\naccuracy vs fp32 (first 2 heads, <= 4096 queries) and gluon vs triton on the same quantized inputs")
+    for r in acc_rows:
+        print(f"  {r['shape']:<28} {r['impl']:<44} cos {r['cosine']:.6f} relL1 {r['rel_l1']:.4f}"
+              + ("" if r["finite"] else " NON-FINITE"))
+    names = list(dict.fromkeys(r["impl"] for r in rows))
+    print("\nTFLOP/s (x cuDNN) [x triton]; '-kernel' = attention kernel alone on pre-quantized inputs")
+    for shape in dict.fromkeys(r["shape"] for r in rows):
+        print(shape)
+        for name in names:
+            r = next((r for r in rows if r["shape"] == shape and r["impl"] == name), None)
+            if r is None:
+                continue
+            extra = f" [{r['vs_triton']:.2f}x]" if r["vs_triton"] else ""
+            print(f"    {name:<30} {r['ms']:9.3f} ms {r['tflops']:6.0f} TF ({r['vs_cudnn']:.2f}x){extra}")
+
+
+if __name__ == "__main__":
+    main()

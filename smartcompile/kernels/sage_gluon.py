@@ -1,0 +1,725 @@
+"""Sage attention for Hopper (sm90) in Gluon: TMA + mbarrier ring, INT8 and FP8 wgmma.
+
+Same numerics as kernels/sage_triton.py (and kernels/sage_reference.py): the Q/K/V quantization
+launches of sage_triton are reused unchanged (INT8 Q per 64 tokens with the softmax scale and
+log2(e) folded in, INT8 K per 128 tokens after smoothing, FP8 e4m3 V per channel stored K-major);
+this file only replaces the attention kernel:
+
+  * K tiles (BLOCK_N=128, INT8) and V tiles (D_PAD x 128, FP8, K-major) are loaded by TMA into a
+    STAGES-deep shared-memory ring; each slot has one mbarrier for K and one for V (expect-tx);
+  * S = Q K^T by an INT8 wgmma (int32 accumulators, Q and K from shared memory); dequantised by
+    q_scale (per 64 query rows, i.e. per warpgroup) * k_scale (per K tile);
+  * online softmax in exp2; P scaled into [0, 448] and rounded to FP8 e4m3;
+  * O += P V by an FP8 wgmma with P from registers and V from shared memory, each tile's product
+    into a fresh FP32 accumulator that is then added to the running FP32 output (the two-level
+    accumulation: no long FP8-MMA accumulation chain);
+  * the P V wgmma of one tile stays in flight while the next tile's Q K^T and softmax run
+    (FA3's intra-warpgroup overlap), when OVERLAP is set.
+
+Kernels (constexpr flags IS_CAUSAL (top-left aligned, as SDPA) and STORE_LSE in each):
+  * `_sage_fwd_sm90` (step 1): one CTA of num_warps/4 warpgroups, TMA issued by the consumers.
+  * `_sage_fwd_sm90_ws` (step 1, ws=True): a producer warp issues the TMA loads; the consumer
+    warpgroups share one partition (they meet at a barrier every tile).
+  * `_sage_fwd_sm90_ws2` (step 2, ws2=True; the default): FA3's layout. One producer warp (TMA
+    K/V ring, "empty" mbarriers counted by every consumer) and NC consumer partitions of one
+    warpgroup and 64 query rows each (NC=2; NC=3 at D_PAD 64 non-causal), with setmaxnreg
+    (240, or 160 for NC=3, per consumer; 24 for the producer). The consumer loop is rotated so
+    that only 32-bit values cross its back edge; optional: PINGPONG (consumers take turns at
+    issuing their wgmmas, mbarrier ring), INTRA (P V under the next softmax), SPLIT (P V waited
+    for first, so the O update runs under the next Q K^T), EARLY (next round's ready-waits moved
+    next to the slot release). Measured on the H200: benchmarks/gluon_notes.md.
+
+Triton 3.6's `triton.experimental.gluon` (Hopper) is imported in a try block: without Triton, or
+with a Triton whose Gluon API differs, the kernels are not defined, the package still imports
+(CPU machines, Triton 3.9) and `gluon_unavailable_reason()` says why the kernel cannot run.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+LOG2E = 1.4426950408889634
+SUPPORTED_HEAD_DIMS = (64, 96, 128)
+BLOCK_Q_QUANT = 64   # query rows per INT8 scale (one warpgroup's rows)
+BLOCK_N = 128        # keys per K/V tile and per INT8 K scale
+TESTED_TRITON = ("3.6",)  # Gluon's API moves between releases: the versions this kernel was built with
+
+
+def gluon_unavailable_reason() -> Optional[str]:
+    """Why the Gluon kernel cannot run in this process (None when it can)."""
+    try:
+        import triton
+    except ImportError:
+        return "triton is not installed"
+    if not triton.__version__.startswith(TESTED_TRITON):
+        return f"triton {triton.__version__}: the Gluon kernel is written against triton {'/'.join(TESTED_TRITON)}"
+    try:
+        _gluon()
+    except (ImportError, AttributeError) as exc:  # an API this kernel needs is missing in this Triton
+        return f"triton.experimental.gluon unusable: {exc}"
+    if not torch.cuda.is_available():
+        return "no CUDA device"
+    if torch.cuda.get_device_capability() != (9, 0):
+        return f"needs sm90 (Hopper); device is sm{''.join(map(str, torch.cuda.get_device_capability()))}"
+    return None
+
+
+def gluon_available() -> bool:
+    return gluon_unavailable_reason() is None
+
+
+try:  # optional: Triton with Gluon's Hopper API (3.6); the kernels below exist only where it imports
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.hopper import (
+        fence_async_shared, mbarrier, tma, warpgroup_mma, warpgroup_mma_wait,
+    )
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+    _GLUON_IMPORT_ERROR: Optional[BaseException] = None
+except (ImportError, AttributeError) as _exc:  # no triton, or a Triton without this Gluon API
+    gluon = gl = None
+    _GLUON_IMPORT_ERROR = _exc
+
+
+def _gluon():
+    """Raise the import error when Gluon is unusable here (the kernels are not defined then)."""
+    if _GLUON_IMPORT_ERROR is not None:
+        raise ImportError(f"triton.experimental.gluon (Hopper) unavailable: {_GLUON_IMPORT_ERROR}")
+
+
+if gluon is not None:
+    @gluon.jit
+    def _load_kv(k_desc, v_desc, k_smem, v_smem, k_bar, v_bar, k_row0, v_row0, j, n_blocks,
+                 STAGES: gl.constexpr, BN: gl.constexpr):
+        slot = j % STAGES
+        ok = j < n_blocks
+        mbarrier.expect(k_bar.index(slot), k_desc.block_type.nbytes, pred=ok)
+        tma.async_copy_global_to_shared(k_desc, [k_row0 + j * BN, 0], k_bar.index(slot), k_smem.index(slot), pred=ok)
+        mbarrier.expect(v_bar.index(slot), v_desc.block_type.nbytes, pred=ok)
+        tma.async_copy_global_to_shared(v_desc, [v_row0, j * BN], v_bar.index(slot), v_smem.index(slot), pred=ok)
+
+    @gluon.jit
+    def _tile_range(pid_m, seq_k, BLOCK_M: gl.constexpr, BN: gl.constexpr, IS_CAUSAL: gl.constexpr):
+        """(K tiles needing no mask, all K tiles) of one query tile; causal skips tiles in the future."""
+        if IS_CAUSAL:
+            n_full = gl.minimum((pid_m * BLOCK_M) // BN, seq_k // BN)
+            n_all = gl.cdiv(gl.minimum((pid_m + 1) * BLOCK_M, seq_k), BN)
+        else:
+            n_full = seq_k // BN
+            n_all = gl.cdiv(seq_k, BN)
+        return n_full, n_all
+
+    @gluon.jit
+    def _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, start_n, seq_k, MASK: gl.constexpr,
+                      IS_CAUSAL: gl.constexpr):
+        """Scores of one tile -> (P in [0, 448] fp32, alpha, new m, new l); sage_triton's arithmetic."""
+        # int32 -> fp32 without the quarter-rate I2F: |s| < 2^22, so 1.5 * 2^23 + s is exact in fp32
+        s = (s_i32 + 0x4B400000).to(gl.float32, bitcast=True)
+        if MASK:
+            keep = gl.expand_dims(start_n + offs_n, 0) < seq_k
+            if IS_CAUSAL:
+                keep = keep & (gl.expand_dims(offs_m, 1) >= gl.expand_dims(start_n + offs_n, 0))
+            s = gl.where(keep, s, float("-inf"))
+        m_blk = (gl.max(s, axis=1) - 12582912.0) * c
+        m_new = gl.maximum(m_i, m_blk)
+        m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
+        bias = 12582912.0 * c + m_safe - 8.807354922057604  # log2(448): P lands in [0, 448]
+        p = gl.exp2(s * gl.expand_dims(c, 1) - gl.expand_dims(bias, 1))
+        alpha = gl.exp2(m_i - m_safe)
+        l_new = l_i * alpha + gl.sum(p, axis=1)
+        return p, alpha, m_new, l_new
+
+    @gluon.jit
+    def _qk_softmax(q_smem, k_smem, v_smem, k_bar, v_bar, acc, p8, m_i, l_i, qs, ks_ptr, offs_m, offs_n, j, seq_k,
+                    s_layout: gl.constexpr, p_layout: gl.constexpr, o_layout: gl.constexpr, BLOCK_M: gl.constexpr,
+                    BN: gl.constexpr, D_PAD: gl.constexpr, STAGES: gl.constexpr, MASK: gl.constexpr,
+                    IS_CAUSAL: gl.constexpr, OVERLAP: gl.constexpr, FIRST: gl.constexpr):
+        """Tile j: S = Q K_j^T, softmax, and P_j in FP8 (returned). With OVERLAP the previous tile's
+        P V (P_{j-1}, passed in as p8) is issued right after S_j and runs under this tile's softmax
+        (FA3's intra-warpgroup overlap); without it, P_j V_j is done here and waited for."""
+        slot = j % STAGES
+        phase = (j // STAGES) & 1
+        mbarrier.wait(k_bar.index(slot), phase)
+        s_tok = warpgroup_mma(q_smem, k_smem.index(slot).permute((1, 0)),
+                              gl.zeros([BLOCK_M, BN], gl.int32, s_layout), use_acc=False, is_async=True)
+        if OVERLAP and not FIRST:
+            prev = (j - 1) % STAGES
+            mbarrier.wait(v_bar.index(prev), ((j - 1) // STAGES) & 1)
+            pv_tok = warpgroup_mma(p8, v_smem.index(prev).permute((1, 0)),
+                                   gl.zeros([BLOCK_M, D_PAD], gl.float32, o_layout), use_acc=False, is_async=True,
+                                       max_num_imprecise_acc=BN)
+            s_i32 = warpgroup_mma_wait(1, deps=(s_tok, ))
+        else:
+            s_i32 = warpgroup_mma_wait(0, deps=(s_tok, ))
+        c = qs * gl.load(ks_ptr + j)
+        p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, j * BN, seq_k, MASK, IS_CAUSAL)
+        alpha_o = gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
+        p8 = gl.convert_layout(p.to(gl.float8e4nv), p_layout)
+        if OVERLAP:
+            if FIRST:
+                acc = acc * alpha_o
+            else:
+                pv = warpgroup_mma_wait(0, deps=(pv_tok, ))
+                acc = (acc + pv) * alpha_o
+        else:
+            acc = acc * alpha_o
+            mbarrier.wait(v_bar.index(slot), phase)
+            pv_tok = warpgroup_mma(p8, v_smem.index(slot).permute((1, 0)),
+                                   gl.zeros([BLOCK_M, D_PAD], gl.float32, o_layout), use_acc=False, is_async=True,
+                                       max_num_imprecise_acc=BN)
+            pv = warpgroup_mma_wait(0, deps=(pv_tok, ))
+            acc = acc + pv
+        return acc, p8, m_i, l_i
+
+    @gluon.jit
+    def _sage_fwd_sm90(q_desc, k_desc, v_desc, QS, KS, VAMAX, O, LSE, stride_ob, stride_oh, stride_on, q_heads, group,
+                       seq_q, seq_k, n_qblk, n_kblk, D: gl.constexpr, D_PAD: gl.constexpr, BLOCK_M: gl.constexpr,
+                       BN: gl.constexpr, STAGES: gl.constexpr, IS_CAUSAL: gl.constexpr, STORE_LSE: gl.constexpr,
+                       OVERLAP: gl.constexpr, num_warps: gl.constexpr):
+        n_mtiles = gl.cdiv(seq_q, BLOCK_M)
+        pid_m = (n_mtiles - 1 - gl.program_id(0)) if IS_CAUSAL else gl.program_id(0)
+        pid_bh = gl.program_id(1)
+        b = pid_bh // q_heads
+        h = pid_bh % q_heads
+        kv_bh = b * (q_heads // group) + h // group
+        n_pad_q = n_qblk * 64
+        n_pad_k = n_kblk * BN
+
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                           instr_shape=[16, BN, 32])
+        o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                           instr_shape=[16, D_PAD, 32])
+        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=4)
+
+        q_smem = gl.allocate_shared_memory(q_desc.dtype, q_desc.block_type.shape, q_desc.layout)
+        k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
+        v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
+        q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        k_bar = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        v_bar = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        mbarrier.init(q_bar, count=1)
+        for i in gl.static_range(STAGES):
+            mbarrier.init(k_bar.index(i), count=1)
+            mbarrier.init(v_bar.index(i), count=1)
+        fence_async_shared()
+
+        n_full, n_all = _tile_range(pid_m, seq_k, BLOCK_M, BN, IS_CAUSAL)
+        k_row0 = kv_bh * n_pad_k
+        v_row0 = kv_bh * D_PAD
+        mbarrier.expect(q_bar, q_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(q_desc, [pid_bh * n_pad_q + pid_m * BLOCK_M, 0], q_bar, q_smem)
+        # prologue: every slot is free, but with OVERLAP the loop refills one tile later (see below)
+        PRE: gl.constexpr = STAGES - 1 if OVERLAP else STAGES
+        for i in gl.static_range(PRE):
+            _load_kv(k_desc, v_desc, k_smem, v_smem, k_bar, v_bar, k_row0, v_row0, i, n_all, STAGES, BN)
+
+        offs_m = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, s_layout))
+        offs_n = gl.arange(0, BN, layout=gl.SliceLayout(0, s_layout))
+        qblk = offs_m // 64
+        qs = gl.load(QS + pid_bh * n_qblk + qblk, mask=qblk < n_qblk, other=0.0)
+        ks_ptr = KS + kv_bh * n_kblk
+        m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
+        l_i = gl.zeros([BLOCK_M], gl.float32, gl.SliceLayout(1, s_layout))
+        acc = gl.zeros([BLOCK_M, D_PAD], gl.float32, o_layout)
+        p8 = gl.zeros([BLOCK_M, BN], gl.float8e4nv, p_layout)
+        mbarrier.wait(q_bar, 0)
+
+        # tile 0 peeled: nothing of an earlier tile is pending there
+        if n_full > 0:
+            acc, p8, m_i, l_i = _qk_softmax(q_smem, k_smem, v_smem, k_bar, v_bar, acc, p8, m_i, l_i, qs, ks_ptr, offs_m,
+                                            offs_n, 0, seq_k, s_layout, p_layout, o_layout, BLOCK_M, BN, D_PAD, STAGES,
+                                            False, IS_CAUSAL, OVERLAP, True)
+        else:
+            acc, p8, m_i, l_i = _qk_softmax(q_smem, k_smem, v_smem, k_bar, v_bar, acc, p8, m_i, l_i, qs, ks_ptr, offs_m,
+                                            offs_n, 0, seq_k, s_layout, p_layout, o_layout, BLOCK_M, BN, D_PAD, STAGES,
+                                            True, IS_CAUSAL, OVERLAP, True)
+        for j in range(1, n_all):
+            # refill the slot freed by the previous tile; every warp must be past its wgmmas on it.
+            # With OVERLAP, tile j-1's V is read until the middle of tile j: refill tile j-2's slot.
+            gl.thread_barrier()
+            if OVERLAP:
+                _load_kv(k_desc, v_desc, k_smem, v_smem, k_bar, v_bar, k_row0, v_row0, j + STAGES - 2, n_all,
+                         STAGES, BN)
+            else:
+                _load_kv(k_desc, v_desc, k_smem, v_smem, k_bar, v_bar, k_row0, v_row0, j + STAGES - 1, n_all,
+                         STAGES, BN)
+            if j < n_full:
+                acc, p8, m_i, l_i = _qk_softmax(q_smem, k_smem, v_smem, k_bar, v_bar, acc, p8, m_i, l_i, qs, ks_ptr,
+                                                offs_m, offs_n, j, seq_k, s_layout, p_layout, o_layout, BLOCK_M, BN,
+                                                D_PAD, STAGES, False, IS_CAUSAL, OVERLAP, False)
+            else:
+                acc, p8, m_i, l_i = _qk_softmax(q_smem, k_smem, v_smem, k_bar, v_bar, acc, p8, m_i, l_i, qs, ks_ptr,
+                                                offs_m, offs_n, j, seq_k, s_layout, p_layout, o_layout, BLOCK_M, BN,
+                                                D_PAD, STAGES, True, IS_CAUSAL, OVERLAP, False)
+        if OVERLAP:  # the last tile's P V
+            last = (n_all - 1) % STAGES
+            mbarrier.wait(v_bar.index(last), ((n_all - 1) // STAGES) & 1)
+            pv_tok = warpgroup_mma(p8, v_smem.index(last).permute((1, 0)),
+                                   gl.zeros([BLOCK_M, D_PAD], gl.float32, o_layout), use_acc=False, is_async=True,
+                                       max_num_imprecise_acc=BN)
+            pv = warpgroup_mma_wait(0, deps=(pv_tok, ))
+            acc = acc + pv
+
+        for i in gl.static_range(STAGES):
+            mbarrier.invalidate(k_bar.index(i))
+            mbarrier.invalidate(v_bar.index(i))
+        mbarrier.invalidate(q_bar)
+
+        offs_mo = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, o_layout))
+        offs_d = gl.arange(0, D_PAD, layout=gl.SliceLayout(0, o_layout))
+        vs = gl.maximum(gl.load(VAMAX + kv_bh * D + offs_d, mask=offs_d < D, other=0.0), 1e-30) / 448.0
+        l_safe = gl.where(l_i == 0.0, 1.0, l_i)
+        l_o = gl.convert_layout(l_safe, gl.SliceLayout(1, o_layout))
+        out = acc * (gl.expand_dims(vs, 0) / gl.expand_dims(l_o, 1))
+        o_ptrs = (O + b.to(gl.int64) * stride_ob + h * stride_oh + gl.expand_dims(offs_mo, 1) * stride_on
+                  + gl.expand_dims(offs_d, 0))
+        o_mask = (gl.expand_dims(offs_mo, 1) < seq_q) & (gl.expand_dims(offs_d, 0) < D)
+        gl.store(o_ptrs, out.to(O.dtype.element_ty), mask=o_mask)
+        if STORE_LSE:  # l is in units of 448
+            m_safe = gl.where(m_i == float("-inf"), 0.0, m_i)
+            lse = (m_safe + gl.log2(l_safe) - 8.807354922057604) * 0.6931471805599453
+            gl.store(LSE + pid_bh.to(gl.int64) * seq_q + offs_m, lse, mask=offs_m < seq_q)
+
+
+    # ---- warp-specialised variant: a producer partition issues every TMA load ----------------
+
+    @gluon.jit
+    def _ws_producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, q_row0, k_row0,
+                     v_row0, n_all, STAGES: gl.constexpr, BN: gl.constexpr):
+        mbarrier.expect(q_bar, q_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(q_desc, [q_row0, 0], q_bar, q_smem)
+        for j in range(0, n_all):
+            slot = j % STAGES
+            # a fresh barrier counts as having completed the phase before its first: parity 1 passes
+            mbarrier.wait(empty_bar.index(slot), ((j // STAGES) & 1) ^ 1)
+            mbarrier.expect(k_bar.index(slot), k_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(k_desc, [k_row0 + j * BN, 0], k_bar.index(slot), k_smem.index(slot))
+            mbarrier.expect(v_bar.index(slot), v_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(v_desc, [v_row0, j * BN], v_bar.index(slot), v_smem.index(slot))
+
+    @gluon.jit
+    def _ws_consumer(q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, QS, KS, pid_m, pid_bh, kv_bh, seq_k,
+                     n_qblk, n_kblk, n_full, n_all, s_layout: gl.constexpr, p_layout: gl.constexpr,
+                     o_layout: gl.constexpr, BLOCK_M: gl.constexpr, BN: gl.constexpr, D_PAD: gl.constexpr,
+                     STAGES: gl.constexpr, IS_CAUSAL: gl.constexpr):
+        offs_m = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, s_layout))
+        offs_n = gl.arange(0, BN, layout=gl.SliceLayout(0, s_layout))
+        qblk = offs_m // 64
+        qs = gl.load(QS + pid_bh * n_qblk + qblk, mask=qblk < n_qblk, other=0.0)
+        ks_ptr = KS + kv_bh * n_kblk
+        m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
+        l_i = gl.zeros([BLOCK_M], gl.float32, gl.SliceLayout(1, s_layout))
+        acc = gl.zeros([BLOCK_M, D_PAD], gl.float32, o_layout)
+        p8 = gl.zeros([BLOCK_M, BN], gl.float8e4nv, p_layout)
+        mbarrier.wait(q_bar, 0)
+        if n_full > 0:
+            acc, p8, m_i, l_i = _qk_softmax(q_smem, k_smem, v_smem, k_bar, v_bar, acc, p8, m_i, l_i, qs, ks_ptr, offs_m,
+                                            offs_n, 0, seq_k, s_layout, p_layout, o_layout, BLOCK_M, BN, D_PAD, STAGES,
+                                            False, IS_CAUSAL, True, True)
+        else:
+            acc, p8, m_i, l_i = _qk_softmax(q_smem, k_smem, v_smem, k_bar, v_bar, acc, p8, m_i, l_i, qs, ks_ptr, offs_m,
+                                            offs_n, 0, seq_k, s_layout, p_layout, o_layout, BLOCK_M, BN, D_PAD, STAGES,
+                                            True, IS_CAUSAL, True, True)
+        for j in range(1, n_all):
+            if j < n_full:
+                acc, p8, m_i, l_i = _qk_softmax(q_smem, k_smem, v_smem, k_bar, v_bar, acc, p8, m_i, l_i, qs, ks_ptr,
+                                                offs_m, offs_n, j, seq_k, s_layout, p_layout, o_layout, BLOCK_M, BN,
+                                                D_PAD, STAGES, False, IS_CAUSAL, True, False)
+            else:
+                acc, p8, m_i, l_i = _qk_softmax(q_smem, k_smem, v_smem, k_bar, v_bar, acc, p8, m_i, l_i, qs, ks_ptr,
+                                                offs_m, offs_n, j, seq_k, s_layout, p_layout, o_layout, BLOCK_M, BN,
+                                                D_PAD, STAGES, True, IS_CAUSAL, True, False)
+            # S_j and P_{j-1} V_{j-1} have completed: tile j-1's K and V slot is free
+            mbarrier.arrive(empty_bar.index((j - 1) % STAGES), count=1)
+        last = (n_all - 1) % STAGES
+        mbarrier.wait(v_bar.index(last), ((n_all - 1) // STAGES) & 1)
+        pv_tok = warpgroup_mma(p8, v_smem.index(last).permute((1, 0)),
+                               gl.zeros([BLOCK_M, D_PAD], gl.float32, o_layout), use_acc=False, is_async=True,
+                               max_num_imprecise_acc=BN)
+        pv = warpgroup_mma_wait(0, deps=(pv_tok, ))
+        return acc + pv, m_i, l_i
+
+    @gluon.jit
+    def _sage_fwd_sm90_ws(q_desc, k_desc, v_desc, QS, KS, VAMAX, O, LSE, stride_ob, stride_oh, stride_on, q_heads,
+                          group, seq_q, seq_k, n_qblk, n_kblk, D: gl.constexpr, D_PAD: gl.constexpr,
+                          BLOCK_M: gl.constexpr, BN: gl.constexpr, STAGES: gl.constexpr, IS_CAUSAL: gl.constexpr,
+                          STORE_LSE: gl.constexpr, PRODUCER_WARPS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
+                          num_warps: gl.constexpr):
+        n_mtiles = gl.cdiv(seq_q, BLOCK_M)
+        pid_m = (n_mtiles - 1 - gl.program_id(0)) if IS_CAUSAL else gl.program_id(0)
+        pid_bh = gl.program_id(1)
+        b = pid_bh // q_heads
+        h = pid_bh % q_heads
+        kv_bh = b * (q_heads // group) + h // group
+
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                           instr_shape=[16, BN, 32])
+        o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                           instr_shape=[16, D_PAD, 32])
+        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=4)
+
+        q_smem = gl.allocate_shared_memory(q_desc.dtype, q_desc.block_type.shape, q_desc.layout)
+        k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
+        v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
+        q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        k_bar = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        v_bar = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        empty_bar = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        mbarrier.init(q_bar, count=1)
+        for i in gl.static_range(STAGES):
+            mbarrier.init(k_bar.index(i), count=1)
+            mbarrier.init(v_bar.index(i), count=1)
+            mbarrier.init(empty_bar.index(i), count=1)
+        fence_async_shared()
+
+        n_full, n_all = _tile_range(pid_m, seq_k, BLOCK_M, BN, IS_CAUSAL)
+        q_row0 = pid_bh * (n_qblk * 64) + pid_m * BLOCK_M
+        k_row0 = kv_bh * (n_kblk * BN)
+        v_row0 = kv_bh * D_PAD
+        acc, m_i, l_i = gl.warp_specialize([
+            (_ws_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, QS, KS, pid_m, pid_bh, kv_bh, seq_k,
+                            n_qblk, n_kblk, n_full, n_all, s_layout, p_layout, o_layout, BLOCK_M, BN, D_PAD, STAGES,
+                            IS_CAUSAL)),
+            (_ws_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, q_row0,
+                            k_row0, v_row0, n_all, STAGES, BN)),
+        ], [PRODUCER_WARPS], [PRODUCER_REGS])
+
+        offs_m = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, s_layout))
+        offs_mo = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, o_layout))
+        offs_d = gl.arange(0, D_PAD, layout=gl.SliceLayout(0, o_layout))
+        vs = gl.maximum(gl.load(VAMAX + kv_bh * D + offs_d, mask=offs_d < D, other=0.0), 1e-30) / 448.0
+        l_safe = gl.where(l_i == 0.0, 1.0, l_i)
+        l_o = gl.convert_layout(l_safe, gl.SliceLayout(1, o_layout))
+        out = acc * (gl.expand_dims(vs, 0) / gl.expand_dims(l_o, 1))
+        o_ptrs = (O + b.to(gl.int64) * stride_ob + h * stride_oh + gl.expand_dims(offs_mo, 1) * stride_on
+                  + gl.expand_dims(offs_d, 0))
+        o_mask = (gl.expand_dims(offs_mo, 1) < seq_q) & (gl.expand_dims(offs_d, 0) < D)
+        gl.store(o_ptrs, out.to(O.dtype.element_ty), mask=o_mask)
+        if STORE_LSE:  # l is in units of 448
+            m_safe = gl.where(m_i == float("-inf"), 0.0, m_i)
+            lse = (m_safe + gl.log2(l_safe) - 8.807354922057604) * 0.6931471805599453
+            gl.store(LSE + pid_bh.to(gl.int64) * seq_q + offs_m, lse, mask=offs_m < seq_q)
+
+
+
+    # ---- two consumer warpgroups (FA3 layout): one producer warp, two independent 64-row consumers --
+    # Each consumer is its own partition, so the two warpgroups never meet at a CTA barrier: one's
+    # softmax can run while the other's wgmmas use the tensor cores. Per tile a consumer issues
+    # S_j = Q K_j^T and P_{j-1} V_{j-1} together; with PINGPONG the two consumers take turns at
+    # issuing them (a pair of mbarriers), FA3's inter-warpgroup schedule. With INTRA the P V of the
+    # previous tile is waited for only after this tile's softmax (needs registers: D64 only).
+
+    @gluon.jit
+    def _ws2_producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, q_row0, k_row0,
+                      v_row0, n_all, STAGES: gl.constexpr, BN: gl.constexpr, NC: gl.constexpr):
+        for c in gl.static_range(NC):
+            mbarrier.expect(q_bar.index(c), q_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(q_desc, [q_row0 + 64 * c, 0], q_bar.index(c), q_smem.index(c))
+        for j in range(0, n_all):
+            slot = j % STAGES
+            # every consumer releases a slot (count NC); a fresh barrier passes parity 1
+            mbarrier.wait(empty_bar.index(slot), ((j // STAGES) & 1) ^ 1)
+            mbarrier.expect(k_bar.index(slot), k_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(k_desc, [k_row0 + j * BN, 0], k_bar.index(slot), k_smem.index(slot))
+            mbarrier.expect(v_bar.index(slot), v_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(v_desc, [v_row0, j * BN], v_bar.index(slot), v_smem.index(slot))
+
+    @gluon.jit
+    def _ws2_issue_s(q, k_smem, k_bar, j, s_layout: gl.constexpr, BLOCK_M: gl.constexpr, BN: gl.constexpr,
+                     STAGES: gl.constexpr, WAIT: gl.constexpr = True):
+        slot = j % STAGES
+        if WAIT:
+            mbarrier.wait(k_bar.index(slot), (j // STAGES) & 1)
+        return warpgroup_mma(q, k_smem.index(slot).permute((1, 0)), gl.zeros([BLOCK_M, BN], gl.int32, s_layout),
+                             use_acc=False, is_async=True)
+
+    @gluon.jit
+    def _ws2_issue_pv(p8, v_smem, v_bar, j, o_layout: gl.constexpr, BLOCK_M: gl.constexpr, BN: gl.constexpr,
+                      D_PAD: gl.constexpr, STAGES: gl.constexpr, WAIT: gl.constexpr = True):
+        """P_j V_j into a fresh FP32 accumulator (the two-level accumulation)."""
+        slot = j % STAGES
+        if WAIT:
+            mbarrier.wait(v_bar.index(slot), (j // STAGES) & 1)
+        return warpgroup_mma(p8, v_smem.index(slot).permute((1, 0)), gl.zeros([BLOCK_M, D_PAD], gl.float32, o_layout),
+                             use_acc=False, is_async=True, max_num_imprecise_acc=BN)
+
+    @gluon.jit
+    def _ws2_consumer(q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
+                      stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
+                      n_full, n_all, C: gl.constexpr, D: gl.constexpr, BLOCK_M: gl.constexpr, BN: gl.constexpr,
+                      D_PAD: gl.constexpr, STAGES: gl.constexpr, IS_CAUSAL: gl.constexpr, STORE_LSE: gl.constexpr,
+                      PINGPONG: gl.constexpr, INTRA: gl.constexpr, NC: gl.constexpr, SPLIT: gl.constexpr,
+                      EARLY: gl.constexpr):
+        # turns go round the consumers: C waits on turn C, then passes it to the next one
+        FIRST: gl.constexpr = 1 if C == 0 else 0
+        NEXT: gl.constexpr = (C + 1) % NC
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, BN, 32])
+        o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, D_PAD, 32])
+        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=4)
+        row0 = pid_m * (NC * BLOCK_M) + C * BLOCK_M
+        offs_m = row0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, s_layout))
+        offs_n = gl.arange(0, BN, layout=gl.SliceLayout(0, s_layout))
+        qblk = offs_m // 64
+        qs = gl.load(QS + pid_bh * n_qblk + qblk, mask=qblk < n_qblk, other=0.0)
+        ks_ptr = KS + kv_bh * n_kblk
+        m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
+        l_i = gl.zeros([BLOCK_M], gl.float32, gl.SliceLayout(1, s_layout))
+        acc = gl.zeros([BLOCK_M, D_PAD], gl.float32, o_layout)
+        q = q_smem.index(C)
+        mbarrier.wait(q_bar.index(C), 0)
+
+        # The loop is rotated so that only 32-bit values cross its back edge: an FP8 P carried from one
+        # iteration to the next is kept one byte per register and repacked every iteration (measured
+        # in step 2: ~120 extra PRMT/LOP3 per tile). Round r of wgmma issue is taken in turn (PINGPONG).
+        if PINGPONG:  # consumer 0's first wait passes on the fresh barrier (parity 1)
+            mbarrier.wait(turn_bar.index(C), FIRST)
+        s_tok = _ws2_issue_s(q, k_smem, k_bar, 0, s_layout, BLOCK_M, BN, STAGES)
+        if PINGPONG:
+            mbarrier.arrive(turn_bar.index(NEXT), count=1)
+        c = qs * gl.load(ks_ptr)
+        s_i32 = warpgroup_mma_wait(0, deps=(s_tok, ))
+        if INTRA:
+            # carried: P_j in fp32; per round: S_{j+1} and P_j V_j issued, softmax of S_{j+1} under P_j V_j
+            if n_full > 0:
+                p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, 0, seq_k, False, IS_CAUSAL)
+            else:
+                p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, 0, seq_k, True, IS_CAUSAL)
+            for j in range(0, n_all - 1):
+                p8 = gl.convert_layout(p.to(gl.float8e4nv), p_layout)
+                if PINGPONG:
+                    mbarrier.wait(turn_bar.index(C), ((j + 1) & 1) ^ FIRST)
+                s_tok = _ws2_issue_s(q, k_smem, k_bar, j + 1, s_layout, BLOCK_M, BN, STAGES)
+                pv_tok = _ws2_issue_pv(p8, v_smem, v_bar, j, o_layout, BLOCK_M, BN, D_PAD, STAGES)
+                if PINGPONG:
+                    mbarrier.arrive(turn_bar.index(NEXT), count=1)
+                c = qs * gl.load(ks_ptr + j + 1)
+                s_i32 = warpgroup_mma_wait(1, deps=(s_tok, ))
+                if j + 1 < n_full:
+                    p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, (j + 1) * BN, seq_k, False,
+                                                       IS_CAUSAL)
+                else:
+                    p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, (j + 1) * BN, seq_k, True,
+                                                       IS_CAUSAL)
+                alpha_o = gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
+                pv = warpgroup_mma_wait(0, deps=(pv_tok, ))
+                acc = (acc + pv) * alpha_o
+                mbarrier.arrive(empty_bar.index(j % STAGES), count=1)
+        else:
+            # carried: S_j (int32); per round: P_j V_j and S_{j+1} issued and waited for, then added.
+            # EARLY: the K/V ready-waits of the next round sit right after this round's slot release,
+            # where the consumer's warps have just met at a barrier anyway (Triton puts a partition
+            # barrier before every mbarrier wait: ncu counted 31% of stall cycles at barriers)
+            if EARLY:
+                mbarrier.wait(v_bar.index(0), 0)
+                mbarrier.wait(k_bar.index(1 % STAGES), (1 // STAGES) & 1, pred=n_all > 1)
+            for j in range(0, n_all - 1):
+                if j < n_full:
+                    p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, j * BN, seq_k, False,
+                                                       IS_CAUSAL)
+                else:
+                    p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, j * BN, seq_k, True,
+                                                       IS_CAUSAL)
+                alpha_o = gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
+                p8 = gl.convert_layout(p.to(gl.float8e4nv), p_layout)
+                if PINGPONG:
+                    mbarrier.wait(turn_bar.index(C), ((j + 1) & 1) ^ FIRST)
+                pv_tok = _ws2_issue_pv(p8, v_smem, v_bar, j, o_layout, BLOCK_M, BN, D_PAD, STAGES, not EARLY)
+                s_tok = _ws2_issue_s(q, k_smem, k_bar, j + 1, s_layout, BLOCK_M, BN, STAGES, not EARLY)
+                if PINGPONG:
+                    mbarrier.arrive(turn_bar.index(NEXT), count=1)
+                c_next = qs * gl.load(ks_ptr + j + 1)
+                if SPLIT:  # groups retire in issue order: fold P_j V_j in while S_{j+1} is still running
+                    pv = warpgroup_mma_wait(1, deps=(pv_tok, ))
+                    acc = acc * alpha_o + pv  # one FFMA per element
+                    mbarrier.arrive(empty_bar.index(j % STAGES), count=1)
+                    s_i32 = warpgroup_mma_wait(0, deps=(s_tok, ))
+                else:
+                    pv, s_i32 = warpgroup_mma_wait(0, deps=(pv_tok, s_tok))
+                    acc = acc * alpha_o + pv  # one FFMA per element
+                    mbarrier.arrive(empty_bar.index(j % STAGES), count=1)
+                if EARLY:
+                    mbarrier.wait(v_bar.index((j + 1) % STAGES), ((j + 1) // STAGES) & 1)
+                    mbarrier.wait(k_bar.index((j + 2) % STAGES), ((j + 2) // STAGES) & 1, pred=j + 2 < n_all)
+                c = c_next
+            last = n_all - 1
+            if last < n_full:
+                p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, last * BN, seq_k, False,
+                                                   IS_CAUSAL)
+            else:
+                p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, last * BN, seq_k, True,
+                                                   IS_CAUSAL)
+            acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
+        # last round: P_{n-1} V_{n-1} alone
+        p8 = gl.convert_layout(p.to(gl.float8e4nv), p_layout)
+        if PINGPONG:
+            mbarrier.wait(turn_bar.index(C), (n_all & 1) ^ FIRST)
+        pv_tok = _ws2_issue_pv(p8, v_smem, v_bar, n_all - 1, o_layout, BLOCK_M, BN, D_PAD, STAGES,
+                               INTRA or not EARLY)
+        if PINGPONG:
+            mbarrier.arrive(turn_bar.index(NEXT), count=1)
+        pv = warpgroup_mma_wait(0, deps=(pv_tok, ))
+        acc = acc + pv
+        mbarrier.arrive(empty_bar.index((n_all - 1) % STAGES), count=1)
+
+        offs_mo = row0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, o_layout))
+        offs_d = gl.arange(0, D_PAD, layout=gl.SliceLayout(0, o_layout))
+        vs = gl.maximum(gl.load(VAMAX + kv_bh * D + offs_d, mask=offs_d < D, other=0.0), 1e-30) / 448.0
+        l_safe = gl.where(l_i == 0.0, 1.0, l_i)
+        l_o = gl.convert_layout(l_safe, gl.SliceLayout(1, o_layout))
+        out = acc * (gl.expand_dims(vs, 0) / gl.expand_dims(l_o, 1))
+        o_ptrs = (O + b.to(gl.int64) * stride_ob + h * stride_oh + gl.expand_dims(offs_mo, 1) * stride_on
+                  + gl.expand_dims(offs_d, 0))
+        o_mask = (gl.expand_dims(offs_mo, 1) < seq_q) & (gl.expand_dims(offs_d, 0) < D)
+        gl.store(o_ptrs, out.to(O.dtype.element_ty), mask=o_mask)
+        if STORE_LSE:  # l is in units of 448
+            m_safe = gl.where(m_i == float("-inf"), 0.0, m_i)
+            lse = (m_safe + gl.log2(l_safe) - 8.807354922057604) * 0.6931471805599453
+            gl.store(LSE + pid_bh.to(gl.int64) * seq_q + offs_m, lse, mask=offs_m < seq_q)
+
+    @gluon.jit
+    def _sage_fwd_sm90_ws2(q_desc, k_desc, v_desc, QS, KS, VAMAX, O, LSE, stride_ob, stride_oh, stride_on, q_heads,
+                           group, seq_q, seq_k, n_qblk, n_kblk, D: gl.constexpr, D_PAD: gl.constexpr,
+                           BLOCK_M: gl.constexpr, BN: gl.constexpr, STAGES: gl.constexpr, IS_CAUSAL: gl.constexpr,
+                           STORE_LSE: gl.constexpr, PINGPONG: gl.constexpr, INTRA: gl.constexpr,
+                           CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr, NC: gl.constexpr,
+                           SPLIT: gl.constexpr, EARLY: gl.constexpr, num_warps: gl.constexpr):
+        # BLOCK_M: rows per consumer (64); a CTA covers NC * BLOCK_M query rows (NC = 2, or 3 non-causal)
+        n_mtiles = gl.cdiv(seq_q, NC * BLOCK_M)
+        pid_m = (n_mtiles - 1 - gl.program_id(0)) if IS_CAUSAL else gl.program_id(0)
+        pid_bh = gl.program_id(1)
+        b = pid_bh // q_heads
+        h = pid_bh % q_heads
+        kv_bh = b * (q_heads // group) + h // group
+
+        q_smem = gl.allocate_shared_memory(q_desc.dtype, [NC] + q_desc.block_type.shape, q_desc.layout)
+        k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
+        v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
+        q_bar = gl.allocate_shared_memory(gl.int64, [NC, 1], mbarrier.MBarrierLayout())
+        turn_bar = gl.allocate_shared_memory(gl.int64, [NC, 1], mbarrier.MBarrierLayout())
+        k_bar = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        v_bar = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        empty_bar = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        for i in gl.static_range(NC):
+            mbarrier.init(q_bar.index(i), count=1)
+            mbarrier.init(turn_bar.index(i), count=1)
+        for i in gl.static_range(STAGES):
+            mbarrier.init(k_bar.index(i), count=1)
+            mbarrier.init(v_bar.index(i), count=1)
+            mbarrier.init(empty_bar.index(i), count=NC)
+        fence_async_shared()
+
+        # every consumer's rows give the CTA's tile ranges: with NC = 2, 2 * BLOCK_M == BN; NC = 3 is non-causal
+        gl.static_assert(NC == 2 or not IS_CAUSAL, "three consumers: non-causal only")
+        n_full, n_all = _tile_range(pid_m, seq_k, NC * BLOCK_M, BN, IS_CAUSAL)
+        q_row0 = pid_bh * (n_qblk * 64) + pid_m * (NC * BLOCK_M)
+        k_row0 = kv_bh * (n_kblk * BN)
+        v_row0 = kv_bh * D_PAD
+        # (tuples of arguments are written out: a constexpr inside a concatenated tuple stops being one)
+        if NC == 3:
+            gl.warp_specialize([
+                (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
+                             stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
+                             n_full, n_all, 0, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE, PINGPONG, INTRA,
+                             NC, SPLIT, EARLY)),
+                (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
+                             stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
+                             n_full, n_all, 1, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE, PINGPONG, INTRA,
+                             NC, SPLIT, EARLY)),
+                (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
+                             stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
+                             n_full, n_all, 2, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE, PINGPONG, INTRA,
+                             NC, SPLIT, EARLY)),
+                (_ws2_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, q_row0,
+                             k_row0, v_row0, n_all, STAGES, BN, NC)),
+            ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
+        else:
+            gl.warp_specialize([
+                (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
+                             stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
+                             n_full, n_all, 0, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE, PINGPONG, INTRA,
+                             NC, SPLIT, EARLY)),
+                (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
+                             stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
+                             n_full, n_all, 1, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE, PINGPONG, INTRA,
+                             NC, SPLIT, EARLY)),
+                (_ws2_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, q_row0,
+                             k_row0, v_row0, n_all, STAGES, BN, NC)),
+            ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
+
+def make_descriptors(x, block_m: int):
+    """TMA descriptors over sage_triton's quantized buffers: Q (B*Hq*nQpad, D_PAD) int8,
+    K (B*Hkv*nKpad, D_PAD) int8, V K-major (B*Hkv*D_PAD, nKpad) fp8."""
+    _gluon()
+    d_pad = x.q8.shape[-1]
+    q2 = x.q8.view(-1, d_pad)
+    k2 = x.k8.view(-1, d_pad)
+    v2 = x.v.view(-1, x.v.shape[-1])
+    q_lay = gl.NVMMASharedLayout.get_default_for([block_m, d_pad], gl.int8)
+    k_lay = gl.NVMMASharedLayout.get_default_for([BLOCK_N, d_pad], gl.int8)
+    v_lay = gl.NVMMASharedLayout.get_default_for([d_pad, BLOCK_N], gl.float8e4nv)
+    TD = TensorDescriptor
+    return (TD(q2, list(q2.shape), list(q2.stride()), [block_m, d_pad], q_lay),
+            TD(k2, list(k2.shape), list(k2.stride()), [BLOCK_N, d_pad], k_lay),
+            TD(v2, list(v2.shape), list(v2.stride()), [d_pad, BLOCK_N], v_lay))
+
+
+# Fastest measured on the H200 (benchmarks/gluon_notes.md, step 2): two consumer warpgroups (three
+# at D64 non-causal), no ping-pong, P V retired before Q K^T, a 4-deep K/V ring.
+DEFAULT_LAUNCH = dict(ws2=True, stages=4, pingpong=False, split=True, consumers=3)
+
+
+def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = False, *, num_warps: int = 8,
+                 stages: int = 3, overlap: bool = True, ws: bool = False, producer_warps: int = 1,
+                 producer_regs: int = 24, ws2: bool = False, pingpong: bool = True, intra: bool = False,
+                 consumer_regs: int = 240, consumers: int = 2, split: bool = False, early: bool = False):
+    """The Gluon attention kernel on sage_triton's quantized inputs (FP8 P.V, block_q 64, block_k 128).
+    ws2: two 64-row consumer warpgroups + a TMA producer warp per CTA (num_warps/overlap/ws ignored);
+    consumers=3: D_PAD 64, non-causal only (elsewhere 2), 160 registers per consumer."""
+    if not x.fp8 or x.block_q != BLOCK_Q_QUANT or x.block_k != BLOCK_N:
+        raise ValueError("the Gluon kernel takes FP8 P.V with block_q=64, block_k=128 quantization")
+    _gluon()
+    b, hq, hkv, sq, sk, d = x.shape
+    d_pad = x.q8.shape[-1]
+    block_m = 64 if ws2 else 16 * num_warps
+    out = torch.empty((b, hq, sq, d), dtype=out_dtype, device=x.q8.device)
+    lse = torch.empty((b, hq, sq), dtype=torch.float32, device=out.device) if return_lse else out
+    n_qblk, n_kblk = x.q8.shape[1] // BLOCK_Q_QUANT, x.k8.shape[1] // BLOCK_N
+    q_desc, k_desc, v_desc = make_descriptors(x, block_m)
+    # three consumers fit the register file only at D_PAD 64 (at 128 they spill ~230 bytes each)
+    nc = consumers if ws2 and not is_causal and d_pad <= 64 else 2
+    if ws2 and nc == 3:
+        consumer_regs = min(consumer_regs, 160)  # 3 x 128 x 160 + 128 x 24 registers fill the SM's 64K
+    grid = (-(-sq // (nc * block_m if ws2 else block_m)), b * hq)
+    args = (q_desc, k_desc, v_desc, x.q_scale, x.k_scale, x.v_amax, out, lse, out.stride(0), out.stride(1),
+            out.stride(2), hq, hq // hkv, sq, sk, n_qblk, n_kblk)
+    meta = dict(D=d, D_PAD=d_pad, BLOCK_M=block_m, BN=BLOCK_N, STAGES=stages, IS_CAUSAL=is_causal,
+                STORE_LSE=return_lse, num_warps=4 if ws2 else num_warps)
+    if ws2:
+        _sage_fwd_sm90_ws2[grid](*args, **meta, PINGPONG=pingpong, INTRA=intra, CONSUMER_REGS=consumer_regs,
+                                 PRODUCER_REGS=producer_regs, NC=nc, SPLIT=split, EARLY=early and not intra)
+    elif ws:  # warp-specialised: the consumers always overlap P V with the next tile's softmax
+        _sage_fwd_sm90_ws[grid](*args, **meta, PRODUCER_WARPS=producer_warps, PRODUCER_REGS=producer_regs)
+    else:
+        _sage_fwd_sm90[grid](*args, **meta, OVERLAP=overlap)
+    return (out, lse) if return_lse else out
+
+
+def sage_attention_gluon(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_causal: bool = False,
+                         scale: Optional[float] = None, *, smooth: bool = True, return_lse: bool = False,
+                         launch: Optional[dict] = None):
+    """Sage attention (INT8 QK^T, FP8 P.V) on sm90 with the Gluon kernel; same arguments and
+    numerics as sage_triton.sage_attention_triton(pv_precision="fp8", block_q=64, block_k=128).
+    `launch`: attend_gluon's keyword arguments (DEFAULT_LAUNCH when None)."""
+    from .sage_triton import quantize, unsmoothed_lse
+
+    if q.shape[-1] not in SUPPORTED_HEAD_DIMS:
+        raise ValueError(f"head_dim {q.shape[-1]} not in {SUPPORTED_HEAD_DIMS}")
+    x = quantize(q, k, v, scale, pv_precision="fp8", block_q=BLOCK_Q_QUANT, block_k=BLOCK_N, smooth=smooth)
+    cfg = DEFAULT_LAUNCH if launch is None else launch  # a given launch is taken whole (attend_gluon's defaults)
+    if not return_lse:
+        return attend_gluon(x, is_causal, q.dtype, **cfg)
+    out, lse = attend_gluon(x, is_causal, q.dtype, return_lse=True, **cfg)
+    return out, unsmoothed_lse(lse, q, x)
