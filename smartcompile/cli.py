@@ -46,21 +46,60 @@ def _load_factory(spec: str):
     except Exception as exc:  # noqa: BLE001 -- user code
         raise CliError(f"--model: {spec} raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(made, tuple) or len(made) not in (2, 3) or not isinstance(made[0], torch.nn.Module):
-        raise CliError(f"--model: {spec} must return (model, args) or (model, args, kwargs) with an "
-                       f"nn.Module first; got {type(made).__name__}")
+        raise CliError(f"--model: {spec} must return (model, args), (model, args, kwargs) or (model, "
+                       f"[(args, kwargs), ...]) with an nn.Module first; got {type(made).__name__}")
+    model, items = made[0], _calibration_items(made, spec)
+    return model, items[0][0], items[0][1], items
+
+
+def _is_item(x) -> bool:
+    return isinstance(x, (tuple, list)) and len(x) == 2 and isinstance(x[0], (tuple, list)) and isinstance(x[1], dict)
+
+
+def _calibration_items(made: tuple, spec: str) -> list:
+    """[(args, kwargs), ...]: one item, or the factory's list of calibration items."""
+    if len(made) == 2 and isinstance(made[1], list) and made[1] and all(_is_item(x) for x in made[1]):
+        return [(tuple(a), dict(k)) for a, k in made[1]]
     try:
-        model, args = made[0], tuple(made[1])
-        kwargs = dict(made[2]) if len(made) == 3 else {}
+        return [(tuple(made[1]), dict(made[2]) if len(made) == 3 else {})]
     except (TypeError, ValueError) as exc:
         raise CliError(f"--model: {spec}: args must be a sequence and kwargs a mapping ({exc})") from None
-    return model, args, kwargs
+
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _placed(model, items: list, device: Optional[str], dtype: Optional[str]):
+    """The model and its inputs on --device, floating-point parts in --dtype (both optional)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CliError("--device cuda: no CUDA device is visible to torch here")
+    if device is None and dtype is None:
+        return model, items
+    want = _DTYPES.get(dtype) if dtype else None
+    model = model.to(device=device, dtype=want) if want is not None else model.to(device=device)
+
+    def move(t):
+        if not isinstance(t, torch.Tensor):
+            return t
+        return t.to(device=device, dtype=want) if want is not None and t.is_floating_point() else t.to(device=device)
+
+    tree_map = torch.utils._pytree.tree_map
+    return model, [(tree_map(move, a), tree_map(move, k)) for a, k in items]
+
+
+def _add_placement(parser) -> None:
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                        help="move the model and its inputs here (default: where the factory put them)")
+    parser.add_argument("--dtype", choices=sorted(_DTYPES), default=None,
+                        help="cast the model and its floating-point inputs (default: as the factory made them)")
 
 
 def cmd_explain(ns) -> int:
     from .api import explain
 
-    model, args, kwargs = _load_factory(ns.model)
-    plan = explain(model, *args, policy=ns.policy, kwargs=kwargs)
+    model, _, _, items = _load_factory(ns.model)
+    model, items = _placed(model, items, ns.device, ns.dtype)
+    plan = explain(model, *items[0][0], policy=ns.policy, kwargs=items[0][1])
     print(json.dumps(plan.to_dict(), indent=2, default=str) if ns.json else plan.table(verbose=ns.verbose))
     return 0
 
@@ -82,9 +121,10 @@ def cmd_profile(ns) -> int:
 
     if ns.report:
         require_matplotlib()  # now, not after the whole profile has run
-    model, args, kwargs = _load_factory(ns.model)
-    policy = profile(model, [(args, kwargs)], budget=ns.budget, metric=ns.metric,
-                     candidates=_json_arg(ns.candidates, "--candidates"), out=ns.output, cache=not ns.no_cache)
+    model, _, _, items = _load_factory(ns.model)
+    model, items = _placed(model, items, ns.device, ns.dtype)
+    policy = profile(model, items, budget=ns.budget, metric=ns.metric, candidates=_json_arg(ns.candidates, "--candidates"),
+                     out=ns.output, cache=not ns.no_cache, progress=not ns.quiet)
     report = ProfileReport.from_policy(policy)
     print(report.table())
     print(f"policy written to {ns.output}")
@@ -146,7 +186,7 @@ def env_report() -> str:
 def cmd_bench(ns) -> int:
     from .bench.command import run_from_args
 
-    return run_from_args(ns, _load_factory)
+    return run_from_args(ns, lambda spec: _load_factory(spec)[:3])
 
 
 def cmd_env(ns) -> int:
@@ -163,15 +203,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--repeats", type=int, default=3, help="timed runs per policy (median)")
     d.set_defaults(fn=cmd_demo)
     e = sub.add_parser("explain", help="show what each attention layer of a model gets, and why")
-    e.add_argument("--model", required=True, help="pkg.module:factory returning (model, args[, kwargs]); "
+    e.add_argument("--model", required=True, help="pkg.module:factory returning (model, args[, kwargs]) or (model, "
+                   "[(args, kwargs), ...]); "
                    "imports and runs that code (the current directory is importable)")
     e.add_argument("--policy", default=None, help="policy JSON file (default: auto)")
     e.add_argument("--json", action="store_true", help="print the plan as JSON")
     e.add_argument("-v", "--verbose", action="store_true",
                    help="under each row, every implementation tried and why it was not taken")
+    _add_placement(e)
     e.set_defaults(fn=cmd_explain)
     pr = sub.add_parser("profile", help="measure each attention layer's sensitivity and speed; write a policy")
-    pr.add_argument("--model", required=True, help="pkg.module:factory returning (model, args[, kwargs]): the calibration input; "
+    pr.add_argument("--model", required=True, help="pkg.module:factory returning (model, args[, kwargs]) or (model, "
+                    "[(args, kwargs), ...]): the calibration input(s); "
                     "imports and runs that code (the current directory is importable)")
     pr.add_argument("-o", "--output", required=True, help="policy JSON file to write")
     pr.add_argument("--budget", type=float, default=None,
@@ -182,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help='JSON list of sage/sparge rules to try, e.g. \'[{"backend": "sparge", "sparsity_ratio": 0.5}]\'')
     pr.add_argument("--report", default=None, help="also write a plot (PNG) of sensitivity, time saved and choices")
     pr.add_argument("--no-cache", action="store_true", help="do not reuse or keep measurements")
+    pr.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _add_placement(pr)
     pr.set_defaults(fn=cmd_profile)
     rp = sub.add_parser("report", help="table (and --plot) of a profiled policy's measurements")
     rp.add_argument("policy", help="a policy JSON written by `smartcompile profile`")

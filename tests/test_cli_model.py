@@ -49,7 +49,7 @@ def test_cli_model_from_the_current_directory(model_in_cwd, capsys):
     (["explain", "--model", "nocolon"], "--model: 'nocolon' is not of the form pkg.module:factory"),
     (["explain", "--model", f"{MODULE}:broken"], f"--model: {MODULE}:broken raised RuntimeError: no weights here"),
     (["explain", "--model", f"{MODULE}:absent"], "has no callable 'absent'"),
-    (["explain", "--model", f"{MODULE}:not_a_tuple"], "must return (model, args) or (model, args, kwargs)"),
+    (["explain", "--model", f"{MODULE}:not_a_tuple"], "must return (model, args), (model, args, kwargs)"),
     (["explain", "--model", "no_such_module_xyz:factory"], "--model: cannot import 'no_such_module_xyz': ModuleNotFoundError"),
     (["explain", "--model", ":factory"], "--model: cannot import ''"),
     (["profile", "--model", f"{MODULE}:factory", "-o", "p.json", "--candidates", "[sage"], "--candidates: invalid JSON"),
@@ -73,3 +73,27 @@ def test_cli_unwritable_path_exits_2(model_in_cwd, capsys, monkeypatch):
     monkeypatch.setattr("smartcompile.profiling.report.ProfileReport.plot", denied)
     assert main(["report", str(policy), "--plot", "r.png"]) == 2
     assert "smartcompile: error: [Errno 13] Permission denied: 'r.png'" in capsys.readouterr().err
+
+
+def test_explain_and_profile_take_device_dtype_quiet_and_several_calibration_items(tmp_path, monkeypatch, capsys):
+    """Issue 15 (14): --device/--dtype/--quiet, and a factory may give several calibration items."""
+    (tmp_path / "multi_items.py").write_text(
+        "import torch, torch.nn.functional as F\n"
+        "class M(torch.nn.Module):\n"
+        "    def forward(self, q, k, v):\n"
+        "        return F.scaled_dot_product_attention(q, k, v)\n"
+        "def factory():\n"
+        "    torch.manual_seed(0)\n"
+        "    items = [((torch.randn(1, 2, 64, 16), torch.randn(1, 2, 64, 16), torch.randn(1, 2, 64, 16)), {})\n"
+        "             for _ in range(2)]\n"
+        "    return M(), items\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["explain", "--model", "multi_items:factory", "--device", "cpu", "--dtype", "bfloat16"]) == 0
+    assert "bf16" in capsys.readouterr().out
+    out = tmp_path / "p.json"
+    assert main(["profile", "--model", "multi_items:factory", "-o", str(out), "--quiet", "--no-cache",
+                 "--candidates", '[{"backend": "sage", "pv_precision": "fp8"}]']) == 0
+    assert json.loads(out.read_text())["metadata"]["profile"]["calibration_items"] == 2
+    with pytest.raises(SystemExit) as err:  # argparse: not a choice
+        main(["explain", "--model", "multi_items:factory", "--dtype", "float64"])
+    assert err.value.code == 2
