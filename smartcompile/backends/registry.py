@@ -37,6 +37,15 @@ def priority_order() -> tuple[Backend, ...]:
     return tuple(sorted(BACKENDS.values(), key=lambda b: -b.auto_priority))
 
 
+def exact_baseline() -> str:
+    """The exact family every approximation is measured against (and "off" falls back to in a
+    shared graph): the exact backend that auto tries last."""
+    exact = [b for b in priority_order() if b.exact]
+    if not exact:
+        raise UnsupportedError("no exact backend is registered")
+    return exact[-1].name
+
+
 @dataclasses.dataclass(frozen=True)
 class Selection:
     backend: str

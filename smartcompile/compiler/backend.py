@@ -33,7 +33,8 @@ def plan_and_rewrite(gm: torch.fx.GraphModule, policy: Policy, auto_mode: str = 
     inputs = dict(zip([n for n in gm.graph.nodes if n.op == "placeholder"], example_inputs or []))
     replaced: dict = {}
     for site in sites:
-        base = dict(layer=site.layer, pattern=site.pattern, spec=site.spec, note=site.layer_note)
+        base = dict(layer=site.layer, pattern=site.pattern, spec=site.spec, note=site.layer_note,
+                    mask=site.mask_structure.describe() if site.mask_structure is not None else "")
         if site.rejected is not None:
             plan.sites.append(PlannedSite(**base, backend=None, implementation=None, params={},
                                           reason=f"not rewritten: {site.rejected}", rewritten=False))

@@ -18,7 +18,7 @@ import torch
 
 from .._logging import logger
 from ..backends.op import encode_params, set_dispatcher
-from ..backends.registry import Selection, select
+from ..backends.registry import Selection, exact_baseline, select
 from ..errors import UnsupportedError
 from ..policies import Policy
 from ..policies.resolve import Decision, resolve
@@ -136,7 +136,7 @@ def full_layer(frame: str, layer: str) -> str:
 def choose(decision: Decision, spec: AttentionSpec, auto_mode: str) -> tuple[Choice, str, Selection]:
     """(choice, one-line reason, the selection's records) for a policy decision. "off" runs exact
     attention: in a graph rewritten for other instances or steps, that is what eager computes."""
-    backend, params = (decision.backend, dict(decision.params)) if decision.backend != "off" else ("flash", {})
+    backend, params = (decision.backend, dict(decision.params)) if decision.backend != "off" else (exact_baseline(), {})
     sel = select(spec, backend, params, auto_mode)
     reason = sel.reason(decision.reason, decision.backend)
     return Choice(sel.backend, sel.implementation, encode_params(sel.params), ""), reason, sel

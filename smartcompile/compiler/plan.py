@@ -27,6 +27,7 @@ class PlannedSite:
     steps: tuple = ()  # backends.steps.Step records: every implementation tried and why not, then the choice
     timings: tuple = ()  # ((label, ms), ...) measured on this GPU behind an auto choice
     instances: tuple = ()  # full layer names a per-instance site serves (regional compilation)
+    mask: str = ""  # the mask structure recognised in the graph, MaskType.describe() (e.g. "causal-padded")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -67,7 +68,8 @@ class Plan:
         for s in self.sites:
             backend = s.backend if s.rewritten or s.backend == "off" else "-"
             why = s.reason + (f" [{s.note}]" if s.note and not verbose else "")
-            rows.append((s.layer, s.pattern, s.spec.short() if s.spec else "?", backend, s.implementation or "-", why))
+            pattern = s.pattern + (f"/mask:{s.mask}" if s.mask else "")
+            rows.append((s.layer, pattern, s.spec.short() if s.spec else "?", backend, s.implementation or "-", why))
         widths = [min(max(len(str(r[i])) for r in [head] + rows), MAX_COLUMN) for i in range(len(head) - 1)]
         used = sum(widths) + 2 * len(widths)
         widths.append(max(min(max(len(r[-1]) for r in [head] + rows), width - used), MIN_WHY))

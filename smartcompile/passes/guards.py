@@ -13,7 +13,9 @@ from typing import Optional
 import torch
 from torch.fx import Node
 
+from .._logging import logger
 from .kv_heads import unrepeat_kv
+from .mask_structure import recognise_mask
 from .masks import causal_polarity, concrete_number
 from .normalize import is_inplace, meta_tensor
 from .site import AttentionSite
@@ -32,7 +34,17 @@ def finish_site(site: AttentionSite) -> AttentionSite:
     why = operand_problem(site, qt, kt, vt) or mutation_problem(site) or symbolic_scale_problem(site, qt)
     if why is not None:
         return site.rejecting(why)
-    return _with_masked_rows(site)
+    return _with_masked_rows(_with_mask_structure(site))
+
+
+def _with_mask_structure(site: AttentionSite) -> AttentionSite:
+    """Record the mask's structure when its producer subgraph says it (informational for now)."""
+    try:
+        structure = recognise_mask(site.masks, site.is_causal, site.q, site.k, site.k_transposed)
+    except Exception as exc:  # noqa: BLE001 - a report must never cost the site its rewrite
+        logger.debug("smartattn: mask structure of %s not recognised (%s: %s)", site.output.name, type(exc).__name__, exc)
+        return site
+    return site if structure is None else dataclasses.replace(site, mask_structure=structure)
 
 
 def _keys_of(site: AttentionSite, kt) -> int:

@@ -5,7 +5,7 @@ set (the reason shown in explain); later stages (naming, spec) also return copie
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch.fx import Node
@@ -43,6 +43,9 @@ class AttentionSite:
     # eager's value for query rows whose every key is masked, where the op's (0) differs:
     # "nan" (softmax over all -inf), "uniform" (a finite fill: every key weighs the same), or None
     masked_rows: Optional[str] = None
+    # the mask's structure recovered from its producer subgraph (masks.MaskType; tensor fields hold graph
+    # nodes); reported only: the rewrite still passes the dense mask. None: no mask, or not understood
+    mask_structure: Optional[Any] = None
     rejected: Optional[str] = None  # why it is not rewritten
     layer: str = ""
     layer_note: str = ""
@@ -60,4 +63,6 @@ class AttentionSite:
             return n
 
         masks = tuple(dataclasses.replace(m, node=fix(m.node)) for m in self.masks)
-        return dataclasses.replace(self, q=fix(self.q), k=fix(self.k), v=fix(self.v), masks=masks)
+        structure = None if self.mask_structure is None else self.mask_structure.bind(fix)
+        return dataclasses.replace(self, q=fix(self.q), k=fix(self.k), v=fix(self.v), masks=masks,
+                                   mask_structure=structure)

@@ -9,7 +9,7 @@ import torch
 
 from ..backends.flash import run_sdpa
 from ..backends.intercept import AttentionCall
-from ..backends.registry import get_backend, get_implementation, select
+from ..backends.registry import exact_baseline, get_backend, get_implementation, select
 from ..metrics import error_stats
 from ..timing import cuda_time_ms
 from .capture import LayerCapture
@@ -31,14 +31,14 @@ def _time_ms(impl, call: AttentionCall, params: dict) -> float:
 
 @torch.no_grad()
 def exact_time_ms(rec: LayerCapture) -> dict:
-    """The exact baseline of a layer: what "flash" runs here, and its time."""
-    sel = select(rec.spec, "flash", {}, auto_mode="static")
+    """The exact baseline of a layer: what the exact backend runs here, and its time."""
+    sel = select(rec.spec, exact_baseline(), {}, auto_mode="static")
     call = rec.samples[0]
     if timing_is_real(rec.spec.device):
         ms = _time_ms(get_implementation(sel.backend, sel.implementation), call, sel.params)
     else:
         ms = estimated_ms(rec.spec, sel.backend, sel.params)
-    return {"stage": "exact", "layer": rec.layer, "label": "flash", "implementation": sel.implementation, "time_ms": ms}
+    return {"stage": "exact", "layer": rec.layer, "label": exact_baseline(), "implementation": sel.implementation, "time_ms": ms}
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ from .._version import __version__
 from .._logging import logger
 from ..backends.hardware import hardware_fingerprint
 from ..backends.intercept import intercepting
+from ..backends.registry import exact_baseline
 from ..errors import SmartCompileError
 from ..policies import Policy
 from ..policies.schema import POLICY_VERSION, STEP_RULES_VERSION
@@ -134,12 +135,12 @@ def profile(
 
 
 def _stage_local(layers, cands, store, progress) -> dict:
-    """{(layer, label): record}, plus {(layer, "flash"): exact record}."""
+    """{(layer, label): record}, plus {(layer, exact_baseline()): exact record}."""
     out = {}
     bar = tqdm(total=len(layers) * (len(cands) + 1), desc="local (candidates on captured inputs)", disable=not progress)
     for rec in layers:
         for cand in [None] + cands:
-            stage, label = ("exact", "flash") if cand is None else ("local", cand.label)
+            stage, label = ("exact", exact_baseline()) if cand is None else ("local", cand.label)
             r = store.get(stage, rec.layer, label)
             if r is None:
                 r = exact_time_ms(rec) if cand is None else measure_local(rec, cand)
@@ -151,7 +152,7 @@ def _stage_local(layers, cands, store, progress) -> dict:
 
 
 def _saved_ms(rec, local, label) -> float:
-    return (local[(rec.layer, "flash")]["time_ms"] - local[(rec.layer, label)]["time_ms"]) * rec.calls
+    return (local[(rec.layer, exact_baseline())]["time_ms"] - local[(rec.layer, label)]["time_ms"]) * rec.calls
 
 
 def _stage_sensitivity(compiled, run, references, layers, cands, local, metric, budget_cost, store, progress,
@@ -235,7 +236,7 @@ def _policy_dict(layers, cands, chosen) -> dict:
     per_step: dict = {}
     for rec in layers:
         o = chosen.get(rec.layer)
-        rule = "flash" if o is None else by_label[o.label].rule().to_json()
+        rule = exact_baseline() if o is None else by_label[o.label].rule().to_json()
         layer, key = split_unit(rec.layer)
         if key is None:
             rules[layer] = rule
@@ -246,7 +247,7 @@ def _policy_dict(layers, cands, chosen) -> dict:
         distinct = {json.dumps(r, sort_keys=True) for r in ordered.values()}
         rules[layer] = next(iter(ordered.values())) if len(distinct) == 1 else {"by_step": ordered}
     stepped = any(isinstance(r, dict) and "by_step" in r for r in rules.values())
-    return {"version": STEP_RULES_VERSION if stepped else POLICY_VERSION, "default": "flash", "layers": rules}
+    return {"version": STEP_RULES_VERSION if stepped else POLICY_VERSION, "default": exact_baseline(), "layers": rules}
 
 
 def _measure_speedup(model, run, policy: Policy, references, metric: Metric, progress: bool) -> dict:
@@ -271,8 +272,8 @@ def _summary(model, n_items, cands, metric, budget, verification, speed, real_ti
     per_layer = {}
     for rec in layers:
         o = chosen.get(rec.layer)
-        entry = {"spec": rec.spec.short(), "calls": rec.calls, "chosen": "flash" if o is None else o.label,
-                 "time_exact_ms": local[(rec.layer, "flash")]["time_ms"],
+        entry = {"spec": rec.spec.short(), "calls": rec.calls, "chosen": exact_baseline() if o is None else o.label,
+                 "time_exact_ms": local[(rec.layer, exact_baseline())]["time_ms"],
                  "saved_ms": 0.0 if o is None else o.saved_ms, "candidates": {}}
         for c in cands:
             loc, sen = local[(rec.layer, c.label)], sens[(rec.layer, c.label)]

@@ -7,7 +7,7 @@ from typing import Callable, Optional
 import torch
 
 from ..backends.intercept import AttentionCall, intercepting
-from ..backends.registry import get_implementation
+from ..backends.registry import exact_baseline, get_implementation
 from ..compiler.backend import compile_graph
 from ..compiler.options import CompileOptions
 from ..compiler.plan import Plan
@@ -18,7 +18,7 @@ from .step_units import StepRanges
 
 
 def compile_exact(model: torch.nn.Module) -> tuple[Callable, Plan]:
-    opts = CompileOptions.parse(None, None, Policy.uniform("flash"), auto="static")
+    opts = CompileOptions.parse(None, None, Policy.uniform(exact_baseline()), auto="static")
     plan = Plan()
     compiled = torch.compile(
         model, dynamic=False,
