@@ -129,3 +129,22 @@ def test_step_index_is_checked():
     with pytest.raises(TypeError, match="must be an int"):
         with smartcompile.step(1.5):
             pass
+
+
+def test_a_pipeline_call_that_raises_leaves_no_stale_step():
+    pipe = smartcompile.track_steps(_tiny_pipeline())
+    calls = []
+
+    def fail_at_second(*args, **kw):
+        calls.append(smartcompile.backends.denoising_step.current_step())
+        if len(calls) == 3:  # step 1's first forward
+            raise RuntimeError("boom")
+        return original(*args, **kw)
+
+    original = pipe.transformer.forward
+    pipe.transformer.forward = fail_at_second
+    with torch.no_grad(), pytest.raises(RuntimeError, match="boom"):
+        pipe(prompt_embeds=torch.randn(1, 7, 32), negative_prompt_embeds=torch.randn(1, 7, 32), height=32, width=32,
+             num_frames=5, num_inference_steps=3, guidance_scale=5.0, output_type="latent")
+    assert calls == [0, 0, 1]
+    assert smartcompile.backends.denoising_step.current_step() is None
