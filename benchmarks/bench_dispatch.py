@@ -49,16 +49,16 @@ def main() -> None:
     smartcompile.name_layers(root)
     spec = AttentionSpec(1, 1, 1, 16, 16, 16, 16, q.dtype, ns.device)
     params = encode_params({})
-    site = register_site(DispatchSite("attn", "w", spec, Policy.from_dict({"default": "flash"}), "static",
+    site = register_site(DispatchSite("attn", ("w",), spec, Policy.from_dict({"default": "flash"}), "static",
                                       Choice("flash", "sdpa", params, "attn")))
     sync = torch.cuda.synchronize if ns.device.startswith("cuda") else (lambda: None)
     literal = lambda: torch.ops.smartattn.attention(q, q, q, None, False, 0.25, "flash", "sdpa", params, "block.attn")
-    by_layer = lambda: torch.ops.smartattn.attention_by_layer(q, q, q, None, False, 0.25, anchor, site)
+    by_layer = lambda: torch.ops.smartattn.attention_by_layer(q, q, q, None, False, 0.25, [anchor], site)
     with torch.no_grad():  # as a compiled graph calls it (AOTAutograd's forward runs without grad)
         a, b = _per_call_us(literal, ns.calls, sync), _per_call_us(by_layer, ns.calls, sync)
         with smartcompile.step(3):
             c = _per_call_us(by_layer, ns.calls, sync)
-    lookup = _per_call_us(lambda: dispatch(site, anchor, current_step()), ns.calls, lambda: None)
+    lookup = _per_call_us(lambda: dispatch(site, [anchor], current_step()), ns.calls, lambda: None)
     print(f"device {ns.device}, torch {torch.__version__}, {ns.calls} calls, best of 5")
     print(f"literal op          {a:8.2f} us/call")
     print(f"per-instance op     {b:8.2f} us/call  (+{b - a:.2f})")

@@ -6,7 +6,7 @@ from typing import Any, Optional
 import torch
 
 from .compiler.backend import compile_graph
-from .compiler.layer_dispatch import INSTANCES, name_layers
+from .compiler.layer_dispatch import INSTANCES, forget_layers, is_named, name_layers
 from .compiler.options import CompileOptions
 from .compiler.plan import Plan
 from .policies import Policy, unmatched_rules
@@ -31,9 +31,14 @@ def explain(model: torch.nn.Module, *args: Any, policy: Any = None, kwargs: Opti
                                                      warn_unmatched=False),
         dynamic=False,
     )
-    name_layers(model)
+    named_before = is_named(model)
+    name_layers(model)  # only while explain runs: a lasting name could change the user's compiled models
     seen = set(INSTANCES)
-    compiled(*args, **kwargs)
+    try:
+        compiled(*args, **kwargs)
+    finally:
+        if not named_before:
+            forget_layers(model)
     plan.instances = [c for key, c in INSTANCES.items() if key not in seen]
     modules = {name for name, _ in model.named_modules()}
     relative = sorted({base_layer_name(s.layer) for s in plan.sites

@@ -88,3 +88,21 @@ def test_calls_outside_any_step_are_an_error_with_step_ranges():
     with pytest.raises(SmartCompileError, match="outside any step"):
         smartcompile.profile(Model(), calib, budget=0.99, candidates=FORCED, step_ranges=["0-"], progress=False,
                              cache=False)
+
+
+def test_a_schedule_that_is_lossy_everywhere_still_keeps_unmeasured_steps_exact():
+    from smartcompile.profiling.candidates import parse_candidates
+    from smartcompile.profiling.choose import Option
+    from smartcompile.profiling.profile import _policy_dict
+
+    class Rec:
+        def __init__(self, layer):
+            self.layer = layer
+
+    cands = parse_candidates([{"backend": "sage", "pv_precision": "fp8"}])
+    sage = Option("x", cands[0].label, 1.0, 0.0)
+    layers = [Rec("a@0-1"), Rec("a@2-17"), Rec("b@0-1"), Rec("b@2-17")]
+    chosen = {"a@0-1": sage, "a@2-17": sage, "b@0-1": None, "b@2-17": None}
+    rules = _policy_dict(layers, cands, chosen)["layers"]
+    assert rules["a"]["otherwise"] == "flash" and set(rules["a"]["by_step"]) == {"0-1", "2-17"}
+    assert rules["b"] == "flash"

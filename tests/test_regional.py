@@ -165,3 +165,48 @@ def test_per_instance_op_trains_with_exact_gradients():
     got = [x.grad] + [p.grad for p in model.parameters()]
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, atol=3e-5, rtol=1e-3)
+
+
+def _calls(fn):
+    calls = {}
+    with torch.no_grad(), intercepting(lambda c: calls.__setitem__(c.layer, c.backend)):
+        fn()
+    return calls
+
+
+POLICY_B1 = {"default": "flash", "layers": {"blocks.1.attn": "sage"}}
+EXPECT_B1 = {"blocks.0.attn": "flash", "blocks.1.attn": "sage", "blocks.2.attn": "flash"}
+
+
+def test_a_parameter_tied_between_blocks_does_not_lose_their_rules():
+    torch.manual_seed(0)
+    model, x = _Model().eval(), torch.randn(1, 10, 16)
+    model.blocks[2].attn.qkv.weight = model.blocks[1].attn.qkv.weight  # tied: names two layers
+    smartcompile.name_layers(model)
+    for block in model.blocks:
+        block.compile(backend="smartattn", options={"policy": POLICY_B1})
+    assert _calls(lambda: model(x)) == EXPECT_B1
+
+
+def test_a_wrapper_named_after_its_model_keeps_the_rules_working():
+    torch.manual_seed(0)
+    model, x = _Model().eval(), torch.randn(1, 10, 16)
+    wrapper = torch.nn.Module()
+    wrapper.inner = model
+    smartcompile.name_layers(model)
+    smartcompile.name_layers(wrapper)  # the last named gives the names: inner.blocks.1.attn
+    for block in model.blocks:
+        block.compile(backend="smartattn", options={"policy": {"default": "flash",
+                                                              "layers": {"inner.blocks.1.attn": "sage"}}})
+    assert _calls(lambda: model(x)) == {f"inner.{k}": v for k, v in EXPECT_B1.items()}
+
+
+def test_explain_on_a_submodule_leaves_a_compiled_model_alone():
+    torch.manual_seed(0)
+    model, x = _Model().eval(), torch.randn(1, 10, 16)
+    smartcompile.name_layers(model)
+    for block in model.blocks:
+        block.compile(backend="smartattn", options={"policy": POLICY_B1})
+    assert _calls(lambda: model(x)) == EXPECT_B1
+    smartcompile.explain(model.blocks[1], x, policy=POLICY_B1)
+    assert _calls(lambda: model(x)) == EXPECT_B1

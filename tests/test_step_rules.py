@@ -94,7 +94,7 @@ def test_track_steps_follows_a_diffusers_pipeline_loop():
 
 
 def test_track_steps_rejects_what_is_not_a_pipeline():
-    with pytest.raises(TypeError, match="no scheduler"):
+    with pytest.raises(TypeError, match="has no"):
         smartcompile.track_steps(torch.nn.Linear(2, 2))
 
 
@@ -147,4 +147,27 @@ def test_a_pipeline_call_that_raises_leaves_no_stale_step():
         pipe(prompt_embeds=torch.randn(1, 7, 32), negative_prompt_embeds=torch.randn(1, 7, 32), height=32, width=32,
              num_frames=5, num_inference_steps=3, guidance_scale=5.0, output_type="latent")
     assert calls == [0, 0, 1]
+    assert smartcompile.backends.denoising_step.current_step() is None
+
+
+def _run_pipe(pipe, steps=3):
+    seen = []
+    with torch.no_grad(), intercepting(lambda c: seen.append(smartcompile.backends.denoising_step.current_step())):
+        pipe(prompt_embeds=torch.randn(1, 7, 32), negative_prompt_embeds=torch.randn(1, 7, 32), height=32, width=32,
+             num_frames=5, num_inference_steps=steps, guidance_scale=5.0, output_type="latent")
+    return sorted(set(seen))
+
+
+def test_track_steps_follows_a_shared_or_replaced_scheduler():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    p1, p2 = _tiny_pipeline(), _tiny_pipeline()
+    p2.scheduler = p1.scheduler  # diffusers' from_pipe shares components like this
+    for p in (p1, p2):
+        smartcompile.track_steps(p)
+        p.transformer = torch.compile(p.transformer, backend="smartattn", options={"policy": BY_STEP})
+    assert _run_pipe(p2) == [0, 1, 2]
+    assert smartcompile.backends.denoising_step.current_step() is None
+    p1.scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)  # replaced after track_steps
+    assert _run_pipe(p1) == [0, 1, 2]
     assert smartcompile.backends.denoising_step.current_step() is None

@@ -21,9 +21,9 @@ from .registry import get_implementation
 
 _REGISTERED = False
 
-# (site id, anchor parameter, denoising step) -> (backend, implementation, params, layer): the
+# (site id, anchor parameters, denoising step) -> (backend, implementation, params, layer): the
 # choice for the module instance that is running. Installed by the compiler, which owns policies.
-Dispatcher = Callable[[int, Optional[torch.Tensor], Optional[int]], tuple]
+Dispatcher = Callable[[int, list, Optional[int]], tuple]
 _DISPATCHER: Optional[Dispatcher] = None
 
 
@@ -54,10 +54,10 @@ def attention_forward(q, k, v, mask, is_causal, scale, backend, implementation, 
     return out.contiguous()
 
 
-def attention_by_layer_forward(q, k, v, mask, is_causal, scale, anchor, site) -> torch.Tensor:
+def attention_by_layer_forward(q, k, v, mask, is_causal, scale, anchors, site) -> torch.Tensor:
     if _DISPATCHER is None:
         raise RuntimeError("smartattn::attention_by_layer called before the smartattn backend set its dispatcher")
-    backend, implementation, params, layer = _DISPATCHER(site, anchor, current_step())
+    backend, implementation, params, layer = _DISPATCHER(site, anchors, current_step())
     return attention_forward(q, k, v, mask, is_causal, scale, backend, implementation, params, layer)
 
 
@@ -104,7 +104,8 @@ def register_ops() -> None:
         ctx.save_for_backward(q, k, v, mask)
         ctx.is_causal, ctx.scale = is_causal, scale
         ctx.mask_is_float = mask is not None and mask.is_floating_point()
-        ctx.n_inputs = len(inputs)
+        # gradients of the non-tensor inputs: None each, as a list for a list input (the anchors)
+        ctx.no_grads = tuple([None] * len(x) if isinstance(x, (list, tuple)) else None for x in inputs[4:])
 
     def backward(ctx, grad):
         q, k, v, mask = ctx.saved_tensors
@@ -112,7 +113,7 @@ def register_ops() -> None:
         dq, dk, dv, dmask = torch.ops.smartattn.attention_backward(
             grad, q, k, v, mask, ctx.is_causal, ctx.scale, mask_needs_grad
         )
-        return (dq, dk, dv, (dmask if mask_needs_grad else None)) + (None,) * (ctx.n_inputs - 4)
+        return (dq, dk, dv, (dmask if mask_needs_grad else None)) + ctx.no_grads
 
     attention.register_autograd(backward, setup_context=setup_context)
 
@@ -121,12 +122,12 @@ def register_ops() -> None:
     @torch.library.custom_op("smartattn::attention_by_layer", mutates_args=(), tags=(torch.Tag.cudagraph_unsafe,))
     def attention_by_layer(
         q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor], is_causal: bool,
-        scale: float, anchor: Optional[torch.Tensor], site: int,
+        scale: float, anchors: list[torch.Tensor], site: int,
     ) -> torch.Tensor:
-        return attention_by_layer_forward(q, k, v, mask, is_causal, scale, anchor, site)
+        return attention_by_layer_forward(q, k, v, mask, is_causal, scale, anchors, site)
 
     @attention_by_layer.register_fake
-    def _(q, k, v, mask, is_causal, scale, anchor, site):
+    def _(q, k, v, mask, is_causal, scale, anchors, site):
         return q.new_empty((q.shape[0], q.shape[1], q.shape[2], v.shape[3]))
 
     attention_by_layer.register_autograd(backward, setup_context=setup_context)

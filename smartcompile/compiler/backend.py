@@ -15,7 +15,7 @@ from .._logging import configure_from_env, logger
 from ..backends.op import register_ops
 from ..errors import UnsupportedError
 from ..passes import find_attention_sites, rewrite_site
-from ..passes.anchor import find_anchor
+from ..passes.anchor import find_anchors
 from ..policies import Policy, resolve, unmatched_rules
 from ..policies.hardware_check import hardware_mismatch
 from .layer_dispatch import (DispatchSite, choose, frame_path, full_layer, named_models, register_site,
@@ -39,7 +39,7 @@ def plan_and_rewrite(gm: torch.fx.GraphModule, policy: Policy, auto_mode: str = 
             plan.sites.append(PlannedSite(**base, backend=None, implementation=None, params={},
                                           reason=f"not rewritten: {site.rejected}", rewritten=False))
             continue
-        anchor, frame = _running_frame(gm, site, inputs)
+        anchors, frame = _running_frame(gm, site, inputs)
         per_instance = policy.has_step_rules or bool(frame)  # one graph may serve other instances / steps
         decision = resolve(site.layer if frame is None else full_layer(frame, site.layer), site.spec, policy)
         if decision.backend == "off" and not per_instance:
@@ -54,9 +54,9 @@ def plan_and_rewrite(gm: torch.fx.GraphModule, policy: Policy, auto_mode: str = 
             continue
         site = site.remapped(replaced)
         if per_instance:
-            site_id = register_site(DispatchSite(site.layer, anchor.path if anchor else "", site.spec, policy,
+            site_id = register_site(DispatchSite(site.layer, tuple(a.path for a in anchors), site.spec, policy,
                                                  auto_mode, dataclasses.replace(choice, layer=site.layer)))
-            op, choice_args = torch.ops.smartattn.attention_by_layer.default, (anchor.node if anchor else None, site_id)
+            op, choice_args = torch.ops.smartattn.attention_by_layer.default, ([a.node for a in anchors], site_id)
             where = f"graph of {frame!r}, serving every instance of its code" if frame else "per denoising step"
             base["note"] = "; ".join(x for x in (base["note"], f"chosen per instance at run time ({where})") if x)
             base["instances"] = sibling_layers(frame, site.layer) if frame else ()
@@ -81,13 +81,24 @@ def plan_and_rewrite(gm: torch.fx.GraphModule, policy: Policy, auto_mode: str = 
     return plan
 
 
+MAX_ANCHORS = 4  # candidate parameters handed to the per-instance op (tied ones are skipped there)
+
+
 def _running_frame(gm, site, inputs: dict) -> tuple:
-    """(anchor, frame path) of the module this graph was compiled from, when it is a submodule
-    of a model named by `name_layers` ("" for the named model itself, None if unknown)."""
-    anchor = find_anchor(gm, site)
-    if anchor is None or not named_models():
-        return anchor, None
-    return anchor, frame_path(inputs.get(anchor.node), anchor.path)
+    """(anchors, frame path): candidate parameters of the module this graph was compiled from,
+    and its path when it is a submodule of a model named by `name_layers` ("" for the named model
+    itself, None if unknown). The frame comes from the first candidate a named model names
+    uniquely (a parameter tied between blocks, or a tensor subclass without storage, does not)."""
+    anchors = find_anchors(gm, site)[:MAX_ANCHORS]
+    if not anchors or not named_models():
+        return anchors, None
+    for anchor in anchors:
+        frame = frame_path(inputs.get(anchor.node), anchor.path)
+        if frame is not None:
+            return anchors, frame
+    logger.warning("smartattn: %s: none of its module's parameters names it in the models given to name_layers "
+                   "(tied or shared parameters?): its rules use the relative name", site.layer)
+    return anchors, None
 
 
 _WARNED: set = set()

@@ -49,7 +49,7 @@ class InstanceChoice:
 @dataclasses.dataclass(frozen=True)
 class DispatchSite:
     layer: str  # relative to the compiled frame
-    anchor_path: str  # the anchor parameter's path relative to the frame ("" without anchor)
+    anchor_paths: tuple  # the anchor parameters' paths relative to the frame, in the op's order
     spec: AttentionSpec
     policy: Policy
     auto_mode: str
@@ -58,7 +58,7 @@ class DispatchSite:
 
 _LOCK = threading.Lock()
 _SITES: list = []  # DispatchSite by id
-_CACHE: dict = {}  # (site id, id(anchor), step) -> (weakref to the anchor, Choice)
+_CACHE: dict = {}  # (site id, ids of the anchors, step) -> (weakrefs to the anchors, Choice)
 _ROOTS: list = []  # weakrefs to named models
 _NAMES: dict = {}  # parameter data_ptr -> full name in a named model (None: shared, ambiguous)
 _NAMES_STALE = True
@@ -80,21 +80,41 @@ def name_layers(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def forget_layers(model: torch.nn.Module) -> None:
+    """Undo name_layers(model) (explain names a model only while it runs)."""
+    global _NAMES_STALE
+    with _LOCK:
+        _ROOTS[:] = [r for r in _ROOTS if r() is not None and r() is not model]
+        _NAMES_STALE = True
+        _CACHE.clear()
+
+
+def is_named(model: torch.nn.Module) -> bool:
+    return any(m is model for m in named_models())
+
+
 def named_models() -> list:
     return [m for m in (r() for r in _ROOTS) if m is not None]
 
 
+def _names_in(model: torch.nn.Module) -> dict:
+    """Parameter storage -> full name in one model; a parameter tied between two modules names
+    neither (None): a rule must not be applied to a guessed layer."""
+    names: dict = {}
+    for name, tensor in list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers(remove_duplicate=False)):
+        ptr = tensor.data_ptr()
+        if ptr != 0:  # 0: a tensor subclass without storage of its own
+            names[ptr] = name if ptr not in names or names[ptr] == name else None
+    return names
+
+
 def _refresh_names() -> None:
-    """Parameter storage -> full name over every named model. A parameter shared by two modules
-    names neither (None): a rule must not be applied to a guessed layer."""
+    """Over every named model; when two named models hold the same module (a wrapper named after
+    its inner model), the one named last gives the names."""
     global _NAMES_STALE
     names: dict = {}
     for model in named_models():
-        for name, tensor in list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers(remove_duplicate=False)):
-            ptr = tensor.data_ptr()
-            if ptr == 0:
-                continue
-            names[ptr] = name if ptr not in names or names[ptr] == name else None
+        names.update(_names_in(model))
     _NAMES.clear()
     _NAMES.update(names)
     _NAMES_STALE = False
@@ -149,28 +169,30 @@ def register_site(site: DispatchSite) -> int:
         return len(_SITES) - 1
 
 
-def dispatch(site_id: int, anchor: Optional[torch.Tensor], step: Optional[int]) -> tuple:
+def dispatch(site_id: int, anchors: list, step: Optional[int]) -> tuple:
     """The op's choice for this call; cached, so a dict lookup after the first call. The graph
-    hands the op the Parameter object itself: the cache is keyed by its id and checks, through a
-    weak reference, that it is still the same object (an id can be reused after it is freed)."""
-    key = (site_id, id(anchor), step)
+    hands the op the Parameter objects themselves: the cache is keyed by their ids (all of them: a
+    parameter tied between blocks is one object in two instances) and checks, through weak
+    references, that they are still the same objects (an id can be reused after it is freed)."""
+    key = (site_id, tuple(map(id, anchors)), step)
     hit = _CACHE.get(key)
-    if hit is None or (hit[0] is not None and hit[0]() is not anchor):
-        hit = (weakref.ref(anchor) if anchor is not None else None, _decide(site_id, anchor, step))
+    if hit is None or any(ref() is not a for ref, a in zip(hit[0], anchors)):
+        hit = (tuple(weakref.ref(a) for a in anchors), _decide(site_id, anchors, step))
         _CACHE[key] = hit
     return hit[1].as_op_args()
 
 
-def _decide(site_id: int, anchor: Optional[torch.Tensor], step: Optional[int]) -> Choice:
+def _decide(site_id: int, anchors: list, step: Optional[int]) -> Choice:
     site = _SITES[site_id]
-    frame = frame_path(anchor, site.anchor_path)
+    # the first anchor a named model names uniquely (a parameter tied between blocks names two)
+    frame = next((f for f in (frame_path(a, p) for a, p in zip(anchors, site.anchor_paths)) if f is not None), None)
     layer = site.layer if frame is None else full_layer(frame, site.layer)
     decision = resolve(layer, site.spec, site.policy, step)
     try:
         choice, reason, _ = choose(decision, site.spec, site.auto_mode)
     except UnsupportedError as exc:  # compile time checked the step-less rule only
         choice, reason = site.fallback, f"{decision.reason}: {decision.backend} cannot run ({exc}); compile-time choice"
-    if frame is None and site.anchor_path:
+    if frame is None and site.anchor_paths and named_models():
         reason += " [instance not in a model named by smartcompile.name_layers: relative name]"
     choice = dataclasses.replace(choice, layer=layer)
     if (site_id, layer, step) not in INSTANCES:

@@ -63,13 +63,15 @@ class Plan:
 
     def table(self, verbose: bool = False, width: int = TABLE_WIDTH) -> str:
         """One row per site, no line longer than `width`; `verbose`: every step under its row."""
-        head = ("layer", "pattern", "shape", "backend", "implementation", "why")
+        masks = any(s.mask for s in self.sites)  # the column appears only when a structure was recognised
+        head = ("layer", "pattern", "shape") + (("mask",) if masks else ()) + ("backend", "implementation", "why")
         rows = []
         for s in self.sites:
             backend = s.backend if s.rewritten or s.backend == "off" else "-"
             why = s.reason + (f" [{s.note}]" if s.note and not verbose else "")
-            pattern = s.pattern + (f"/mask:{s.mask}" if s.mask else "")
-            rows.append((s.layer, pattern, s.spec.short() if s.spec else "?", backend, s.implementation or "-", why))
+            mask = (s.mask or "-",) if masks else ()
+            rows.append((s.layer, s.pattern, s.spec.short() if s.spec else "?") + mask
+                        + (backend, s.implementation or "-", why))
         widths = [min(max(len(str(r[i])) for r in [head] + rows), MAX_COLUMN) for i in range(len(head) - 1)]
         used = sum(widths) + 2 * len(widths)
         widths.append(max(min(max(len(r[-1]) for r in [head] + rows), width - used), MIN_WHY))

@@ -39,8 +39,8 @@ class And(MaskType):
         i = partial[:, 2:3] * block_q + torch.arange(block_q, device=device)  # (P, bq)
         j = partial[:, 3:4] * block_k + torch.arange(block_k, device=device)  # (P, bk)
         valid = (i < shape.q_len).unsqueeze(2) & (j < shape.kv_len).unsqueeze(1)
-        keep = self.keep_at(partial[:, 0, None, None], partial[:, 1, None, None],
-                            i.clamp(max=shape.q_len - 1).unsqueeze(2), j.clamp(max=shape.kv_len - 1).unsqueeze(1), shape)
+        i, j = i.clamp(max=shape.q_len - 1).unsqueeze(2), j.clamp(max=shape.kv_len - 1).unsqueeze(1)
+        keep = self.keep_at(partial[:, 0, None, None], partial[:, 1, None, None], i, j, shape)
         kept = (keep & valid).flatten(1).sum(1)
         out = torch.full_like(kept, int(BlockKind.PARTIAL), dtype=torch.int8)
         out[kept == 0] = int(BlockKind.EMPTY)

@@ -5,24 +5,24 @@ import dataclasses
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from .base import BlockKind, MaskType, Shape, block_bounds, expand_kinds
 
 
 def _presence(seg: torch.Tensor, length: int, block: int, n_ids: int) -> torch.Tensor:
-    """(B, n_blocks, n_ids): how many positions of each block carry each segment id."""
+    """(B, n_blocks, n_ids) bool: which (compacted) segment ids occur in each block."""
     B = seg.shape[0]
     n_blocks = -(-length // block)
     padded = torch.full((B, n_blocks * block), n_ids, dtype=torch.int64, device=seg.device)
     padded[:, :length] = seg
-    onehot = F.one_hot(padded, n_ids + 1)[..., :n_ids]  # the pad id falls off
-    return onehot.view(B, n_blocks, block, n_ids).sum(dim=2)
+    seen = torch.zeros(B, n_blocks, n_ids + 1, dtype=torch.bool, device=seg.device)
+    seen.scatter_(2, padded.view(B, n_blocks, block), True)
+    return seen[..., :n_ids]  # the pad id falls off
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Document(MaskType):
-    q_segments: Any  # int (B, Sq), ids >= 0
+    q_segments: Any  # int (B, Sq): segment id of each query
     kv_segments: Any  # int (B, Sk)
 
     tensor_fields = ("q_segments", "kv_segments")
@@ -37,10 +37,11 @@ class Document(MaskType):
         block and key block share no id, full when both hold one and the same id."""
         qs = self.q_segments.to(device).expand(shape.batch, shape.q_len)
         ks = self.kv_segments.to(device).expand(shape.batch, shape.kv_len)
-        n_ids = int(max(qs.max(), ks.max())) + 1
-        pq, pk = _presence(qs, shape.q_len, block_q, n_ids), _presence(ks, shape.kv_len, block_k, n_ids)
-        shared = torch.einsum("bqs,bks->bqk", (pq > 0).float(), (pk > 0).float())
-        single_q, single_k = (pq > 0).sum(-1) == 1, (pk > 0).sum(-1) == 1
+        ids, compact = torch.unique(torch.cat([qs.flatten(), ks.flatten()]), return_inverse=True)  # ids 0..n-1
+        qc, kc = compact[:qs.numel()].view(qs.shape), compact[qs.numel():].view(ks.shape)
+        pq, pk = _presence(qc, shape.q_len, block_q, len(ids)), _presence(kc, shape.kv_len, block_k, len(ids))
+        shared = torch.einsum("bqs,bks->bqk", pq.float(), pk.float())
+        single_q, single_k = pq.sum(-1) == 1, pk.sum(-1) == 1
         kind = torch.full(shared.shape, int(BlockKind.PARTIAL), dtype=torch.int8, device=device)
         kind[shared == 0] = int(BlockKind.EMPTY)
         kind[(shared > 0) & single_q.unsqueeze(-1) & single_k.unsqueeze(-2)] = int(BlockKind.FULL)

@@ -45,15 +45,13 @@ def _parameter_sources(gm: GraphModule) -> list[tuple[Node, str, str]]:
     return out
 
 
-def find_anchor(gm: GraphModule, site: AttentionSite) -> Optional[Anchor]:
-    """A parameter of the module the site's frame runs in, preferring one inside the attention
-    layer itself; None when the graph has none (a function, or a module without parameters)."""
+def find_anchors(gm: GraphModule, site: AttentionSite) -> list[Anchor]:
+    """Parameters of the module the site's frame runs in, those inside the attention layer
+    itself first; empty when the graph has none (a function, or a module without parameters).
+    The compiler takes the first one a named model names uniquely (a tied parameter names two)."""
     stack = next((n.meta.get("nn_module_stack") for n in site.core if n.meta.get("nn_module_stack")), None)
     frame = _frame_root(list(stack.values())[0][0]) if stack else None
-    candidates = [(node, path) for node, root, path in _parameter_sources(gm) if frame is None or root == frame]
-    if not candidates:
-        return None
+    candidates = [Anchor(node, path) for node, root, path in _parameter_sources(gm) if frame is None or root == frame]
     layer = site.layer.split("#", 1)[0]
-    inside = [(n, p) for n, p in candidates if layer and p.startswith(layer + ".")]
-    node, path = (inside or candidates)[0]
-    return Anchor(node, path)
+    inside = [a for a in candidates if layer and a.path.startswith(layer + ".")]
+    return inside + [a for a in candidates if a not in inside]

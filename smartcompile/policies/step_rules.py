@@ -12,10 +12,10 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
+from ..backends.registry import exact_baseline
 from ..errors import PolicyError
 
 MAX_STEP = 1_000_000  # far beyond any sampler's step count; bounds the integers read
-STEPLESS_DEFAULT = "flash"
 STEP_RANGE_PATTERN = r"^(\d{1,7})(?:-(\d{1,7})?)?$"
 _RANGE = re.compile(STEP_RANGE_PATTERN)
 
@@ -60,7 +60,7 @@ def parse_by_step(value: dict, where: str, parse_rule: Callable[[Any, str], Any]
     if unknown:
         raise PolicyError(f"{where}: unknown key(s) {unknown} beside \"by_step\"; allowed: \"otherwise\" "
                           "(the rule outside any step)")
-    otherwise = value.get("otherwise", STEPLESS_DEFAULT)
+    otherwise = value.get("otherwise", exact_baseline())
     if isinstance(otherwise, dict) and "by_step" in otherwise:
         raise PolicyError(f"{path(where, 'otherwise')}: cannot hold another \"by_step\"")
     return otherwise, tuple((a, b, r) for a, b, r, _ in sorted(parsed, key=lambda p: p[0]))

@@ -7,7 +7,6 @@ within the budget) and verify (a run with every choice, backing off until the bu
 from __future__ import annotations
 
 import datetime
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -242,10 +241,13 @@ def _policy_dict(layers, cands, chosen) -> dict:
             rules[layer] = rule
         else:
             per_step.setdefault(layer, {})[key] = rule
+    exact = exact_baseline()
     for layer, by_key in per_step.items():
         ordered = dict(sorted(by_key.items(), key=lambda kv: int(kv[0].split("-")[0])))
-        distinct = {json.dumps(r, sort_keys=True) for r in ordered.values()}
-        rules[layer] = next(iter(ordered.values())) if len(distinct) == 1 else {"by_step": ordered}
+        # one plain rule only when every range stays exact: a lossy choice must not reach steps no
+        # range measured, nor calls outside any step ("otherwise" is exact)
+        all_exact = all(r == exact for r in ordered.values())
+        rules[layer] = exact if all_exact else {"by_step": ordered, "otherwise": exact}
     stepped = any(isinstance(r, dict) and "by_step" in r for r in rules.values())
     return {"version": STEP_RULES_VERSION if stepped else POLICY_VERSION, "default": exact_baseline(), "layers": rules}
 
