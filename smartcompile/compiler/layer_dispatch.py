@@ -56,6 +56,8 @@ class DispatchSite:
     fallback: Choice  # the compile-time choice (step-less rule): used when the per-call one cannot run
 
 
+MAX_CACHED_CHOICES = 1 << 16  # (site, instance, step) choices kept; far beyond one model's
+MAX_INSTANCE_RECORDS = 1 << 14  # explain's per-instance records kept per process
 _LOCK = threading.Lock()
 _SITES: list = []  # DispatchSite by id
 _CACHE: dict = {}  # (site id, ids of the anchors, step) -> (weakrefs to the anchors, Choice)
@@ -178,6 +180,8 @@ def dispatch(site_id: int, anchors: list, step: Optional[int]) -> tuple:
     hit = _CACHE.get(key)
     if hit is None or any(ref() is not a for ref, a in zip(hit[0], anchors)):
         hit = (tuple(weakref.ref(a) for a in anchors), _decide(site_id, anchors, step))
+        if len(_CACHE) >= MAX_CACHED_CHOICES:  # entries of freed models: start over rather than grow
+            _CACHE.clear()
         _CACHE[key] = hit
     return hit[1].as_op_args()
 
@@ -195,7 +199,7 @@ def _decide(site_id: int, anchors: list, step: Optional[int]) -> Choice:
     if frame is None and site.anchor_paths and named_models():
         reason += " [instance not in a model named by smartcompile.name_layers: relative name]"
     choice = dataclasses.replace(choice, layer=layer)
-    if (site_id, layer, step) not in INSTANCES:
+    if (site_id, layer, step) not in INSTANCES and len(INSTANCES) < MAX_INSTANCE_RECORDS:
         INSTANCES[(site_id, layer, step)] = InstanceChoice(layer, step, choice.backend, choice.implementation, reason)
         logger.info("smartattn: %s%s -> %s/%s (%s)", layer, "" if step is None else f" step {step}",
                     choice.backend, choice.implementation, reason)
