@@ -29,3 +29,23 @@ def assert_close_to(out: torch.Tensor, ref: torch.Tensor, min_cosine: float, max
 def spec_id(b, hq, hkv, sq, sk, d, dtype=torch.float32, extra=""):
     dt = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
     return f"B{b}-Hq{hq}-Hkv{hkv}-Sq{sq}-Sk{sk}-D{d}-{dt}" + (f"-{extra}" if extra else "")
+
+
+# The Sage kernels' GPU test shapes (Triton and Gluon): B, Hq, Hkv, Sq, Sk, D, causal
+SAGE_KERNEL_SHAPES = [
+    (1, 4, 4, 97, 97, 64, False),
+    (2, 8, 2, 1025, 1025, 128, True),
+    (1, 4, 4, 4097, 4097, 128, False),
+    (1, 8, 1, 1025, 4097, 64, False),
+    (2, 4, 2, 4097, 1025, 96, True),
+    (1, 4, 4, 4097, 4097, 64, True),
+]
+
+
+def make_cuda_input(b, h, s, d, dtype, layout, scale=1.0, bias=0.0):
+    """Random (B, H, S, D) on CUDA; layout "NHD" makes it a transposed (B, S, H, D) view."""
+    if layout == "NHD":
+        x = torch.randn(b, s, h, d, device="cuda", dtype=torch.float32).transpose(1, 2)
+    else:
+        x = torch.randn(b, h, s, d, device="cuda", dtype=torch.float32)
+    return (x * scale + bias).to(dtype)

@@ -2,28 +2,13 @@
 import pytest
 import torch
 
-from helpers import assert_close_to, spec_id
+from helpers import SAGE_KERNEL_SHAPES, assert_close_to, make_cuda_input, spec_id
 from smartcompile.backends.sage import SAGE_ACCURACY
 from smartcompile.kernels.exact_reference import attention_reference
 
 pytestmark = pytest.mark.gpu
 
-SHAPES = [  # B, Hq, Hkv, Sq, Sk, D, causal
-    (1, 4, 4, 97, 97, 64, False),
-    (2, 8, 2, 1025, 1025, 128, True),
-    (1, 4, 4, 4097, 4097, 128, False),
-    (1, 8, 1, 1025, 4097, 64, False),
-    (2, 4, 2, 4097, 1025, 96, True),
-    (1, 4, 4, 4097, 4097, 64, True),
-]
-
-
-def _make(b, h, s, d, dtype, layout, scale=1.0, bias=0.0):
-    if layout == "NHD":
-        x = torch.randn(b, s, h, d, device="cuda", dtype=torch.float32).transpose(1, 2)
-    else:
-        x = torch.randn(b, h, s, d, device="cuda", dtype=torch.float32)
-    return (x * scale + bias).to(dtype)
+SHAPES = SAGE_KERNEL_SHAPES
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=[spec_id(*s[:6], extra="causal" if s[6] else "") for s in SHAPES])
@@ -34,7 +19,7 @@ def test_kernel_vs_fp32(shape, dtype, pv, layout, seed):
     from smartcompile.kernels.sage_triton import sage_attention_triton
 
     b, hq, hkv, sq, sk, d, causal = shape
-    q, k, v = _make(b, hq, sq, d, dtype, layout), _make(b, hkv, sk, d, dtype, layout), _make(b, hkv, sk, d, dtype, layout)
+    q, k, v = (make_cuda_input(b, n, s, d, dtype, layout) for n, s in ((hq, sq), (hkv, sk), (hkv, sk)))
     k_before = k.clone()
     out = sage_attention_triton(q, k, v, causal, None, pv_precision=pv)
     assert torch.equal(k, k_before)
@@ -50,7 +35,7 @@ def test_kernel_large_magnitudes(pv, dtype, seed):
     from smartcompile.kernels.sage_triton import sage_attention_triton
 
     b, h, s, d = 1, 4, 2049, 128
-    q = _make(b, h, s, d, dtype, "HND", scale=4.0)
+    q = make_cuda_input(b, h, s, d, dtype, "HND", scale=4.0)
     k = (torch.randn(b, h, s, d, device="cuda") + 40 * torch.randn(1, 1, 1, d, device="cuda")).to(dtype)
     vmax = 1e5 if dtype == torch.bfloat16 else 1e4
     v = (torch.randn(b, h, s, d, device="cuda") * vmax).clamp(-6 * vmax, 6 * vmax).to(dtype)

@@ -6,6 +6,7 @@ structure serves every call of a compiled graph. Tensor-valued fields (padding f
 dense masks) may hold a graph reference until `bind` replaces them with the running values."""
 from __future__ import annotations
 
+import abc
 import dataclasses
 import enum
 from typing import Any, Callable, NamedTuple
@@ -27,17 +28,18 @@ class Shape(NamedTuple):
     kv_len: int
 
 
-class MaskType:
+class MaskType(abc.ABC):
     """Base of the mask types; subclasses are frozen dataclasses."""
 
     tensor_fields: tuple = ()  # fields that hold tensors (or graph references before `bind`)
 
+    @abc.abstractmethod
     def keep_at(self, b: torch.Tensor, h: torch.Tensor, i: torch.Tensor, j: torch.Tensor, shape: Shape) -> torch.Tensor:
         """True where query i of (batch b, head h) attends key j; the index tensors broadcast together."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def describe(self) -> str:
-        raise NotImplementedError
+        """Short name for explain, e.g. "causal-padded"."""
 
     def classify(self, shape: Shape, block_q: int, block_k: int, device: Any = "cpu") -> torch.Tensor:
         """BlockKind per (batch, head, query block, key block), int8 (B, H, ceil(Sq/bq), ceil(Sk/bk)).
