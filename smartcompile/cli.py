@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import sys
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -145,9 +146,10 @@ def cmd_report(ns) -> int:
 
 
 def cmd_demo(ns) -> int:
-    from .demo.run import run_demo
+    from .demo.video_demo import run_video_demo
 
-    run_demo(device=ns.device, repeats=ns.repeats)
+    run_video_demo(device=ns.device, out=ns.out, steps=ns.steps, frames=ns.frames, repeats=ns.repeats,
+                   profile=ns.profile)
     return 0
 
 
@@ -198,9 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="smartcompile", description="Per-layer attention kernels for torch.compile.")
     p.add_argument("--version", action="version", version=version_line())
     sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="compile the built-in video DiT under several policies; time and error table")
+    d = sub.add_parser("demo", help="sample a video with the trained video DiT under several attention policies; "
+                                    "time, PSNR / SSIM against exact attention, frames and GIF")
     d.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
-    d.add_argument("--repeats", type=int, default=3, help="timed runs per policy (median)")
+    d.add_argument("--out", type=Path, default=None, help="write frames.png, video.gif and summary.json here")
+    d.add_argument("--steps", type=int, default=None, help="Euler steps (default: 20 on a GPU, 10 on a CPU)")
+    d.add_argument("--frames", type=int, default=None, help="video frames (default: 16 on a GPU, 2 on a CPU)")
+    d.add_argument("--repeats", type=int, default=None, help="timed sampling runs per policy (median; "
+                   "default: 3 on a GPU, 1 on a CPU)")
+    d.add_argument("--profile", action="store_true", help="profile the model here (budget PSNR >= 30 dB) "
+                   "instead of using the shipped profiled policy")
     d.set_defaults(fn=cmd_demo)
     e = sub.add_parser("explain", help="show what each attention layer of a model gets, and why")
     e.add_argument("--model", required=True, help="pkg.module:factory returning (model, args[, kwargs]) or (model, "

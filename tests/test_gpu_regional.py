@@ -27,7 +27,9 @@ def test_step_rules_hold_on_cuda(mode):
     model, inputs = _wan()
     with torch.no_grad():
         exact = model(*inputs, return_dict=False)[0].float()
-        compiled = torch.compile(model, backend="smartattn", mode=mode, options={"policy": BY_STEP})
+        # torch.compile takes mode= or options=, not both: smartattn reads the Inductor mode from its options
+        options = {"policy": BY_STEP} if mode is None else {"policy": BY_STEP, "mode": mode}
+        compiled = torch.compile(model, backend="smartattn", options=options)
         outs = []
         for _ in range(2):  # twice: the second pass replays whatever CUDA graphs were captured
             for i in range(4):

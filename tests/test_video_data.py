@@ -205,3 +205,10 @@ def test_cli_writes_weights_curve_and_card(tmp_path):
     card = (out / "MODEL_CARD.md").read_text()
     assert "python -m smartcompile.demo.train_video_dit --steps 3" in card and "| blocks.0.attn |" in card
     assert load_video_dit(out / "video_dit.safetensors").cfg.tokens == 2 * 8 * 8
+
+
+def test_render_keeps_every_tensor_on_the_requested_device():
+    # regression: the palette lived on the CPU and indexing it with CUDA ids failed on the GPU;
+    # the meta device fails the same way on any machine
+    video, cond = vd.make_batch(0, 2, 3, 16, 16, device="meta")
+    assert video.device.type == "meta" and cond.device.type == "meta" and video.shape == (2, 3, 3, 16, 16)

@@ -37,6 +37,10 @@ class DiTConfig:
         return t * h * w
 
 
+# the random-weight model at 16k tokens with wide heads (benchmarks/bench_profile.py --random-weights)
+LARGE_CONFIG = DiTConfig(frames=16, height=64, width=64, dim=1536, heads=24, depth=8, text_len=128, text_dim=1024)
+
+
 def rope_3d(grid: tuple, head_dim: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin (tokens, head_dim) for 3-D rotary embedding: the head dim is split over t, h, w."""
     parts = [head_dim // 3 // 2 * 2] * 2

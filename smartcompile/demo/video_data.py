@@ -160,7 +160,7 @@ def _trajectory(motion, u, r, t, ext_x, ext_y):
     wy = r + amp + col(1) * (ext_y - 2 * (r + amp)) + amp * (1.5 * omega * t + phase).sin()
     # spin: stays put and turns fast; the other motions turn slowly
     sx, sy = x0.expand_as(bx), y0.expand_as(by)
-    idx = (motion, torch.arange(len(motion)))
+    idx = (motion, torch.arange(len(motion), device=motion.device))
     cx = torch.stack([bx, ox, wx, sx])[idx]
     cy = torch.stack([by, oy, wy, sy])[idx]
     turn = torch.where(motion[:, None] == FIELDS["motion"].index("spin"), _lerp(0.2, 0.4, col(5)), 0.05) * sign
@@ -179,7 +179,7 @@ def _shape_distance(shape, u, v):
         torch.minimum(torch.maximum(u.abs() - 1.0, v.abs() - 0.32), torch.maximum(u.abs() - 0.32, v.abs() - 1.0)),  # cross
         torch.maximum(u.abs() - 1.1, v.abs() - 0.38),  # bar
     ])
-    return d[shape, torch.arange(len(shape))]
+    return d[shape, torch.arange(len(shape), device=shape.device)]
 
 
 def _texture(texture, freq, u, v):
@@ -191,18 +191,19 @@ def _texture(texture, freq, u, v):
         soft((f * u).sin()),  # stripes
         soft((f * u).sin() * (f * v).sin()),  # checker
         soft((1.5 * f * (u * u + v * v).sqrt()).sin()),  # rings
-    ])[texture, torch.arange(len(texture))]
+    ])[texture, torch.arange(len(texture), device=texture.device)]
     return 0.3 + 0.7 * tex
 
 
 def _colours(colour, change, phase, t):
     """RGB per frame (B, 3, T) of each object under its colour change."""
-    base = PALETTE[colour][:, :, None]
-    target = PALETTE[(colour + SHIFT_STEP) % len(PALETTE)][:, :, None]
+    palette = PALETTE.to(colour.device)
+    base = palette[colour][:, :, None]
+    target = palette[(colour + SHIFT_STEP) % len(palette)][:, :, None]
     s = (0.5 - 0.5 * (math.pi * t / SHIFT_FRAMES).clamp(max=math.pi).cos())[None, None]
     shift = base + (target - base) * s
     pulse = base * (0.6 + 0.4 * (2 * math.pi * t / PULSE_FRAMES + phase[:, None, None]).cos())
-    return torch.stack([base.expand_as(shift), shift, pulse])[change, torch.arange(len(change))]
+    return torch.stack([base.expand_as(shift), shift, pulse])[change, torch.arange(len(change), device=change.device)]
 
 
 def _background(kind, u, x, y, ext_x, ext_y):
@@ -214,7 +215,7 @@ def _background(kind, u, x, y, ext_x, ext_y):
     gradient = c1 + (c2 - c1) * (0.5 + proj / max(ext_x, ext_y)).clamp(0, 1)
     tiles = c1 + 0.12 * ((torch.floor(x / 0.25) + torch.floor(y / 0.25)) % 2)
     dark = c1.expand_as(gradient)
-    return torch.stack([dark, gradient, tiles.expand_as(gradient)])[kind, torch.arange(len(kind))]
+    return torch.stack([dark, gradient, tiles.expand_as(gradient)])[kind, torch.arange(len(kind), device=kind.device)]
 
 
 def render(scenes: Scenes, frames: int, height: int, width: int, device: Union[str, torch.device] = "cpu") -> torch.Tensor:
