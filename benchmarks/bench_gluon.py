@@ -30,7 +30,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from smartcompile.kernels.exact_reference import attention_reference  # noqa: E402
-from smartcompile.kernels.sage_gluon import attend_gluon, gluon_unavailable_reason, sage_attention_gluon  # noqa: E402
+from smartcompile.kernels.sage_gluon import (GLUON_CONFIG, attend_gluon, gluon_unavailable_reason,  # noqa: E402
+                                             sage_attention_gluon)
 from smartcompile.kernels.sage_triton import attend, quantize, sage_attention_triton  # noqa: E402
 from smartcompile.metrics import error_stats  # noqa: E402
 
@@ -100,7 +101,7 @@ def main():
     if args.profile:
         for d in [int(x) for x in args.dims.split(",")]:
             q, k, v = (torch.randn(1, 24, 16384, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-            x = quantize(q, k, v, None, pv_precision="fp8")
+            x = quantize(q, k, v, None, GLUON_CONFIG)
             for _ in range(2):  # the first launch compiles; ncu's --launch-skip can drop it
                 attend(x, False, q.dtype, launch=dict(num_warps=4, num_stages=3))
                 for launch in variants.values():
@@ -114,9 +115,10 @@ def main():
     shapes += [(b, h, 128, 16384, True) for b, h in bhs]
 
     impls = {"cudnn": cudnn,
-             "triton": lambda q, k, v, c: sage_attention_triton(q, k, v, c, None, pv_precision="fp8")}
+             "triton": lambda q, k, v, c: sage_attention_triton(q, k, v, None, c, None, GLUON_CONFIG)}
     for name, launch in variants.items():
-        impls["gluon:" + name] = lambda q, k, v, c, launch=launch: sage_attention_gluon(q, k, v, c, None, launch=launch)
+        impls["gluon:" + name] = lambda q, k, v, c, launch=launch: sage_attention_gluon(
+            q, k, v, None, c, None, GLUON_CONFIG, launch=launch)
 
     rows, acc_rows = [], []
     for b, h, d, n, causal in shapes:
@@ -124,7 +126,7 @@ def main():
         q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
         flops = 4 * b * h * n * n * d / (2 if causal else 1)
         label = f"B{b} H{h} D{d} N{n} {'causal' if causal else 'full'}"
-        x = quantize(q, k, v, None, pv_precision="fp8")
+        x = quantize(q, k, v, None, GLUON_CONFIG)
         fns = dict(impls)
         fns["triton-kernel"] = lambda q, k, v, c: attend(x, c, q.dtype)
         for name, launch in variants.items():

@@ -23,6 +23,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from smartcompile.bench.measure import attention_flops, do_bench_ms  # noqa: E402
 from smartcompile.bench.quality import sliced_error  # noqa: E402
+from smartcompile.kernels.config import SageConfig  # noqa: E402
 from smartcompile.kernels.sage_triton import attend, quantize, sage_attention_triton  # noqa: E402
 
 
@@ -42,7 +43,7 @@ def sageattention_pkg():
 
 
 def ours(pv, block_k=128):
-    return lambda q, k, v, causal: sage_attention_triton(q, k, v, causal, None, pv_precision=pv, block_k=block_k)
+    return lambda q, k, v, causal: sage_attention_triton(q, k, v, None, causal, None, SageConfig(pv, block_k=block_k))
 
 
 def bench(fn, q, k, v, causal):
@@ -83,7 +84,7 @@ def main():
                     res = {}
                     for name, fn in impls.items():
                         if fn is None:
-                            pre = quantize(q, k, v, pv_precision="fp8")
+                            pre = quantize(q, k, v, None, SageConfig("fp8"))
                             fn = lambda q, k, v, causal, pre=pre: attend(pre, causal, q.dtype)  # noqa: E731
                         try:
                             ms = bench(fn, q, k, v, causal)

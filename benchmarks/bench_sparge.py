@@ -24,6 +24,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from smartcompile.bench.measure import attention_flops, do_bench_ms  # noqa: E402
 from smartcompile.bench.quality import sliced_error  # noqa: E402
+from smartcompile.kernels.config import SageConfig, SpargeConfig  # noqa: E402
 from smartcompile.kernels.sage_triton import attend, quantize, sage_attention_triton  # noqa: E402
 from smartcompile.kernels.sparge_triton import block_lists, sparge_attention_triton  # noqa: E402
 from smartcompile.synthetic import random_qkv, structured_qkv  # noqa: E402
@@ -77,11 +78,11 @@ def main():
                 flops = attention_flops(1, h, q.shape[2], q.shape[2], d, False)
                 with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
                     t_cudnn = bench(lambda: F.scaled_dot_product_attention(q, k, v))
-                t_dense = bench(lambda: sage_attention_triton(q, k, v))
+                t_dense = bench(lambda: sage_attention_triton(q, k, v, None, False, None, SageConfig()))
                 for density in (float(x) for x in args.densities.split(",")):
-                    kw = dict(sparsity_ratio=1.0 - density, sim_threshold=-1.0)
-                    t_sparse = bench(lambda: sparge_attention_triton(q, k, v, **kw))
-                    out, block_map = sparge_attention_triton(q, k, v, return_block_map=True, **kw)
+                    config = SpargeConfig(sparsity_ratio=1.0 - density, sim_threshold=-1.0)
+                    t_sparse = bench(lambda: sparge_attention_triton(q, k, v, None, False, None, config))
+                    out, block_map = sparge_attention_triton(q, k, v, None, False, None, config, return_block_map=True)
                     lists = block_lists(block_map, k.shape[2], 64, 128, False)
                     t_given = bench(lambda: attend(quantize(q, k, v), False, q.dtype, blocks=lists))
                     t_pred = max(t_sparse - t_given, 0.0)

@@ -14,6 +14,7 @@ import triton.testing
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from smartcompile.kernels.config import SageConfig  # noqa: E402
 from smartcompile.kernels.sage_triton import attend, quantize  # noqa: E402
 
 
@@ -32,7 +33,7 @@ def main():
         print(f"D{d} N{args.n} cudnn {base:.0f} TF", flush=True)
         results = []
         for bq, bk in ((128, 128), (128, 64), (64, 128), (64, 64)):
-            pre = quantize(q, k, v, pv_precision="fp8", block_q=bq, block_k=bk)
+            pre = quantize(q, k, v, None, SageConfig("fp8", block_q=bq, block_k=bk))
             for warps, stages in itertools.product((4, 8), (2, 3, 4)):
                 if bq == 64 and warps == 8:
                     continue

@@ -1,4 +1,6 @@
-"""Output-error metrics against a reference (used by tests, the demo and profiling)."""
+"""Output-error metrics against a reference: plain functions of two tensors (used by tests, the
+demo, bench and profiling). The profiler's Metric (a model-level criterion with a budget and an
+error cost) is a different thing: smartcompile.profiling.metric, built on these."""
 from __future__ import annotations
 
 import dataclasses

@@ -49,3 +49,19 @@ def make_cuda_input(b, h, s, d, dtype, layout, scale=1.0, bias=0.0):
     else:
         x = torch.randn(b, h, s, d, device="cuda", dtype=torch.float32)
     return (x * scale + bias).to(dtype)
+
+
+def profile_summary(**changes) -> dict:
+    """A small metadata["profile"] as profile writes it (format 1), for report tests."""
+    fp8 = "sage[pv_precision=fp8]"
+    return {
+        "format": "smartcompile.profile/1", "model": "Net", "metric": "cosine", "higher_is_better": True,
+        "budget": 0.995, "budget_cost": 0.005, "achieved": 0.998, "meets_budget": True,
+        "verification": [{"allowed_cost": 0.005, "switched": 1, "value": 0.998, "meets_budget": True}],
+        "timing": "estimated", "times": "estimates", "speedup": None, "candidates": [fp8],
+        "candidate_rules": {fp8: {"backend": "sage", "pv_precision": "fp8"}}, "wall_s": 1.0,
+        "cache": {"path": None, "reused_measurements": 0},
+        "layers": {"blocks.0": {"spec": "s", "calls": 2, "chosen": fp8, "time_exact_ms": 9.2e-05, "saved_ms": 1e-05,
+                                "candidates": {fp8: {"cosine": 0.9999, "time_ms": 8.2e-05, "e2e_value": 0.998,
+                                                     "e2e_cost": 0.002}}}},
+    } | changes

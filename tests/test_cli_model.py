@@ -9,6 +9,8 @@ import pytest
 
 from smartcompile.cli import main
 
+from helpers import profile_summary
+
 MODULE = "cwd_model_for_cli_test"
 FACTORY = """
 import torch
@@ -68,7 +70,7 @@ def test_cli_unwritable_path_exits_2(model_in_cwd, capsys, monkeypatch):
         raise PermissionError(13, "Permission denied", "r.png")
 
     policy = model_in_cwd / "p.json"
-    policy.write_text(json.dumps({"metadata": {"profile": {"layers": []}}}))
+    policy.write_text(json.dumps({"metadata": {"profile": profile_summary()}}))
     monkeypatch.setattr("smartcompile.profiling.report.ProfileReport.table", lambda self: "")
     monkeypatch.setattr("smartcompile.profiling.report.ProfileReport.plot", denied)
     assert main(["report", str(policy), "--plot", "r.png"]) == 2

@@ -4,6 +4,7 @@ import torch
 
 from helpers import SAGE_KERNEL_SHAPES, assert_close_to, make_cuda_input, spec_id
 from smartcompile.backends.sage import SAGE_ACCURACY
+from smartcompile.kernels.config import SageConfig
 from smartcompile.kernels.exact_reference import attention_reference
 
 pytestmark = pytest.mark.gpu
@@ -21,7 +22,7 @@ def test_kernel_vs_fp32(shape, dtype, pv, layout, seed):
     b, hq, hkv, sq, sk, d, causal = shape
     q, k, v = (make_cuda_input(b, n, s, d, dtype, layout) for n, s in ((hq, sq), (hkv, sk), (hkv, sk)))
     k_before = k.clone()
-    out = sage_attention_triton(q, k, v, causal, None, pv_precision=pv)
+    out = sage_attention_triton(q, k, v, None, causal, None, SageConfig(pv_precision=pv))
     assert torch.equal(k, k_before)
     ref = attention_reference(q.float(), k.float(), v.float(), None, causal)
     bounds = SAGE_ACCURACY[pv]
@@ -39,7 +40,7 @@ def test_kernel_large_magnitudes(pv, dtype, seed):
     k = (torch.randn(b, h, s, d, device="cuda") + 40 * torch.randn(1, 1, 1, d, device="cuda")).to(dtype)
     vmax = 1e5 if dtype == torch.bfloat16 else 1e4
     v = (torch.randn(b, h, s, d, device="cuda") * vmax).clamp(-6 * vmax, 6 * vmax).to(dtype)
-    out = sage_attention_triton(q, k, v, False, None, pv_precision=pv)
+    out = sage_attention_triton(q, k, v, None, False, None, SageConfig(pv_precision=pv))
     assert torch.isfinite(out).all()
     ref = attention_reference(q.float(), k.float(), v.float())
     assert_close_to(out.float(), ref, 0.995, 0.08, f"seed {seed}")
@@ -51,8 +52,9 @@ def test_kernel_matches_reference_numerics(seed):
 
     q, k, v = (torch.randn(1, 4, 1025, 128, device="cuda", dtype=torch.float16) for _ in range(3))
     for pv in ("fp8", "fp16"):
-        out, lse = sage_attention_triton(q, k, v, True, None, pv_precision=pv, return_lse=True)
-        ref, lse_ref = sage_attention_reference(q, k, v, None, True, None, pv_precision=pv, return_lse=True)
+        args = (q, k, v, None, True, None, SageConfig(pv_precision=pv))
+        out, lse = sage_attention_triton(*args, return_lse=True)
+        ref, lse_ref = sage_attention_reference(*args, return_lse=True)
         assert_close_to(out.float(), ref.float(), 0.9995, 0.02, f"{pv} seed {seed}")
         # GPU and reference may round an INT8 element differently (fp32 operation order in scaling and
         # smoothing); on the first causal rows (1-3 keys) one flip moves the LSE by up to ~5e-3

@@ -6,6 +6,7 @@ import torch
 
 from helpers import SAGE_KERNEL_SHAPES, assert_close_to, make_cuda_input, spec_id
 from smartcompile.backends.sage import SAGE_ACCURACY
+from smartcompile.kernels.config import SageConfig
 from smartcompile.kernels.exact_reference import attention_reference
 
 pytestmark = pytest.mark.gpu
@@ -44,12 +45,12 @@ LAUNCHES = [dict(num_warps=8, overlap=True), dict(num_warps=8, overlap=False), d
                                               "ws2-intra", "ws2-c3", "ws2-split-c3", "ws2-pp-early",
                                               "ws2-early-c3"])
 def test_gluon_vs_fp32(shape, dtype, layout, launch, seed):
-    from smartcompile.kernels.sage_gluon import sage_attention_gluon
+    from smartcompile.kernels.sage_gluon import GLUON_CONFIG, sage_attention_gluon
 
     b, hq, hkv, sq, sk, d, causal = shape
     q, k, v = (make_cuda_input(b, n, s, d, dtype, layout) for n, s in ((hq, sq), (hkv, sk), (hkv, sk)))
     k_before = k.clone()
-    out = sage_attention_gluon(q, k, v, causal, None, launch=launch)
+    out = sage_attention_gluon(q, k, v, None, causal, None, GLUON_CONFIG, launch=launch)
     assert torch.equal(k, k_before)
     ref = attention_reference(q.float(), k.float(), v.float(), None, causal)
     bounds = SAGE_ACCURACY["fp8"]
@@ -71,7 +72,7 @@ def test_gluon_matches_triton_kernel(causal, launch, seed):
     from smartcompile.kernels.sage_triton import attend, quantize
 
     q, k, v = (torch.randn(2, 4, 1537, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-    x = quantize(q, k, v, None, pv_precision="fp8")
+    x = quantize(q, k, v, None, SageConfig(pv_precision="fp8"))
     a, lse_a = attend_gluon(x, causal, q.dtype, return_lse=True, **launch)
     b, lse_b = attend(x, causal, q.dtype, return_lse=True, launch=dict(num_warps=4, num_stages=3))
     assert_close_to(a.float(), b.float(), 0.9999, 0.01, f"seed {seed}")
@@ -81,26 +82,27 @@ def test_gluon_matches_triton_kernel(causal, launch, seed):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 def test_gluon_large_magnitudes(dtype, seed):
     """K with a large per-channel bias, large-magnitude V (beyond fp16 range in bf16): finite, accurate."""
-    from smartcompile.kernels.sage_gluon import sage_attention_gluon
+    from smartcompile.kernels.sage_gluon import GLUON_CONFIG, sage_attention_gluon
 
     b, h, s, d = 1, 4, 2049, 128
     q = make_cuda_input(b, h, s, d, dtype, "HND", scale=4.0)
     k = (torch.randn(b, h, s, d, device="cuda") + 40 * torch.randn(1, 1, 1, d, device="cuda")).to(dtype)
     vmax = 1e5 if dtype == torch.bfloat16 else 1e4
     v = (torch.randn(b, h, s, d, device="cuda") * vmax).clamp(-6 * vmax, 6 * vmax).to(dtype)
-    out = sage_attention_gluon(q, k, v, False, None)
+    out = sage_attention_gluon(q, k, v, None, False, None, GLUON_CONFIG)
     assert torch.isfinite(out).all()
     ref = attention_reference(q.float(), k.float(), v.float())
     assert_close_to(out.float(), ref, 0.995, 0.08, f"seed {seed}")
 
 
 def test_gluon_lse_matches_reference(seed):
-    from smartcompile.kernels.sage_gluon import sage_attention_gluon
+    from smartcompile.kernels.sage_gluon import GLUON_CONFIG, sage_attention_gluon
     from smartcompile.kernels.sage_reference import sage_attention_reference
 
     q, k, v = (torch.randn(1, 4, 1025, 128, device="cuda", dtype=torch.float16) for _ in range(3))
-    out, lse = sage_attention_gluon(q, k, v, True, None, return_lse=True)
-    ref, lse_ref = sage_attention_reference(q, k, v, None, True, None, pv_precision="fp8", return_lse=True)
+    args = (q, k, v, None, True, None, GLUON_CONFIG)
+    out, lse = sage_attention_gluon(*args, return_lse=True)
+    ref, lse_ref = sage_attention_reference(*args, return_lse=True)
     assert_close_to(out.float(), ref.float(), 0.9995, 0.02, f"seed {seed}")
     diff = (lse - lse_ref).abs()  # same allowance as the Triton kernel's test (INT8 rounding flips)
     assert diff.max().item() < 1e-2 and diff.mean().item() < 1e-4, f"seed {seed}: {diff.max()}, {diff.mean()}"
@@ -113,7 +115,7 @@ def test_gluon_writes_every_output(launch):
     from smartcompile.kernels.sage_triton import quantize
 
     q, k, v = (torch.randn(1, 6, 3001, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-    x = quantize(q, k, v, None, pv_precision="fp8")
+    x = quantize(q, k, v, None, SageConfig(pv_precision="fp8"))
     poison = torch.full_like(q, float("nan"))  # freed to the caching allocator: the output reuses its block
     ptr = poison.data_ptr()
     del poison

@@ -4,6 +4,7 @@ import torch
 
 from helpers import assert_close_to, spec_id
 from smartcompile.backends.sage import SAGE_ACCURACY
+from smartcompile.kernels.config import SpargeConfig
 from smartcompile.kernels.exact_reference import attention_reference
 from smartcompile.synthetic import random_qkv, structured_qkv
 
@@ -28,10 +29,10 @@ def test_sparse_kernel_vs_reference_and_dense(shape, setting, pv, seed):
 
     b, hq, hkv, n, d, causal = shape
     q, k, v = random_qkv(b, hq, hkv, n, d, device="cuda", dtype=torch.bfloat16)
-    args = dict(pv_precision=pv, sim_threshold=-1.0, **setting)
-    out, bm = sparge_attention_triton(q, k, v, causal, None, return_block_map=True, **args)
+    args = (q, k, v, None, causal, None, SpargeConfig(pv_precision=pv, sim_threshold=-1.0, **setting))
+    out, bm = sparge_attention_triton(*args, return_block_map=True)
     assert torch.isfinite(out).all()
-    ref, bm_ref = sparge_attention_reference(q, k, v, None, causal, None, return_block_map=True, **args)
+    ref, bm_ref = sparge_attention_reference(*args, return_block_map=True)
     assert torch.equal(bm, bm_ref), f"seed {seed}: GPU and reference predictors disagree"
     bounds = SAGE_ACCURACY[pv]
     assert_close_to(out.float(), ref.float(), 0.9995, 0.03, f"vs reference numerics, seed {seed}")
@@ -44,7 +45,8 @@ def test_structured_inputs_stay_accurate_at_half_density(seed):
     from smartcompile.kernels.sparge_triton import sparge_attention_triton
 
     q, k, v = structured_qkv(1, 8, 8, (4, 32, 32), 128, device="cuda", dtype=torch.bfloat16)
-    out, bm = sparge_attention_triton(q, k, v, False, None, return_block_map=True, sparsity_ratio=0.5, sim_threshold=-1.0)
+    config = SpargeConfig(sparsity_ratio=0.5, sim_threshold=-1.0)
+    out, bm = sparge_attention_triton(q, k, v, None, False, None, config, return_block_map=True)
     assert abs(bm.float().mean().item() - 0.5) < 0.02
     exact = attention_reference(q.float(), k.float(), v.float())
     assert_close_to(out.float(), exact, 0.998, 0.06, f"seed {seed}")
@@ -81,8 +83,8 @@ def test_sparse_lse_matches_reference_on_gpu(causal, seed):
     from smartcompile.kernels.sparge_triton import sparge_attention_triton
 
     q, k, v = random_qkv(1, 8, 2, 4097, 128, device="cuda", dtype=torch.bfloat16)
-    args = dict(pv_precision="fp8", sim_threshold=-1.0, sparsity_ratio=0.5)
-    out, lse = sparge_attention_triton(q, k, v, causal, None, return_lse=True, **args)
-    ref, lse_ref = sparge_attention_reference(q, k, v, None, causal, None, return_lse=True, **args)
+    args = (q, k, v, None, causal, None, SpargeConfig(pv_precision="fp8", sim_threshold=-1.0, sparsity_ratio=0.5))
+    out, lse = sparge_attention_triton(*args, return_lse=True)
+    ref, lse_ref = sparge_attention_reference(*args, return_lse=True)
     assert torch.isfinite(lse).all() and torch.isfinite(out).all()
     torch.testing.assert_close(lse, lse_ref, atol=2e-2, rtol=1e-3, msg=f"seed {seed}")

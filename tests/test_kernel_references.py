@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers import assert_close_to, spec_id
+from smartcompile.kernels.config import SageConfig, SpargeConfig
 from smartcompile.kernels.exact_reference import attention_reference, attention_reference_backward, expand_kv_heads
 from smartcompile.kernels.sage_reference import sage_attention_reference
 from smartcompile.kernels.sparge_reference import block_map_to_lists, predict_block_map, sparge_attention_reference
@@ -76,7 +77,7 @@ from smartcompile.backends.sage import SAGE_ACCURACY  # noqa: E402
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 def test_sage_reference_within_bounds(shape, pv, causal, seed):
     q, k, v = _qkv(*shape)
-    out = sage_attention_reference(q, k, v, is_causal=causal, pv_precision=pv)
+    out = sage_attention_reference(q, k, v, None, causal, None, SageConfig(pv_precision=pv))
     ref = attention_reference(q, k, v, is_causal=causal)
     bounds = SAGE_ACCURACY[pv]
     assert_close_to(out, ref, bounds.min_cosine, bounds.max_rel_l1, f"{pv} seed {seed}")
@@ -85,8 +86,8 @@ def test_sage_reference_within_bounds(shape, pv, causal, seed):
 def test_sage_reference_fp16_is_tighter_than_fp8(seed):
     q, k, v = _qkv(1, 4, 4, 256, 256, 64)
     ref = attention_reference(q, k, v)
-    e8 = assert_close_to(sage_attention_reference(q, k, v, pv_precision="fp8"), ref, 0.999, 0.05)
-    e16 = assert_close_to(sage_attention_reference(q, k, v, pv_precision="fp16"), ref, 0.9999, 0.02)
+    e8 = assert_close_to(sage_attention_reference(q, k, v, None, False, None, SageConfig("fp8")), ref, 0.999, 0.05)
+    e16 = assert_close_to(sage_attention_reference(q, k, v, None, False, None, SageConfig("fp16")), ref, 0.9999, 0.02)
     assert e16.rel_l1 < e8.rel_l1
 
 
@@ -102,7 +103,7 @@ def test_sage_reference_large_magnitudes_stay_finite(dtype, seed):
     q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
     ref = attention_reference(q.float(), k.float(), v.float())
     for pv in ("fp8", "fp16"):
-        out = sage_attention_reference(q, k, v, pv_precision=pv)
+        out = sage_attention_reference(q, k, v, None, False, None, SageConfig(pv_precision=pv))
         assert out.dtype == dtype
         assert_close_to(out.float(), ref, 0.995, 0.08, f"{pv} seed {seed}")
 
@@ -112,23 +113,23 @@ def test_sage_smoothing_matters_for_biased_k(seed):
     k = torch.randn(1, 2, 128, 64) + 30 * torch.randn(1, 1, 1, 64)
     v = torch.randn(1, 2, 128, 64)
     ref = attention_reference(q, k, v)
-    smooth = sage_attention_reference(q, k, v, smooth=True, pv_precision="fp16")
-    raw = sage_attention_reference(q, k, v, smooth=False, pv_precision="fp16")
+    smooth = sage_attention_reference(q, k, v, None, False, None, SageConfig(smooth=True, pv_precision="fp16"))
+    raw = sage_attention_reference(q, k, v, None, False, None, SageConfig(smooth=False, pv_precision="fp16"))
     assert ((smooth - ref).abs().mean() < (raw - ref).abs().mean())
 
 
 def test_sage_reference_does_not_mutate_inputs():
     q, k, v = _qkv(1, 2, 2, 64, 64, 32)
     copies = [t.clone() for t in (q, k, v)]
-    sage_attention_reference(q, k, v)
-    sparge_attention_reference(q, k, v, sparsity_ratio=0.5)
+    sage_attention_reference(q, k, v, None, False, None, SageConfig())
+    sparge_attention_reference(q, k, v, None, False, None, SpargeConfig(sparsity_ratio=0.5))
     for a, b in zip((q, k, v), copies):
         assert torch.equal(a, b)
 
 
 def test_sage_lse_matches_exact(seed):
     q, k, v = _qkv(1, 2, 2, 70, 90, 32)
-    _, lse = sage_attention_reference(q, k, v, pv_precision="fp16", return_lse=True)
+    _, lse = sage_attention_reference(q, k, v, None, False, None, SageConfig(pv_precision="fp16"), return_lse=True)
     exact = torch.logsumexp((q @ k.transpose(-2, -1)) * 32 ** -0.5, dim=-1)
     torch.testing.assert_close(lse, exact, atol=0.05, rtol=0.01)
 
@@ -137,7 +138,8 @@ def test_sage_lse_matches_exact(seed):
 @pytest.mark.parametrize("ratio", [0.0, 0.25, 0.5, 0.75])
 def test_block_map_sparsity_as_asked(ratio, seed):
     q, k, _ = _qkv(2, 4, 2, 512, 1024, 64)
-    bm = predict_block_map(q, k, block_q=64, block_k=64, sparsity_ratio=ratio, sim_threshold=-1.0)
+    bm = predict_block_map(q, k, None, False, None,
+                           SpargeConfig(block_q=64, block_k=64, sparsity_ratio=ratio, sim_threshold=-1.0))
     n_k = bm.shape[-1]
     kept = bm.sum(-1)
     assert (kept == math.ceil((1 - ratio) * n_k)).all()
@@ -145,16 +147,18 @@ def test_block_map_sparsity_as_asked(ratio, seed):
 
 def test_block_map_topk_and_cdf(seed):
     q, k, _ = _qkv(1, 2, 2, 256, 512, 32)
-    bm = predict_block_map(q, k, block_q=64, block_k=64, topk=3, sim_threshold=-1.0)
+    blocks = dict(block_q=64, block_k=64, sim_threshold=-1.0)
+    bm = predict_block_map(q, k, None, False, None, SpargeConfig(topk=3, **blocks))
     assert (bm.sum(-1) == 3).all()
-    low = predict_block_map(q, k, block_q=64, block_k=64, cdf_threshold=0.3, sim_threshold=-1.0)
-    high = predict_block_map(q, k, block_q=64, block_k=64, cdf_threshold=0.99, sim_threshold=-1.0)
+    low = predict_block_map(q, k, None, False, None, SpargeConfig(cdf_threshold=0.3, **blocks))
+    high = predict_block_map(q, k, None, False, None, SpargeConfig(cdf_threshold=0.99, **blocks))
     assert (low.sum(-1) >= 1).all() and (low <= high).all() and high.sum() > low.sum()
 
 
 def test_block_map_causal_rules(seed):
     q, k, _ = _qkv(1, 2, 2, 300, 300, 32)
-    bm = predict_block_map(q, k, block_q=64, block_k=32, is_causal=True, sparsity_ratio=0.9, sim_threshold=-1.0, sink=True)
+    bm = predict_block_map(q, k, None, True, None,
+                           SpargeConfig(block_q=64, block_k=32, sparsity_ratio=0.9, sim_threshold=-1.0, sink=True))
     n_q, n_k = bm.shape[-2:]
     for i in range(n_q):
         q_first, q_last = i * 64, min((i + 1) * 64, 300) - 1
@@ -170,7 +174,8 @@ def test_block_map_causal_rules(seed):
 def test_block_map_keeps_blocks_that_are_not_self_similar():
     q = torch.randn(1, 1, 256, 32)
     k = torch.randn(1, 1, 256, 32)  # random tokens: mean cosine ~ 0, below the threshold
-    bm = predict_block_map(q, k, block_q=64, block_k=64, sparsity_ratio=0.75, sim_threshold=0.5)
+    bm = predict_block_map(q, k, None, False, None,
+                           SpargeConfig(block_q=64, block_k=64, sparsity_ratio=0.75, sim_threshold=0.5))
     assert bm.all()
 
 
@@ -182,8 +187,8 @@ def test_block_map_lists():
 
 def test_sparge_density_one_equals_sage(seed):
     q, k, v = _qkv(1, 2, 2, 200, 200, 64)
-    a = sparge_attention_reference(q, k, v, sparsity_ratio=0.0, sim_threshold=-1.0)
-    b = sage_attention_reference(q, k, v)
+    a = sparge_attention_reference(q, k, v, None, False, None, SpargeConfig(sparsity_ratio=0.0, sim_threshold=-1.0))
+    b = sage_attention_reference(q, k, v, None, False, None, SageConfig())
     torch.testing.assert_close(a, b)
 
 
@@ -205,7 +210,8 @@ def test_sparge_error_grows_with_sparsity_on_local_inputs(seed):
     ref = attention_reference(q, k, v)
     errs = []
     for ratio in (0.0, 0.5, 0.8):
-        out = sparge_attention_reference(q, k, v, sparsity_ratio=ratio, block_q=64, sim_threshold=-1.0)
+        config = SpargeConfig(sparsity_ratio=ratio, block_q=64, sim_threshold=-1.0)
+        out = sparge_attention_reference(q, k, v, None, False, None, config)
         errs.append(((out - ref).abs().sum() / ref.abs().sum()).item())
     assert errs[0] <= errs[1] + 1e-6 and errs[1] <= errs[2] + 1e-6 and errs[2] > 1.5 * errs[0], errs
 
@@ -220,8 +226,33 @@ def test_sparge_pv_threshold_skips_and_stays_close(seed):
     k[:, :, :64] += u * 16  # score ~ 8*16/8 = 16 nat in block 0 vs ~0 elsewhere
     v = torch.randn(1, 2, 256, d)
     common = dict(sparsity_ratio=0.0, sim_threshold=-1.0, block_q=128, pv_precision="fp16")
-    dense = sparge_attention_reference(q, k, v, **common)
-    assert torch.equal(sparge_attention_reference(q, k, v, pv_threshold=30.0, **common), dense)
-    skipped = sparge_attention_reference(q, k, v, pv_threshold=8.0, **common)
+    dense, loose, skipped = (sparge_attention_reference(q, k, v, None, False, None, SpargeConfig(pv_threshold=t, **common))
+                             for t in (None, 30.0, 8.0))
+    assert torch.equal(loose, dense)
     assert not torch.equal(skipped, dense)
     assert_close_to(skipped, dense, 0.9999, 0.01)
+
+
+# ---- configs ---------------------------------------------------------------------------
+@pytest.mark.parametrize("cls, fields, message", [
+    (SageConfig, dict(pv_precision="fp32"), r"SageConfig.pv_precision: got 'fp32'; allowed: one of \('fp8', 'fp16'\)"),
+    (SageConfig, dict(block_q=0), r"SageConfig.block_q: got 0; allowed: a positive int"),
+    (SpargeConfig, dict(topk=0), r"SpargeConfig.topk: got 0; allowed: None or an int >= 1"),
+    (SpargeConfig, dict(sparsity_ratio=1.0), r"SpargeConfig.sparsity_ratio: got 1.0; allowed: None or a number in \[0, 1\)"),
+    (SpargeConfig, dict(topk=1, sim_threshold=2.0), r"SpargeConfig.sim_threshold: got 2.0; allowed: a number in \[-1, 1\]"),
+    (SpargeConfig, dict(topk=1, pv_precision="auto"), r"SpargeConfig.pv_precision: got 'auto'"),
+    (SpargeConfig, dict(), r"give exactly one of cdf_threshold, topk, sparsity_ratio \(got none\)"),
+    (SpargeConfig, dict(topk=2, cdf_threshold=0.9), r"give exactly one of .* \(got \['cdf_threshold', 'topk'\]\)"),
+])
+def test_config_validation_names_field_value_and_allowed(cls, fields, message):
+    with pytest.raises(ValueError, match=message):
+        cls(**fields)
+
+
+def test_backend_params_become_one_config():
+    from smartcompile.backends.sparge import SPARGE_PARAMS, sparge_config
+
+    params = {name: spec.default for name, spec in SPARGE_PARAMS.items()} | {"pv_precision": "fp16", "smooth_k": False}
+    config = sparge_config(params)
+    assert config == SpargeConfig(pv_precision="fp16", smooth=False, cdf_threshold=0.98)
+    assert sparge_config(dict(params)) is config  # built once per distinct params

@@ -33,14 +33,14 @@ EXAMPLE = {
     ],
 )
 def test_resolution_order(layer, backend, how):
-    d = resolve(layer, None, Policy.from_dict(EXAMPLE))
+    d = resolve(layer, Policy.from_dict(EXAMPLE))
     assert d.backend == backend
     assert (how == "default" and d.rule is None) or d.reason.startswith(how)
 
 
 def test_regex_first_in_file_order():
     p = Policy.from_dict({"version": 1, "layers": {"re:a\\..*": "sage", "re:a\\.b": "flash"}})
-    assert resolve("a.b", None, p).backend == "sage"
+    assert resolve("a.b", p).backend == "sage"
 
 
 def test_round_trip(tmp_path):
@@ -54,7 +54,7 @@ def test_round_trip(tmp_path):
 
 def test_params_are_kept():
     p = Policy.from_dict(EXAMPLE)
-    d = resolve("blocks.13.attn", None, p)
+    d = resolve("blocks.13.attn", p)
     assert d.params == {"sparsity_ratio": 0.5}
 
 

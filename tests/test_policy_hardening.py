@@ -57,7 +57,7 @@ def test_all_null_selection_is_rejected():
 
 def test_a_null_that_leaves_the_default_selection_still_loads_and_resolves():
     policy = Policy.from_dict(_sparge(topk=None))
-    params = resolve("blocks.0.attn", None, policy).params
+    params = resolve("blocks.0.attn", policy).params
     spec = AttentionSpec(1, 2, 2, 256, 256, 64, 64, torch.float32, "cpu")
     full = BACKENDS["sparge"].resolve_params(params, spec)
     assert full["cdf_threshold"] == 0.98 and full["topk"] is None

@@ -11,7 +11,7 @@ import smartcompile
 from smartcompile.errors import PolicyError, SmartCompileError
 from smartcompile.policies import Policy
 from smartcompile.profiling import Metric
-from smartcompile.profiling.choose import Option, choose
+from smartcompile.profiling.choose import Option, choose_within_budget
 from smartcompile.profiling.report import ProfileReport
 
 from profile_models import SENSITIVE, NoAttention, sensitive_net
@@ -139,9 +139,9 @@ def test_choose_prefers_saving_per_cost_within_budget():
         "b": [Option("b", "sage", 1.0, 0.1)],
         "c": [Option("c", "sage", 5.0, 2.0)],  # alone over budget: never chosen
     }
-    picked = choose(opts, budget_cost=1.0)
+    picked = choose_within_budget(opts, budget_cost=1.0)
     assert picked["b"].label == "sage" and picked["a"].label == "sparge" and picked["c"] is None
-    assert choose(opts, budget_cost=0.0) == {"a": None, "b": None, "c": None}
+    assert choose_within_budget(opts, budget_cost=0.0) == {"a": None, "b": None, "c": None}
 
 
 def test_verification_backs_off_when_the_cost_model_is_wrong():

@@ -13,6 +13,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from helpers import compile_and_plan
 from smartcompile.backends.sparge import SPARGE_PARAMS, run_sparge_reference
+from smartcompile.kernels.config import SageConfig, SpargeConfig
 from smartcompile.kernels.exact_reference import causal_keep_mask
 from smartcompile.kernels.sage_reference import sage_attention_reference
 from smartcompile.kernels.sparge_reference import predict_block_map, sparge_attention_reference
@@ -76,8 +77,8 @@ def _assert_valid_rows_nonzero(out, valid, seed):
 
 
 def _run(q, k, v, mask, is_causal=False, **selection):
-    return sparge_attention_reference(q, k, v, mask, is_causal, None, block_q=BLOCK_Q, block_k=BLOCK_K,
-                                      sim_threshold=-1.0, return_block_map=True, **selection)
+    config = SpargeConfig(block_q=BLOCK_Q, block_k=BLOCK_K, sim_threshold=-1.0, **selection)
+    return sparge_attention_reference(q, k, v, mask, is_causal, None, config, return_block_map=True)
 
 
 def _check(q, k, v, mask, seed, is_causal=False, **selection):
@@ -163,7 +164,7 @@ def test_full_density_matches_dense_sage_with_mask(case, selection, seed):
     else:
         keep = _padding_keep(LENGTHS, SK)
     out, block_map = _check(q, k, v, keep, seed, is_causal=is_causal, **selection)
-    dense = sage_attention_reference(q, k, v, keep, is_causal, block_q=BLOCK_Q, block_k=BLOCK_K)
+    dense = sage_attention_reference(q, k, v, keep, is_causal, None, SageConfig(block_q=BLOCK_Q, block_k=BLOCK_K))
     torch.testing.assert_close(out, dense, atol=1e-6, rtol=1e-6, msg=f"seed {seed}")
     assert not block_map.all(), "the mask should leave some blocks empty"
 
@@ -172,7 +173,8 @@ def test_sink_and_similarity_do_not_readd_empty_blocks(seed):
     # sim_threshold 1.0: every block is 'not self-similar' and would be kept, plus the sink
     q, k, _ = _qkv(B, H, H, SQ, SK)
     keep = _padding_keep(LENGTHS, SK).flip(-1)  # left padding: block 0 is empty for item 0
-    bm = predict_block_map(q, k, block_q=BLOCK_Q, block_k=BLOCK_K, sim_threshold=1.0, sink=True, topk=1, mask=keep)
+    bm = predict_block_map(q, k, keep, False, None,
+                           SpargeConfig(block_q=BLOCK_Q, block_k=BLOCK_K, sim_threshold=1.0, sink=True, topk=1))
     rows = _row_blocks(_element_valid(keep, B, H, SQ, SK, False))
     assert torch.equal(bm, rows[:, :, :1].expand_as(bm)), f"seed {seed}"
 
@@ -181,9 +183,10 @@ def test_sink_and_similarity_do_not_readd_empty_blocks(seed):
 @pytest.mark.parametrize("selection", SELECTIONS.values(), ids=SELECTIONS.keys())
 def test_all_true_mask_selects_as_without_mask(selection, is_causal, seed):
     q, k, _ = _qkv(B, 4, 2, SQ, SK)
-    args = dict(block_q=BLOCK_Q, block_k=BLOCK_K, is_causal=is_causal, sim_threshold=-1.0, sink=True, **selection)
+    config = SpargeConfig(block_q=BLOCK_Q, block_k=BLOCK_K, sim_threshold=-1.0, sink=True, **selection)
     ones = torch.ones(1, 1, SQ, SK, dtype=torch.bool)
-    assert torch.equal(predict_block_map(q, k, mask=ones, **args), predict_block_map(q, k, **args)), f"seed {seed}"
+    with_mask, without = (predict_block_map(q, k, m, is_causal, None, config) for m in (ones, None))
+    assert torch.equal(with_mask, without), f"seed {seed}"
 
 
 def test_backend_reference_receives_the_mask(seed):
@@ -214,7 +217,8 @@ def test_counts_are_over_nonempty_blocks(selection, scale, seed):
     # tie with the valid blocks at 0 and must still not take a valid block's place
     q, k, _ = _qkv(B, H, H, SQ, SK)
     keep = _padding_keep((400, 611), SK).flip(-1)
-    bm = predict_block_map(q, k, scale=scale, block_q=BLOCK_Q, block_k=BLOCK_K, sim_threshold=-1.0, mask=keep, **selection)
+    bm = predict_block_map(q, k, keep, False, scale,
+                           SpargeConfig(block_q=BLOCK_Q, block_k=BLOCK_K, sim_threshold=-1.0, **selection))
     n_nonempty = _row_blocks(_element_valid(keep, B, H, SQ, SK, False))[:, :, 0].sum(-1)  # (B, H)
     expected = n_nonempty.clamp(max=2) if "topk" in selection else torch.ceil(0.5 * n_nonempty.float()).long()
     assert (bm.sum(-1) == expected[..., None]).all(), f"kept {bm.sum(-1).unique().tolist()}, expected {expected.tolist()} (seed {seed})"

@@ -1,10 +1,13 @@
 """Sage: INT8 Q/K with smoothed K, FP8 or FP16 P.V, FP32 accumulation."""
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping
 
 import torch
 
+from ..kernels.config import SageConfig
+from ..kernels.constants import GLUON_BLOCK_Q, PV_PRECISIONS, SUPPORTED_HEAD_DIMS
 from ..kernels.sage_reference import sage_attention_reference
 from ..spec import AttentionSpec
 from .base import Accuracy, AutoGate, Backend, Implementation
@@ -18,12 +21,11 @@ SAGE_PARAMS = {
     "quant_symmetric": ParamSpec("quant_symmetric", bool, True, "symmetric Q/K quantization", choices=(True,)),
     "pv_precision": ParamSpec(
         "pv_precision", str, "auto", "precision of P and V in the P.V product; auto = fp8 on sm89+, fp16 below",
-        choices=("auto", "fp8", "fp16"),
+        choices=("auto",) + PV_PRECISIONS,
     ),
     "block_size": ParamSpec("block_size", int, 64, "query tokens per quantization (and sparsity) block", choices=(64, 128)),
     "smooth_k": ParamSpec("smooth_k", bool, True, "subtract K's mean over tokens before quantizing (exact)"),
 }
-KV_BLOCK = 128  # K tokens per quantization block (and per K/V tile of the kernel)
 # Speed over cuDNN SDPA by P.V precision, at 16k-32k tokens, D 128 on the H100
 # (benchmarks/results/h100): FP16 P.V is slower, so estimates never choose it. Short sequences
 # are slower than this on a real H100.
@@ -50,25 +52,34 @@ def resolve_pv_precision(requested: str, spec: AttentionSpec) -> str:
     return "fp16" if no_fp8 else "fp8"  # on CPU the reference models the GPU (FP8) numerics
 
 
-def sage_reference_args(params: dict) -> dict:
-    return dict(pv_precision=params["pv_precision"], smooth=params["smooth_k"], block_q=params["block_size"], block_k=KV_BLOCK)
+@functools.lru_cache(maxsize=None, typed=True)
+def cached_config(cls, **fields):
+    """cls(**fields), validated once per distinct rule (the runs below are called for every attention call)."""
+    return cls(**fields)
+
+
+def sage_fields(params: Mapping[str, Any]) -> dict:
+    return dict(pv_precision=params["pv_precision"], smooth=params["smooth_k"], block_q=params["block_size"])
+
+
+def sage_config(params: Mapping[str, Any]) -> SageConfig:
+    return cached_config(SageConfig, **sage_fields(params))
 
 
 def run_sage_reference(q, k, v, mask, is_causal: bool, scale: float, params: dict) -> torch.Tensor:
-    return sage_attention_reference(q, k, v, mask, is_causal, scale, **sage_reference_args(params))
+    return sage_attention_reference(q, k, v, mask, is_causal, scale, sage_config(params))
 
 
 def run_sage_triton(q, k, v, mask, is_causal: bool, scale: float, params: dict) -> torch.Tensor:
     from ..kernels.sage_triton import sage_attention_triton  # imports triton: only when it runs
 
-    return sage_attention_triton(q, k, v, is_causal, scale, pv_precision=params["pv_precision"],
-                                 block_q=params["block_size"], block_k=KV_BLOCK, smooth=params["smooth_k"])
+    return sage_attention_triton(q, k, v, mask, is_causal, scale, sage_config(params))
 
 
 def run_sage_gluon(q, k, v, mask, is_causal: bool, scale: float, params) -> torch.Tensor:
     from ..kernels.sage_gluon import sage_attention_gluon  # imports triton: only when it runs
 
-    return sage_attention_gluon(q, k, v, is_causal, scale, smooth=params["smooth_k"])
+    return sage_attention_gluon(q, k, v, mask, is_causal, scale, sage_config(params))
 
 
 # benchmarks/results/h200 (benchmarks/bench_gluon.py): faster than sage_triton at D 128 from 16k
@@ -91,8 +102,8 @@ def gluon_params_reasons(params) -> list:
     out = []
     if params["pv_precision"] != "fp8":
         out.append(f"pv_precision {params['pv_precision']!r}: the Gluon kernel has FP8 P.V only")
-    if params["block_size"] != 64:
-        out.append(f"block_size {params['block_size']}: the Gluon kernel quantizes Q per 64 rows")
+    if params["block_size"] != GLUON_BLOCK_Q:
+        out.append(f"block_size {params['block_size']}: the Gluon kernel quantizes Q per {GLUON_BLOCK_Q} rows")
     return out
 
 
@@ -119,7 +130,7 @@ class _SageBackend(Backend):
 REFERENCE_CAPS = Capabilities(devices=frozenset({"cpu"}), max_head_dim=256)
 HALF = frozenset({torch.float16, torch.bfloat16})
 TRITON_CAPS = Capabilities(
-    devices=frozenset({"cuda"}), min_compute_capability=(8, 0), dtypes=HALF, head_dims=(64, 96, 128),
+    devices=frozenset({"cuda"}), min_compute_capability=(8, 0), dtypes=HALF, head_dims=SUPPORTED_HEAD_DIMS,
     mask_kinds=frozenset({"none", "causal"}), different_v_dim=False, requires="triton",
 )
 GLUON_CAPS = Capabilities(

@@ -13,8 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..backends.hardware import compute_capability
-from ..backends.registry import get_implementation, select
-from ..backends.sparge import predicted_density
+from ..backends.registry import get_backend, get_implementation, select
 from ..backends.steps import passed_over
 from ..errors import UnsupportedError
 from ..spec import AttentionSpec
@@ -77,8 +76,8 @@ def _run_job(job: Job, q, k, v, ref, cfg: BenchConfig, timer: Timer) -> dict:
     row = dict(quality(out, ref), peak_mib=peak, extra_mib=extra)
     del out
     row["ms"] = timer(call, job.variant.label)
-    row["density"] = (predicted_density(q, k, cfg.causal, scale, job.params)
-                      if job.variant.backend == "sparge" else 1.0)
+    density = get_backend(job.variant.backend).predicted_density  # a sparse family's trait; None: dense
+    row["density"] = density(q, k, cfg.causal, scale, job.params) if density is not None else 1.0
     return row
 
 

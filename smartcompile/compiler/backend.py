@@ -41,7 +41,7 @@ def plan_and_rewrite(gm: torch.fx.GraphModule, policy: Policy, auto_mode: str = 
             continue
         anchors, frame = _running_frame(gm, site, inputs)
         per_instance = policy.has_step_rules or bool(frame)  # one graph may serve other instances / steps
-        decision = resolve(site.layer if frame is None else full_layer(frame, site.layer), site.spec, policy)
+        decision = resolve(site.layer if frame is None else full_layer(frame, site.layer), policy)
         if decision.backend == "off" and not per_instance:
             plan.sites.append(PlannedSite(**base, backend="off", implementation=None, params={},
                                           reason=f"{decision.reason}: off, left untouched", rewritten=False))

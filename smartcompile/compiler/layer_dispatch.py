@@ -191,7 +191,7 @@ def _decide(site_id: int, anchors: list, step: Optional[int]) -> Choice:
     # the first anchor a named model names uniquely (a parameter tied between blocks names two)
     frame = next((f for f in (frame_path(a, p) for a, p in zip(anchors, site.anchor_paths)) if f is not None), None)
     layer = site.layer if frame is None else full_layer(frame, site.layer)
-    decision = resolve(layer, site.spec, site.policy, step)
+    decision = resolve(layer, site.policy, step)
     try:
         choice, reason, _ = choose(decision, site.spec, site.auto_mode)
     except UnsupportedError as exc:  # compile time checked the step-less rule only

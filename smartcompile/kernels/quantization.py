@@ -3,12 +3,7 @@ from __future__ import annotations
 
 import torch
 
-LOG2E = 1.4426950408889634
-FP8_E4M3_MAX = 448.0
-INT8_MAX = 127.0
-# V is scaled per channel into this range for the FP16 P.V path: keeps bf16 V with huge
-# magnitudes from overflowing fp16 (the "black image" failure of other Sage kernels).
-FP16_V_RANGE = 16384.0
+from .constants import INT8_MAX
 
 
 def smooth_k(k: torch.Tensor) -> torch.Tensor:

@@ -39,10 +39,9 @@ from typing import Optional
 
 import torch
 
-LOG2E = 1.4426950408889634
-SUPPORTED_HEAD_DIMS = (64, 96, 128)
-BLOCK_Q_QUANT = 64   # query rows per INT8 scale (one warpgroup's rows)
-BLOCK_N = 128        # keys per K/V tile and per INT8 K scale
+from .config import SageConfig
+from .constants import GLUON_BLOCK_Q, KV_BLOCK, SUPPORTED_HEAD_DIMS
+
 TESTED_TRITON = ("3.6",)  # Gluon's API moves between releases: the versions this kernel was built with
 
 
@@ -658,12 +657,12 @@ def make_descriptors(x, block_m: int):
     k2 = x.k8.view(-1, d_pad)
     v2 = x.v.view(-1, x.v.shape[-1])
     q_lay = gl.NVMMASharedLayout.get_default_for([block_m, d_pad], gl.int8)
-    k_lay = gl.NVMMASharedLayout.get_default_for([BLOCK_N, d_pad], gl.int8)
-    v_lay = gl.NVMMASharedLayout.get_default_for([d_pad, BLOCK_N], gl.float8e4nv)
+    k_lay = gl.NVMMASharedLayout.get_default_for([KV_BLOCK, d_pad], gl.int8)
+    v_lay = gl.NVMMASharedLayout.get_default_for([d_pad, KV_BLOCK], gl.float8e4nv)
     TD = TensorDescriptor
     return (TD(q2, list(q2.shape), list(q2.stride()), [block_m, d_pad], q_lay),
-            TD(k2, list(k2.shape), list(k2.stride()), [BLOCK_N, d_pad], k_lay),
-            TD(v2, list(v2.shape), list(v2.stride()), [d_pad, BLOCK_N], v_lay))
+            TD(k2, list(k2.shape), list(k2.stride()), [KV_BLOCK, d_pad], k_lay),
+            TD(v2, list(v2.shape), list(v2.stride()), [d_pad, KV_BLOCK], v_lay))
 
 
 # Fastest measured on the H200 (benchmarks/gluon_notes.md, step 2): two consumer warpgroups (three
@@ -678,7 +677,7 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
     """The Gluon attention kernel on sage_triton's quantized inputs (FP8 P.V, block_q 64, block_k 128).
     ws2: two 64-row consumer warpgroups + a TMA producer warp per CTA (num_warps/overlap/ws ignored);
     consumers=3: D_PAD 64, non-causal only (elsewhere 2), 160 registers per consumer."""
-    if not x.fp8 or x.block_q != BLOCK_Q_QUANT or x.block_k != BLOCK_N:
+    if not x.fp8 or x.block_q != GLUON_BLOCK_Q or x.block_k != KV_BLOCK:
         raise ValueError("the Gluon kernel takes FP8 P.V with block_q=64, block_k=128 quantization")
     _gluon()
     b, hq, hkv, sq, sk, d = x.shape
@@ -686,7 +685,7 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
     block_m = 64 if ws2 else 16 * num_warps
     out = torch.empty((b, hq, sq, d), dtype=out_dtype, device=x.q8.device)
     lse = torch.empty((b, hq, sq), dtype=torch.float32, device=out.device) if return_lse else out
-    n_qblk, n_kblk = x.q8.shape[1] // BLOCK_Q_QUANT, x.k8.shape[1] // BLOCK_N
+    n_qblk, n_kblk = x.q8.shape[1] // GLUON_BLOCK_Q, x.k8.shape[1] // KV_BLOCK
     q_desc, k_desc, v_desc = make_descriptors(x, block_m)
     # three consumers fit the register file only at D_PAD 64 (at 128 they spill ~230 bytes each)
     nc = consumers if ws2 and not is_causal and d_pad <= 64 else 2
@@ -695,7 +694,7 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
     grid = (-(-sq // (nc * block_m if ws2 else block_m)), b * hq)
     args = (q_desc, k_desc, v_desc, x.q_scale, x.k_scale, x.v_amax, out, lse, out.stride(0), out.stride(1),
             out.stride(2), hq, hq // hkv, sq, sk, n_qblk, n_kblk)
-    meta = dict(D=d, D_PAD=d_pad, BLOCK_M=block_m, BN=BLOCK_N, STAGES=stages, IS_CAUSAL=is_causal,
+    meta = dict(D=d, D_PAD=d_pad, BLOCK_M=block_m, BN=KV_BLOCK, STAGES=stages, IS_CAUSAL=is_causal,
                 STORE_LSE=return_lse, num_warps=4 if ws2 else num_warps)
     if ws2:
         _sage_fwd_sm90_ws2[grid](*args, **meta, PINGPONG=pingpong, INTRA=intra, CONSUMER_REGS=consumer_regs,
@@ -707,17 +706,24 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
     return (out, lse) if return_lse else out
 
 
-def sage_attention_gluon(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_causal: bool = False,
-                         scale: Optional[float] = None, *, smooth: bool = True, return_lse: bool = False,
-                         launch: Optional[dict] = None):
-    """Sage attention (INT8 QK^T, FP8 P.V) on sm90 with the Gluon kernel; same arguments and
-    numerics as sage_triton.sage_attention_triton(pv_precision="fp8", block_q=64, block_k=128).
-    `launch`: attend_gluon's keyword arguments (DEFAULT_LAUNCH when None)."""
-    from .sage_triton import quantize, unsmoothed_lse
+GLUON_CONFIG = SageConfig(pv_precision="fp8", block_q=GLUON_BLOCK_Q, block_k=KV_BLOCK)  # what it takes (smooth: either)
 
+
+def sage_attention_gluon(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
+                         is_causal: bool, scale: Optional[float], config: SageConfig, *,
+                         return_lse: bool = False, launch: Optional[dict] = None):
+    """Sage attention (INT8 QK^T, FP8 P.V) on sm90 with the Gluon kernel; same arguments and
+    numerics as sage_triton.sage_attention_triton with GLUON_CONFIG (any `smooth`).
+    `launch`: attend_gluon's keyword arguments (DEFAULT_LAUNCH when None)."""
+    from .sage_triton import no_mask, quantize, unsmoothed_lse
+
+    no_mask(mask, "sage_attention_gluon")
+    if (config.pv_precision, config.block_q, config.block_k) != ("fp8", GLUON_BLOCK_Q, KV_BLOCK):
+        raise ValueError(f"sage_attention_gluon: {config} is not supported: the Gluon kernel takes pv_precision="
+                         f"'fp8', block_q={GLUON_BLOCK_Q}, block_k={KV_BLOCK}")
     if q.shape[-1] not in SUPPORTED_HEAD_DIMS:
         raise ValueError(f"head_dim {q.shape[-1]} not in {SUPPORTED_HEAD_DIMS}")
-    x = quantize(q, k, v, scale, pv_precision="fp8", block_q=BLOCK_Q_QUANT, block_k=BLOCK_N, smooth=smooth)
+    x = quantize(q, k, v, scale, config)
     cfg = DEFAULT_LAUNCH if launch is None else launch  # a given launch is taken whole (attend_gluon's defaults)
     if not return_lse:
         return attend_gluon(x, is_causal, q.dtype, **cfg)

@@ -1,7 +1,7 @@
 """Pure-torch reference of the Sage numerics, structured like the GPU kernel.
 
 The loop walks K/V blocks in order with an online softmax in exp2, so quantization of P
-happens against the running row max exactly as a kernel does:
+happens against the running row max exactly as a kernel does (settings: a SageConfig, kernels/config.py):
   * K smoothed (mean over tokens subtracted); softmax scale and log2(e) folded into Q;
   * Q per `block_q` tokens, K per `block_k` tokens, symmetric INT8; S = int dot * scales;
   * P in FP8 e4m3 (scaled by 448) or FP16; V scaled per channel into FP8/FP16 range;
@@ -18,33 +18,28 @@ from typing import Optional
 
 import torch
 
+from .config import SageConfig
+from .constants import FP8_E4M3_MAX, FP16_V_RANGE, LOG2E
 from .exact_reference import causal_keep_mask, expand_kv_heads
-from .quantization import (
-    FP8_E4M3_MAX, FP16_V_RANGE, LOG2E, quantize_int8_per_block, round_fp8_e4m3, round_fp16,
-    scale_v_per_channel, smooth_k,
-)
-
-PV_PRECISIONS = ("fp8", "fp16")
+from .quantization import quantize_int8_per_block, round_fp8_e4m3, round_fp16, scale_v_per_channel, smooth_k
 
 
 def sage_attention_reference(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    mask: Optional[torch.Tensor] = None,
-    is_causal: bool = False,
-    scale: Optional[float] = None,
+    mask: Optional[torch.Tensor],
+    is_causal: bool,
+    scale: Optional[float],
+    config: SageConfig,
     *,
-    pv_precision: str = "fp8",
-    smooth: bool = True,
-    block_q: int = 64,
-    block_k: int = 128,
     block_mask: Optional[torch.Tensor] = None,
     pv_threshold: Optional[float] = None,
     return_lse: bool = False,
 ):
-    if pv_precision not in PV_PRECISIONS:
-        raise ValueError(f"pv_precision: {pv_precision!r} is not one of {PV_PRECISIONS}")
+    """Output (B, Hq, Sq, Dv); with return_lse also the natural-log LSE (B, Hq, Sq). `block_mask` and
+    `pv_threshold`: Sparge's skipping (sparge_attention_reference passes them)."""
+    pv_precision, smooth, block_q, block_k = config.pv_precision, config.smooth, config.block_q, config.block_k
     b, hq, sq, d = q.shape
     sk = k.shape[2]
     sm_scale = scale if scale is not None else d ** -0.5

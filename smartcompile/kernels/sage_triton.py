@@ -26,10 +26,16 @@ import torch
 import triton
 import triton.language as tl
 
-LOG2E = 1.4426950408889634
-FP8_MAX = 448.0
-FP16_V_RANGE = 16384.0
-SUPPORTED_HEAD_DIMS = (64, 96, 128)
+from .config import SageConfig
+from .constants import (FP8_E4M3_MAX, FP16_V_RANGE, I2F_MAGIC, I2F_MAGIC_BITS, INT8_MAX, LN2, LOG2_FP8_E4M3_MAX, LOG2E,
+                        SUPPORTED_HEAD_DIMS)
+
+# the constants as @triton.jit code reads them (a global there must be a tl.constexpr)
+_INT8_MAX = tl.constexpr(INT8_MAX)
+_I2F_MAGIC_BITS = tl.constexpr(I2F_MAGIC_BITS)
+_I2F_MAGIC = tl.constexpr(I2F_MAGIC)
+_LOG2_FP8_MAX = tl.constexpr(LOG2_FP8_E4M3_MAX)
+_LN2 = tl.constexpr(LN2)
 AUTOTUNE_MIN_WORK = 1 << 28  # B*H*Sq*Sk above which launch configurations are autotuned
 
 
@@ -78,7 +84,7 @@ def _quantize_int8(X, OUT, SCALE, MEAN, POOLED, SIM, stride_b, stride_h, stride_
         mean = tl.load(MEAN + pid_bh * D + cols, mask=cols < D, other=0.0)
         x = tl.where(inside, x - mean[None, :], 0.0)
     x = x * mult
-    scale = tl.maximum(tl.max(tl.max(tl.abs(x), axis=1), axis=0) / 127.0, 1e-12)
+    scale = tl.maximum(tl.max(tl.max(tl.abs(x), axis=1), axis=0) / _INT8_MAX, 1e-12)
     xq = x / scale
     xq = xq + tl.where(xq >= 0, 0.5, -0.5)  # round half away from zero, then truncate
     out_rows = (pid_bh * n_blocks * BLOCK + rows).to(tl.int64)
@@ -108,16 +114,16 @@ def _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n,
     k = tl.load(K_blk + (start_n + offs_n)[None, :] * D_PAD + offs_d[:, None])
     c = q_scale * tl.load(KS_blk + start_n // BLOCK_N)
     # int32 -> fp32 without the quarter-rate I2F: |s| < 2^22, so 1.5 * 2^23 + s is exact in fp32
-    s = (tl.dot(q, k) + 0x4B400000).to(tl.float32, bitcast=True)
+    s = (tl.dot(q, k) + _I2F_MAGIC_BITS).to(tl.float32, bitcast=True)
     if MASK_TAIL:
         s = tl.where((start_n + offs_n)[None, :] < seq_k, s, float("-inf"))
     if MASK_CAUSAL:
         s = tl.where(offs_m[:, None] >= (start_n + offs_n)[None, :], s, float("-inf"))
-    m_blk = (tl.max(s, axis=1) - 12582912.0) * c
+    m_blk = (tl.max(s, axis=1) - _I2F_MAGIC) * c
     m_new = tl.maximum(m_i, m_blk)
     m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
     # one FMA per score: (s - magic) * c - m, plus log2(448) so FP8's P lands in [0, 448]
-    bias = 12582912.0 * c + m_safe - (8.807354922057604 if PV_FP8 else 0.0)
+    bias = _I2F_MAGIC * c + m_safe - (_LOG2_FP8_MAX if PV_FP8 else 0.0)
     p = tl.math.exp2(s * c - bias[:, None])
     alpha = tl.math.exp2(m_i - m_safe)
     l_i = l_i * alpha + tl.sum(p, axis=1)
@@ -209,7 +215,7 @@ def _sage_fwd(Q, K, V, QS, KS, VAMAX, O, LSE, LUT, COUNT, COUNT_FULL, stride_ob,
     tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=(offs_m[:, None] < seq_q) & (offs_d[None, :] < D))
     if STORE_LSE:  # l is in units of 448 on the FP8 path
         m_safe = tl.where(m_i == float("-inf"), 0.0, m_i)
-        lse = (m_safe + tl.math.log2(l_safe) - (8.807354922057604 if PV_FP8 else 0.0)) * 0.6931471805599453
+        lse = (m_safe + tl.math.log2(l_safe) - (_LOG2_FP8_MAX if PV_FP8 else 0.0)) * _LN2
         tl.store(LSE + pid_bh.to(tl.int64) * seq_q + offs_m, lse, mask=offs_m < seq_q)
 
 
@@ -255,7 +261,7 @@ def quantize_v(v: torch.Tensor, block: int, fp8: bool, d_pad: int):
     amax = torch.maximum(hi.float(), lo.float().neg()).reshape(b * h, d)
     shape = (b * h, d_pad, n_pad) if fp8 else (b * h, n_pad, d_pad)
     out = torch.empty(shape, dtype=torch.float8_e4m3fn if fp8 else torch.float16, device=v.device)
-    target = FP8_MAX if fp8 else FP16_V_RANGE
+    target = FP8_E4M3_MAX if fp8 else FP16_V_RANGE
     _quantize_v[(n_pad // block, b * h)](v, out, amax, *v.stride(), h, s, n_pad, target, D=d, D_PAD=d_pad, BLOCK=block, FP8=fp8)
     return out, amax
 
@@ -278,15 +284,13 @@ class QuantizedQKV:
     pooled: Optional[tuple] = None  # (pooled q, sim q, pooled k, sim k) when quantized with pool=True
 
 
-def quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None, *,
-             pv_precision: str = "fp8", block_q: int = 64, block_k: int = 128, smooth: bool = True,
-             pool: bool = False) -> QuantizedQKV:
+def quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None,
+             config: SageConfig = SageConfig(), *, pool: bool = False) -> QuantizedQKV:
+    pv_precision, block_q, block_k, smooth = config.pv_precision, config.block_q, config.block_k, config.smooth
     b, hq, sq, d = q.shape
     hkv, sk = k.shape[1], k.shape[2]
     if d not in SUPPORTED_HEAD_DIMS:
         raise ValueError(f"head_dim {d} not in {SUPPORTED_HEAD_DIMS}")
-    if pv_precision not in ("fp8", "fp16"):
-        raise ValueError(f"pv_precision: {pv_precision!r} is not one of ['fp8', 'fp16']")
     d_pad = triton.next_power_of_2(d)
     sm_scale = scale if scale is not None else d ** -0.5
     k_mean = k.mean(dim=-2, dtype=torch.float32) if smooth else None  # (B, Hkv, D), no fp32 copy of K
@@ -322,7 +326,7 @@ def attend(x: QuantizedQKV, is_causal: bool, out_dtype: torch.dtype, return_lse:
     lut, count, count_full = (blocks.lut, blocks.count, blocks.count_full) if sparse else (x.k_scale,) * 3
     args = (x.q8, x.k8, x.v, x.q_scale, x.k_scale, x.v_amax, out, lse, lut, count, count_full,
             out.stride(0), out.stride(1), out.stride(2), hq, hq // hkv, sq, sk, n_qblk, n_kblk,
-            triton.next_power_of_2(max(sk, 1)), FP8_MAX if x.fp8 else FP16_V_RANGE,
+            triton.next_power_of_2(max(sk, 1)), FP8_E4M3_MAX if x.fp8 else FP16_V_RANGE,
             0.0 if pv_threshold is None else float(pv_threshold))
     meta = dict(D=d, D_PAD=d_pad, BLOCK_M=x.block_q, BLOCK_N=x.block_k, IS_CAUSAL=is_causal, PV_FP8=x.fp8,
                 STORE_LSE=return_lse, SPARSE=sparse, PV_SKIP=pv_threshold is not None)
@@ -337,10 +341,18 @@ def attend(x: QuantizedQKV, is_causal: bool, out_dtype: torch.dtype, return_lse:
     return (out, lse) if return_lse else out
 
 
-def sage_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_causal: bool = False,
-                          scale: Optional[float] = None, *, pv_precision: str = "fp8", block_q: int = 64,
-                          block_k: int = 128, smooth: bool = True, return_lse: bool = False):
-    x = quantize(q, k, v, scale, pv_precision=pv_precision, block_q=block_q, block_k=block_k, smooth=smooth)
+def no_mask(mask: Optional[torch.Tensor], kernel: str) -> None:
+    """The kernels take is_causal but no element mask (the backends never offer them one)."""
+    if mask is not None:
+        raise ValueError(f"{kernel}: mask must be None (the kernel supports only is_causal); "
+                         f"got a {tuple(mask.shape)} {mask.dtype} mask: use the reference")
+
+
+def sage_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
+                          is_causal: bool, scale: Optional[float], config: SageConfig, *, return_lse: bool = False):
+    """Same arguments and numerics as sage_reference.sage_attention_reference, without a mask."""
+    no_mask(mask, "sage_attention_triton")
+    x = quantize(q, k, v, scale, config)
     if not return_lse:
         return attend(x, is_causal, q.dtype)
     out, lse = attend(x, is_causal, q.dtype, return_lse=True)

@@ -1,6 +1,6 @@
 """Pure-torch reference of Sparge block-map prediction and block-sparse Sage attention.
 
-Prediction, per (batch, q head):
+Settings: a SpargeConfig (kernels/config.py). Prediction, per (batch, q head):
   1. mean-pool Q per `block_q` tokens and K per `block_k` tokens;
   2. self-similarity of each block = mean pairwise cosine of its tokens; a Q block below
      `sim_threshold` keeps its whole row, a K block below it keeps its whole column;
@@ -20,6 +20,7 @@ from typing import Optional
 
 import torch
 
+from .config import SpargeConfig
 from .exact_reference import causal_keep_mask, expand_kv_heads
 from .sage_reference import sage_attention_reference
 
@@ -111,21 +112,14 @@ def select_blocks(
     sk: int,
     scale: float,
     is_causal: bool,
-    block_q: int,
-    block_k: int,
-    sim_threshold: float,
-    cdf_threshold: Optional[float],
-    topk: Optional[int],
-    sparsity_ratio: Optional[float],
-    sink: bool,
+    config: SpargeConfig,
     mask: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Steps 3-5 from pooled blocks (pq (B, Hq, nQ, D), pk (B, Hq, nK, D) and their self-similarity).
     Shared by the reference and the GPU predictor, so both select the same blocks. `mask`: the
     element mask (see `mask_row_blocks`); without one, the selection is the mask-free one."""
-    chosen = [n for n, val in (("cdf_threshold", cdf_threshold), ("topk", topk), ("sparsity_ratio", sparsity_ratio)) if val is not None]
-    if len(chosen) != 1:
-        raise ValueError(f"predict_block_map: give exactly one of cdf_threshold, topk, sparsity_ratio (got {chosen or 'none'})")
+    block_q, block_k, sim_threshold, sink = config.block_q, config.block_k, config.sim_threshold, config.sink
+    cdf_threshold, topk, sparsity_ratio = config.cdf_threshold, config.topk, config.sparsity_ratio
     n_q, n_k = pq.shape[2], pk.shape[2]
     scores = (pq @ pk.transpose(-2, -1)) * scale
     future, diagonal = block_validity(n_q, n_k, block_q, block_k, sq, sk, is_causal, pq.device)
@@ -168,36 +162,16 @@ def select_blocks(
     return keep if mask is None else _cover_rows(keep, scores, row_blocks, block_q, sq)
 
 
-def predict_block_map(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    *,
-    scale: Optional[float] = None,
-    is_causal: bool = False,
-    block_q: int = 64,
-    block_k: int = 128,
-    sim_threshold: float = 0.6,
-    cdf_threshold: Optional[float] = None,
-    topk: Optional[int] = None,
-    sparsity_ratio: Optional[float] = None,
-    sink: bool = False,
-    mask: Optional[torch.Tensor] = None,
-) -> torch.Tensor:
-    """Bool map (B, Hq, nQ, nK) of K blocks kept for each Q block. Exactly one of
-    cdf_threshold / topk / sparsity_ratio selects; `mask` is the attention's element mask."""
-    pq, sim_q = pool_and_similarity(q, block_q)
-    pk, sim_k = pool_and_similarity(k, block_k)
-    return select_from_pooled(
-        (pq, sim_q, pk, sim_k), q, k, scale=scale, is_causal=is_causal, block_q=block_q, block_k=block_k,
-        sim_threshold=sim_threshold, cdf_threshold=cdf_threshold, topk=topk, sparsity_ratio=sparsity_ratio, sink=sink,
-        mask=mask,
-    )
+def predict_block_map(q: torch.Tensor, k: torch.Tensor, mask: Optional[torch.Tensor], is_causal: bool,
+                      scale: Optional[float], config: SpargeConfig) -> torch.Tensor:
+    """Bool map (B, Hq, nQ, nK) of K blocks kept for each Q block; `mask` is the attention's element mask."""
+    pq, sim_q = pool_and_similarity(q, config.block_q)
+    pk, sim_k = pool_and_similarity(k, config.block_k)
+    return select_from_pooled((pq, sim_q, pk, sim_k), q, k, scale, is_causal, config, mask)
 
 
-def select_from_pooled(pooled: tuple, q: torch.Tensor, k: torch.Tensor, *, scale: Optional[float], is_causal: bool,
-                       block_q: int, block_k: int, sim_threshold: float, cdf_threshold: Optional[float],
-                       topk: Optional[int], sparsity_ratio: Optional[float], sink: bool,
-                       mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+def select_from_pooled(pooled: tuple, q: torch.Tensor, k: torch.Tensor, scale: Optional[float], is_causal: bool,
+                       config: SpargeConfig, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The block map from block statistics (pooled q, sim q, pooled k, sim k; K's per kv head, expanded
     here), whoever computed them: the reference, `_pool_blocks` or the quantization pass. `mask`: the
     element mask, if any (only the reference path has one)."""
@@ -206,8 +180,7 @@ def select_from_pooled(pooled: tuple, q: torch.Tensor, k: torch.Tensor, *, scale
     pk, sim_k = expand_kv_heads(pk, hq), expand_kv_heads(sim_k[..., None], hq)[..., 0]
     return select_blocks(
         pq, sim_q, pk, sim_k, sq=q.shape[2], sk=k.shape[2], scale=scale if scale is not None else q.shape[-1] ** -0.5,
-        is_causal=is_causal, block_q=block_q, block_k=block_k, sim_threshold=sim_threshold,
-        cdf_threshold=cdf_threshold, topk=topk, sparsity_ratio=sparsity_ratio, sink=sink, mask=mask,
+        is_causal=is_causal, config=config, mask=mask,
     )
 
 
@@ -225,31 +198,19 @@ def sparge_attention_reference(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    mask: Optional[torch.Tensor] = None,
-    is_causal: bool = False,
-    scale: Optional[float] = None,
+    mask: Optional[torch.Tensor],
+    is_causal: bool,
+    scale: Optional[float],
+    config: SpargeConfig,
     *,
-    pv_precision: str = "fp8",
-    block_q: int = 64,
-    block_k: int = 128,
-    sim_threshold: float = 0.6,
-    cdf_threshold: Optional[float] = None,
-    topk: Optional[int] = None,
-    sparsity_ratio: Optional[float] = None,
-    pv_threshold: Optional[float] = None,
-    sink: bool = False,
     return_block_map: bool = False,
     return_lse: bool = False,
 ):
     """Output; with return_lse also the LSE over the kept blocks; with return_block_map also the map."""
-    block_map = predict_block_map(
-        q, k, scale=scale, is_causal=is_causal, block_q=block_q, block_k=block_k,
-        sim_threshold=sim_threshold, cdf_threshold=cdf_threshold, topk=topk,
-        sparsity_ratio=sparsity_ratio, sink=sink, mask=mask,
-    )
+    block_map = predict_block_map(q, k, mask, is_causal, scale, config)
     out = sage_attention_reference(
-        q, k, v, mask, is_causal, scale, pv_precision=pv_precision, block_q=block_q,
-        block_k=block_k, block_mask=block_map, pv_threshold=pv_threshold, return_lse=return_lse,
+        q, k, v, mask, is_causal, scale, config, block_mask=block_map, pv_threshold=config.pv_threshold,
+        return_lse=return_lse,
     )
     out = out if return_lse else (out,)
     out = out + (block_map,) if return_block_map else out

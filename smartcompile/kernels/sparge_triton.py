@@ -15,7 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .sage_triton import BlockLists, _load_tile, _pool_stats, attend, quantize, unsmoothed_lse
+from .config import SpargeConfig
+from .sage_triton import BlockLists, _load_tile, _pool_stats, attend, no_mask, quantize, unsmoothed_lse
 from .sparge_reference import block_map_to_lists, select_from_pooled
 
 
@@ -39,13 +40,12 @@ def pool_and_similarity_triton(x: torch.Tensor, block: int) -> tuple[torch.Tenso
     return pooled, sim
 
 
-def predict_block_map_triton(q, k, *, scale: Optional[float], is_causal: bool, block_q: int, block_k: int,
-                             sim_threshold: float, cdf_threshold: Optional[float], topk: Optional[int],
-                             sparsity_ratio: Optional[float], sink: bool) -> torch.Tensor:
-    pooled = (*pool_and_similarity_triton(q, block_q), *pool_and_similarity_triton(k, block_k))
-    return select_from_pooled(pooled, q, k, scale=scale, is_causal=is_causal, block_q=block_q, block_k=block_k,
-                              sim_threshold=sim_threshold, cdf_threshold=cdf_threshold, topk=topk,
-                              sparsity_ratio=sparsity_ratio, sink=sink)
+def predict_block_map_triton(q, k, mask: Optional[torch.Tensor], is_causal: bool, scale: Optional[float],
+                             config: SpargeConfig) -> torch.Tensor:
+    """Same arguments and blocks as sparge_reference.predict_block_map, without a mask."""
+    no_mask(mask, "predict_block_map_triton")
+    pooled = (*pool_and_similarity_triton(q, config.block_q), *pool_and_similarity_triton(k, config.block_k))
+    return select_from_pooled(pooled, q, k, scale, is_causal, config)
 
 
 def block_lists_torch(block_map: torch.Tensor, seq_k: int, block_q: int, block_k: int, is_causal: bool) -> BlockLists:
@@ -99,21 +99,18 @@ def block_lists(block_map: torch.Tensor, seq_k: int, block_q: int, block_k: int,
     return BlockLists(lut, count, count_full)
 
 
-def sparge_attention_triton(q, k, v, is_causal: bool = False, scale: Optional[float] = None, *,
-                            pv_precision: str = "fp8", block_q: int = 64, block_k: int = 128,
-                            sim_threshold: float = 0.6, cdf_threshold: Optional[float] = None,
-                            topk: Optional[int] = None, sparsity_ratio: Optional[float] = None,
-                            pv_threshold: Optional[float] = None, sink: bool = False, smooth: bool = True,
-                            return_block_map: bool = False, return_lse: bool = False):
-    """Output (B, Hq, Sq, D); with return_lse also the natural-log LSE over the kept blocks (B, Hq, Sq),
+def sparge_attention_triton(q, k, v, mask: Optional[torch.Tensor], is_causal: bool, scale: Optional[float],
+                            config: SpargeConfig, *, return_block_map: bool = False, return_lse: bool = False):
+    """Same arguments and numerics as sparge_reference.sparge_attention_reference, without a mask.
+    Output (B, Hq, Sq, D); with return_lse also the natural-log LSE over the kept blocks (B, Hq, Sq),
     with return_block_map also the kept-block map (B, Hq, nQ, nK); in that order."""
+    no_mask(mask, "sparge_attention_triton")
     # the quantization pass also pools the blocks (one read of Q and K for both)
-    x = quantize(q, k, v, scale, pv_precision=pv_precision, block_q=block_q, block_k=block_k, smooth=smooth, pool=True)
-    block_map = select_from_pooled(x.pooled, q, k, scale=scale, is_causal=is_causal, block_q=block_q,
-                                   block_k=block_k, sim_threshold=sim_threshold, cdf_threshold=cdf_threshold,
-                                   topk=topk, sparsity_ratio=sparsity_ratio, sink=sink)
-    res = attend(x, is_causal, q.dtype, blocks=block_lists(block_map, k.shape[2], block_q, block_k, is_causal),
-                 pv_threshold=pv_threshold, return_lse=return_lse)
+    x = quantize(q, k, v, scale, config, pool=True)
+    block_map = select_from_pooled(x.pooled, q, k, scale, is_causal, config)
+    res = attend(x, is_causal, q.dtype, blocks=block_lists(block_map, k.shape[2], config.block_q, config.block_k,
+                                                           is_causal),
+                 pv_threshold=config.pv_threshold, return_lse=return_lse)
     out = (res[0], unsmoothed_lse(res[1], q, x)) if return_lse else (res,)
     out = out + (block_map,) if return_block_map else out
     return out if len(out) > 1 else out[0]

@@ -7,7 +7,6 @@ import fnmatch
 import re
 from typing import Any, Iterable, Mapping, Optional
 
-from ..spec import AttentionSpec
 from .policy import Policy, Rule
 
 _GLOB_CHARS = set("*?[")
@@ -46,9 +45,8 @@ def matching_rule(layer: str, policy: Policy) -> Optional[tuple[str, Rule, str]]
     return None
 
 
-def resolve(layer: str, spec: Optional[AttentionSpec], policy: Policy, step: Optional[int] = None) -> Decision:
-    """The policy's decision for one layer at denoising step `step` (None: outside any step).
-    `spec` is accepted for rules that will depend on shapes (per-head or per-length rules)."""
+def resolve(layer: str, policy: Policy, step: Optional[int] = None) -> Decision:
+    """The policy's decision for one layer at denoising step `step` (None: outside any step)."""
     found = matching_rule(layer, policy)
     key, rule, why = (None, policy.default, "policy default") if found is None else \
         (found[0], found[1], f"{found[2]} rule {found[0]!r}")

@@ -14,7 +14,7 @@ class Option:
     cost: float  # the metric's cost with only this layer switched
 
 
-def choose(options: dict, budget_cost: float) -> dict:
+def choose_within_budget(options: dict, budget_cost: float) -> dict:
     """options {layer: [Option]} -> {layer: Option or None (exact)}.
 
     Repeatedly takes the upgrade (a layer to a faster option) with the best extra saving per extra

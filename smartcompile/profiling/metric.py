@@ -1,5 +1,7 @@
-"""Model-level metrics for the profiler: a value per calibration item, the worst item counts,
-and an error "cost" that adds up (approximately) across layers for the chooser."""
+"""The profiler's Metric: a model-level criterion with a budget (a value per calibration item,
+the worst item counts) and an error "cost" that adds up (approximately) across layers for the
+chooser. The plain output-error functions it is built on (error_stats, psnr, ssim) live in
+smartcompile.metrics; this module only applies them to flattened model outputs."""
 from __future__ import annotations
 
 import dataclasses

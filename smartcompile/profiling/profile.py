@@ -27,12 +27,13 @@ from ..timing import wall_seconds
 from .calibration import detach_output, make_runner
 from .candidates import parse_candidates
 from .capture import Capture
-from .choose import Option, choose
+from .choose import Option, choose_within_budget
 from .local import exact_time_ms, measure_local, timing_is_real
 from .metric import Metric, flat_output, resolve_metric
 from .runs import compile_exact, run_with
 from .step_units import StepRanges, split_unit
 from .store import MeasurementStore, json_safe
+from .summary import CandidateResult, LayerSummary, ProfileSummary, Speedup, VerificationRun
 
 MAX_BACKOFF = 8
 
@@ -121,12 +122,11 @@ def profile(
         _interrupted(store)
         raise
     policy_dict["metadata"] = {
+        # graph notes (graph breaks, shared graphs): a layer name may stand for several modules
         "profile": _summary(model, n_items, cands, metric_obj, budget, verification, speed, real_timing, layers,
-                            local, sens, chosen, store, time.perf_counter() - t0),
+                            local, sens, chosen, store, time.perf_counter() - t0, plan.notes).to_dict(),
         "hardware": hardware_fingerprint(device),
     }
-    # graph breaks / shared graphs: say that a layer name may stand for several modules
-    policy_dict["metadata"]["profile"]["graph_notes"] = list(plan.notes)
     policy = Policy.from_dict(json_safe(policy_dict), source=str(out) if out else "<profile>")
     if out is not None:
         policy.save(out)
@@ -211,12 +211,12 @@ def _choose_and_verify(compiled, run, references, layers, local, options, metric
     allowed = budget_cost
     bar = tqdm(total=MAX_BACKOFF + 1, desc="choose + verify", disable=not progress)
     for attempt in range(MAX_BACKOFF + 1):
-        chosen = choose(options, allowed) if attempt < MAX_BACKOFF else {layer: None for layer in options}
+        chosen = choose_within_budget(options, allowed) if attempt < MAX_BACKOFF else {layer: None for layer in options}
         assignment = {layer: (local[(layer, o.label)]["backend"], local[(layer, o.label)]["implementation"],
                               local[(layer, o.label)]["params"]) for layer, o in chosen.items() if o is not None}
         value = metric.value(references, run_with(compiled, run, assignment, units))
         ok = metric.meets(value, budget)
-        attempts.append({"allowed_cost": allowed, "switched": len(assignment), "value": value, "meets_budget": ok})
+        attempts.append(VerificationRun(allowed, len(assignment), value, ok))
         bar.update()
         if ok or not assignment:
             break
@@ -252,7 +252,7 @@ def _policy_dict(layers, cands, chosen) -> dict:
     return {"version": STEP_RULES_VERSION if stepped else POLICY_VERSION, "default": exact_baseline(), "layers": rules}
 
 
-def _measure_speedup(model, run, policy: Policy, references, metric: Metric, progress: bool) -> dict:
+def _measure_speedup(model, run, policy: Policy, references, metric: Metric, progress: bool) -> Speedup:
     """End to end on the GPU: Inductor default vs the profiled policy, same inputs, same run."""
     from ..compiler import backend
 
@@ -265,36 +265,36 @@ def _measure_speedup(model, run, policy: Policy, references, metric: Metric, pro
             results[name] = {"seconds": wall_seconds(lambda: list(run(compiled)), "cuda", 5),
                              "value": metric.value(references, outputs)}
     base, ours = results["torch.compile default"], results["profiled policy"]
-    return {"speedup_vs_torch_compile": base["seconds"] / ours["seconds"], "torch_compile_ms": base["seconds"] * 1e3,
-            "policy_ms": ours["seconds"] * 1e3, "value_compiled": ours["value"]}
+    return Speedup(base["seconds"] / ours["seconds"], base["seconds"] * 1e3, ours["seconds"] * 1e3, ours["value"])
 
 
 def _summary(model, n_items, cands, metric, budget, verification, speed, real_timing, layers, local, sens, chosen,
-             store, wall_s) -> dict:
+             store, wall_s, graph_notes) -> ProfileSummary:
     per_layer = {}
     for rec in layers:
         o = chosen.get(rec.layer)
-        entry = {"spec": rec.spec.short(), "calls": rec.calls, "chosen": exact_baseline() if o is None else o.label,
-                 "time_exact_ms": local[(rec.layer, exact_baseline())]["time_ms"],
-                 "saved_ms": 0.0 if o is None else o.saved_ms, "candidates": {}}
+        results = {}
         for c in cands:
             loc, sen = local[(rec.layer, c.label)], sens[(rec.layer, c.label)]
-            entry["candidates"][c.label] = {
-                k: loc.get(k) for k in ("cosine", "rel_l1", "rmse", "time_ms", "density", "implementation")
-                if loc.get(k) is not None} | ({"e2e_value": sen["value"], "e2e_cost": sen["cost"]} if "cost" in sen
-                                              else {"skipped": sen.get("skipped", loc.get("why"))})
-        per_layer[rec.layer] = entry
+            results[c.label] = CandidateResult(
+                **{k: loc.get(k) for k in ("cosine", "rel_l1", "rmse", "time_ms", "density", "implementation")},
+                **({"e2e_value": sen["value"], "e2e_cost": sen["cost"]} if "cost" in sen
+                   else {"skipped": sen.get("skipped", loc.get("why"))}))
+        per_layer[rec.layer] = LayerSummary(rec.spec.short(), rec.calls, exact_baseline() if o is None else o.label,
+                                            local[(rec.layer, exact_baseline())]["time_ms"],
+                                            0.0 if o is None else o.saved_ms, results)
     final = verification[-1]
-    return {
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "smartcompile": __version__, "model": type(model).__qualname__, "calibration_items": n_items,
-        "metric": metric.name, "higher_is_better": metric.higher_is_better, "budget": budget,
-        "budget_cost": metric.cost(budget), "achieved": final["value"], "meets_budget": final["meets_budget"],
-        "verification": verification,
-        "timing": "measured" if real_timing else "estimated",
-        "times": "cuda events on this GPU" if real_timing else
+    return ProfileSummary(
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        smartcompile=__version__, model=type(model).__qualname__, calibration_items=n_items,
+        metric=metric.name, higher_is_better=metric.higher_is_better, budget=budget,
+        budget_cost=metric.cost(budget), achieved=final.value, meets_budget=final.meets_budget,
+        verification=tuple(verification),
+        timing="measured" if real_timing else "estimated",
+        times="cuda events on this GPU" if real_timing else
         "estimates from H100 measurements: this device (CPU) runs reference numerics, its times are not meaningful",
-        "speedup": speed, "candidates": [c.label for c in cands], "wall_s": wall_s,
-        "cache": {"path": str(store.path) if store.path else None, "reused_measurements": store.reused},
-        "layers": per_layer,
-    }
+        speedup=speed, candidates=tuple(c.label for c in cands),
+        candidate_rules={c.label: c for c in cands}, wall_s=wall_s,
+        cache_path=str(store.path) if store.path else None, reused_measurements=store.reused,
+        layers=per_layer, graph_notes=tuple(graph_notes),
+    )

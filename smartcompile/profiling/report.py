@@ -1,7 +1,7 @@
 """The profile report: a terminal table, and a plot (matplotlib) of per-layer sensitivity, time
-saved and the chosen backend. Built from a profiled policy's metadata, so a saved file can be
-reported on later (`smartcompile profile --report` or ProfileReport.from_policy). Table and plot
-name candidates alike (short_label)."""
+saved and the chosen backend. Built from a profiled policy's metadata (a ProfileSummary), so a
+saved file can be reported on later (`smartcompile profile --report` or ProfileReport.from_policy).
+Table and plot name candidates alike (candidate_name)."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,10 +9,12 @@ import math
 from pathlib import Path
 from typing import Union
 
+from ..backends.registry import BACKENDS
 from ..errors import SmartCompileError
 from ..policies import Policy
 from .candidates import ProfileCandidate
 from .metric import metric_unit
+from .summary import CandidateResult, ProfileSummary
 from .units import format_ms
 
 PLOT_INSTALL_HINT = "pip install 'smartcompile[plot]'"
@@ -25,6 +27,13 @@ def short_label(label: str) -> str:
     return label if cand is None else cand.name
 
 
+def candidate_name(summary: ProfileSummary, label: str) -> str:
+    """For people: a candidate by the backend and parameters the summary records for it; the exact
+    baseline (and a candidate of a summary written without candidate_rules) by its label."""
+    cand = summary.candidate_rules.get(label)
+    return cand.name if cand is not None and cand.backend in BACKENDS else short_label(label)
+
+
 def require_matplotlib() -> None:
     """Raise now, before a long profile, when a plot is asked for and matplotlib is missing."""
     try:
@@ -34,56 +43,59 @@ def require_matplotlib() -> None:
 
 
 def _fmt(x, spec: str = ".4f") -> str:
-    return "-" if x is None else (format(x, spec) if isinstance(x, (int, float)) and math.isfinite(x) else str(x))
+    if x is None or (isinstance(x, float) and math.isnan(x)):  # NaN is stored as null (json_safe)
+        return "-"
+    return format(x, spec) if isinstance(x, (int, float)) and math.isfinite(x) else str(x)
 
 
 @dataclasses.dataclass(frozen=True)
 class ProfileReport:
-    summary: dict  # policy.metadata["profile"]
+    summary: ProfileSummary  # a dict (policy.metadata["profile"]) is read with ProfileSummary.from_dict
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.summary, ProfileSummary):
+            object.__setattr__(self, "summary", ProfileSummary.from_dict(self.summary))
 
     @classmethod
     def from_policy(cls, policy: Policy) -> "ProfileReport":
-        summary = policy.metadata.get("profile")
-        if not isinstance(summary, dict) or "layers" not in summary:
+        """Raises PolicyError naming the field when the policy's metadata.profile is malformed."""
+        if "profile" not in policy.metadata:
             raise SmartCompileError(f"report: policy {policy.source} has no profile measurements (metadata.profile)")
-        return cls(summary)
+        return cls(ProfileSummary.from_dict(policy.metadata["profile"], f"{policy.source}: policy.metadata.profile"))
 
     @property
     def estimated(self) -> bool:
         """Times are FLOP estimates (no GPU was profiled), not measurements."""
-        s = self.summary
-        return s.get("timing", "measured" if str(s.get("times", "")).startswith("cuda") else "estimated") == "estimated"
+        return self.summary.estimated
 
     def table(self) -> str:
         s = self.summary
         est = " (est.)" if self.estimated else ""
         head = ("layer", "calls", "chosen", f"exact/call{est}", f"chosen/call{est}", f"saved/pass{est}", "local cos",
-                f"e2e {s['metric']}")
+                f"e2e {s.metric}")
         rows = []
-        for layer, e in s["layers"].items():
-            c = e["candidates"].get(e["chosen"], {})
-            rows.append((layer, str(e["calls"]), short_label(e["chosen"]), format_ms(e["time_exact_ms"]),
-                         format_ms(c.get("time_ms", e["time_exact_ms"])), format_ms(e["saved_ms"]),
-                         _fmt(c.get("cosine"), ".5f"), _fmt(c.get("e2e_value"), ".6f")))
+        for layer, e in s.layers.items():
+            c = e.candidates.get(e.chosen, CandidateResult())
+            rows.append((layer, str(e.calls), candidate_name(s, e.chosen), format_ms(e.time_exact_ms),
+                         format_ms(e.time_exact_ms if c.time_ms is None else c.time_ms), format_ms(e.saved_ms),
+                         _fmt(c.cosine, ".5f"), _fmt(c.e2e_value, ".6f")))
         widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
         fmt = lambda r: "  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip()
         lines = [fmt(head), fmt(tuple("-" * w for w in widths))] + [fmt(r) for r in rows]
-        op = ">=" if s["higher_is_better"] else "<="
-        unit = metric_unit(s["metric"])
-        lines.append(f"budget {s['metric']} {op} {s['budget']}{unit}: achieved {_fmt(s['achieved'], '.6f')} "
-                     f"({'met' if s['meets_budget'] else 'NOT met'}) after {len(s['verification'])} verification run(s)")
-        speed = s.get("speedup")
+        op = ">=" if s.higher_is_better else "<="
+        lines.append(f"budget {s.metric} {op} {s.budget}{metric_unit(s.metric)}: achieved {_fmt(s.achieved, '.6f')} "
+                     f"({'met' if s.meets_budget else 'NOT met'}) after {len(s.verification)} verification run(s)")
+        speed = s.speedup
         if speed:
-            lines.append(f"end to end: {speed['speedup_vs_torch_compile']:.2f}x torch.compile default "
-                         f"({format_ms(speed['torch_compile_ms'])} -> {format_ms(speed['policy_ms'])} per calibration "
-                         f"pass; {s['metric']} of the compiled policy {_fmt(speed['value_compiled'], '.6f')})")
+            lines.append(f"end to end: {speed.speedup_vs_torch_compile:.2f}x torch.compile default "
+                         f"({format_ms(speed.torch_compile_ms)} -> {format_ms(speed.policy_ms)} per calibration "
+                         f"pass; {s.metric} of the compiled policy {_fmt(speed.value_compiled, '.6f')})")
         if self.estimated:
             lines.append("(est.): no GPU here: times are FLOP estimates at H100 speeds, and so are the choices they "
                          "drive; profile on a GPU for real times")
         else:
-            lines.append(f"times: {s['times']}")
-        lines.append(f"profiling took {s['wall_s']:.1f} s; {s['cache']['reused_measurements']} cached measurements "
-                     "reused")
+            lines.append(f"times: {s.times}")
+        lines.append(f"profiling took {s.wall_s:.1f} s; {s.reused_measurements} cached measurements reused")
         return "\n".join(lines)
 
     def plot(self, path: Union[str, Path]) -> Path:

@@ -13,6 +13,7 @@ assert os.environ.get("TRITON_INTERPRET") == "1", "run through tests/test_triton
 
 from helpers import assert_close_to, spec_id  # noqa: E402
 from smartcompile.backends.sage import SAGE_ACCURACY  # noqa: E402
+from smartcompile.kernels.config import SageConfig  # noqa: E402
 from smartcompile.kernels.exact_reference import attention_reference  # noqa: E402
 from smartcompile.kernels.sage_reference import sage_attention_reference  # noqa: E402
 from smartcompile.kernels.sage_triton import sage_attention_triton  # noqa: E402
@@ -37,9 +38,10 @@ def test_interpreted_kernel_matches_reference(shape, layout, seed):
     q, k, v = make(hq, sq), make(hkv, sk), make(hkv, sk)
     k = k + 4.0  # a per-channel bias that smoothing must remove
     k_before = k.clone()
-    out, lse = sage_attention_triton(q, k, v, causal, None, pv_precision="fp16", return_lse=True)
+    args = (q, k, v, None, causal, None, SageConfig(pv_precision="fp16"))
+    out, lse = sage_attention_triton(*args, return_lse=True)
     assert torch.equal(k, k_before), "caller's k was modified"
-    ref, lse_ref = sage_attention_reference(q, k, v, None, causal, None, pv_precision="fp16", return_lse=True)
+    ref, lse_ref = sage_attention_reference(*args, return_lse=True)
     assert_close_to(out.float(), ref.float(), 0.99999, 1e-3, f"vs reference, seed {seed}")
     torch.testing.assert_close(lse, lse_ref, atol=1e-3, rtol=1e-4)
     exact = attention_reference(q.float(), k.float(), v.float(), None, causal)
@@ -50,4 +52,10 @@ def test_interpreted_kernel_matches_reference(shape, layout, seed):
 def test_interpreted_kernel_rejects_unsupported_head_dim():
     q = torch.randn(1, 1, 16, 80, dtype=torch.float16)
     with pytest.raises(ValueError, match="head_dim 80 not in"):
-        sage_attention_triton(q, q, q)
+        sage_attention_triton(q, q, q, None, False, None, SageConfig())
+
+
+def test_interpreted_kernel_rejects_a_mask():
+    q = torch.randn(1, 1, 16, 64, dtype=torch.float16)
+    with pytest.raises(ValueError, match="sage_attention_triton: mask must be None"):
+        sage_attention_triton(q, q, q, torch.ones(16, 16, dtype=torch.bool), False, None, SageConfig())

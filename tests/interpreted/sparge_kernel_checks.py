@@ -9,6 +9,7 @@ import torch
 assert os.environ.get("TRITON_INTERPRET") == "1", "run through tests/test_triton_interpreter.py"
 
 from helpers import assert_close_to  # noqa: E402
+from smartcompile.kernels.config import SpargeConfig  # noqa: E402
 from smartcompile.kernels.sparge_reference import (  # noqa: E402
     pool_and_similarity, predict_block_map, sparge_attention_reference,
 )
@@ -44,11 +45,9 @@ SELECTIONS = [dict(sparsity_ratio=0.5), dict(topk=2), dict(cdf_threshold=0.9), d
 @pytest.mark.parametrize("sel", SELECTIONS, ids=[next(iter(s)) + str(next(iter(s.values()))) for s in SELECTIONS])
 def test_gpu_predictor_selects_the_reference_blocks(kind, causal, sel, seed):
     q, k, _ = _inputs(kind)
-    args = dict(scale=None, is_causal=causal, block_q=64, block_k=128, sim_threshold=0.3, cdf_threshold=None,
-                topk=None, sparsity_ratio=None, sink=False)
-    args.update(sel)
-    ref = predict_block_map(q, k, **args)
-    got = predict_block_map_triton(q, k, **args)
+    args = (q, k, None, causal, None, SpargeConfig(block_q=64, block_k=128, sim_threshold=0.3, **sel))
+    ref = predict_block_map(*args)
+    got = predict_block_map_triton(*args)
     assert torch.equal(got, ref), f"seed {seed}: {(got != ref).sum().item()} blocks differ"
 
 
@@ -56,10 +55,10 @@ def test_gpu_predictor_selects_the_reference_blocks(kind, causal, sel, seed):
 @pytest.mark.parametrize("pv_threshold", [None, 6.0])
 def test_sparse_kernel_matches_reference(causal, pv_threshold, seed):
     q, k, v = _inputs("structured")
-    common = dict(pv_precision="fp16", block_q=64, block_k=128, sim_threshold=0.3, sparsity_ratio=0.5,
-                  pv_threshold=pv_threshold)
-    out, bm = sparge_attention_triton(q, k, v, causal, None, return_block_map=True, **common)
-    ref, bm_ref = sparge_attention_reference(q, k, v, None, causal, None, return_block_map=True, **common)
+    config = SpargeConfig(pv_precision="fp16", block_q=64, block_k=128, sim_threshold=0.3, sparsity_ratio=0.5,
+                          pv_threshold=pv_threshold)
+    out, bm = sparge_attention_triton(q, k, v, None, causal, None, config, return_block_map=True)
+    ref, bm_ref = sparge_attention_reference(q, k, v, None, causal, None, config, return_block_map=True)
     assert torch.equal(bm, bm_ref)
     assert bm.float().mean() < 1.0  # something was skipped
     assert torch.isfinite(out).all()
@@ -82,10 +81,19 @@ def test_block_lists_kernel_matches_torch(causal, n_q, n_k, seq_k, seed):
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 def test_sparse_lse_matches_reference(causal, seed):
     q, k, v = _inputs("structured")
-    common = dict(pv_precision="fp16", sim_threshold=-1.0, sparsity_ratio=0.5)
-    out, lse, bm = sparge_attention_triton(q, k, v, causal, None, return_lse=True, return_block_map=True, **common)
-    ref, lse_ref, bm_ref = sparge_attention_reference(q, k, v, None, causal, None, return_lse=True,
-                                                      return_block_map=True, **common)
+    args = (q, k, v, None, causal, None, SpargeConfig(pv_precision="fp16", sim_threshold=-1.0, sparsity_ratio=0.5))
+    out, lse, bm = sparge_attention_triton(*args, return_lse=True, return_block_map=True)
+    ref, lse_ref, bm_ref = sparge_attention_reference(*args, return_lse=True, return_block_map=True)
     assert torch.equal(bm, bm_ref), f"seed {seed}"
     assert torch.isfinite(lse).all(), f"seed {seed}"
     torch.testing.assert_close(lse, lse_ref, atol=1e-3, rtol=1e-4, msg=f"seed {seed}")
+
+
+def test_kernels_reject_a_mask():
+    q, k, v = _inputs("random")
+    config = SpargeConfig(sparsity_ratio=0.5)
+    keep = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool)
+    with pytest.raises(ValueError, match="sparge_attention_triton: mask must be None"):
+        sparge_attention_triton(q, k, v, keep, False, None, config)
+    with pytest.raises(ValueError, match="predict_block_map_triton: mask must be None"):
+        predict_block_map_triton(q, k, keep, False, None, config)
