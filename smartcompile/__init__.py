@@ -6,7 +6,7 @@ from .backends.denoising_step import step
 from .compiler import Plan, PlannedSite, backend
 from .compiler.layer_dispatch import name_layers
 from .compile_model import compile
-from .errors import OptionsError, PolicyError, SmartCompileError, UnsupportedError
+from .errors import OptionsError, PolicyError, SmartCompileError, UnknownNameError, UnsupportedError
 from .policies import Policy, Rule
 from .profiling import Metric, profile
 from .spec import AttentionSpec
@@ -14,5 +14,5 @@ from .step_tracking import track_steps
 
 __all__ = [
     "AttentionSpec", "Metric", "OptionsError", "Plan", "PlannedSite", "Policy", "PolicyError", "Rule",
-    "SmartCompileError", "UnsupportedError", "backend", "compile", "explain", "name_layers", "profile", "step", "track_steps",
+    "SmartCompileError", "UnknownNameError", "UnsupportedError", "backend", "compile", "explain", "name_layers", "profile", "step", "track_steps",
 ]

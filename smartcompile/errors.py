@@ -15,3 +15,8 @@ class OptionsError(SmartCompileError, ValueError):
 
 class UnsupportedError(SmartCompileError, RuntimeError):
     """No implementation can run a spec (should not happen: flash/sdpa supports all)."""
+
+
+class UnknownNameError(SmartCompileError, ValueError):
+    """A backend, implementation or auto mode that is not registered (a typo in a direct call;
+    policies and options report theirs as PolicyError / OptionsError)."""

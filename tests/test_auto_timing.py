@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from smartcompile.backends import auto_timing, registry
-from smartcompile.backends.auto_timing import Candidate, TimingCache, choose, measured_choice
+from smartcompile.backends.auto_timing import Candidate, TimingCache, fastest_candidate, measured_choice
 from smartcompile.compiler.options import CompileOptions
-from smartcompile.errors import OptionsError, UnsupportedError
+from smartcompile.errors import OptionsError, UnknownNameError
 from smartcompile.spec import AttentionSpec
 
 SPEC = AttentionSpec(1, 8, 8, 4096, 4096, 128, 128, torch.bfloat16, "cuda")
@@ -22,12 +22,12 @@ SPEC = AttentionSpec(1, 8, 8, 4096, 4096, 128, 128, torch.bfloat16, "cuda")
     ({"flash/sdpa": 1.0, "flash/flash_attn3": 0.7, "sage/sage_triton": 0.8}, "flash/flash_attn3"),  # fastest exact
 ])
 def test_choose_rule(times, expected):
-    assert choose(_timed(times))[0].label == expected
+    assert fastest_candidate(_timed(times))[0].label == expected
 
 
 def test_choose_needs_an_exact_time():
     with pytest.raises(ValueError, match="no exact"):
-        choose(_timed({"sage/sage_triton": 1.0}))
+        fastest_candidate(_timed({"sage/sage_triton": 1.0}))
 
 
 def _timed(times: dict) -> list:
@@ -88,5 +88,5 @@ def test_auto_option_is_validated():
     assert CompileOptions.parse(None).auto == "measure"
     with pytest.raises(OptionsError, match="auto: 'fast' is not allowed"):
         CompileOptions.parse({"auto": "fast"})
-    with pytest.raises(UnsupportedError, match="auto_mode"):
+    with pytest.raises(UnknownNameError, match="auto_mode"):
         registry.select(SPEC, "auto", {}, "fast")

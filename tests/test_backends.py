@@ -4,7 +4,7 @@ import torch
 
 from smartcompile.backends import select
 from smartcompile.backends.registry import BACKENDS, get_implementation
-from smartcompile.errors import UnsupportedError
+from smartcompile.errors import UnknownNameError, UnsupportedError
 from smartcompile.spec import AttentionSpec
 
 
@@ -68,7 +68,7 @@ def test_flash_attn_rejects_causal_with_different_lengths():
 
 
 def test_unknown_backend_is_an_error():
-    with pytest.raises(UnsupportedError, match="'warp' is not one of"):
+    with pytest.raises(UnknownNameError, match="'warp' is not one of"):
         select(spec(), "warp")
 
 

@@ -256,3 +256,19 @@ def test_backend_params_become_one_config():
     config = sparge_config(params)
     assert config == SpargeConfig(pv_precision="fp16", smooth=False, cdf_threshold=0.98)
     assert sparge_config(dict(params)) is config  # built once per distinct params
+
+
+def test_sparge_reference_honours_smooth_k():
+    # K with a large shared offset: smoothing removes it before INT8 quantization (exact for softmax),
+    # without smoothing the offset eats the quantization range; the kernel honours smooth_k, so must the reference
+    from smartcompile.backends.sparge import SPARGE_PARAMS, run_sparge_reference
+
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, 2, 256, 64, generator=g) for _ in range(3))
+    k = k + 30.0
+    exact = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    params = {name: spec.default for name, spec in SPARGE_PARAMS.items()} | {
+        "pv_precision": "fp16", "cdf_threshold": None, "sparsity_ratio": 0.0001, "sim_threshold": -1.0}
+    errors = {smooth: (run_sparge_reference(q, k, v, None, False, 64 ** -0.5, params | {"smooth_k": smooth}) - exact)
+              .abs().max().item() for smooth in (True, False)}
+    assert errors[False] > 3 * errors[True], errors

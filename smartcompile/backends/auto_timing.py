@@ -145,12 +145,12 @@ def spec_key(spec: AttentionSpec) -> str:
     return spec.short()
 
 
-def choose(timed: list, tie: float = TIE_TOLERANCE) -> tuple[Candidate, str]:
+def fastest_candidate(timed: list, tie: float = TIE_TOLERANCE) -> tuple[Candidate, str]:
     """Pick from [(Candidate, ms)]: never slower than the fastest exact one; among those within
     `tie` of the fastest, the seed priority decides. Returns (candidate, why)."""
     exact = [(c, t) for c, t in timed if c.family.exact]
     if not exact:
-        raise ValueError("choose: no exact implementation timed")
+        raise ValueError("fastest_candidate: no exact implementation timed")
     baseline, baseline_ms = min(exact, key=lambda ct: ct[1])
     allowed = [(c, t) for c, t in timed if t <= baseline_ms]
     fastest = min(t for _, t in allowed)
@@ -183,7 +183,7 @@ def measured_choice(spec: AttentionSpec, candidates: list, cache: Optional[Timin
     exact = [c for c in candidates if c.family.exact]
     if exact and not any(c.family.exact for c, _ in timed):
         return exact[0], times, f"no exact implementation could be timed; exact {exact[0].backend}, unmeasured"
-    choice, why = choose(timed)
+    choice, why = fastest_candidate(timed)
     return choice, times, why
 
 

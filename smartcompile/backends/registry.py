@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from ..errors import UnsupportedError
+from ..errors import UnknownNameError, UnsupportedError
 from ..spec import AttentionSpec
 from .base import Backend, Implementation
 from .flash import FLASH
@@ -68,14 +68,14 @@ def get_backend(name: str) -> Backend:
     try:
         return BACKENDS[name]
     except KeyError:
-        raise UnsupportedError(f"backend: {name!r} is not one of {list(BACKENDS)}") from None
+        raise UnknownNameError(f"backend: {name!r} is not one of {list(BACKENDS)}") from None
 
 
 def get_implementation(backend: str, implementation: str) -> Implementation:
     for impl in get_backend(backend).implementations:
         if impl.name == implementation:
             return impl
-    raise UnsupportedError(f"implementation: {implementation!r} is not one of backend {backend!r}'s")
+    raise UnknownNameError(f"implementation: {implementation!r} is not one of backend {backend!r}'s")
 
 
 def _first_capable(backend: Backend, spec: AttentionSpec, params: dict, steps: list,
@@ -129,7 +129,7 @@ def select(spec: AttentionSpec, backend: str, params: Optional[dict] = None, aut
     priority and the implementations' AutoGates.
     """
     if auto_mode not in AUTO_MODES:
-        raise UnsupportedError(f"auto_mode: {auto_mode!r} is not one of {list(AUTO_MODES)}")
+        raise UnknownNameError(f"auto_mode: {auto_mode!r} is not one of {list(AUTO_MODES)}")
     params = dict(params or {})
     steps: list[Step] = []
     auto = backend == "auto"
@@ -141,7 +141,7 @@ def select(spec: AttentionSpec, backend: str, params: Optional[dict] = None, aut
     elif backend in BACKENDS:
         chain = chain[chain.index(BACKENDS[backend]):]
     else:
-        raise UnsupportedError(f"backend: {backend!r} is not one of {list(BACKENDS) + ['auto']}")
+        raise UnknownNameError(f"backend: {backend!r} is not one of {list(BACKENDS) + ['auto']}")
     for be in chain:
         name = be.name
         resolved = be.resolve_params({k: v for k, v in params.items() if k in be.params}, spec)

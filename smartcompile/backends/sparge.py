@@ -65,9 +65,7 @@ def describe_sparge_params(params: Mapping[str, Any]) -> str:
 
 
 def run_sparge_reference(q, k, v, mask, is_causal: bool, scale: float, params: dict) -> torch.Tensor:
-    # The reference has always smoothed K whatever smooth_k says (sparge_triton honours smooth_k): kept
-    # so that this refactoring changes no output; pass `params` as it is to make the two agree.
-    return sparge_attention_reference(q, k, v, mask, is_causal, scale, sparge_config({**params, "smooth_k": True}))
+    return sparge_attention_reference(q, k, v, mask, is_causal, scale, sparge_config(params))
 
 
 def run_sparge_triton(q, k, v, mask, is_causal: bool, scale: float, params: dict) -> torch.Tensor:

@@ -18,7 +18,7 @@ from ..passes import find_attention_sites, rewrite_site
 from ..passes.anchor import find_anchors
 from ..policies import Policy, resolve, unmatched_rules
 from ..policies.hardware_check import hardware_mismatch
-from .layer_dispatch import (DispatchSite, choose, frame_path, full_layer, named_models, register_site,
+from .layer_dispatch import (DispatchSite, choose_implementation, frame_path, full_layer, named_models, register_site,
                              sibling_layers)
 from .options import CompileOptions
 from .plan import Plan, PlannedSite
@@ -47,7 +47,7 @@ def plan_and_rewrite(gm: torch.fx.GraphModule, policy: Policy, auto_mode: str = 
                                           reason=f"{decision.reason}: off, left untouched", rewritten=False))
             continue
         try:
-            choice, reason, sel = choose(decision, site.spec, auto_mode)
+            choice, reason, sel = choose_implementation(decision, site.spec, auto_mode)
         except UnsupportedError as exc:  # e.g. float64 or head dim > 1024: stock Inductor handles it
             plan.sites.append(PlannedSite(**base, backend=None, implementation=None, params={},
                                           reason=f"not rewritten: {exc}", rewritten=False))

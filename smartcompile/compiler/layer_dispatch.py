@@ -155,7 +155,7 @@ def full_layer(frame: str, layer: str) -> str:
     return f"{frame}.{layer}" if frame else layer
 
 
-def choose(decision: Decision, spec: AttentionSpec, auto_mode: str) -> tuple[Choice, str, Selection]:
+def choose_implementation(decision: Decision, spec: AttentionSpec, auto_mode: str) -> tuple[Choice, str, Selection]:
     """(choice, one-line reason, the selection's records) for a policy decision. "off" runs exact
     attention: in a graph rewritten for other instances or steps, that is what eager computes."""
     backend, params = (decision.backend, dict(decision.params)) if decision.backend != "off" else (exact_baseline(), {})
@@ -193,7 +193,7 @@ def _decide(site_id: int, anchors: list, step: Optional[int]) -> Choice:
     layer = site.layer if frame is None else full_layer(frame, site.layer)
     decision = resolve(layer, site.policy, step)
     try:
-        choice, reason, _ = choose(decision, site.spec, site.auto_mode)
+        choice, reason, _ = choose_implementation(decision, site.spec, site.auto_mode)
     except UnsupportedError as exc:  # compile time checked the step-less rule only
         choice, reason = site.fallback, f"{decision.reason}: {decision.backend} cannot run ({exc}); compile-time choice"
     if frame is None and site.anchor_paths and named_models():
