@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "time, PSNR / SSIM against exact attention, frames and GIF")
     d.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     d.add_argument("--out", type=Path, default=None, help="write frames.png, video.gif and summary.json here")
-    d.add_argument("--steps", type=int, default=None, help="Euler steps (default: 20 on a GPU, 10 on a CPU)")
+    d.add_argument("--steps", type=int, default=None, help="Euler steps (default: 20 on a GPU, 6 on a CPU)")
     d.add_argument("--frames", type=int, default=None, help="video frames (default: 16 on a GPU, 2 on a CPU)")
     d.add_argument("--repeats", type=int, default=None, help="timed sampling runs per policy (median; "
                    "default: 3 on a GPU, 1 on a CPU)")

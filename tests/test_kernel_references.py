@@ -272,3 +272,102 @@ def test_sparge_reference_honours_smooth_k():
     errors = {smooth: (run_sparge_reference(q, k, v, None, False, 64 ** -0.5, params | {"smooth_k": smooth}) - exact)
               .abs().max().item() for smooth in (True, False)}
     assert errors[False] > 3 * errors[True], errors
+
+
+# ---- key padding as structure (KeyLengths / KeyPadding) ---------------------------------------
+from padding_cases import PADDINGS, empty_rows, padding_mask  # noqa: E402
+from smartcompile.kernels.sage_reference import key_spans  # noqa: E402
+from smartcompile.masks import And, Causal, DenseBool, KeyLengths, KeyPadding  # noqa: E402
+
+PAD_SHAPES = [(3, 4, 2, 70, 150, 64), (3, 2, 2, 133, 133, 32), (3, 3, 1, 150, 70, 64)]  # B=3 (padding_cases)
+
+
+@pytest.mark.parametrize("shape", PAD_SHAPES, ids=[spec_id(*s) for s in PAD_SHAPES])
+@pytest.mark.parametrize("kind", PADDINGS)
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("pv", ["fp8", "fp16"])
+def test_sage_reference_key_padding_within_bounds(shape, kind, causal, pv, seed):
+    q, k, v = _qkv(*shape)
+    mask, keep = padding_mask(kind, shape[4])
+    out, lse = sage_attention_reference(q, k, v, mask, causal, None, SageConfig(pv_precision=pv), return_lse=True)
+    ref = attention_reference(q, k, v, keep[:, None, None, :], causal)
+    empty = empty_rows(keep, shape[3], causal).expand(-1, shape[1], -1)
+    assert torch.isfinite(out).all()
+    assert (out[empty] == 0).all() and torch.isneginf(lse[empty]).all() and torch.isfinite(lse[~empty]).all()
+    bounds = SAGE_ACCURACY[pv]
+    assert_close_to(out[~empty], ref[~empty], bounds.min_cosine, bounds.max_rel_l1, f"{kind} {pv} seed {seed}")
+    exact_lse = torch.logsumexp(((q @ expand_kv_heads(k, shape[1]).transpose(-2, -1)) * shape[5] ** -0.5).masked_fill(
+        ~(keep[:, None, None, :] & (torch.ones(shape[3], shape[4], dtype=torch.bool).tril() if causal else True)),
+        float("-inf")), dim=-1)
+    torch.testing.assert_close(lse[~empty], exact_lse[~empty], atol=0.05, rtol=0.01)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_sage_reference_key_padding_large_magnitudes(dtype, seed):
+    b, h, s, d = 3, 2, 193, 64
+    q = torch.randn(b, h, s, d) * 8
+    k = torch.randn(b, h, s, d) + 50 * torch.randn(1, 1, 1, d)
+    vmax = 1e5 if dtype == torch.bfloat16 else 1e4
+    v = (torch.randn(b, h, s, d) * vmax).clamp(-6 * vmax, 6 * vmax)
+    q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    mask, keep = padding_mask("left", s)
+    for causal in (False, True):
+        ref = attention_reference(q.float(), k.float(), v.float(), keep[:, None, None, :], causal)
+        empty = empty_rows(keep, s, causal).expand(-1, h, -1)
+        for pv in ("fp8", "fp16"):
+            out = sage_attention_reference(q, k, v, mask, causal, None, SageConfig(pv_precision=pv))
+            assert torch.isfinite(out).all() and (out[empty] == 0).all()
+            assert_close_to(out[~empty].float(), ref[~empty], 0.995, 0.08, f"{pv} causal={causal} seed {seed}")
+
+
+def test_sage_reference_structured_padding_equals_the_dense_mask(seed):
+    q, k, v = _qkv(3, 2, 1, 40, 90, 32)
+    mask, keep = padding_mask("both", 90, dtype=torch.int64)  # transformers' 0/1 attention_mask
+    for causal in (False, True):
+        a = sage_attention_reference(q, k, v, mask, causal, None, SageConfig())
+        b = sage_attention_reference(q, k, v, keep[:, None, None, :], causal, None, SageConfig())
+        c = sage_attention_reference(q, k, v, And((Causal(), mask)) if causal else mask, False, None, SageConfig())
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+        torch.testing.assert_close(a, c, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("kind", PADDINGS)
+def test_key_spans_of_padding(kind):
+    mask, keep = padding_mask(kind, 150)
+    spans, causal = key_spans(mask, False, 3, 150, "cpu", "k")
+    assert spans.dtype == torch.int32 and not causal
+    j = torch.arange(150)
+    assert torch.equal((j >= spans[:, :1]) & (j < spans[:, 1:]), keep)
+    spans2, causal = key_spans(And((mask, Causal())), False, 3, 150, "cpu", "k")
+    assert torch.equal(spans, spans2) and causal
+    assert key_spans(None, True, 3, 150, "cpu", "k") == (None, True)
+
+
+def test_key_spans_clamps_lengths_and_takes_a_broadcast_keep():
+    spans, _ = key_spans(KeyLengths(torch.tensor([200, -1])), False, 2, 150, "cpu", "k")
+    assert spans.tolist() == [[0, 150], [0, 0]]
+    keep = torch.zeros(1, 10, dtype=torch.bool)
+    keep[0, 4:7] = True
+    assert key_spans(KeyPadding(keep), False, 2, 10, "cpu", "k")[0].tolist() == [[4, 7], [4, 7]]
+
+
+@pytest.mark.parametrize("mask, message", [
+    (KeyPadding(torch.tensor([[True, False, True, True]])), r"k: KeyPadding keeps keys that are not one contiguous run "
+                                                            r"in batch rows \[0\]; allowed: None, KeyLengths"),
+    (torch.ones(4, 4, dtype=torch.bool), r"k: got a \(4, 4\) torch.bool tensor mask; allowed: None, KeyLengths"),
+    (DenseBool(torch.ones(4, 4, dtype=torch.bool)), r"k: got a DenseBool mask \(bool\); allowed"),
+    (And((Causal("bottom_right"), KeyLengths(torch.tensor([2])))), r"k: got a And mask \(causal-br-varlen\); allowed"),
+    (KeyLengths(torch.tensor([[2]])), r"k: KeyLengths.lengths must be an integer tensor of shape \(1,\)"),
+    (KeyLengths(torch.tensor([2.0])), r"k: KeyLengths.lengths must be an integer tensor"),
+    (KeyPadding(torch.ones(1, 5, dtype=torch.bool)), r"k: KeyPadding.keep must be a bool .* of shape \(1, 4\)"),
+])
+def test_key_spans_rejects_what_the_kernel_cannot_run(mask, message):
+    with pytest.raises(ValueError, match=message):
+        key_spans(mask, False, 1, 4, "cpu", "k")
+
+
+def test_sage_reference_rejects_wrong_shaped_lengths():
+    q, k, v = _qkv(2, 1, 1, 8, 8, 16)
+    with pytest.raises(ValueError, match=r"sage_attention_reference: KeyLengths.lengths must be an integer tensor of "
+                                         r"shape \(2,\)"):
+        sage_attention_reference(q, k, v, KeyLengths(torch.tensor([3])), False, None, SageConfig())

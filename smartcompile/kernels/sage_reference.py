@@ -9,6 +9,9 @@ happens against the running row max exactly as a kernel does (settings: a SageCo
 Optional `block_mask` (B, Hq, nQ, nK) skips K blocks per query block (Sparge), and
 `pv_threshold` skips P.V for a block whose row maxima all trail the running max by more than
 the threshold (log2 units) in its query block.
+`mask`: None, a bool keep-mask or an additive bias tensor, or a mask type from smartcompile.masks
+(KeyLengths / KeyPadding: key padding as structure, what the kernels take; any other type through
+its dense form). A query row with no kept key outputs 0 (LSE -inf), never NaN.
 Used on CPU, as the oracle for the Triton kernels, and by the profiler.
 """
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Optional
 
 import torch
 
+from ..masks import And, Causal, KeyLengths, KeyPadding, MaskType, NoMask, Shape
 from .config import SageConfig
 from .constants import FP8_E4M3_MAX, FP16_V_RANGE, LOG2E
 from .exact_reference import causal_keep_mask, expand_kv_heads
@@ -59,7 +63,11 @@ def sage_attention_reference(
 
     keep = None  # element keep-mask broadcastable to (B, Hq, Sq, Sk), or an additive bias
     bias = None
-    if mask is not None:
+    if isinstance(mask, (KeyLengths, KeyPadding)):
+        keep = padding_keep(mask, b, sk, q.device, "sage_attention_reference")[:, None, None, :]
+    elif isinstance(mask, MaskType):
+        keep = None if isinstance(mask, NoMask) else mask.dense(Shape(b, hq, sq, sk), q.device)
+    elif mask is not None:
         if mask.dtype == torch.bool:
             keep = mask
         else:
@@ -107,3 +115,68 @@ def sage_attention_reference(
         k_mean = expand_kv_heads(k.float().mean(dim=-2, keepdim=True), hq)
         lse = lse + (q.float() @ k_mean.transpose(-2, -1))[..., 0] * sm_scale
     return out, lse
+
+
+# ---- key padding as structure (shared with the Triton kernel) ---------------------------------------
+ALLOWED_MASKS = ("None, KeyLengths (lengths (B,)), KeyPadding (keep (B, Sk)) whose kept keys are one contiguous run "
+                 "per batch row (left and/or right padding), or And(Causal('top_left'), one of those)")
+
+
+def padding_keep(mask, batch: int, kv_len: int, device, who: str) -> torch.Tensor:
+    """The (B, Sk) bool keep-flags of a KeyLengths / KeyPadding, after checking its tensor's shape
+    (lengths (B,) of integers; keep (B, Sk) or (1, Sk), bool or 0/1 integers)."""
+    if isinstance(mask, KeyLengths):
+        n = torch.as_tensor(mask.lengths, device=device)
+        if n.dim() != 1 or n.shape[0] != batch or n.is_floating_point() or n.dtype == torch.bool:
+            raise ValueError(f"{who}: KeyLengths.lengths must be an integer tensor of shape ({batch},) "
+                             f"(one length per batch row); got {tuple(n.shape)} {n.dtype}")
+        return torch.arange(kv_len, device=device)[None, :] < n[:, None]
+    if isinstance(mask, KeyPadding):
+        keep = torch.as_tensor(mask.keep, device=device)
+        if keep.dim() != 2 or keep.shape[1] != kv_len or keep.shape[0] not in (1, batch) or keep.is_floating_point():
+            raise ValueError(f"{who}: KeyPadding.keep must be a bool (or 0/1 integer) tensor of shape "
+                             f"({batch}, {kv_len}); got {tuple(keep.shape)} {keep.dtype}")
+        return keep.to(torch.bool).expand(batch, kv_len)
+    raise ValueError(f"{who}: expected KeyLengths or KeyPadding, got {type(mask).__name__}")
+
+
+def _padding_part(mask, is_causal: bool, who: str):
+    """(KeyLengths/KeyPadding or None, is_causal) from a mask the span kernels accept, else ValueError."""
+    if mask is None or isinstance(mask, NoMask):
+        return None, is_causal
+    if isinstance(mask, (KeyLengths, KeyPadding)):
+        return mask, is_causal
+    if isinstance(mask, And):
+        pads = [p for p in mask.parts if isinstance(p, (KeyLengths, KeyPadding))]
+        others = [p for p in mask.parts if not isinstance(p, (KeyLengths, KeyPadding, NoMask))]
+        if len(pads) == 1 and all(isinstance(p, Causal) and p.alignment == "top_left" for p in others):
+            return pads[0], is_causal or bool(others)
+    what = (f"a {tuple(mask.shape)} {mask.dtype} tensor mask" if isinstance(mask, torch.Tensor)
+            else f"a {type(mask).__name__} mask ({mask.describe()})" if isinstance(mask, MaskType)
+            else f"a {type(mask).__name__}")
+    raise ValueError(f"{who}: got {what}; allowed: {ALLOWED_MASKS} (with is_causal for causal). "
+                     f"Use the reference for other masks")
+
+
+def key_spans(mask, is_causal: bool, batch: int, kv_len: int, device, who: str):
+    """(spans, is_causal): the kept keys of each batch row as an int32 (B, 2) [start, end) span on
+    `device` (None without key padding). KeyLengths gives [0, min(len, Sk)); a KeyPadding's flags must be
+    one contiguous run per row (checked on the device; one host sync to raise). A row with no kept key
+    gets [0, 0). Anything else is a ValueError naming `who`, the mask and what is allowed."""
+    pad, is_causal = _padding_part(mask, is_causal, who)
+    if pad is None:
+        return None, is_causal
+    keep = padding_keep(pad, batch, kv_len, device, who)
+    if isinstance(pad, KeyLengths):
+        end = torch.as_tensor(pad.lengths, device=device).clamp(0, kv_len)
+        return torch.stack([torch.zeros_like(end), end], dim=1).to(torch.int32), is_causal
+    n = keep.sum(dim=1)
+    start = keep.to(torch.uint8).argmax(dim=1)  # the first kept key (0 for a row with none)
+    j = torch.arange(kv_len, device=device)
+    run = (j[None, :] >= start[:, None]) & (j[None, :] < (start + n)[:, None])
+    bad = (run != keep).any(dim=1)
+    if bool(bad.any()):
+        rows = bad.nonzero()[:, 0].tolist()
+        raise ValueError(f"{who}: KeyPadding keeps keys that are not one contiguous run in batch rows {rows[:8]}; "
+                         f"allowed: {ALLOWED_MASKS}. Use the reference for other masks")
+    return torch.stack([start, start + n], dim=1).to(torch.int32), is_causal
