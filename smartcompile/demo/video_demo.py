@@ -155,7 +155,10 @@ def run_video_demo(device: Optional[str] = None, out: Optional[Path] = None, ste
         profile_s = time.perf_counter() - t0
         show(f"profiled in {profile_s:.0f} s")
     elif PROFILED_POLICY.is_file():
-        table["profiled"] = Policy.load(PROFILED_POLICY)
+        table["profiled"] = shipped = Policy.load(PROFILED_POLICY)
+        where = shipped.metadata.get("hardware", {}).get("device_name", "another machine")
+        show(f"'profiled' is the policy shipped with the model, profiled on {where} at the full size; "
+             "--profile profiles it here")
     unknown = sorted(set(policies or ()) - set(table))
     if unknown:
         raise SmartCompileError(f"demo: unknown policies {unknown}; known: {sorted(table)}")
