@@ -1,6 +1,7 @@
 """Frame grids for eyeballing videos: one row per video, one column per frame, written as a PNG."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -43,8 +44,11 @@ def save_frame_grid(videos: Sequence[torch.Tensor], path: Union[str, Path], labe
     img = grid_array(videos, max_frames).repeat(scale, axis=0).repeat(scale, axis=1)
     dpi = 100
     label_w = 0 if labels is None else min(6.0, 0.052 * max(len(s) for s in labels) + 0.15)
-    title_h = 0.3 if title else 0.0
-    fig_w, fig_h = img.shape[1] / dpi + label_w, img.shape[0] / dpi + title_h
+    fig_w = img.shape[1] / dpi + label_w
+    if title:  # wrapped to the figure's width (about 0.065 inch per character at 9 pt), never cut off
+        title = "\n".join(textwrap.wrap(title, max(20, int(fig_w / 0.065))))
+    title_h = 0.05 + 0.16 * (title.count("\n") + 1) if title else 0.0
+    fig_h = img.shape[0] / dpi + title_h
     fig = plt.figure(figsize=(fig_w, fig_h), dpi=dpi)
     ax = fig.add_axes((label_w / fig_w, 0, img.shape[1] / dpi / fig_w, img.shape[0] / dpi / fig_h))
     ax.imshow(img, interpolation="nearest")
@@ -53,7 +57,7 @@ def save_frame_grid(videos: Sequence[torch.Tensor], path: Union[str, Path], labe
     for r, text in enumerate(labels or ()):
         ax.text(-6, (r + 0.5) * row_h, text, ha="right", va="center", fontsize=7)
     if title:
-        fig.suptitle(title, fontsize=9, y=1 - 0.05 / fig_h)
+        fig.suptitle(title, fontsize=9, y=1 - 0.03 / fig_h, va="top")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
