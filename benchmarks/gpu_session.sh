@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One device call: install the carried wheels, register the package (entry points without pip -e), run a stage.
+#   bash benchmarks/gpu_session.sh tests-sage      # test_gpu_sage*.py
+#   bash benchmarks/gpu_session.sh tests-other     # every other gpu-marked test file
+#   bash benchmarks/gpu_session.sh bench           # smartcompile bench --out (issue 15's tables)
+#   bash benchmarks/gpu_session.sh demo            # smartcompile demo --profile --out
+# Carry `.whl` (wheels downloaded here for cp312 manylinux: jsonschema + its deps, diffusers, importlib_metadata,
+# safetensors, matplotlib + its deps). At most 8 files come back from $OUT: each stage writes at most 6.
+set -o pipefail
+stage=${1:?stage: tests-sage, tests-other, bench or demo}
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    > /tmp/pip.log 2>&1 || { tail -5 /tmp/pip.log; exit 3; }
+# `backend="smartattn"` and the console script come from entry points: a minimal dist-info provides them
+mkdir -p /tmp/site/smartcompile-0.dist-info
+printf 'Metadata-Version: 2.1\nName: smartcompile\nVersion: 0\n' > /tmp/site/smartcompile-0.dist-info/METADATA
+printf '[console_scripts]\nsmartcompile = smartcompile.cli:main\n\n[torch_dynamo_backends]\nsmartattn = smartcompile.compiler.backend:smartattn\n' \
+    > /tmp/site/smartcompile-0.dist-info/entry_points.txt
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+case $stage in
+  tests-sage)
+    python3 -m pytest -q -p no:cacheprovider tests/test_gpu_sage.py tests/test_gpu_sage_gluon.py > $OUT/gpu_tests_sage.log 2>&1
+    tail -3 $OUT/gpu_tests_sage.log ;;
+  tests-other)
+    files=$(ls tests/test_gpu_*.py | grep -v sage)
+    python3 -m pytest -q -p no:cacheprovider $files > $OUT/gpu_tests_other.log 2>&1
+    tail -3 $OUT/gpu_tests_other.log ;;
+  bench)
+    python3 -m smartcompile.cli bench --out /tmp/bench 2>&1 | tr '\r' '\n' | grep -v "it/s]\|s/it]" > $OUT/bench.log
+    cp /tmp/bench/bench.json /tmp/bench/bench.md /tmp/bench/bench.png $OUT/ 2>/dev/null; tail -30 $OUT/bench.md ;;
+  demo)
+    python3 -m smartcompile.cli demo --device cuda --profile --out /tmp/demo 2>&1 | tr '\r' '\n' \
+        | grep -v "it/s]\|s/it]" > $OUT/demo.log
+    cp /tmp/demo/summary.json /tmp/demo/frames.png /tmp/demo/profiled_policy.json $OUT/ 2>/dev/null
+    grep -A10 "^policy " $OUT/demo.log ;;
+  *) echo "unknown stage $stage"; exit 2 ;;
+esac
