@@ -299,7 +299,11 @@ def test_sage_reference_key_padding_within_bounds(shape, kind, causal, pv, seed)
     exact_lse = torch.logsumexp(((q @ expand_kv_heads(k, shape[1]).transpose(-2, -1)) * shape[5] ** -0.5).masked_fill(
         ~(keep[:, None, None, :] & (torch.ones(shape[3], shape[4], dtype=torch.bool).tril() if causal else True)),
         float("-inf")), dim=-1)
-    torch.testing.assert_close(lse[~empty], exact_lse[~empty], atol=0.05, rtol=0.01)
+    # a row with one or two kept keys (left padding under causal) has the LSE of those scores alone: their INT8
+    # error is not averaged over many keys, so single rows reach ~0.06 (max over 25 seeds x these cases)
+    diff = (lse[~empty] - exact_lse[~empty]).abs()
+    torch.testing.assert_close(lse[~empty], exact_lse[~empty], atol=0.1, rtol=0.01, msg=lambda m: f"seed {seed}: {m}")
+    assert diff.mean() < 0.015, f"seed {seed}: mean LSE error {diff.mean():.4f} (max over 25 seeds: 0.006)"
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
