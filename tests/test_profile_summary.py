@@ -97,6 +97,8 @@ def _layer(**changes) -> dict:
     (profile_summary(verification={}), "policy.metadata.profile.verification: {} has type dict; expected an array"),
     (profile_summary(verification=[{"allowed_cost": 0.1, "switched": 1, "value": 0.9}]),
      "policy.metadata.profile.verification[0].meets_budget: missing"),
+    (profile_summary(verification=[{"allowed_cost": 0.1, "switched": 1.5, "value": 0.9, "meets_budget": True}]),
+     "policy.metadata.profile.verification[0].switched: 1.5 has type float; expected an integer"),
     (profile_summary(candidates=[FP8, 3]), "policy.metadata.profile.candidates[1]: 3 has type int; expected a string"),
     (profile_summary(cache={"path": None}), "policy.metadata.profile.cache.reused_measurements: missing"),
     (profile_summary(speedup={"speedup_vs_torch_compile": 2.0}), "policy.metadata.profile.speedup.torch_compile_ms"),

@@ -141,38 +141,35 @@ class LayerSummary:
                    MappingProxyType({k: CandidateResult.from_dict(v, p) for k, v, p in f.members("candidates")}))
 
 
+class _FlatRecord:
+    """A record of required float / int / bool / str fields, read by their annotations."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str):
+        f = _Fields(data, where)
+        read = {"float": f.number, "int": f.integer, "bool": f.flag, "str": f.text}
+        return cls(*(read[field.type](field.name) for field in dataclasses.fields(cls)))
+
+
 @dataclasses.dataclass(frozen=True)
-class VerificationRun:
+class VerificationRun(_FlatRecord):
     """One run with every choice switched; the allowed cost halves until the budget holds."""
     allowed_cost: float
     switched: int
     value: float
     meets_budget: bool
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Any, where: str) -> "VerificationRun":
-        f = _Fields(data, where)
-        return cls(f.number("allowed_cost"), f.integer("switched"), f.number("value"), f.flag("meets_budget"))
-
 
 @dataclasses.dataclass(frozen=True)
-class Speedup:
+class Speedup(_FlatRecord):
     """End to end on the GPU: torch.compile default vs the profiled policy, per calibration pass."""
     speedup_vs_torch_compile: float
     torch_compile_ms: float
     policy_ms: float
     value_compiled: float
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Any, where: str) -> "Speedup":
-        f = _Fields(data, where)
-        return cls(*(f.number(field.name) for field in dataclasses.fields(cls)))
 
 
 def _candidate_rule(label: str, value: Any, where: str) -> ProfileCandidate:
