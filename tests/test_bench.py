@@ -153,3 +153,12 @@ def test_parsing_helpers():
         t, h, w = token_grid(n)
         assert t * h * w == n
     assert token_grid(32768) == (8, 64, 64)
+
+
+def test_tflops_are_whole_numbers_on_a_gpu_and_three_digits_on_a_cpu():
+    from smartcompile.bench.tables import speed_table
+
+    row = dict(D=64, N=4096, variant="sage fp8", implementation="sage_triton", params="", ms=1.0, vs_exact=1.0,
+               status="ok", reason="")
+    assert "| 1437 |" in speed_table([dict(row, tflops=1436.6)])
+    assert "| 0.0123 |" in speed_table([dict(row, tflops=0.012345)])

@@ -88,10 +88,14 @@ def test_static_auto_picks_our_kernel_only_where_measured_faster():
         return AttentionSpec(1, 24, 24, n, n, 128, 128, torch.bfloat16, "cuda")
 
     short = select(spec(4096), "auto", auto_mode="static")
-    assert short.backend == "flash" and any("kv_len >= 16384" in s for s in short.steps)
+    assert short.backend == "flash" and any("kv_len >= 16384" in s for s in short.steps), short.steps
     long = select(spec(16384), "auto", auto_mode="static")
-    expected = "sage_triton" if torch.cuda.get_device_capability() >= (9, 0) else "sdpa"
-    assert long.implementation == expected
+    from smartcompile.kernels.sage_gluon import gluon_available
+
+    # sm90 with Triton 3.6: the Gluon kernel, measured faster than the Triton one at D128 from 16k keys
+    expected = (("sage_gluon" if gluon_available() else "sage_triton") if torch.cuda.get_device_capability() >= (9, 0)
+                else "sdpa")
+    assert long.implementation == expected, long.steps
 
 
 @pytest.mark.parametrize("causal", [False, True])
