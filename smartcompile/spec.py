@@ -10,7 +10,8 @@ from typing import Optional
 
 import torch
 
-MASK_KINDS = ("none", "bool", "additive", "causal")
+# "padded": a (B|1, 1, 1, Sk) bool mask (key padding); "causal-padded": that mask AND top-left causal
+MASK_KINDS = ("none", "bool", "additive", "causal", "padded", "causal-padded")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +42,7 @@ class AttentionSpec:
 
     @property
     def is_causal(self) -> bool:
-        return self.mask_kind == "causal"
+        return self.mask_kind in ("causal", "causal-padded")
 
     @property
     def gqa(self) -> bool:
@@ -73,6 +74,12 @@ class AttentionSpec:
         return d
 
 
+def is_key_padding(mask: torch.Tensor, batch: int, kv_len: int) -> bool:
+    """A bool (B|1, 1, 1, Sk) mask: it keeps or drops whole keys per sequence, i.e. key padding."""
+    return (mask.dtype == torch.bool and mask.dim() == 4 and mask.shape[1] == mask.shape[2] == 1
+            and mask.shape[3] == kv_len and mask.shape[0] in (1, batch))
+
+
 def spec_from_tensors(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -87,11 +94,13 @@ def spec_from_tensors(
         raise ValueError(f"expected 4-D (B, H, S, D) q/k/v, got {q.dim()}-D, {k.dim()}-D, {v.dim()}-D")
     if mask is None:
         kind = "causal" if is_causal else "none"
+    elif is_key_padding(mask, q.shape[0], k.shape[2]):
+        kind = "causal-padded" if is_causal else "padded"
     else:
         kind = "bool" if mask.dtype == torch.bool else "additive"
     return AttentionSpec(
         batch=q.shape[0], q_heads=q.shape[1], kv_heads=k.shape[1], q_len=q.shape[2], kv_len=k.shape[2],
         head_dim=q.shape[3], v_head_dim=v.shape[3], dtype=q.dtype, device=str(q.device),
-        mask_kind=kind, causal_alignment="top_left" if kind == "causal" else None, dropout=dropout,
+        mask_kind=kind, causal_alignment="top_left" if is_causal else None, dropout=dropout,
         scale=scale, requires_grad=q.requires_grad or k.requires_grad or v.requires_grad,
     )

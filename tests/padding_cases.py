@@ -1,5 +1,6 @@
 """Key-padding cases shared by the reference tests and the interpreted kernel checks: padded batches
-(left, right, both sides, lengths) with odd spans, a single key, and a batch row with no key."""
+(left, right, both sides, lengths) with odd spans, a single key, and a batch row with no key; and
+key flags with holes."""
 from __future__ import annotations
 
 import torch
@@ -35,3 +36,17 @@ def empty_rows(keep: torch.Tensor, sq: int, is_causal: bool) -> torch.Tensor:
     visible = keep[:, None, :] & (torch.arange(sk)[None, None, :] <= torch.arange(sq)[None, :, None] if is_causal
                                   else torch.ones(1, sq, sk, dtype=torch.bool))
     return ~visible.any(dim=-1)[:, None, :]
+
+
+def holes_keep(sk: int) -> torch.Tensor:
+    """(4, Sk) keep flags with holes (KeyPadding's general case; Sk >= 70): scattered holes, a span from
+    a block edge with holes on both sides of later edges (blocks of 32, 64, 128), no kept key, and a few
+    late keys (under causal, most queries see none)."""
+    j = torch.arange(sk)
+    edges = torch.tensor([63, 64, 95, 96, 127, 128])
+    return torch.stack([
+        j % 7 != 3,  # attention_mask [1, 1, 1, 0, 1, 1, 1, 0, ...]
+        (j >= 32) & (j < sk - 1) & ~torch.isin(j, edges),
+        torch.zeros(sk, dtype=torch.bool),
+        (j >= sk - 9) & (j != sk - 5),
+    ])

@@ -338,27 +338,29 @@ def test_sage_reference_structured_padding_equals_the_dense_mask(seed):
 @pytest.mark.parametrize("kind", PADDINGS)
 def test_key_spans_of_padding(kind):
     mask, keep = padding_mask(kind, 150)
-    spans, causal = key_spans(mask, False, 3, 150, "cpu", "k")
-    assert spans.dtype == torch.int32 and not causal
+    ks, causal = key_spans(mask, False, 3, 150, "cpu", "k")
+    assert ks.spans.dtype == torch.int32 and not causal
     j = torch.arange(150)
-    assert torch.equal((j >= spans[:, :1]) & (j < spans[:, 1:]), keep)
-    spans2, causal = key_spans(And((mask, Causal())), False, 3, 150, "cpu", "k")
-    assert torch.equal(spans, spans2) and causal
+    assert torch.equal((j >= ks.spans[:, :1]) & (j < ks.spans[:, 1:]), keep)
+    # KeyLengths' span is exact (no flags); a KeyPadding passes its flags (holes are not known on the host)
+    assert ks.keep is None if kind == "lengths" else torch.equal(ks.keep, keep.to(torch.int32))
+    ks2, causal = key_spans(And((mask, Causal())), False, 3, 150, "cpu", "k")
+    assert torch.equal(ks.spans, ks2.spans) and causal
     assert key_spans(None, True, 3, 150, "cpu", "k") == (None, True)
 
 
 def test_key_spans_clamps_lengths_and_takes_a_broadcast_keep():
-    spans, _ = key_spans(KeyLengths(torch.tensor([200, -1])), False, 2, 150, "cpu", "k")
-    assert spans.tolist() == [[0, 150], [0, 0]]
+    ks, _ = key_spans(KeyLengths(torch.tensor([200, -1])), False, 2, 150, "cpu", "k")
+    assert ks.spans.tolist() == [[0, 150], [0, 0]] and ks.keep is None
     keep = torch.zeros(1, 10, dtype=torch.bool)
     keep[0, 4:7] = True
-    assert key_spans(KeyPadding(keep), False, 2, 10, "cpu", "k")[0].tolist() == [[4, 7], [4, 7]]
+    ks, _ = key_spans(KeyPadding(keep), False, 2, 10, "cpu", "k")
+    assert ks.spans.tolist() == [[4, 7], [4, 7]] and ks.keep.shape == (2, 10) and ks.keep.is_contiguous()
 
 
 @pytest.mark.parametrize("mask, message", [
-    (KeyPadding(torch.tensor([[True, False, True, True]])), r"k: KeyPadding keeps keys that are not one contiguous run "
-                                                            r"in batch rows \[0\]; allowed: None, KeyLengths"),
-    (torch.ones(4, 4, dtype=torch.bool), r"k: got a \(4, 4\) torch.bool tensor mask; allowed: None, KeyLengths"),
+    (torch.ones(4, 4, dtype=torch.bool), r"k: got a \(4, 4\) torch.bool tensor mask \(key flags here: bool \(1, 1, 1, "
+                                         r"4\) or \(1, 1, 1, 4\)\); allowed: None, KeyLengths"),
     (DenseBool(torch.ones(4, 4, dtype=torch.bool)), r"k: got a DenseBool mask \(bool\); allowed"),
     (And((Causal("bottom_right"), KeyLengths(torch.tensor([2])))), r"k: got a And mask \(causal-br-varlen\); allowed"),
     (KeyLengths(torch.tensor([[2]])), r"k: KeyLengths.lengths must be an integer tensor of shape \(1,\)"),

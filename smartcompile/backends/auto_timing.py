@@ -52,6 +52,8 @@ def random_inputs(spec: AttentionSpec, seed: int = 0):
         mask = torch.ones(1, 1, spec.q_len, spec.kv_len, device=spec.device, dtype=torch.bool)
     elif spec.mask_kind == "additive":
         mask = torch.zeros(1, 1, spec.q_len, spec.kv_len, device=spec.device, dtype=spec.dtype)
+    elif spec.mask_kind in ("padded", "causal-padded"):  # every key kept: the kernels' full-span cost
+        mask = torch.ones(spec.batch, 1, 1, spec.kv_len, device=spec.device, dtype=torch.bool)
     return q, k, v, mask
 
 

@@ -6,10 +6,10 @@ from typing import Optional
 
 import torch
 
-from ..spec import AttentionSpec
+from ..spec import MASK_KINDS, AttentionSpec
 from .hardware import compute_capability, library_import_error
 
-ALL_MASKS = frozenset({"none", "bool", "additive", "causal"})
+ALL_MASKS = frozenset(MASK_KINDS)
 FLOAT_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32})
 
 

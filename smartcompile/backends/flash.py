@@ -7,13 +7,21 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from ..kernels.exact_reference import causal_keep_mask
 from .base import Accuracy, Backend, Implementation
 from .capabilities import Capabilities
+from .key_padding import all_kept
 
 
 def run_sdpa(q, k, v, mask: Optional[torch.Tensor], is_causal: bool, scale: float, params: dict) -> torch.Tensor:
+    if all_kept(mask, q, k):  # transformers' all-ones attention_mask: SDPA's mask-free (flash/cuDNN) path
+        mask = None
     if mask is not None and mask.dtype != torch.bool and mask.dtype != q.dtype:
         mask = mask.to(q.dtype)  # SDPA wants an additive mask in the query dtype
+    if mask is not None and is_causal:  # the op's "mask AND causal" (key padding); SDPA takes one or the other
+        causal = causal_keep_mask(q.shape[2], k.shape[2], q.device)
+        mask = mask & causal if mask.dtype == torch.bool else mask.masked_fill(~causal, float("-inf"))
+        is_causal = False
     return F.scaled_dot_product_attention(
         q, k, v, attn_mask=mask, is_causal=is_causal, scale=scale, enable_gqa=q.shape[1] != k.shape[1]
     )

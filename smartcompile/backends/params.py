@@ -5,6 +5,8 @@ import dataclasses
 import math
 from typing import Any, Optional
 
+from ..kernels.config import field_rule
+
 # Integer parameters without their own maximum are bounded here: a count such as topk beyond
 # this is a typo, and an unbounded one overflows the kernels' int64 arithmetic at run time.
 INT_PARAM_MAX = 2**20
@@ -59,6 +61,15 @@ class ParamSpec:
         if self.upper is not None and (value >= self.upper if self.exclusive_maximum else value > self.upper):
             return f"{show_value(value)} is out of range; expected {self.allowed()}"
         return None
+
+
+def field_param(config: type, field: str, name: str, **overrides) -> ParamSpec:
+    """The parameter `name` that sets the kernel config's `field`: type, nullability, default, choices,
+    range and doc as the field's rule (kernels/config.py) has them, then `overrides`."""
+    kind, nullable, default, rule = field_rule(config, field)
+    spec = ParamSpec(name, kind, default, rule.doc, rule.choices, rule.minimum, rule.maximum, rule.exclusive_maximum,
+                     nullable)
+    return dataclasses.replace(spec, **overrides)
 
 
 def show_value(value: Any, limit: int = 80) -> str:

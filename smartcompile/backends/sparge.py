@@ -6,12 +6,11 @@ from typing import Any, Mapping
 
 import torch
 
-from ..kernels.config import SpargeConfig
+from ..kernels.config import SELECTIONS, SpargeConfig
 from ..kernels.sparge_reference import sparge_attention_reference
 from .base import Accuracy, Implementation
-from .params import ParamSpec
 from .sage import (PACKAGE_CAPS, REFERENCE_CAPS, SAGE_PARAMS, TRITON_CAPS, _SageBackend, cached_config,
-                   describe_sage_params, estimate_sage_ms, sage_fields)
+                   config_fields, config_param, describe_sage_params, estimate_sage_ms)
 
 # At density d Sparge costs a fixed share (prediction, quantization) plus d of dense Sage's time:
 # fitted to 1.36-1.50x over dense Sage at d = 0.5 on the H100 (benchmarks/results/h100).
@@ -22,30 +21,15 @@ SPARSITY_LADDER = (0.5, 0.75)
 
 SPARGE_PARAMS = {
     **SAGE_PARAMS,
-    "sparsity_ratio": ParamSpec(
-        "sparsity_ratio", float, None, "fraction of (valid) K blocks skipped per query block",
-        minimum=0.0, maximum=1.0, exclusive_maximum=True, nullable=True,
-    ),
-    "topk": ParamSpec("topk", int, None, "K blocks kept per query block", minimum=1, nullable=True),
-    "cdf_threshold": ParamSpec(
-        "cdf_threshold", float, 0.98, "keep K blocks until their predicted attention mass reaches this",
-        minimum=0.0, maximum=1.0, nullable=True,
-    ),
-    "sim_threshold": ParamSpec(
-        "sim_threshold", float, 0.6, "blocks whose tokens' mean cosine is below this are never skipped",
-        minimum=-1.0, maximum=1.0,
-    ),
-    "pv_threshold": ParamSpec(
-        "pv_threshold", float, None, "skip P.V of a block whose row maxima trail the running max by more (log2 units)",
-        minimum=0.0, nullable=True,
-    ),
-    "sink": ParamSpec("sink", bool, False, "always keep the first K block (attention sink)"),
+    **{name: config_param(SpargeConfig, name) for name in ("sparsity_ratio", "topk")},
+    # SpargeConfig wants one selection given: a rule that gives none selects by cdf_threshold
+    "cdf_threshold": config_param(SpargeConfig, "cdf_threshold", default=0.98),
+    **{name: config_param(SpargeConfig, name) for name in ("sim_threshold", "pv_threshold", "sink")},
 }
 
 
 def sparge_config(params: Mapping[str, Any]) -> SpargeConfig:
-    sparge = {name: params[name] for name in SPARGE_PARAMS if name not in SAGE_PARAMS}  # named as the fields
-    return cached_config(SpargeConfig, **sage_fields(params), **sparge)
+    return cached_config(SpargeConfig, **config_fields(SpargeConfig, params))
 
 
 def estimate_sparge_ms(exact_ms: float, params: Mapping[str, Any], density: float) -> float:
@@ -135,7 +119,7 @@ SPARGE = _SageBackend(
     # Sparsity costs accuracy by design; this is the bound at the default cdf_threshold on
     # inputs with local structure. Random inputs have none: tests use sparsity_ratio=0 there.
     accuracy=Accuracy(min_cosine=0.99, max_rel_l1=0.12),
-    exclusive_params=(("sparsity_ratio", "topk", "cdf_threshold"),),
+    exclusive_params=(tuple(name for name in SPARGE_PARAMS if name in SELECTIONS),),
     auto_priority=2,
     not_timed_reason=("not timed by auto (its error depends on the layer's inputs; a profiled policy from "
                       "smartcompile.profile chooses it)"),

@@ -40,7 +40,8 @@ from typing import Optional
 import torch
 
 from .config import SageConfig
-from .constants import GLUON_BLOCK_Q, KV_BLOCK, SUPPORTED_HEAD_DIMS
+from .constants import (FP8_E4M3_MAX, GLUON_BLOCK_Q, I2F_MAGIC, I2F_MAGIC_BITS, KV_BLOCK, LN2, LOG2_FP8_E4M3_MAX,
+                        SUPPORTED_HEAD_DIMS)
 
 TESTED_TRITON = ("3.6",)  # Gluon's API moves between releases: the versions this kernel was built with
 
@@ -80,6 +81,14 @@ except (ImportError, AttributeError) as _exc:  # no triton, or a Triton without 
     gluon = gl = None
     _GLUON_IMPORT_ERROR = _exc
 
+if gluon is not None:  # a global read inside @gluon.jit code must be a constexpr
+    _FP8_MAX = gl.constexpr(FP8_E4M3_MAX)
+    _LOG2_FP8_MAX = gl.constexpr(LOG2_FP8_E4M3_MAX)
+    _LN2 = gl.constexpr(LN2)
+    _I2F_MAGIC_BITS = gl.constexpr(I2F_MAGIC_BITS)
+    _I2F_MAGIC = gl.constexpr(I2F_MAGIC)
+    _BLOCK_Q = gl.constexpr(GLUON_BLOCK_Q)  # query rows per Q scale, and per consumer warpgroup
+
 
 def _gluon():
     """Raise the import error when Gluon is unusable here (the kernels are not defined then)."""
@@ -109,25 +118,76 @@ if gluon is not None:
             n_all = gl.cdiv(seq_k, BN)
         return n_full, n_all
 
+    @gluon.constexpr_function
+    def _mma_layout(num_warps, n):
+        """Registers of a wgmma result with n columns (S: n = BN; O: n = D_PAD) over num_warps warps."""
+        return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, n, 32])
+
+    @gluon.jit
+    def _program_tile(seq_q, q_heads, group, ROWS: gl.constexpr, IS_CAUSAL: gl.constexpr):
+        """(query tile, batch*head, batch, head, K/V batch*head) of this program; causal runs the longest
+        (last) query tiles first."""
+        n_mtiles = gl.cdiv(seq_q, ROWS)
+        pid_m = (n_mtiles - 1 - gl.program_id(0)) if IS_CAUSAL else gl.program_id(0)
+        pid_bh = gl.program_id(1)
+        b = pid_bh // q_heads
+        h = pid_bh % q_heads
+        return pid_m, pid_bh, b, h, b * (q_heads // group) + h // group
+
+    @gluon.jit
+    def _row_state(row0, QS, KS, pid_bh, kv_bh, n_qblk, n_kblk, s_layout: gl.constexpr, o_layout: gl.constexpr,
+                   BLOCK_M: gl.constexpr, BN: gl.constexpr, D_PAD: gl.constexpr):
+        """A consumer's start on the BLOCK_M query rows from row0: (row and key offsets, Q scales,
+        K scale pointer, running max, running sum, output accumulator)."""
+        offs_m = row0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, s_layout))
+        offs_n = gl.arange(0, BN, layout=gl.SliceLayout(0, s_layout))
+        qblk = offs_m // _BLOCK_Q
+        qs = gl.load(QS + pid_bh * n_qblk + qblk, mask=qblk < n_qblk, other=0.0)
+        m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
+        l_i = gl.zeros([BLOCK_M], gl.float32, gl.SliceLayout(1, s_layout))
+        acc = gl.zeros([BLOCK_M, D_PAD], gl.float32, o_layout)
+        return offs_m, offs_n, qs, KS + kv_bh * n_kblk, m_i, l_i, acc
+
     @gluon.jit
     def _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, start_n, seq_k, MASK: gl.constexpr,
                       IS_CAUSAL: gl.constexpr):
         """Scores of one tile -> (P in [0, 448] fp32, alpha, new m, new l); sage_triton's arithmetic."""
         # int32 -> fp32 without the quarter-rate I2F: |s| < 2^22, so 1.5 * 2^23 + s is exact in fp32
-        s = (s_i32 + 0x4B400000).to(gl.float32, bitcast=True)
+        s = (s_i32 + _I2F_MAGIC_BITS).to(gl.float32, bitcast=True)
         if MASK:
             keep = gl.expand_dims(start_n + offs_n, 0) < seq_k
             if IS_CAUSAL:
                 keep = keep & (gl.expand_dims(offs_m, 1) >= gl.expand_dims(start_n + offs_n, 0))
             s = gl.where(keep, s, float("-inf"))
-        m_blk = (gl.max(s, axis=1) - 12582912.0) * c
+        m_blk = (gl.max(s, axis=1) - _I2F_MAGIC) * c
         m_new = gl.maximum(m_i, m_blk)
         m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
-        bias = 12582912.0 * c + m_safe - 8.807354922057604  # log2(448): P lands in [0, 448]
+        bias = _I2F_MAGIC * c + m_safe - _LOG2_FP8_MAX  # P lands in [0, 448]
         p = gl.exp2(s * gl.expand_dims(c, 1) - gl.expand_dims(bias, 1))
         alpha = gl.exp2(m_i - m_safe)
         l_new = l_i * alpha + gl.sum(p, axis=1)
         return p, alpha, m_new, l_new
+
+    @gluon.jit
+    def _issue_s(q, k_smem, k_bar, j, s_layout: gl.constexpr, BLOCK_M: gl.constexpr, BN: gl.constexpr,
+                 STAGES: gl.constexpr, WAIT: gl.constexpr = True):
+        """S_j = Q K_j^T, issued (INT8 wgmma, async); WAIT: first wait for K_j's slot to be loaded."""
+        slot = j % STAGES
+        if WAIT:
+            mbarrier.wait(k_bar.index(slot), (j // STAGES) & 1)
+        return warpgroup_mma(q, k_smem.index(slot).permute((1, 0)), gl.zeros([BLOCK_M, BN], gl.int32, s_layout),
+                             use_acc=False, is_async=True)
+
+    @gluon.jit
+    def _issue_pv(p8, v_smem, v_bar, j, o_layout: gl.constexpr, BLOCK_M: gl.constexpr, BN: gl.constexpr,
+                  D_PAD: gl.constexpr, STAGES: gl.constexpr, WAIT: gl.constexpr = True):
+        """P_j V_j into a fresh FP32 accumulator (the two-level accumulation), issued (FP8 wgmma, async);
+        WAIT: first wait for V_j's slot to be loaded."""
+        slot = j % STAGES
+        if WAIT:
+            mbarrier.wait(v_bar.index(slot), (j // STAGES) & 1)
+        return warpgroup_mma(p8, v_smem.index(slot).permute((1, 0)), gl.zeros([BLOCK_M, D_PAD], gl.float32, o_layout),
+                             use_acc=False, is_async=True, max_num_imprecise_acc=BN)
 
     @gluon.jit
     def _qk_softmax(q_smem, k_smem, v_smem, k_bar, v_bar, acc, p8, m_i, l_i, qs, ks_ptr, offs_m, offs_n, j, seq_k,
@@ -137,17 +197,9 @@ if gluon is not None:
         """Tile j: S = Q K_j^T, softmax, and P_j in FP8 (returned). With OVERLAP the previous tile's
         P V (P_{j-1}, passed in as p8) is issued right after S_j and runs under this tile's softmax
         (FA3's intra-warpgroup overlap); without it, P_j V_j is done here and waited for."""
-        slot = j % STAGES
-        phase = (j // STAGES) & 1
-        mbarrier.wait(k_bar.index(slot), phase)
-        s_tok = warpgroup_mma(q_smem, k_smem.index(slot).permute((1, 0)),
-                              gl.zeros([BLOCK_M, BN], gl.int32, s_layout), use_acc=False, is_async=True)
+        s_tok = _issue_s(q_smem, k_smem, k_bar, j, s_layout, BLOCK_M, BN, STAGES)
         if OVERLAP and not FIRST:
-            prev = (j - 1) % STAGES
-            mbarrier.wait(v_bar.index(prev), ((j - 1) // STAGES) & 1)
-            pv_tok = warpgroup_mma(p8, v_smem.index(prev).permute((1, 0)),
-                                   gl.zeros([BLOCK_M, D_PAD], gl.float32, o_layout), use_acc=False, is_async=True,
-                                       max_num_imprecise_acc=BN)
+            pv_tok = _issue_pv(p8, v_smem, v_bar, j - 1, o_layout, BLOCK_M, BN, D_PAD, STAGES)
             s_i32 = warpgroup_mma_wait(1, deps=(s_tok, ))
         else:
             s_i32 = warpgroup_mma_wait(0, deps=(s_tok, ))
@@ -163,32 +215,43 @@ if gluon is not None:
                 acc = (acc + pv) * alpha_o
         else:
             acc = acc * alpha_o
-            mbarrier.wait(v_bar.index(slot), phase)
-            pv_tok = warpgroup_mma(p8, v_smem.index(slot).permute((1, 0)),
-                                   gl.zeros([BLOCK_M, D_PAD], gl.float32, o_layout), use_acc=False, is_async=True,
-                                       max_num_imprecise_acc=BN)
+            pv_tok = _issue_pv(p8, v_smem, v_bar, j, o_layout, BLOCK_M, BN, D_PAD, STAGES)
             pv = warpgroup_mma_wait(0, deps=(pv_tok, ))
             acc = acc + pv
         return acc, p8, m_i, l_i
+
+    @gluon.jit
+    def _store_output(acc, m_i, l_i, offs_m, row0, VAMAX, O, LSE, b, h, pid_bh, kv_bh, stride_ob, stride_oh, stride_on,
+                      seq_q, o_layout: gl.constexpr, D: gl.constexpr, BLOCK_M: gl.constexpr, D_PAD: gl.constexpr,
+                      STORE_LSE: gl.constexpr):
+        """O = acc / l times V's per-channel scale (V was scaled into [-448, 448]) for the BLOCK_M rows from
+        row0, and with STORE_LSE their log-sum-exp (natural log) at offs_m (the same rows, in m_i's layout)."""
+        offs_mo = row0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, o_layout))
+        offs_d = gl.arange(0, D_PAD, layout=gl.SliceLayout(0, o_layout))
+        vs = gl.maximum(gl.load(VAMAX + kv_bh * D + offs_d, mask=offs_d < D, other=0.0), 1e-30) / _FP8_MAX
+        l_safe = gl.where(l_i == 0.0, 1.0, l_i)
+        l_o = gl.convert_layout(l_safe, gl.SliceLayout(1, o_layout))
+        out = acc * (gl.expand_dims(vs, 0) / gl.expand_dims(l_o, 1))
+        o_ptrs = (O + b.to(gl.int64) * stride_ob + h * stride_oh + gl.expand_dims(offs_mo, 1) * stride_on
+                  + gl.expand_dims(offs_d, 0))
+        o_mask = (gl.expand_dims(offs_mo, 1) < seq_q) & (gl.expand_dims(offs_d, 0) < D)
+        gl.store(o_ptrs, out.to(O.dtype.element_ty), mask=o_mask)
+        if STORE_LSE:  # l is in units of 448 (P was scaled into [0, 448])
+            m_safe = gl.where(m_i == float("-inf"), 0.0, m_i)
+            lse = (m_safe + gl.log2(l_safe) - _LOG2_FP8_MAX) * _LN2
+            gl.store(LSE + pid_bh.to(gl.int64) * seq_q + offs_m, lse, mask=offs_m < seq_q)
 
     @gluon.jit
     def _sage_fwd_sm90(q_desc, k_desc, v_desc, QS, KS, VAMAX, O, LSE, stride_ob, stride_oh, stride_on, q_heads, group,
                        seq_q, seq_k, n_qblk, n_kblk, D: gl.constexpr, D_PAD: gl.constexpr, BLOCK_M: gl.constexpr,
                        BN: gl.constexpr, STAGES: gl.constexpr, IS_CAUSAL: gl.constexpr, STORE_LSE: gl.constexpr,
                        OVERLAP: gl.constexpr, num_warps: gl.constexpr):
-        n_mtiles = gl.cdiv(seq_q, BLOCK_M)
-        pid_m = (n_mtiles - 1 - gl.program_id(0)) if IS_CAUSAL else gl.program_id(0)
-        pid_bh = gl.program_id(1)
-        b = pid_bh // q_heads
-        h = pid_bh % q_heads
-        kv_bh = b * (q_heads // group) + h // group
-        n_pad_q = n_qblk * 64
+        pid_m, pid_bh, b, h, kv_bh = _program_tile(seq_q, q_heads, group, BLOCK_M, IS_CAUSAL)
+        n_pad_q = n_qblk * _BLOCK_Q
         n_pad_k = n_kblk * BN
 
-        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
-                                                           instr_shape=[16, BN, 32])
-        o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
-                                                           instr_shape=[16, D_PAD, 32])
+        s_layout: gl.constexpr = _mma_layout(num_warps, BN)
+        o_layout: gl.constexpr = _mma_layout(num_warps, D_PAD)
         p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=4)
 
         q_smem = gl.allocate_shared_memory(q_desc.dtype, q_desc.block_type.shape, q_desc.layout)
@@ -213,14 +276,8 @@ if gluon is not None:
         for i in gl.static_range(PRE):
             _load_kv(k_desc, v_desc, k_smem, v_smem, k_bar, v_bar, k_row0, v_row0, i, n_all, STAGES, BN)
 
-        offs_m = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, s_layout))
-        offs_n = gl.arange(0, BN, layout=gl.SliceLayout(0, s_layout))
-        qblk = offs_m // 64
-        qs = gl.load(QS + pid_bh * n_qblk + qblk, mask=qblk < n_qblk, other=0.0)
-        ks_ptr = KS + kv_bh * n_kblk
-        m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
-        l_i = gl.zeros([BLOCK_M], gl.float32, gl.SliceLayout(1, s_layout))
-        acc = gl.zeros([BLOCK_M, D_PAD], gl.float32, o_layout)
+        offs_m, offs_n, qs, ks_ptr, m_i, l_i, acc = _row_state(pid_m * BLOCK_M, QS, KS, pid_bh, kv_bh, n_qblk, n_kblk,
+                                                              s_layout, o_layout, BLOCK_M, BN, D_PAD)
         p8 = gl.zeros([BLOCK_M, BN], gl.float8e4nv, p_layout)
         mbarrier.wait(q_bar, 0)
 
@@ -252,11 +309,7 @@ if gluon is not None:
                                                 offs_m, offs_n, j, seq_k, s_layout, p_layout, o_layout, BLOCK_M, BN,
                                                 D_PAD, STAGES, True, IS_CAUSAL, OVERLAP, False)
         if OVERLAP:  # the last tile's P V
-            last = (n_all - 1) % STAGES
-            mbarrier.wait(v_bar.index(last), ((n_all - 1) // STAGES) & 1)
-            pv_tok = warpgroup_mma(p8, v_smem.index(last).permute((1, 0)),
-                                   gl.zeros([BLOCK_M, D_PAD], gl.float32, o_layout), use_acc=False, is_async=True,
-                                       max_num_imprecise_acc=BN)
+            pv_tok = _issue_pv(p8, v_smem, v_bar, n_all - 1, o_layout, BLOCK_M, BN, D_PAD, STAGES)
             pv = warpgroup_mma_wait(0, deps=(pv_tok, ))
             acc = acc + pv
 
@@ -265,20 +318,8 @@ if gluon is not None:
             mbarrier.invalidate(v_bar.index(i))
         mbarrier.invalidate(q_bar)
 
-        offs_mo = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, o_layout))
-        offs_d = gl.arange(0, D_PAD, layout=gl.SliceLayout(0, o_layout))
-        vs = gl.maximum(gl.load(VAMAX + kv_bh * D + offs_d, mask=offs_d < D, other=0.0), 1e-30) / 448.0
-        l_safe = gl.where(l_i == 0.0, 1.0, l_i)
-        l_o = gl.convert_layout(l_safe, gl.SliceLayout(1, o_layout))
-        out = acc * (gl.expand_dims(vs, 0) / gl.expand_dims(l_o, 1))
-        o_ptrs = (O + b.to(gl.int64) * stride_ob + h * stride_oh + gl.expand_dims(offs_mo, 1) * stride_on
-                  + gl.expand_dims(offs_d, 0))
-        o_mask = (gl.expand_dims(offs_mo, 1) < seq_q) & (gl.expand_dims(offs_d, 0) < D)
-        gl.store(o_ptrs, out.to(O.dtype.element_ty), mask=o_mask)
-        if STORE_LSE:  # l is in units of 448
-            m_safe = gl.where(m_i == float("-inf"), 0.0, m_i)
-            lse = (m_safe + gl.log2(l_safe) - 8.807354922057604) * 0.6931471805599453
-            gl.store(LSE + pid_bh.to(gl.int64) * seq_q + offs_m, lse, mask=offs_m < seq_q)
+        _store_output(acc, m_i, l_i, offs_m, pid_m * BLOCK_M, VAMAX, O, LSE, b, h, pid_bh, kv_bh, stride_ob,
+                      stride_oh, stride_on, seq_q, o_layout, D, BLOCK_M, D_PAD, STORE_LSE)
 
 
     # ---- warp-specialised variant: a producer partition issues every TMA load ----------------
@@ -302,14 +343,8 @@ if gluon is not None:
                      n_qblk, n_kblk, n_full, n_all, s_layout: gl.constexpr, p_layout: gl.constexpr,
                      o_layout: gl.constexpr, BLOCK_M: gl.constexpr, BN: gl.constexpr, D_PAD: gl.constexpr,
                      STAGES: gl.constexpr, IS_CAUSAL: gl.constexpr):
-        offs_m = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, s_layout))
-        offs_n = gl.arange(0, BN, layout=gl.SliceLayout(0, s_layout))
-        qblk = offs_m // 64
-        qs = gl.load(QS + pid_bh * n_qblk + qblk, mask=qblk < n_qblk, other=0.0)
-        ks_ptr = KS + kv_bh * n_kblk
-        m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
-        l_i = gl.zeros([BLOCK_M], gl.float32, gl.SliceLayout(1, s_layout))
-        acc = gl.zeros([BLOCK_M, D_PAD], gl.float32, o_layout)
+        offs_m, offs_n, qs, ks_ptr, m_i, l_i, acc = _row_state(pid_m * BLOCK_M, QS, KS, pid_bh, kv_bh, n_qblk, n_kblk,
+                                                              s_layout, o_layout, BLOCK_M, BN, D_PAD)
         p8 = gl.zeros([BLOCK_M, BN], gl.float8e4nv, p_layout)
         mbarrier.wait(q_bar, 0)
         if n_full > 0:
@@ -331,11 +366,7 @@ if gluon is not None:
                                                 D_PAD, STAGES, True, IS_CAUSAL, True, False)
             # S_j and P_{j-1} V_{j-1} have completed: tile j-1's K and V slot is free
             mbarrier.arrive(empty_bar.index((j - 1) % STAGES), count=1)
-        last = (n_all - 1) % STAGES
-        mbarrier.wait(v_bar.index(last), ((n_all - 1) // STAGES) & 1)
-        pv_tok = warpgroup_mma(p8, v_smem.index(last).permute((1, 0)),
-                               gl.zeros([BLOCK_M, D_PAD], gl.float32, o_layout), use_acc=False, is_async=True,
-                               max_num_imprecise_acc=BN)
+        pv_tok = _issue_pv(p8, v_smem, v_bar, n_all - 1, o_layout, BLOCK_M, BN, D_PAD, STAGES)
         pv = warpgroup_mma_wait(0, deps=(pv_tok, ))
         return acc + pv, m_i, l_i
 
@@ -345,17 +376,10 @@ if gluon is not None:
                           BLOCK_M: gl.constexpr, BN: gl.constexpr, STAGES: gl.constexpr, IS_CAUSAL: gl.constexpr,
                           STORE_LSE: gl.constexpr, PRODUCER_WARPS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                           num_warps: gl.constexpr):
-        n_mtiles = gl.cdiv(seq_q, BLOCK_M)
-        pid_m = (n_mtiles - 1 - gl.program_id(0)) if IS_CAUSAL else gl.program_id(0)
-        pid_bh = gl.program_id(1)
-        b = pid_bh // q_heads
-        h = pid_bh % q_heads
-        kv_bh = b * (q_heads // group) + h // group
+        pid_m, pid_bh, b, h, kv_bh = _program_tile(seq_q, q_heads, group, BLOCK_M, IS_CAUSAL)
 
-        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
-                                                           instr_shape=[16, BN, 32])
-        o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
-                                                           instr_shape=[16, D_PAD, 32])
+        s_layout: gl.constexpr = _mma_layout(num_warps, BN)
+        o_layout: gl.constexpr = _mma_layout(num_warps, D_PAD)
         p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=4)
 
         q_smem = gl.allocate_shared_memory(q_desc.dtype, q_desc.block_type.shape, q_desc.layout)
@@ -373,7 +397,7 @@ if gluon is not None:
         fence_async_shared()
 
         n_full, n_all = _tile_range(pid_m, seq_k, BLOCK_M, BN, IS_CAUSAL)
-        q_row0 = pid_bh * (n_qblk * 64) + pid_m * BLOCK_M
+        q_row0 = pid_bh * (n_qblk * _BLOCK_Q) + pid_m * BLOCK_M
         k_row0 = kv_bh * (n_kblk * BN)
         v_row0 = kv_bh * D_PAD
         acc, m_i, l_i = gl.warp_specialize([
@@ -385,20 +409,8 @@ if gluon is not None:
         ], [PRODUCER_WARPS], [PRODUCER_REGS])
 
         offs_m = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, s_layout))
-        offs_mo = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, o_layout))
-        offs_d = gl.arange(0, D_PAD, layout=gl.SliceLayout(0, o_layout))
-        vs = gl.maximum(gl.load(VAMAX + kv_bh * D + offs_d, mask=offs_d < D, other=0.0), 1e-30) / 448.0
-        l_safe = gl.where(l_i == 0.0, 1.0, l_i)
-        l_o = gl.convert_layout(l_safe, gl.SliceLayout(1, o_layout))
-        out = acc * (gl.expand_dims(vs, 0) / gl.expand_dims(l_o, 1))
-        o_ptrs = (O + b.to(gl.int64) * stride_ob + h * stride_oh + gl.expand_dims(offs_mo, 1) * stride_on
-                  + gl.expand_dims(offs_d, 0))
-        o_mask = (gl.expand_dims(offs_mo, 1) < seq_q) & (gl.expand_dims(offs_d, 0) < D)
-        gl.store(o_ptrs, out.to(O.dtype.element_ty), mask=o_mask)
-        if STORE_LSE:  # l is in units of 448
-            m_safe = gl.where(m_i == float("-inf"), 0.0, m_i)
-            lse = (m_safe + gl.log2(l_safe) - 8.807354922057604) * 0.6931471805599453
-            gl.store(LSE + pid_bh.to(gl.int64) * seq_q + offs_m, lse, mask=offs_m < seq_q)
+        _store_output(acc, m_i, l_i, offs_m, pid_m * BLOCK_M, VAMAX, O, LSE, b, h, pid_bh, kv_bh, stride_ob,
+                      stride_oh, stride_on, seq_q, o_layout, D, BLOCK_M, D_PAD, STORE_LSE)
 
 
 
@@ -414,7 +426,7 @@ if gluon is not None:
                       v_row0, n_all, STAGES: gl.constexpr, BN: gl.constexpr, NC: gl.constexpr):
         for c in gl.static_range(NC):
             mbarrier.expect(q_bar.index(c), q_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(q_desc, [q_row0 + 64 * c, 0], q_bar.index(c), q_smem.index(c))
+            tma.async_copy_global_to_shared(q_desc, [q_row0 + _BLOCK_Q * c, 0], q_bar.index(c), q_smem.index(c))
         for j in range(0, n_all):
             slot = j % STAGES
             # every consumer releases a slot (count NC); a fresh barrier passes parity 1
@@ -423,25 +435,6 @@ if gluon is not None:
             tma.async_copy_global_to_shared(k_desc, [k_row0 + j * BN, 0], k_bar.index(slot), k_smem.index(slot))
             mbarrier.expect(v_bar.index(slot), v_desc.block_type.nbytes)
             tma.async_copy_global_to_shared(v_desc, [v_row0, j * BN], v_bar.index(slot), v_smem.index(slot))
-
-    @gluon.jit
-    def _ws2_issue_s(q, k_smem, k_bar, j, s_layout: gl.constexpr, BLOCK_M: gl.constexpr, BN: gl.constexpr,
-                     STAGES: gl.constexpr, WAIT: gl.constexpr = True):
-        slot = j % STAGES
-        if WAIT:
-            mbarrier.wait(k_bar.index(slot), (j // STAGES) & 1)
-        return warpgroup_mma(q, k_smem.index(slot).permute((1, 0)), gl.zeros([BLOCK_M, BN], gl.int32, s_layout),
-                             use_acc=False, is_async=True)
-
-    @gluon.jit
-    def _ws2_issue_pv(p8, v_smem, v_bar, j, o_layout: gl.constexpr, BLOCK_M: gl.constexpr, BN: gl.constexpr,
-                      D_PAD: gl.constexpr, STAGES: gl.constexpr, WAIT: gl.constexpr = True):
-        """P_j V_j into a fresh FP32 accumulator (the two-level accumulation)."""
-        slot = j % STAGES
-        if WAIT:
-            mbarrier.wait(v_bar.index(slot), (j // STAGES) & 1)
-        return warpgroup_mma(p8, v_smem.index(slot).permute((1, 0)), gl.zeros([BLOCK_M, D_PAD], gl.float32, o_layout),
-                             use_acc=False, is_async=True, max_num_imprecise_acc=BN)
 
     @gluon.jit
     def _ws2_consumer(q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
@@ -453,20 +446,12 @@ if gluon is not None:
         # turns go round the consumers: C waits on turn C, then passes it to the next one
         FIRST: gl.constexpr = 1 if C == 0 else 0
         NEXT: gl.constexpr = (C + 1) % NC
-        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                           instr_shape=[16, BN, 32])
-        o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                           instr_shape=[16, D_PAD, 32])
+        s_layout: gl.constexpr = _mma_layout(4, BN)
+        o_layout: gl.constexpr = _mma_layout(4, D_PAD)
         p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=4)
         row0 = pid_m * (NC * BLOCK_M) + C * BLOCK_M
-        offs_m = row0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, s_layout))
-        offs_n = gl.arange(0, BN, layout=gl.SliceLayout(0, s_layout))
-        qblk = offs_m // 64
-        qs = gl.load(QS + pid_bh * n_qblk + qblk, mask=qblk < n_qblk, other=0.0)
-        ks_ptr = KS + kv_bh * n_kblk
-        m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
-        l_i = gl.zeros([BLOCK_M], gl.float32, gl.SliceLayout(1, s_layout))
-        acc = gl.zeros([BLOCK_M, D_PAD], gl.float32, o_layout)
+        offs_m, offs_n, qs, ks_ptr, m_i, l_i, acc = _row_state(row0, QS, KS, pid_bh, kv_bh, n_qblk, n_kblk,
+                                                              s_layout, o_layout, BLOCK_M, BN, D_PAD)
         q = q_smem.index(C)
         mbarrier.wait(q_bar.index(C), 0)
 
@@ -475,7 +460,7 @@ if gluon is not None:
         # in step 2: ~120 extra PRMT/LOP3 per tile). Round r of wgmma issue is taken in turn (PINGPONG).
         if PINGPONG:  # consumer 0's first wait passes on the fresh barrier (parity 1)
             mbarrier.wait(turn_bar.index(C), FIRST)
-        s_tok = _ws2_issue_s(q, k_smem, k_bar, 0, s_layout, BLOCK_M, BN, STAGES)
+        s_tok = _issue_s(q, k_smem, k_bar, 0, s_layout, BLOCK_M, BN, STAGES)
         if PINGPONG:
             mbarrier.arrive(turn_bar.index(NEXT), count=1)
         c = qs * gl.load(ks_ptr)
@@ -490,8 +475,8 @@ if gluon is not None:
                 p8 = gl.convert_layout(p.to(gl.float8e4nv), p_layout)
                 if PINGPONG:
                     mbarrier.wait(turn_bar.index(C), ((j + 1) & 1) ^ FIRST)
-                s_tok = _ws2_issue_s(q, k_smem, k_bar, j + 1, s_layout, BLOCK_M, BN, STAGES)
-                pv_tok = _ws2_issue_pv(p8, v_smem, v_bar, j, o_layout, BLOCK_M, BN, D_PAD, STAGES)
+                s_tok = _issue_s(q, k_smem, k_bar, j + 1, s_layout, BLOCK_M, BN, STAGES)
+                pv_tok = _issue_pv(p8, v_smem, v_bar, j, o_layout, BLOCK_M, BN, D_PAD, STAGES)
                 if PINGPONG:
                     mbarrier.arrive(turn_bar.index(NEXT), count=1)
                 c = qs * gl.load(ks_ptr + j + 1)
@@ -525,8 +510,8 @@ if gluon is not None:
                 p8 = gl.convert_layout(p.to(gl.float8e4nv), p_layout)
                 if PINGPONG:
                     mbarrier.wait(turn_bar.index(C), ((j + 1) & 1) ^ FIRST)
-                pv_tok = _ws2_issue_pv(p8, v_smem, v_bar, j, o_layout, BLOCK_M, BN, D_PAD, STAGES, not EARLY)
-                s_tok = _ws2_issue_s(q, k_smem, k_bar, j + 1, s_layout, BLOCK_M, BN, STAGES, not EARLY)
+                pv_tok = _issue_pv(p8, v_smem, v_bar, j, o_layout, BLOCK_M, BN, D_PAD, STAGES, not EARLY)
+                s_tok = _issue_s(q, k_smem, k_bar, j + 1, s_layout, BLOCK_M, BN, STAGES, not EARLY)
                 if PINGPONG:
                     mbarrier.arrive(turn_bar.index(NEXT), count=1)
                 c_next = qs * gl.load(ks_ptr + j + 1)
@@ -555,7 +540,7 @@ if gluon is not None:
         p8 = gl.convert_layout(p.to(gl.float8e4nv), p_layout)
         if PINGPONG:
             mbarrier.wait(turn_bar.index(C), (n_all & 1) ^ FIRST)
-        pv_tok = _ws2_issue_pv(p8, v_smem, v_bar, n_all - 1, o_layout, BLOCK_M, BN, D_PAD, STAGES,
+        pv_tok = _issue_pv(p8, v_smem, v_bar, n_all - 1, o_layout, BLOCK_M, BN, D_PAD, STAGES,
                                INTRA or not EARLY)
         if PINGPONG:
             mbarrier.arrive(turn_bar.index(NEXT), count=1)
@@ -563,20 +548,8 @@ if gluon is not None:
         acc = acc + pv
         mbarrier.arrive(empty_bar.index((n_all - 1) % STAGES), count=1)
 
-        offs_mo = row0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, o_layout))
-        offs_d = gl.arange(0, D_PAD, layout=gl.SliceLayout(0, o_layout))
-        vs = gl.maximum(gl.load(VAMAX + kv_bh * D + offs_d, mask=offs_d < D, other=0.0), 1e-30) / 448.0
-        l_safe = gl.where(l_i == 0.0, 1.0, l_i)
-        l_o = gl.convert_layout(l_safe, gl.SliceLayout(1, o_layout))
-        out = acc * (gl.expand_dims(vs, 0) / gl.expand_dims(l_o, 1))
-        o_ptrs = (O + b.to(gl.int64) * stride_ob + h * stride_oh + gl.expand_dims(offs_mo, 1) * stride_on
-                  + gl.expand_dims(offs_d, 0))
-        o_mask = (gl.expand_dims(offs_mo, 1) < seq_q) & (gl.expand_dims(offs_d, 0) < D)
-        gl.store(o_ptrs, out.to(O.dtype.element_ty), mask=o_mask)
-        if STORE_LSE:  # l is in units of 448
-            m_safe = gl.where(m_i == float("-inf"), 0.0, m_i)
-            lse = (m_safe + gl.log2(l_safe) - 8.807354922057604) * 0.6931471805599453
-            gl.store(LSE + pid_bh.to(gl.int64) * seq_q + offs_m, lse, mask=offs_m < seq_q)
+        _store_output(acc, m_i, l_i, offs_m, row0, VAMAX, O, LSE, b, h, pid_bh, kv_bh, stride_ob, stride_oh, stride_on,
+                      seq_q, o_layout, D, BLOCK_M, D_PAD, STORE_LSE)
 
     @gluon.jit
     def _sage_fwd_sm90_ws2(q_desc, k_desc, v_desc, QS, KS, VAMAX, O, LSE, stride_ob, stride_oh, stride_on, q_heads,
@@ -586,12 +559,7 @@ if gluon is not None:
                            CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr, NC: gl.constexpr,
                            SPLIT: gl.constexpr, EARLY: gl.constexpr, num_warps: gl.constexpr):
         # BLOCK_M: rows per consumer (64); a CTA covers NC * BLOCK_M query rows (NC = 2, or 3 non-causal)
-        n_mtiles = gl.cdiv(seq_q, NC * BLOCK_M)
-        pid_m = (n_mtiles - 1 - gl.program_id(0)) if IS_CAUSAL else gl.program_id(0)
-        pid_bh = gl.program_id(1)
-        b = pid_bh // q_heads
-        h = pid_bh % q_heads
-        kv_bh = b * (q_heads // group) + h // group
+        pid_m, pid_bh, b, h, kv_bh = _program_tile(seq_q, q_heads, group, NC * BLOCK_M, IS_CAUSAL)
 
         q_smem = gl.allocate_shared_memory(q_desc.dtype, [NC] + q_desc.block_type.shape, q_desc.layout)
         k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
@@ -613,7 +581,7 @@ if gluon is not None:
         # every consumer's rows give the CTA's tile ranges: with NC = 2, 2 * BLOCK_M == BN; NC = 3 is non-causal
         gl.static_assert(NC == 2 or not IS_CAUSAL, "three consumers: non-causal only")
         n_full, n_all = _tile_range(pid_m, seq_k, NC * BLOCK_M, BN, IS_CAUSAL)
-        q_row0 = pid_bh * (n_qblk * 64) + pid_m * (NC * BLOCK_M)
+        q_row0 = pid_bh * (n_qblk * _BLOCK_Q) + pid_m * (NC * BLOCK_M)
         k_row0 = kv_bh * (n_kblk * BN)
         v_row0 = kv_bh * D_PAD
         # (tuples of arguments are written out: a constexpr inside a concatenated tuple stops being one)
@@ -682,7 +650,7 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
     _gluon()
     b, hq, hkv, sq, sk, d = x.shape
     d_pad = x.q8.shape[-1]
-    block_m = 64 if ws2 else 16 * num_warps
+    block_m = GLUON_BLOCK_Q if ws2 else 16 * num_warps
     out = torch.empty((b, hq, sq, d), dtype=out_dtype, device=x.q8.device)
     lse = torch.empty((b, hq, sq), dtype=torch.float32, device=out.device) if return_lse else out
     n_qblk, n_kblk = x.q8.shape[1] // GLUON_BLOCK_Q, x.k8.shape[1] // KV_BLOCK

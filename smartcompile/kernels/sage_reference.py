@@ -16,6 +16,7 @@ Used on CPU, as the oracle for the Triton kernels, and by the profiler.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Optional
 
@@ -118,8 +119,8 @@ def sage_attention_reference(
 
 
 # ---- key padding as structure (shared with the Triton kernel) ---------------------------------------
-ALLOWED_MASKS = ("None, KeyLengths (lengths (B,)), KeyPadding (keep (B, Sk)) whose kept keys are one contiguous run "
-                 "per batch row (left and/or right padding), or And(Causal('top_left'), one of those)")
+ALLOWED_MASKS = ("None, KeyLengths (lengths (B,)), KeyPadding (keep (B, Sk) or (1, Sk)), a bool (B, 1, 1, Sk) or "
+                 "(1, 1, 1, Sk) tensor of key flags, or And(Causal('top_left'), KeyLengths or KeyPadding)")
 
 
 def padding_keep(mask, batch: int, kv_len: int, device, who: str) -> torch.Tensor:
@@ -140,43 +141,54 @@ def padding_keep(mask, batch: int, kv_len: int, device, who: str) -> torch.Tenso
     raise ValueError(f"{who}: expected KeyLengths or KeyPadding, got {type(mask).__name__}")
 
 
-def _padding_part(mask, is_causal: bool, who: str):
+def _padding_part(mask, is_causal: bool, batch: int, kv_len: int, who: str):
     """(KeyLengths/KeyPadding or None, is_causal) from a mask the span kernels accept, else ValueError."""
     if mask is None or isinstance(mask, NoMask):
         return None, is_causal
     if isinstance(mask, (KeyLengths, KeyPadding)):
         return mask, is_causal
-    if isinstance(mask, And):
+    if isinstance(mask, torch.Tensor):
+        # the compiled graph's form of key padding: keep flags broadcast over heads and queries
+        if (mask.dtype == torch.bool and mask.dim() == 4 and mask.shape[0] in (1, batch) and mask.shape[1:3] == (1, 1)
+                and mask.shape[3] == kv_len):
+            return KeyPadding(mask[:, 0, 0, :]), is_causal
+    elif isinstance(mask, And):
         pads = [p for p in mask.parts if isinstance(p, (KeyLengths, KeyPadding))]
         others = [p for p in mask.parts if not isinstance(p, (KeyLengths, KeyPadding, NoMask))]
         if len(pads) == 1 and all(isinstance(p, Causal) and p.alignment == "top_left" for p in others):
             return pads[0], is_causal or bool(others)
-    what = (f"a {tuple(mask.shape)} {mask.dtype} tensor mask" if isinstance(mask, torch.Tensor)
+    what = (f"a {tuple(mask.shape)} {mask.dtype} tensor mask (key flags here: bool ({batch}, 1, 1, {kv_len}) or "
+            f"(1, 1, 1, {kv_len}))" if isinstance(mask, torch.Tensor)
             else f"a {type(mask).__name__} mask ({mask.describe()})" if isinstance(mask, MaskType)
             else f"a {type(mask).__name__}")
     raise ValueError(f"{who}: got {what}; allowed: {ALLOWED_MASKS} (with is_causal for causal). "
                      f"Use the reference for other masks")
 
 
+@dataclasses.dataclass(frozen=True)
+class KeySpans:
+    """Key padding as the Triton kernel takes it: int32 (B, 2) [start, end) of each batch row's kept keys
+    (the tiles it visits) and, for a KeyPadding, its int32 (B, Sk) flags (holes inside a span; int32
+    loads cost the kernel less than bytes); None for KeyLengths, whose span is exact."""
+    spans: torch.Tensor
+    keep: Optional[torch.Tensor] = None
+
+
 def key_spans(mask, is_causal: bool, batch: int, kv_len: int, device, who: str):
-    """(spans, is_causal): the kept keys of each batch row as an int32 (B, 2) [start, end) span on
-    `device` (None without key padding). KeyLengths gives [0, min(len, Sk)); a KeyPadding's flags must be
-    one contiguous run per row (checked on the device; one host sync to raise). A row with no kept key
-    gets [0, 0). Anything else is a ValueError naming `who`, the mask and what is allowed."""
-    pad, is_causal = _padding_part(mask, is_causal, who)
+    """(KeySpans or None without key padding, is_causal) on `device`, computed there without a host sync
+    (CUDA-graph capturable, no stall per call): the data is never read on the host, so its only check is
+    the tensors' shapes. KeyLengths gives [0, min(len, Sk)); a KeyPadding gives [first kept key, last + 1)
+    plus its flags, so padding on any side and holes anywhere are exact. A row with no kept key gets [0, 0).
+    Anything else is a ValueError naming `who`, the mask and what is allowed."""
+    pad, is_causal = _padding_part(mask, is_causal, batch, kv_len, who)
     if pad is None:
         return None, is_causal
     keep = padding_keep(pad, batch, kv_len, device, who)
     if isinstance(pad, KeyLengths):
         end = torch.as_tensor(pad.lengths, device=device).clamp(0, kv_len)
-        return torch.stack([torch.zeros_like(end), end], dim=1).to(torch.int32), is_causal
-    n = keep.sum(dim=1)
-    start = keep.to(torch.uint8).argmax(dim=1)  # the first kept key (0 for a row with none)
+        return KeySpans(torch.stack([torch.zeros_like(end), end], dim=1).to(torch.int32)), is_causal
     j = torch.arange(kv_len, device=device)
-    run = (j[None, :] >= start[:, None]) & (j[None, :] < (start + n)[:, None])
-    bad = (run != keep).any(dim=1)
-    if bool(bad.any()):
-        rows = bad.nonzero()[:, 0].tolist()
-        raise ValueError(f"{who}: KeyPadding keeps keys that are not one contiguous run in batch rows {rows[:8]}; "
-                         f"allowed: {ALLOWED_MASKS}. Use the reference for other masks")
-    return torch.stack([start, start + n], dim=1).to(torch.int32), is_causal
+    start = torch.where(keep, j, kv_len).amin(dim=1)  # kv_len for a row with no kept key
+    end = torch.where(keep, j + 1, 0).amax(dim=1)  # 0 for a row with no kept key
+    spans = torch.stack([torch.minimum(start, end), end], dim=1).to(torch.int32)  # [0, 0) for an empty row
+    return KeySpans(spans, keep.to(torch.int32).contiguous()), is_causal

@@ -15,13 +15,17 @@ Causal masking is top-left aligned (SDPA's convention); blocks entirely in the f
 visited, blocks crossing the diagonal are masked element-wise.
 
 Key padding (a padded batch, e.g. transformers' `causal & attention_mask[b, kv]`) comes as structure:
-a KeyLengths or a KeyPadding whose kept keys are one contiguous run per batch row becomes an int32
-(B, 2) [start, end) span per batch row (sage_reference.key_spans). With HAS_SPAN the kernel visits only
-the K tiles that meet the span (loop bounds), masks elements only in the tiles that cut it, and a query
-row with no kept key (a left-padded query under causal) outputs 0 with LSE -inf. Quantization is not
-span-aware: smoothing subtracts K's mean over all keys, padded ones included, which is exact for softmax
-whatever keys are kept; padded keys (and values) still enter the INT8 scale of their K block (only the
-boundary blocks of a span) and V's per-channel scale; the reference does the same, so the two agree.
+a KeyLengths, a KeyPadding, or the graph's bool (B|1, 1, 1, Sk) key flags becomes an int32 (B, 2)
+[start, end) span per batch row, computed on the device without a host sync so that a call can be
+captured in a CUDA graph (sage_reference.key_spans). With HAS_SPAN the kernel visits only the K tiles
+that meet the span (loop bounds). KeyLengths' span is exact: only the tiles that cut it mask elements.
+A KeyPadding may have holes, which only a host sync could rule out, so it also passes its int32 (B, Sk)
+flags: with HAS_KEEP every visited tile masks by them (on an H200 at 4k keys, 10-16% slower than a
+KeyLengths with the same keys; uint8 flags, 20-23%). A query row with no kept key (a left-padded query
+under causal, an empty batch row) outputs 0 with LSE -inf. Quantization is not padding-aware:
+smoothing subtracts K's mean over all keys, padded ones included, which is exact for softmax whatever
+keys are kept; padded keys (and values) still enter the INT8 scale of their K block and V's per-channel
+scale; the reference does the same, so the two agree.
 """
 from __future__ import annotations
 
@@ -38,7 +42,7 @@ import triton.language as tl
 from .config import SageConfig
 from .constants import (FP8_E4M3_MAX, FP16_V_RANGE, I2F_MAGIC, I2F_MAGIC_BITS, INT8_MAX, LN2, LOG2_FP8_E4M3_MAX, LOG2E,
                         SUPPORTED_HEAD_DIMS)
-from .sage_reference import key_spans
+from .sage_reference import KeySpans, key_spans
 
 # the constants as @triton.jit code reads them (a global there must be a tl.constexpr)
 _INT8_MAX = tl.constexpr(INT8_MAX)
@@ -120,7 +124,7 @@ def _quantize_v(V, OUT, AMAX, stride_b, stride_h, stride_n, stride_d, n_heads, s
 def _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n, seq_q, seq_k, n_pad_k,
                 pv_threshold, MASK_TAIL: tl.constexpr, MASK_CAUSAL: tl.constexpr, PV_FP8: tl.constexpr,
                 PV_SKIP: tl.constexpr, BLOCK_N: tl.constexpr, D_PAD: tl.constexpr, span_lo=0, span_hi=0,
-                MASK_SPAN: tl.constexpr = False):
+                MASK_SPAN: tl.constexpr = False, KEEP_ROW=None, MASK_KEEP: tl.constexpr = False):
     offs_d = tl.arange(0, D_PAD)
     k = tl.load(K_blk + (start_n + offs_n)[None, :] * D_PAD + offs_d[:, None])
     c = q_scale * tl.load(KS_blk + start_n // BLOCK_N)
@@ -133,6 +137,9 @@ def _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n,
     if MASK_SPAN:  # keys outside this batch row's [span_lo, span_hi) (span_hi <= seq_k: covers the tail too)
         s = tl.where(((start_n + offs_n) >= span_lo)[None, :] & ((start_n + offs_n) < span_hi)[None, :], s,
                      float("-inf"))
+    if MASK_KEEP:  # this batch row's key flags (0 outside its span and past seq_k: covers both too)
+        keep = tl.load(KEEP_ROW + start_n + offs_n, mask=(start_n + offs_n) < seq_k, other=0)
+        s = tl.where((keep != 0)[None, :], s, float("-inf"))
     m_blk = (tl.max(s, axis=1) - _I2F_MAGIC) * c
     m_new = tl.maximum(m_i, m_blk)
     m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -170,13 +177,14 @@ def _dense_range(pid_m, seq_k, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IS_
 
 
 @triton.jit
-def _sage_fwd(Q, K, V, QS, KS, VAMAX, O, LSE, LUT, COUNT, COUNT_FULL, SPAN, stride_ob, stride_oh, stride_on, q_heads,
-              group, seq_q, seq_k, n_qblk, n_kblk, seq_bucket, v_range, pv_threshold, D: tl.constexpr,
+def _sage_fwd(Q, K, V, QS, KS, VAMAX, O, LSE, LUT, COUNT, COUNT_FULL, SPAN, KEEP, stride_ob, stride_oh, stride_on,
+              q_heads, group, seq_q, seq_k, n_qblk, n_kblk, seq_bucket, v_range, pv_threshold, D: tl.constexpr,
               D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IS_CAUSAL: tl.constexpr,
               PV_FP8: tl.constexpr, STORE_LSE: tl.constexpr, SPARSE: tl.constexpr, PV_SKIP: tl.constexpr,
-              HAS_SPAN: tl.constexpr = False):
+              HAS_SPAN: tl.constexpr = False, HAS_KEEP: tl.constexpr = False):
     # SPAN: int32 (B, 2) [start, end) of each batch row's kept keys when HAS_SPAN (dense lists only);
-    # None otherwise (then a constexpr: the kernel's parameters and code are those without spans)
+    # KEEP: int32 (B, seq_k) key flags when HAS_KEEP (a KeyPadding: holes anywhere in the span).
+    # None otherwise (then a constexpr: the kernel's parameters and code are those without them)
     # causal: the longest rows first, so the short ones fill the tail of the launch
     pid_m = (n_qblk - 1 - tl.program_id(0)) if IS_CAUSAL else tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -218,24 +226,28 @@ def _sage_fwd(Q, K, V, QS, KS, VAMAX, O, LSE, LUT, COUNT, COUNT_FULL, SPAN, stri
     elif HAS_SPAN:
         # K tiles outside the span are never visited (loop bounds); the head tile (span start not on a
         # tile boundary) and the tail tiles (span end, causal diagonal) mask elements; the middle is unmasked
+        # unless HAS_KEEP (holes may be anywhere; the flags then also stand for the span in the edge tiles)
         full_end, hi = _dense_range(pid_m, seq_k, BLOCK_M, BLOCK_N, IS_CAUSAL)
         span_lo = tl.load(SPAN + 2 * b)
         span_hi = tl.load(SPAN + 2 * b + 1)
+        keep_row = KEEP
+        if HAS_KEEP:
+            keep_row = KEEP + b * seq_k
         first_full = (span_lo + BLOCK_N - 1) // BLOCK_N * BLOCK_N
         hi = tl.minimum(hi, span_hi)
         full_end = tl.minimum(full_end, span_hi // BLOCK_N * BLOCK_N)
         for start_n in range(span_lo // BLOCK_N * BLOCK_N, tl.minimum(first_full, hi), BLOCK_N):
             acc, l_i, m_i = _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n,
                                         seq_q, seq_k, n_pad_k, pv_threshold, False, IS_CAUSAL, PV_FP8, PV_SKIP,
-                                        BLOCK_N, D_PAD, span_lo, span_hi, True)
+                                        BLOCK_N, D_PAD, span_lo, span_hi, not HAS_KEEP, keep_row, HAS_KEEP)
         for start_n in range(first_full, full_end, BLOCK_N):
             acc, l_i, m_i = _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n,
                                         seq_q, seq_k, n_pad_k, pv_threshold, False, False, PV_FP8, PV_SKIP,
-                                        BLOCK_N, D_PAD)
+                                        BLOCK_N, D_PAD, span_lo, span_hi, False, keep_row, HAS_KEEP)
         for start_n in range(tl.maximum(full_end, first_full), hi, BLOCK_N):
             acc, l_i, m_i = _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n,
                                         seq_q, seq_k, n_pad_k, pv_threshold, False, IS_CAUSAL, PV_FP8, PV_SKIP,
-                                        BLOCK_N, D_PAD, span_lo, span_hi, True)
+                                        BLOCK_N, D_PAD, span_lo, span_hi, not HAS_KEEP, keep_row, HAS_KEEP)
     else:
         full_end, hi = _dense_range(pid_m, seq_k, BLOCK_M, BLOCK_N, IS_CAUSAL)
         for start_n in range(0, full_end, BLOCK_N):
@@ -271,7 +283,8 @@ def _tuned_kernel():
     # cached on disk by Triton (cache_results, where this Triton has it) with the compiled binaries.
     extra = {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters else {}
     return triton.autotune(configs=_autotune_configs(),
-                           key=["seq_bucket", "D_PAD", "BLOCK_M", "BLOCK_N", "IS_CAUSAL", "PV_FP8", "SPARSE", "HAS_SPAN"],
+                           key=["seq_bucket", "D_PAD", "BLOCK_M", "BLOCK_N", "IS_CAUSAL", "PV_FP8", "SPARSE", "HAS_SPAN",
+                                "HAS_KEEP"],
                            **extra)(_sage_fwd)
 
 
@@ -353,19 +366,26 @@ class BlockLists:
 
 def attend(x: QuantizedQKV, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = False,
            launch: Optional[dict] = None, blocks: Optional[BlockLists] = None, pv_threshold: Optional[float] = None,
-           spans: Optional[torch.Tensor] = None):
+           spans: Optional[KeySpans] = None):
     """The attention kernel on quantized inputs: (B, Hq, Sq, D) output, optionally the LSE
     (natural log, of the scaled scores without smoothing's shift). `launch` overrides the
-    launch configuration (num_warps, num_stages) instead of tuning it. `spans`: int32 (B, 2) [start, end)
-    of each batch row's kept keys (sage_reference.key_spans); not with `blocks` (Sparge's lists)."""
+    launch configuration (num_warps, num_stages) instead of tuning it. `spans`: each batch row's kept keys
+    (sage_reference.key_spans); not with `blocks` (Sparge's lists)."""
     b, hq, hkv, sq, sk, d = x.shape
+    span = keep = None
     if spans is not None:
         if blocks is not None:
             raise ValueError("attend: key spans with Sparge's block lists are not supported yet")
-        if spans.shape != (b, 2) or spans.dtype != torch.int32 or spans.device != x.q8.device:
-            raise ValueError(f"attend: spans must be int32 ({b}, 2) on {x.q8.device}; "
-                             f"got {tuple(spans.shape)} {spans.dtype} on {spans.device}")
-        spans = spans.contiguous()
+        span, keep = spans.spans, spans.keep
+        dev = x.q8.device
+        if span.shape != (b, 2) or span.dtype != torch.int32 or span.device != dev:
+            raise ValueError(f"attend: spans must be int32 ({b}, 2) on {dev}; "
+                             f"got {tuple(span.shape)} {span.dtype} on {span.device}")
+        if keep is not None and (keep.shape != (b, sk) or keep.dtype != torch.int32 or keep.device != dev):
+            raise ValueError(f"attend: keep must be int32 ({b}, {sk}) on {dev}; "
+                             f"got {tuple(keep.shape)} {keep.dtype} on {keep.device}")
+        span = span.contiguous()
+        keep = keep.contiguous() if keep is not None else None
     d_pad = x.q8.shape[-1]
     out = torch.empty((b, hq, sq, d), dtype=out_dtype, device=x.q8.device)
     lse = torch.empty((b, hq, sq), dtype=torch.float32, device=out.device) if return_lse else out
@@ -373,12 +393,13 @@ def attend(x: QuantizedQKV, is_causal: bool, out_dtype: torch.dtype, return_lse:
     grid = (n_qblk, b * hq)
     sparse = blocks is not None
     lut, count, count_full = (blocks.lut, blocks.count, blocks.count_full) if sparse else (x.k_scale,) * 3
-    args = (x.q8, x.k8, x.v, x.q_scale, x.k_scale, x.v_amax, out, lse, lut, count, count_full, spans,
+    args = (x.q8, x.k8, x.v, x.q_scale, x.k_scale, x.v_amax, out, lse, lut, count, count_full, span, keep,
             out.stride(0), out.stride(1), out.stride(2), hq, hq // hkv, sq, sk, n_qblk, n_kblk,
             triton.next_power_of_2(max(sk, 1)), FP8_E4M3_MAX if x.fp8 else FP16_V_RANGE,
             0.0 if pv_threshold is None else float(pv_threshold))
     meta = dict(D=d, D_PAD=d_pad, BLOCK_M=x.block_q, BLOCK_N=x.block_k, IS_CAUSAL=is_causal, PV_FP8=x.fp8,
-                STORE_LSE=return_lse, SPARSE=sparse, PV_SKIP=pv_threshold is not None, HAS_SPAN=spans is not None)
+                STORE_LSE=return_lse, SPARSE=sparse, PV_SKIP=pv_threshold is not None, HAS_SPAN=span is not None,
+                HAS_KEEP=keep is not None)
     if launch is not None:  # explicit configuration (benchmark sweeps)
         _sage_fwd[grid](*args, **meta, **launch)
     elif _interpreting():
@@ -401,8 +422,8 @@ def no_mask(mask, kernel: str) -> None:
 def sage_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask, is_causal: bool,
                           scale: Optional[float], config: SageConfig, *, return_lse: bool = False):
     """Same arguments and numerics as sage_reference.sage_attention_reference. `mask`: None, or key padding
-    as structure (KeyLengths, KeyPadding with one contiguous run of kept keys per batch row, optionally
-    And'ed with a top-left Causal); anything else is a ValueError. Rows with no kept key output 0."""
+    (KeyLengths, KeyPadding with any flags, optionally And'ed with a top-left Causal, or bool (B|1, 1, 1, Sk)
+    key flags); anything else is a ValueError. Rows with no kept key output 0."""
     spans, is_causal = key_spans(mask, is_causal, q.shape[0], k.shape[2], q.device, "sage_attention_triton")
     x = quantize(q, k, v, scale, config)
     if not return_lse:

@@ -7,10 +7,16 @@ import torch
 from torch.fx import GraphModule, Node
 
 from .graph_build import add_node
+from .mask_form import op_mask
 from .normalize import canon, is_inplace, meta_tensor
 from .site import AttentionSite
 
-_PURE_TARGETS = {torch.ones, torch.ones_like, torch.full, torch.tensor, torch.arange, torch.zeros, torch.zeros_like}
+# besides what normalize.canon knows: mask builders (index comparisons, logical ops, indexing), so that a
+# dense mask the op no longer reads is erased with the site (transformers' causal & padding)
+_PURE_TARGETS = {torch.ones, torch.ones_like, torch.full, torch.tensor, torch.arange, torch.zeros, torch.zeros_like,
+                 operator.and_, operator.or_, operator.invert, operator.le, operator.lt, operator.ge, operator.gt,
+                 operator.eq, operator.ne, operator.getitem, operator.sub, operator.add, torch.logical_and,
+                 torch.logical_or, torch.logical_not}
 
 
 def _new(graph, site: AttentionSite, kind: str, target, args: tuple) -> Node:
@@ -53,15 +59,23 @@ def rewrite_site(gm: GraphModule, site: AttentionSite, op, choice_args: tuple) -
         q, k, v = site.q, site.k, site.v
         if site.k_transposed:
             k = _new(graph, site, "method", "transpose", (k, -2, -1))
-        mask = _mask_node(graph, site)
+        is_causal, dense = site.is_causal, None
+        form = op_mask(site)
+        if form is None:
+            mask = dense = _mask_node(graph, site)
+        else:  # structure: is_causal and/or (B|1, 1, 1, Sk) key flags, no dense mask for the kernel
+            is_causal, mask = form.causal, form.compact
+            if form.keep is not None:
+                keep = _new(graph, site, "method", "to", (form.keep, torch.bool))
+                mask = _new(graph, site, "method", "unsqueeze", (_new(graph, site, "method", "unsqueeze", (keep, 1)), 1))
         if site.rank == 3:
             q, k, v = (_new(graph, site, "method", "unsqueeze", (t, 0)) for t in (q, k, v))
             if mask is not None and meta_tensor(mask).dim() == 3:
                 mask = _new(graph, site, "method", "unsqueeze", (mask, 0))
-        op_args = (q, k, v, mask, site.is_causal, float(spec.effective_scale)) + tuple(choice_args)
+        op_args = (q, k, v, mask, is_causal, float(spec.effective_scale)) + tuple(choice_args)
         out = _new(graph, site, "function", op, op_args)
-        if site.masked_rows is not None and mask is not None:
-            out = _keep_masked_rows(graph, site, out, mask, q, k, v)
+        if site.masked_rows is not None and dense is not None:  # structured forms empty no row (mask_form)
+            out = _keep_masked_rows(graph, site, out, dense, q, k, v)
         if site.rank == 3:
             out = _new(graph, site, "method", "squeeze", (out, 0))
         want = meta_tensor(site.output)

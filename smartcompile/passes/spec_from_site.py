@@ -5,6 +5,7 @@ import torch
 from torch.fx.experimental.symbolic_shapes import guard_int
 
 from ..spec import AttentionSpec
+from .mask_form import op_mask
 from .normalize import meta_tensor
 from .site import AttentionSite
 
@@ -33,7 +34,10 @@ def spec_from_site(site: AttentionSite) -> AttentionSpec:
         batch, hq, hkv = 1, qs[0], ks[0]
     else:
         batch, hq, hkv = qs[0], qs[1], ks[1]
-    if site.is_causal:
+    form = op_mask(site)
+    if form is not None:
+        kind = form.kind
+    elif site.is_causal:
         kind = "causal"
     elif not site.masks:
         kind = "none"
@@ -47,6 +51,6 @@ def spec_from_site(site: AttentionSite) -> AttentionSpec:
     return AttentionSpec(
         batch=batch, q_heads=hq, kv_heads=hkv, q_len=qs[-2], kv_len=kv_len, head_dim=qs[-1], v_head_dim=vs[-1],
         dtype=q.dtype, device=str(q.device), mask_kind=kind,
-        causal_alignment="top_left" if site.is_causal else None, dropout=site.dropout, scale=site.scale,
+        causal_alignment="top_left" if kind in ("causal", "causal-padded") else None, dropout=site.dropout, scale=site.scale,
         requires_grad=grad,
     )

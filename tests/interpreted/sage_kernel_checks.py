@@ -13,7 +13,7 @@ import torch
 assert os.environ.get("TRITON_INTERPRET") == "1", "run through tests/test_triton_interpreter.py"
 
 from helpers import assert_close_to, spec_id  # noqa: E402
-from padding_cases import PADDINGS, empty_rows, padding_mask  # noqa: E402
+from padding_cases import PADDINGS, empty_rows, holes_keep, padding_mask  # noqa: E402
 from smartcompile.backends.sage import SAGE_ACCURACY  # noqa: E402
 from smartcompile.kernels.config import SageConfig  # noqa: E402
 from smartcompile.kernels.exact_reference import attention_reference  # noqa: E402
@@ -60,20 +60,15 @@ def test_interpreted_kernel_rejects_unsupported_head_dim():
 
 def test_interpreted_kernel_rejects_a_dense_mask():
     q = torch.randn(1, 1, 16, 64, dtype=torch.float16)
-    with pytest.raises(ValueError, match=r"sage_attention_triton: got a \(16, 16\) torch.bool tensor mask; allowed: "
-                                         r"None, KeyLengths .*, KeyPadding"):
+    with pytest.raises(ValueError, match=r"sage_attention_triton: got a \(16, 16\) torch.bool tensor mask \(key flags "
+                                         r"here: .*\); allowed: None, KeyLengths .*, KeyPadding"):
         sage_attention_triton(q, q, q, torch.ones(16, 16, dtype=torch.bool), False, None, SageConfig())
     with pytest.raises(ValueError, match=r"sage_attention_triton: got a DenseBool mask \(bool\); allowed"):
         sage_attention_triton(q, q, q, DenseBool(torch.ones(16, 16, dtype=torch.bool)), False, None, SageConfig())
 
 
-def test_interpreted_kernel_rejects_non_contiguous_padding_and_wrong_lengths():
+def test_interpreted_kernel_rejects_wrong_lengths():
     q = torch.randn(2, 1, 16, 64, dtype=torch.float16)
-    keep = torch.ones(2, 16, dtype=torch.bool)
-    keep[1, 5] = False  # a hole: not one run
-    with pytest.raises(ValueError, match=r"sage_attention_triton: KeyPadding keeps keys that are not one contiguous "
-                                         r"run in batch rows \[1\]; allowed"):
-        sage_attention_triton(q, q, q, KeyPadding(keep), True, None, SageConfig())
     with pytest.raises(ValueError, match=r"sage_attention_triton: KeyLengths.lengths must be an integer tensor of "
                                          r"shape \(2,\)"):
         sage_attention_triton(q, q, q, KeyLengths(torch.tensor([[16], [3]])), False, None, SageConfig())
@@ -123,12 +118,13 @@ def test_interpreted_kernel_causal_and_padding_as_one_mask_type(seed):
     assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("kind", ["left", "both"])
+@pytest.mark.parametrize("kind", ["left", "both", "holes"])
 def test_interpreted_fp8_kernel_key_padding_loosely(kind, seed):
     """FP8 P V under the interpreter (no GPU rounding): spans and empty rows exact, values loose."""
-    b, hq, hkv, sq, sk, d = 3, 2, 1, 70, 150, 64
+    hq, hkv, sq, sk, d = 2, 1, 70, 150, 64
+    mask, keep = (KeyPadding(holes_keep(sk)), holes_keep(sk)) if kind == "holes" else padding_mask(kind, sk)
+    b = keep.shape[0]
     q, k, v = (torch.randn(b, h, s, d, dtype=torch.float16) for h, s in ((hq, sq), (hkv, sk), (hkv, sk)))
-    mask, keep = padding_mask(kind, sk)
     args = (q, k, v, mask, True, None, SageConfig(pv_precision="fp8"))
     out, lse = sage_attention_triton(*args, return_lse=True)
     ref, lse_ref = sage_attention_reference(*args, return_lse=True)
@@ -136,3 +132,46 @@ def test_interpreted_fp8_kernel_key_padding_loosely(kind, seed):
     torch.testing.assert_close(lse[~empty], lse_ref[~empty], atol=1e-3, rtol=1e-4)
     exact = attention_reference(q.float(), k.float(), v.float(), keep[:, None, None, :], True)
     assert_close_to(out[~empty].float(), exact[~empty], 0.99, 0.15, f"vs fp32, {kind} seed {seed}")
+
+
+# ---- key flags with holes, and the graph's (B|1, 1, 1, Sk) tensor form -------------------------------
+HOLE_CASES = [  # B (4: padding_cases.holes_keep), Hq, Hkv, Sq, Sk, D, block_q, block_k
+    (4, 2, 1, 70, 150, 64, 64, 128),  # holes on the 127/128 edge
+    (4, 2, 2, 97, 131, 64, 32, 32),  # holes on 63/64 and 95/96, a span from the 32 edge, unmasked-loop tiles
+]
+
+
+@pytest.mark.parametrize("case", HOLE_CASES, ids=[spec_id(*c[:6], torch.float16, f"bq{c[6]}-bk{c[7]}") for c in HOLE_CASES])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("dtype", [torch.bool, torch.int64], ids=["bool", "int64"])
+def test_interpreted_kernel_key_padding_with_holes_matches_reference(case, causal, dtype, seed):
+    b, hq, hkv, sq, sk, d, bq, bk = case
+    q, k, v = (torch.randn(b, h, s, d, dtype=torch.float16) for h, s in ((hq, sq), (hkv, sk), (hkv, sk)))
+    k = k + 4.0
+    keep = holes_keep(sk)
+    args = (q, k, v, KeyPadding(keep.to(dtype)), causal, None, SageConfig(pv_precision="fp16", block_q=bq, block_k=bk))
+    out, lse = sage_attention_triton(*args, return_lse=True)
+    ref, lse_ref = sage_attention_reference(*args, return_lse=True)
+    what = f"holes {dtype} causal={causal} seed {seed}"
+    empty = _check_padded(out, lse, ref, lse_ref, keep, sq, hq, causal, what)
+    assert empty[2].all() and not empty[0].any(), what  # the row with no kept key; the row with key 0
+    assert_close_to(out[~empty].float(), ref[~empty].float(), 0.99999, 1e-3, f"vs reference, {what}")
+    torch.testing.assert_close(lse[~empty], lse_ref[~empty], atol=1e-3, rtol=1e-4)
+    exact = attention_reference(q.float(), k.float(), v.float(), keep[:, None, None, :], causal)
+    bounds = SAGE_ACCURACY["fp16"]
+    assert_close_to(out[~empty].float(), exact[~empty], bounds.min_cosine, bounds.max_rel_l1, f"vs fp32, {what}")
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_interpreted_kernel_takes_the_graphs_key_flags(causal, seed):
+    """The compiled graph hands key padding as bool (B|1, 1, 1, Sk) flags + is_causal: run as a KeyPadding
+    (whose agreement with the reference is checked above; the reference's, in test_key_padding_forms)."""
+    b, hq, sq, sk, d = 4, 2, 40, 90, 64
+    config = SageConfig(pv_precision="fp16", block_q=32, block_k=32)
+    q, k, v = (torch.randn(b, hq, s, d, dtype=torch.float16) for s in (sq, sk, sk))
+    for keep in (holes_keep(sk), holes_keep(sk)[:1]):  # per batch row, and one row for all
+        out, lse = sage_attention_triton(q, k, v, keep[:, None, None, :], causal, None, config, return_lse=True)
+        out2, lse2 = sage_attention_triton(q, k, v, KeyPadding(keep), causal, None, config, return_lse=True)
+        assert torch.equal(out, out2) and torch.equal(lse, lse2), tuple(keep.shape)
+        empty = empty_rows(keep.expand(b, sk), sq, causal).expand(-1, hq, -1)
+        assert (out[empty] == 0).all() and torch.isneginf(lse[empty]).all() and torch.isfinite(lse[~empty]).all()

@@ -1,0 +1,83 @@
+"""kernels/sage_gluon.py without a GPU: its jit code names the shared constants rather than copying
+their values, writes O and the LSE in one place, and (only where Triton 3.6 is installed) its kernels
+compile to sm_90a PTX with the arguments attend_gluon launches them with."""
+import ast
+import pathlib
+
+import pytest
+import torch
+
+from smartcompile.kernels import constants
+from smartcompile.kernels import sage_gluon as sg
+
+TREE = ast.parse(pathlib.Path(sg.__file__).read_text())
+JIT = [f for f in ast.walk(TREE) if isinstance(f, ast.FunctionDef)
+       and any(ast.unparse(d).startswith("gluon.") for d in f.decorator_list)]
+
+
+def test_jit_code_names_the_shared_constants():
+    shared = {constants.FP8_E4M3_MAX, constants.LOG2_FP8_E4M3_MAX, constants.LN2, constants.LOG2E,
+              constants.I2F_MAGIC_BITS, constants.I2F_MAGIC}
+    copies = [(f.name, c.value) for f in JIT for c in ast.walk(f)
+              if isinstance(c, ast.Constant) and type(c.value) in (int, float) and c.value in shared]
+    assert len(JIT) > 10 and copies == []
+
+
+def test_one_epilogue_stores_o_and_lse():
+    storing = {f.name for f in JIT for c in ast.walk(f)
+               if isinstance(c, ast.Call) and ast.unparse(c.func) == "gl.store"}
+    assert storing == {"_store_output"}
+
+
+class _Recorder:
+    """Stands in for a kernel: `kernel[grid](*args, **kwargs)` records the call instead of launching."""
+
+    def __init__(self, fn, calls):
+        self.fn, self.calls = fn, calls
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: self.calls.append((self.fn, args, kwargs))
+
+
+def _fake_quantized(d: int, sq: int = 1000, sk: int = 1500, b: int = 1, hq: int = 4, hkv: int = 2):
+    """The fields of sage_triton's QuantizedQKV that attend_gluon reads, as CPU tensors (never read)."""
+    from types import SimpleNamespace
+
+    nq, nk = -(-sq // 64) * 64, -(-sk // 128) * 128
+    return SimpleNamespace(fp8=True, block_q=64, block_k=128, shape=(b, hq, hkv, sq, sk, d),
+                           q8=torch.empty(b * hq, nq, d, dtype=torch.int8),
+                           k8=torch.empty(b * hkv, nk, d, dtype=torch.int8),
+                           v=torch.empty(b * hkv * d, nk, dtype=torch.float8_e4m3fn),
+                           q_scale=torch.empty(b * hq * nq // 64), k_scale=torch.empty(b * hkv * nk // 128),
+                           v_amax=torch.empty(b * hkv * d))
+
+
+LAUNCHES = {"default": sg.DEFAULT_LAUNCH, "one-cta": dict(num_warps=8, overlap=True),
+            "ws": dict(num_warps=8, ws=True, producer_warps=1)}
+
+
+@pytest.mark.parametrize("launch", LAUNCHES.values(), ids=LAUNCHES.keys())
+@pytest.mark.parametrize("d, causal, lse", [(64, False, False), (128, True, True)])
+def test_kernels_compile_for_sm90a_without_a_gpu(launch, d, causal, lse, monkeypatch, tmp_path):
+    triton = pytest.importorskip("triton")
+    if sg.gluon is None or not triton.__version__.startswith(sg.TESTED_TRITON):
+        pytest.skip(f"needs triton {'/'.join(sg.TESTED_TRITON)} with Gluon (have {triton.__version__})")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import make_backend
+    from triton.experimental.gluon._runtime import GluonASTSource
+    from triton.runtime.jit import create_function_from_signature
+
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    calls = []
+    for name in ("_sage_fwd_sm90", "_sage_fwd_sm90_ws", "_sage_fwd_sm90_ws2"):
+        monkeypatch.setattr(sg, name, _Recorder(getattr(sg, name), calls))
+    sg.attend_gluon(_fake_quantized(d), causal, torch.bfloat16, return_lse=lse, **launch)
+    [(fn, args, kwargs)] = calls
+    # what JITFunction.run does before compiling, for a target given rather than read from a device
+    target = GPUTarget("cuda", 90, 128)
+    backend = make_backend(target)
+    bound, specialization, options = create_function_from_signature(fn.signature, fn.params, backend)(*args, **kwargs)
+    options, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound, specialization, options)
+    ptx = triton.compile(GluonASTSource(fn, signature, constexprs, attrs), target=target,
+                         options=options.__dict__).asm["ptx"]
+    assert ".target sm_90a" in ptx and "wgmma.mma_async" in ptx
