@@ -10,12 +10,11 @@ from smartcompile.backends.sage import CONFIG_FIELD, SAGE_PARAMS, config_fields
 from smartcompile.backends.sparge import SPARGE, SPARGE_PARAMS
 from smartcompile.kernels.config import SELECTIONS, SageConfig, SpargeConfig, field_rule
 
-POLICY_ONLY = {"quant_bits", "quant_symmetric"}  # no config field: one value each, read by nothing
 VALUES = [None, True, False, "fp8", "fp16", "auto", "fp32", -2, -1, -1.0, -0.5, 0, 0.0, 0.5, 0.98, 1, 1.0, 1.5, 2,
           64, 128, 96, INT_PARAM_MAX]
 
 
-@pytest.mark.parametrize("name", sorted(set(SPARGE_PARAMS) - POLICY_ONLY))
+@pytest.mark.parametrize("name", sorted(SPARGE_PARAMS))
 def test_policy_and_config_accept_the_same_values(name):
     kind, nullable, _, rule = field_rule(SpargeConfig, CONFIG_FIELD.get(name, name))
     for value in VALUES:
@@ -38,5 +37,5 @@ def test_sparge_exclusive_group_is_the_configs_selections():
 
 
 def test_docs_come_from_the_fields():
-    for name in set(SPARGE_PARAMS) - POLICY_ONLY:
+    for name in SPARGE_PARAMS:
         assert SPARGE_PARAMS[name].doc.startswith(field_rule(SpargeConfig, CONFIG_FIELD.get(name, name))[3].doc)

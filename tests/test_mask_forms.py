@@ -148,11 +148,37 @@ def test_sdpa_runner_drops_a_mask_that_keeps_every_key(monkeypatch):
     monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
     keep = torch.ones(1, 1, 1, n, dtype=torch.bool)
     out = run_sdpa(q, k, v, keep, True, None, {})
-    assert seen[-1]["attn_mask"] is None and seen[-1]["is_causal"]
-    keep[..., 5] = False  # one padded key: the mask stays
+    assert len(seen) == 1 and seen[-1]["attn_mask"] is None and seen[-1]["is_causal"]
+    keep[..., 5] = False  # a hole: the dense mask, one call
     run_sdpa(q, k, v, keep, True, None, {})
-    assert seen[-1]["attn_mask"] is not None and not seen[-1]["is_causal"]
+    assert len(seen) == 2 and seen[-1]["attn_mask"] is not None and not seen[-1]["is_causal"]
     torch.testing.assert_close(out, attention_reference(q, k, v, None, True), atol=1e-5, rtol=1e-5)
+
+
+SPAN_CASES = {  # per sequence [start, end) of kept keys, for Sk = 1100
+    "right": [(0, 1100), (0, 700), (0, 1)],
+    "left": [(0, 1100), (400, 1100), (1099, 1100)],
+    "both": [(3, 1091), (500, 501), (0, 0)],
+}
+
+
+@pytest.mark.parametrize("sq", [1100, 1000, 1200])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("kind", list(SPAN_CASES))
+def test_exact_attention_by_spans_without_a_mask(kind, causal, sq, monkeypatch):
+    """Contiguous key padding at prefill sizes: per-sequence SDPA calls with no mask equal the masked
+    reference, padded query rows included (0 where no key is visible)."""
+    torch.manual_seed(0)
+    sk = 1100
+    q, k, v = torch.randn(3, 4, sq, 16), torch.randn(3, 2, sk, 16), torch.randn(3, 2, sk, 16)
+    j = torch.arange(sk)
+    keep = torch.stack([(j >= s) & (j < e) for s, e in SPAN_CASES[kind]])[:, None, None, :]
+    masks = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **kw: masks.append(kw["attn_mask"]) or real(*a, **kw))
+    out = run_sdpa(q, k, v, keep, causal, 0.3, {})
+    assert masks and all(m is None for m in masks)
+    torch.testing.assert_close(out, attention_reference(q, k, v, keep, causal, 0.3), atol=2e-5, rtol=2e-5)
 
 
 def test_spec_kinds_of_key_padding_tensors():

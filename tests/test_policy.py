@@ -69,7 +69,7 @@ BAD = [
     ({"version": 1, "layers": {"a": {"backend": "sparge", "sparsity_ratio": "half"}}},
      'sparsity_ratio: \'half\' has type str; expected float'),
     ({"version": 1, "layers": {"a": {"backend": "sparge", "sparsity_ratio": 1.0}}}, "1.0 is out of range; expected float >= 0.0 < 1.0"),
-    ({"version": 1, "layers": {"a": {"backend": "sage", "quant_bits": 4}}}, "quant_bits: 4 is not allowed; expected one of [8]"),
+    ({"version": 1, "layers": {"a": {"backend": "sage", "pv_precision": "int4"}}}, "pv_precision: 'int4' is not allowed; expected one of"),
     ({"version": 1, "layers": {"a": {"backend": "sparge", "topk": 2, "cdf_threshold": 0.9}}}, "give at most one of"),
     ({"version": 1, "layers": {"re:blocks.(": "flash"}}, "invalid regular expression"),
     ({"version": 1, "layers": {"a": {"sparsity_ratio": 0.5}}}, 'missing "backend"'),

@@ -10,21 +10,47 @@ import torch.nn.functional as F
 from ..kernels.exact_reference import causal_keep_mask
 from .base import Accuracy, Backend, Implementation
 from .capabilities import Capabilities
-from .key_padding import all_kept
+from . import key_padding
+
+
+def _sdpa(q, k, v, mask, is_causal: bool, scale: float) -> torch.Tensor:
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=scale,
+                                          enable_gqa=q.shape[1] != k.shape[1])
+
+
+def sdpa_by_spans(q, k, v, spans: list, is_causal: bool, scale: float) -> torch.Tensor:
+    """Key padding as SDPA calls without a mask (its flash/cuDNN paths), per sequence on its kept run
+    [s, e): top-left causal, query i sees keys [s, min(i, e - 1)], so queries [s, e) are causal over the run
+    and queries from e on see all of it; queries before s see no key and output 0 (the op's contract)."""
+    out = q.new_zeros(q.shape[:3] + (v.shape[-1],))
+    for b, (s, e) in enumerate(spans):
+        if e <= s:
+            continue
+        kb, vb = k[b:b + 1, :, s:e], v[b:b + 1, :, s:e]
+        if not is_causal:
+            out[b:b + 1] = _sdpa(q[b:b + 1], kb, vb, None, False, scale)
+            continue
+        mid = min(e, q.shape[2])
+        if mid > s:
+            out[b:b + 1, :, s:mid] = _sdpa(q[b:b + 1, :, s:mid], kb, vb, None, True, scale)
+        if mid < q.shape[2]:
+            out[b:b + 1, :, mid:] = _sdpa(q[b:b + 1, :, mid:], kb, vb, None, False, scale)
+    return out
 
 
 def run_sdpa(q, k, v, mask: Optional[torch.Tensor], is_causal: bool, scale: float, params: dict) -> torch.Tensor:
-    if all_kept(mask, q, k):  # transformers' all-ones attention_mask: SDPA's mask-free (flash/cuDNN) path
-        mask = None
+    spans = key_padding.host_spans(mask, q, k)
+    if spans is not None:  # no dense (B, 1, Sq, Sk) mask, no masked kernel: 1.0x-or-better than the graph's own
+        if all(s == 0 and e == k.shape[2] for s, e in spans):
+            return _sdpa(q, k, v, None, is_causal, scale)  # transformers' all-ones attention_mask
+        return sdpa_by_spans(q, k, v, spans, is_causal, scale)
     if mask is not None and mask.dtype != torch.bool and mask.dtype != q.dtype:
         mask = mask.to(q.dtype)  # SDPA wants an additive mask in the query dtype
     if mask is not None and is_causal:  # the op's "mask AND causal" (key padding); SDPA takes one or the other
         causal = causal_keep_mask(q.shape[2], k.shape[2], q.device)
         mask = mask & causal if mask.dtype == torch.bool else mask.masked_fill(~causal, float("-inf"))
         is_causal = False
-    return F.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask, is_causal=is_causal, scale=scale, enable_gqa=q.shape[1] != k.shape[1]
-    )
+    return _sdpa(q, k, v, mask, is_causal, scale)
 
 
 def run_flash_attn(q, k, v, mask, is_causal: bool, scale: float, params: dict) -> torch.Tensor:

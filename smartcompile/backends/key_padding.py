@@ -16,17 +16,13 @@ from ..masks import KeyLengths
 from ..spec import is_key_padding
 
 CHECK_MIN_SCORES = 1 << 20  # Sq * Sk
+MAX_SPLIT_BATCH = 16  # exact attention by spans launches up to 2 kernels per sequence
 
 
 def _worth_a_sync(mask: Optional[torch.Tensor], q: torch.Tensor, k: torch.Tensor) -> bool:
     if mask is None or q.shape[2] * k.shape[2] < CHECK_MIN_SCORES or not is_key_padding(mask, q.shape[0], k.shape[2]):
         return False
     return not (q.is_cuda and torch.cuda.is_current_stream_capturing())
-
-
-def all_kept(mask: Optional[torch.Tensor], q: torch.Tensor, k: torch.Tensor) -> bool:
-    """True when `mask` is key padding that keeps every key (checked only where worth a sync)."""
-    return _worth_a_sync(mask, q, k) and bool(mask.all())
 
 
 def simplest(mask: Optional[torch.Tensor], q: torch.Tensor, k: torch.Tensor) -> Union[None, torch.Tensor, KeyLengths]:
@@ -40,3 +36,19 @@ def simplest(mask: Optional[torch.Tensor], q: torch.Tensor, k: torch.Tensor) -> 
     if every:
         return None
     return KeyLengths(n.expand(q.shape[0]).contiguous()) if right else mask
+
+
+def host_spans(mask: Optional[torch.Tensor], q: torch.Tensor, k: torch.Tensor) -> Optional[list]:
+    """Each sequence's kept keys as one [start, end) run, read to the host (one sync), or None: holes, a batch
+    too large to split, or not worth a sync (see the module docstring)."""
+    if not _worth_a_sync(mask, q, k) or q.shape[0] > MAX_SPLIT_BATCH:
+        return None
+    keep = mask[:, 0, 0, :].expand(q.shape[0], -1)
+    j = torch.arange(keep.shape[-1], device=keep.device)
+    start = torch.where(keep, j, keep.shape[-1]).amin(dim=-1)
+    end = torch.where(keep, j + 1, 0).amax(dim=-1)
+    one_run = keep.sum(dim=-1) == (end - start).clamp(min=0)
+    rows = torch.cat([start[:, None], end[:, None], one_run[:, None]], dim=1).tolist()  # the one sync
+    if not all(ok for _, _, ok in rows):
+        return None
+    return [(s, e) for s, e, _ in rows]

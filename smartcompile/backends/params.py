@@ -63,13 +63,18 @@ class ParamSpec:
         return None
 
 
-def field_param(config: type, field: str, name: str, **overrides) -> ParamSpec:
+UNCHANGED: Any = object()  # "as the field's rule has it" (None is a real value for these)
+
+
+def field_param(config: type, field: str, name: str, *, default: Any = UNCHANGED, choices: Any = UNCHANGED,
+                minimum: Any = UNCHANGED) -> ParamSpec:
     """The parameter `name` that sets the kernel config's `field`: type, nullability, default, choices,
-    range and doc as the field's rule (kernels/config.py) has them, then `overrides`."""
-    kind, nullable, default, rule = field_rule(config, field)
-    spec = ParamSpec(name, kind, default, rule.doc, rule.choices, rule.minimum, rule.maximum, rule.exclusive_maximum,
-                     nullable)
-    return dataclasses.replace(spec, **overrides)
+    range and doc as the field's rule (kernels/config.py) has them, except what is given here."""
+    kind, nullable, field_default, rule = field_rule(config, field)
+    spec = ParamSpec(name, kind, field_default, rule.doc, rule.choices, rule.minimum, rule.maximum,
+                     rule.exclusive_maximum, nullable)
+    given = {"default": default, "choices": choices, "minimum": minimum}
+    return dataclasses.replace(spec, **{k: v for k, v in given.items() if v is not UNCHANGED})
 
 
 def show_value(value: Any, limit: int = 80) -> str:

@@ -15,7 +15,7 @@ from .base import Accuracy, AutoGate, Backend, Implementation
 from .capabilities import Capabilities
 from . import key_padding
 from .hardware import compute_capability
-from .params import ParamSpec, field_param
+from .params import UNCHANGED, ParamSpec, field_param
 from .._logging import logger
 
 # The policy's parameter -> the config field it sets, where their names differ (the others are named as
@@ -23,9 +23,10 @@ from .._logging import logger
 CONFIG_FIELD = {"block_size": "block_q", "smooth_k": "smooth"}
 
 
-def config_param(config: type, name: str, **overrides) -> ParamSpec:
+def config_param(config: type, name: str, *, default: Any = UNCHANGED, choices: Any = UNCHANGED,
+                 minimum: Any = UNCHANGED) -> ParamSpec:
     """The policy parameter `name`, ruled as the `config` field it sets (kernels/config.py)."""
-    return field_param(config, CONFIG_FIELD.get(name, name), name, **overrides)
+    return field_param(config, CONFIG_FIELD.get(name, name), name, default=default, choices=choices, minimum=minimum)
 
 
 def config_fields(config: type, params: Mapping[str, Any]) -> dict:
@@ -36,9 +37,6 @@ def config_fields(config: type, params: Mapping[str, Any]) -> dict:
 
 _PV = config_param(SageConfig, "pv_precision", default="auto", choices=("auto",) + PV_PRECISIONS)
 SAGE_PARAMS = {
-    # one value each, and read by nothing: kept only because policies may name them
-    "quant_bits": ParamSpec("quant_bits", int, 8, "bits of the Q/K quantization", choices=(8,)),
-    "quant_symmetric": ParamSpec("quant_symmetric", bool, True, "symmetric Q/K quantization", choices=(True,)),
     "pv_precision": dataclasses.replace(_PV, doc=f"{_PV.doc}; auto = fp8 on sm89+, fp16 below"),
     # of the sizes SageConfig takes, a policy offers two
     "block_size": config_param(SageConfig, "block_size", choices=(64, 128), minimum=None),

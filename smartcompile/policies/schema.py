@@ -1,7 +1,8 @@
 """The policy JSON Schema, generated from the backends' parameter data (one source of truth).
 
 `policy.schema.json` beside this file is the shipped copy for editors and other tools; a test
-keeps it equal to `policy_schema()`.
+keeps it equal to `policy_schema()` (after changing a
+backend's parameters: `python -c "from smartcompile.policies.schema import write_schema; write_schema()"`).
 """
 from __future__ import annotations
 
