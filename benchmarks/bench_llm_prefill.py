@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from smartcompile.timing import median_call_ms
+
 POLICIES = {  # name -> options for backend="smartattn"; None: torch.compile default (Inductor)
     "torch.compile default": None,
     "smartattn exact": {"policy": {"version": 1, "default": "flash"}},
@@ -60,23 +62,6 @@ def inputs_for(case: str, tokens: int, vocab: int, device: str) -> dict:
     return {"input_ids": ids, "attention_mask": mask.to(device)}
 
 
-def median_ms(fn, device: str, repeats: int) -> float:
-    if not device.startswith("cuda"):
-        t0 = time.perf_counter()
-        for _ in range(repeats):
-            fn()
-        return (time.perf_counter() - t0) / repeats * 1e3
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
-
-
 def cosine_on_real_tokens(out: torch.Tensor, ref: torch.Tensor, kwargs: dict) -> float:
     keep = kwargs.get("attention_mask")
     o, r = out.float(), ref.float()
@@ -98,7 +83,7 @@ def measure(model, options, kwargs: dict, device: str, repeats: int, reference: 
         sync()
         compile_s = time.perf_counter() - t0
         call(**kwargs)
-        ms = median_ms(lambda: call(**kwargs), device, repeats)
+        ms = median_call_ms(lambda: call(**kwargs), device, repeats)
     row = {"compile_s": compile_s, "ms": ms, "cosine_vs_eager": cosine_on_real_tokens(out, reference, kwargs)}
     if options is not None:
         plan = smartcompile.explain(model, kwargs=kwargs, policy=options["policy"])

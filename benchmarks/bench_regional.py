@@ -22,6 +22,7 @@ import torch
 
 import smartcompile
 from smartcompile.compiler.layer_dispatch import INSTANCES
+from smartcompile.timing import median_call_ms
 
 POLICY = {"version": 1, "default": "sage",
           "layers": {"blocks.0.attn1": "flash", "blocks.*.attn2": "flash"}}
@@ -46,23 +47,6 @@ def build(small: bool, blocks: int, device: str, dtype: torch.dtype):
     return model, inputs
 
 
-def run_ms(fn, device: str, repeats: int) -> float:
-    if not device.startswith("cuda"):
-        t0 = time.perf_counter()
-        for _ in range(repeats):
-            fn()
-        return (time.perf_counter() - t0) / repeats * 1e3
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
-
-
 def measure(name: str, make, inputs, device: str, repeats: int, reference: torch.Tensor,
             planned: dict = None) -> dict:
     torch._dynamo.reset()
@@ -77,7 +61,7 @@ def measure(name: str, make, inputs, device: str, repeats: int, reference: torch
         compile_s = time.perf_counter() - t0
         for _ in range(2):
             call(*inputs, return_dict=False)
-        ms = run_ms(lambda: call(*inputs, return_dict=False), device, repeats)
+        ms = median_call_ms(lambda: call(*inputs, return_dict=False), device, repeats)
     cos = torch.nn.functional.cosine_similarity(out.float().flatten(), reference.float().flatten(), dim=0).item()
     # regional: the per-instance choices made at run time; whole model: the plan made at compile time
     chosen = planned if planned is not None else \

@@ -42,3 +42,19 @@ def wall_seconds(fn: Callable[[], object], device: str, repeats: int) -> float:
         sync()
         times.append(time.perf_counter() - t0)
     return sorted(times)[len(times) // 2]
+
+
+def median_call_ms(fn: Callable[[], object], device: str, repeats: int) -> float:
+    """Median milliseconds of `repeats` single calls (whole-model forwards; the caller warms up): CUDA
+    events on a GPU, the wall clock elsewhere."""
+    if not device.startswith("cuda"):
+        return wall_seconds(fn, device, repeats) * 1e3
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
