@@ -8,6 +8,7 @@ import torch
 
 from ..kernels.config import SELECTIONS, SpargeConfig
 from ..kernels.sparge_reference import sparge_attention_reference
+from . import key_padding
 from .base import Accuracy, Implementation
 from .sage import (PACKAGE_CAPS, REFERENCE_CAPS, SAGE_PARAMS, TRITON_CAPS, _SageBackend, cached_config,
                    config_fields, config_param, describe_sage_params, estimate_sage_ms)
@@ -55,7 +56,8 @@ def run_sparge_reference(q, k, v, mask, is_causal: bool, scale: float, params: d
 def run_sparge_triton(q, k, v, mask, is_causal: bool, scale: float, params: dict) -> torch.Tensor:
     from ..kernels.sparge_triton import sparge_attention_triton  # imports triton: only when it runs
 
-    return sparge_attention_triton(q, k, v, mask, is_causal, scale, sparge_config(params))
+    # as run_sage_triton: flags that keep every key or a prefix run without per-key flags
+    return sparge_attention_triton(q, k, v, key_padding.simplest(mask, q, k), is_causal, scale, sparge_config(params))
 
 
 def run_spas_sage_attn(q, k, v, mask, is_causal: bool, scale: float, params: dict) -> torch.Tensor:
@@ -92,7 +94,7 @@ SPARGE = _SageBackend(
     implementations=(
         Implementation(
             name="sparge_triton",
-            capabilities=TRITON_CAPS,
+            capabilities=TRITON_CAPS,  # key padding too ("padded", "causal-padded"), as sage_triton
             run=run_sparge_triton,
             description="our Triton kernels: block-map prediction + the Sage kernel over kept blocks",
             # sparsity trades accuracy for speed: auto picks it only with measured, bounded error (profiling)

@@ -182,7 +182,7 @@ def _sage_fwd(Q, K, V, QS, KS, VAMAX, O, LSE, LUT, COUNT, COUNT_FULL, SPAN, KEEP
               D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IS_CAUSAL: tl.constexpr,
               PV_FP8: tl.constexpr, STORE_LSE: tl.constexpr, SPARSE: tl.constexpr, PV_SKIP: tl.constexpr,
               HAS_SPAN: tl.constexpr = False, HAS_KEEP: tl.constexpr = False):
-    # SPAN: int32 (B, 2) [start, end) of each batch row's kept keys when HAS_SPAN (dense lists only);
+    # SPAN: int32 (B, 2) [start, end) of each batch row's kept keys when HAS_SPAN;
     # KEEP: int32 (B, seq_k) key flags when HAS_KEEP (a KeyPadding: holes anywhere in the span).
     # None otherwise (then a constexpr: the kernel's parameters and code are those without them)
     # causal: the longest rows first, so the short ones fill the tail of the launch
@@ -208,21 +208,52 @@ def _sage_fwd(Q, K, V, QS, KS, VAMAX, O, LSE, LUT, COUNT, COUNT_FULL, SPAN, KEEP
         # Sparge: only the kept K blocks, ascending; the first COUNT_FULL need no element mask
         row = pid_bh * n_qblk + pid_m
         lut = LUT + row.to(tl.int64) * n_kblk
-        n_full = tl.load(COUNT_FULL + row)
         # the next index is loaded one iteration ahead, so the tile loads need not wait for it
-        nxt = tl.load(lut)  # every row keeps at least one block
-        for i in range(0, n_full):
-            start_n = nxt * BLOCK_N
-            nxt = tl.load(lut + tl.minimum(i + 1, n_kblk - 1))
-            acc, l_i, m_i = _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n,
-                                        seq_q, seq_k, n_pad_k, pv_threshold, False, False, PV_FP8, PV_SKIP,
-                                        BLOCK_N, D_PAD)
-        for i in range(n_full, tl.load(COUNT + row)):
-            start_n = nxt * BLOCK_N
-            nxt = tl.load(lut + tl.minimum(i + 1, n_kblk - 1))
-            acc, l_i, m_i = _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n,
-                                        seq_q, seq_k, n_pad_k, pv_threshold, True, IS_CAUSAL, PV_FP8, PV_SKIP,
-                                        BLOCK_N, D_PAD)
+        if HAS_SPAN:
+            # key padding: COUNT_FULL is (rows, 2), [first, end) of the kept blocks that need no element mask
+            # (all keys kept, left of the diagonal and the tail); those before and after it mask the span or
+            # flags and the diagonal, as the dense path's edge tiles
+            span_lo = tl.load(SPAN + 2 * b)
+            span_hi = tl.load(SPAN + 2 * b + 1)
+            keep_row = KEEP
+            if HAS_KEEP:
+                keep_row = KEEP + b * seq_k
+            full_lo = tl.load(COUNT_FULL + 2 * row)
+            full_hi = tl.load(COUNT_FULL + 2 * row + 1)
+            nxt = tl.load(lut)  # in bounds even for a row that keeps no block (no kept key)
+            for i in range(0, full_lo):
+                start_n = nxt * BLOCK_N
+                nxt = tl.load(lut + tl.minimum(i + 1, n_kblk - 1))
+                acc, l_i, m_i = _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n,
+                                            seq_q, seq_k, n_pad_k, pv_threshold, False, IS_CAUSAL, PV_FP8, PV_SKIP,
+                                            BLOCK_N, D_PAD, span_lo, span_hi, not HAS_KEEP, keep_row, HAS_KEEP)
+            for i in range(full_lo, full_hi):
+                start_n = nxt * BLOCK_N
+                nxt = tl.load(lut + tl.minimum(i + 1, n_kblk - 1))
+                acc, l_i, m_i = _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n,
+                                            seq_q, seq_k, n_pad_k, pv_threshold, False, False, PV_FP8, PV_SKIP,
+                                            BLOCK_N, D_PAD)
+            for i in range(full_hi, tl.load(COUNT + row)):
+                start_n = nxt * BLOCK_N
+                nxt = tl.load(lut + tl.minimum(i + 1, n_kblk - 1))
+                acc, l_i, m_i = _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n,
+                                            seq_q, seq_k, n_pad_k, pv_threshold, False, IS_CAUSAL, PV_FP8, PV_SKIP,
+                                            BLOCK_N, D_PAD, span_lo, span_hi, not HAS_KEEP, keep_row, HAS_KEEP)
+        else:
+            n_full = tl.load(COUNT_FULL + row)
+            nxt = tl.load(lut)  # every row keeps at least one block
+            for i in range(0, n_full):
+                start_n = nxt * BLOCK_N
+                nxt = tl.load(lut + tl.minimum(i + 1, n_kblk - 1))
+                acc, l_i, m_i = _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n,
+                                            seq_q, seq_k, n_pad_k, pv_threshold, False, False, PV_FP8, PV_SKIP,
+                                            BLOCK_N, D_PAD)
+            for i in range(n_full, tl.load(COUNT + row)):
+                start_n = nxt * BLOCK_N
+                nxt = tl.load(lut + tl.minimum(i + 1, n_kblk - 1))
+                acc, l_i, m_i = _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n,
+                                            seq_q, seq_k, n_pad_k, pv_threshold, True, IS_CAUSAL, PV_FP8, PV_SKIP,
+                                            BLOCK_N, D_PAD)
     elif HAS_SPAN:
         # K tiles outside the span are never visited (loop bounds); the head tile (span start not on a
         # tile boundary) and the tail tiles (span end, causal diagonal) mask elements; the middle is unmasked
@@ -358,7 +389,8 @@ def quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[
 @dataclasses.dataclass
 class BlockLists:
     """Kept K blocks per (batch*head, query block): ascending indices padded with -1 (B*H, nQ, nK),
-    how many are kept, and how many of those need no element mask."""
+    how many are kept, and how many of those need no element mask (the first ones); with key padding,
+    count_full is (B*H*nQ, 2): [first, end) of the kept blocks that need none (sparge_triton.block_lists)."""
     lut: torch.Tensor
     count: torch.Tensor
     count_full: torch.Tensor
@@ -370,12 +402,14 @@ def attend(x: QuantizedQKV, is_causal: bool, out_dtype: torch.dtype, return_lse:
     """The attention kernel on quantized inputs: (B, Hq, Sq, D) output, optionally the LSE
     (natural log, of the scaled scores without smoothing's shift). `launch` overrides the
     launch configuration (num_warps, num_stages) instead of tuning it. `spans`: each batch row's kept keys
-    (sage_reference.key_spans); not with `blocks` (Sparge's lists)."""
+    (sage_reference.key_spans); with `blocks` (Sparge's lists), those made for them (count_full (rows, 2))."""
     b, hq, hkv, sq, sk, d = x.shape
     span = keep = None
+    if blocks is not None and blocks.count_full.dim() != (1 if spans is None else 2):
+        raise ValueError(f"attend: Sparge's count_full must be {'(rows,)' if spans is None else '(rows, 2)'} "
+                         f"{'without' if spans is None else 'with'} key spans (sparge_triton.block_lists' full_run); "
+                         f"got {tuple(blocks.count_full.shape)}")
     if spans is not None:
-        if blocks is not None:
-            raise ValueError("attend: key spans with Sparge's block lists are not supported yet")
         span, keep = spans.spans, spans.keep
         dev = x.q8.device
         if span.shape != (b, 2) or span.dtype != torch.int32 or span.device != dev:
@@ -412,7 +446,7 @@ def attend(x: QuantizedQKV, is_causal: bool, out_dtype: torch.dtype, return_lse:
 
 
 def no_mask(mask, kernel: str) -> None:
-    """The kernels without key spans (Sparge, Gluon) take is_causal but no mask."""
+    """The kernel without key spans (Gluon) takes is_causal but no mask."""
     if mask is not None:
         what = (f"a {tuple(mask.shape)} {mask.dtype} mask" if isinstance(mask, torch.Tensor)
                 else f"a {type(mask).__name__} mask")

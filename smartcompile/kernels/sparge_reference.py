@@ -12,6 +12,9 @@ Settings: a SpargeConfig (kernels/config.py). Prediction, per (batch, q head):
 With an element `mask`, a block holding no valid (query, key) pair is "empty" and treated like a
 future block (out of the softmax, not counted, never kept, not re-added by sink, similarity or
 diagonal), and every query row with a valid key keeps a block holding one of its valid keys.
+Key flags (a mask whose query dim is 1: key padding, as the Triton path passes it) are read per K block
+(its first valid key), without a (Sq, Sk) or (B, H, Sq, nK) tensor and without a host sync; they select
+the same blocks as the same mask expanded to (B, H, Sq, Sk).
 """
 from __future__ import annotations
 
@@ -20,9 +23,10 @@ from typing import Optional
 
 import torch
 
+from ..masks import MaskType, Shape
 from .config import SpargeConfig
 from .exact_reference import causal_keep_mask, expand_kv_heads
-from .sage_reference import sage_attention_reference
+from .sage_reference import _padding_part, padding_keep, sage_attention_reference
 
 
 def pool_and_similarity(x: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,22 +62,47 @@ def block_validity(n_q: int, n_k: int, block_q: int, block_k: int, sq: int, sk: 
     return future, diagonal
 
 
-def mask_row_blocks(mask: torch.Tensor, sq: int, sk: int, block_k: int, is_causal: bool) -> torch.Tensor:
-    """(B', H', Sq', nK) bool: does K block j hold a valid key of query row i. `mask` is a bool
-    keep-mask or an additive mask broadcastable to (B, Hq, Sq, Sk); additive values <= finfo.min / 2
-    (-inf, or the finfo.min fill models use) are masked. Broadcast batch/head/query dims stay 1."""
+def _valid_pairs(mask: torch.Tensor) -> torch.Tensor:
+    """4-d bool: the pairs a bool keep-mask or an additive mask keeps; additive values <= finfo.min / 2
+    (-inf, or the finfo.min fill models use) are masked."""
     mask = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))
     if mask.dtype == torch.bool:
-        valid = mask
-    else:
-        m = mask if mask.is_floating_point() else mask.float()
-        valid = ~(m <= torch.finfo(m.dtype).min / 2)  # NaN stays valid: it reaches the output as in the exact path
+        return mask
+    m = mask if mask.is_floating_point() else mask.float()
+    return ~(m <= torch.finfo(m.dtype).min / 2)  # NaN stays valid: it reaches the output as in the exact path
+
+
+def mask_row_blocks(mask: torch.Tensor, sq: int, sk: int, block_k: int, is_causal: bool) -> torch.Tensor:
+    """(B', H', Sq', nK) bool: does K block j hold a valid key of query row i. `mask` is a bool
+    keep-mask or an additive mask broadcastable to (B, Hq, Sq, Sk) (see `_valid_pairs`). Broadcast
+    batch/head/query dims stay 1."""
+    valid = _valid_pairs(mask)
     if is_causal:
         valid = valid & causal_keep_mask(sq, sk, mask.device)
     valid = valid.expand(*valid.shape[:3], sk)
     n_k = math.ceil(sk / block_k)
     valid = torch.nn.functional.pad(valid, (0, n_k * block_k - sk), value=False)
     return valid.reshape(*valid.shape[:3], n_k, block_k).any(dim=-1)
+
+
+def _block_first_keys(flags: torch.Tensor, sk: int, block_k: int) -> torch.Tensor:
+    """(B', H', 1, nK): the first valid key of each K block under key flags (B', H', 1, Sk or 1); sk where none.
+    Query row i has a valid key in block j iff that key is visible to it (<= i when causal): the blocks
+    holding one are the non-empty blocks up to the last whose first key it sees."""
+    n_k = math.ceil(sk / block_k)
+    first = torch.where(flags.expand(*flags.shape[:3], sk), torch.arange(sk, device=flags.device), sk)
+    first = torch.nn.functional.pad(first, (0, n_k * block_k - sk), value=sk)
+    return first.reshape(*first.shape[:3], n_k, block_k).amin(dim=-1)
+
+
+def _row_limits(n_q: int, block_q: int, sq: int, sk: int, is_causal: bool, device):
+    """(nQ, 1) each: the last key the first and the last row of each q block may see (< sk: a block's
+    first key is sk where it has none)."""
+    if not is_causal:
+        last = torch.full((n_q, 1), sk - 1, device=device)
+        return last, last
+    first = torch.arange(n_q, device=device)[:, None] * block_q
+    return first.clamp(max=sk - 1), torch.clamp(first + block_q, max=min(sq, sk)) - 1
 
 
 def _pool_rows(row_blocks: torch.Tensor, block_q: int) -> torch.Tensor:
@@ -102,6 +131,27 @@ def _cover_rows(keep: torch.Tensor, scores: torch.Tensor, row_blocks: torch.Tens
     return keep
 
 
+def _cover_flag_rows(keep: torch.Tensor, scores: torch.Tensor, first_keys: torch.Tensor, limits: tuple,
+                     sk: int) -> torch.Tensor:
+    """`_cover_rows` for key flags, per q block. Row i of a q block holds valid keys in the non-empty blocks
+    up to p(i) (the last whose first key it sees); p rises over the block's rows through every non-empty
+    block from p(first row) to p(last row). The row is covered iff a kept block is <= p(i); if not, it adds
+    the best-scoring block <= p(i) (ties: the lowest, as argmax), i.e. the running argmax at p(i)."""
+    n_k = keep.shape[-1]
+    j = torch.arange(n_k, device=keep.device)
+    p_first, p_last = (torch.where(first_keys <= lim, j, -1).amax(dim=-1, keepdim=True) for lim in limits)
+    first_kept = torch.where(keep, j, n_k).amin(dim=-1, keepdim=True)
+    # p(i) values of rows that see a key but no kept block
+    uncovered = (first_keys < sk) & (j >= p_first) & (j <= p_last) & (j < first_kept)
+    running_max = scores.cummax(dim=-1).values
+    best = torch.searchsorted(running_max, running_max)  # first index reaching each running max
+    # the blocks to add, best[p] for uncovered p, come in ascending order: their running max lists each once,
+    # so membership is a sorted search (no scatter: deterministic, and no host sync)
+    added = torch.where(uncovered, best, -1).cummax(dim=-1).values
+    at = torch.searchsorted(added, j.expand_as(added).contiguous()).clamp(max=n_k - 1)
+    return keep | (added.gather(-1, at) == j)
+
+
 def select_blocks(
     pq: torch.Tensor,
     sim_q: torch.Tensor,
@@ -124,9 +174,16 @@ def select_blocks(
     scores = (pq @ pk.transpose(-2, -1)) * scale
     future, diagonal = block_validity(n_q, n_k, block_q, block_k, sq, sk, is_causal, pq.device)
     excluded = future if is_causal else None  # blocks that can hold no valid (query, key) pair
+    first_keys = None
     if mask is not None:
-        row_blocks = mask_row_blocks(mask, sq, sk, block_k, is_causal)
-        excluded = future | ~_pool_rows(row_blocks, block_q)
+        valid = _valid_pairs(mask)
+        if valid.shape[2] == 1:  # key flags: each K block's first valid key decides for all rows at once
+            first_keys = _block_first_keys(valid, sk, block_k)
+            limits = _row_limits(n_q, block_q, sq, sk, is_causal, pq.device)
+            excluded = first_keys > limits[1]
+        else:
+            row_blocks = mask_row_blocks(valid, sq, sk, block_k, is_causal)
+            excluded = future | ~_pool_rows(row_blocks, block_q)
     if excluded is not None:
         scores = scores.masked_fill(excluded, float("-inf"))
     probs = torch.softmax(scores, dim=-1)
@@ -159,12 +216,33 @@ def select_blocks(
     if excluded is None:
         return keep
     keep = keep & ~excluded  # after sink, similarity and diagonal: none of them re-adds an excluded block
-    return keep if mask is None else _cover_rows(keep, scores, row_blocks, block_q, sq)
+    if mask is None:
+        return keep
+    if first_keys is not None:
+        return _cover_flag_rows(keep, scores, first_keys, limits, sk)
+    return _cover_rows(keep, scores, row_blocks, block_q, sq)
+
+
+def selection_mask(mask, is_causal: bool, q: torch.Tensor, k: torch.Tensor):
+    """(mask tensor or None, is_causal) as the selection reads them: key padding given as a mask type
+    (KeyLengths, KeyPadding, And'ed with a top-left Causal) becomes (B, 1, 1, Sk) flags plus is_causal,
+    exactly as the Triton path selects; other mask types their dense form; a tensor stays as it is."""
+    if not isinstance(mask, MaskType):
+        return mask, is_causal
+    b, hq, sq, sk = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
+    try:
+        pad, is_causal = _padding_part(mask, is_causal, b, sk, "sparge_attention_reference")
+    except ValueError:  # not key padding
+        return mask.dense(Shape(b, hq, sq, sk), q.device), is_causal
+    return (None if pad is None else padding_keep(pad, b, sk, q.device, "sparge_attention_reference")[:, None, None, :],
+            is_causal)
 
 
 def predict_block_map(q: torch.Tensor, k: torch.Tensor, mask: Optional[torch.Tensor], is_causal: bool,
                       scale: Optional[float], config: SpargeConfig) -> torch.Tensor:
-    """Bool map (B, Hq, nQ, nK) of K blocks kept for each Q block; `mask` is the attention's element mask."""
+    """Bool map (B, Hq, nQ, nK) of K blocks kept for each Q block; `mask` is the attention's element mask
+    (a tensor, or a mask type: see `selection_mask`)."""
+    mask, is_causal = selection_mask(mask, is_causal, q, k)
     pq, sim_q = pool_and_similarity(q, config.block_q)
     pk, sim_k = pool_and_similarity(k, config.block_k)
     return select_from_pooled((pq, sim_q, pk, sim_k), q, k, scale, is_causal, config, mask)
@@ -174,7 +252,7 @@ def select_from_pooled(pooled: tuple, q: torch.Tensor, k: torch.Tensor, scale: O
                        config: SpargeConfig, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The block map from block statistics (pooled q, sim q, pooled k, sim k; K's per kv head, expanded
     here), whoever computed them: the reference, `_pool_blocks` or the quantization pass. `mask`: the
-    element mask, if any (only the reference path has one)."""
+    element mask (a tensor), if any; the Triton path passes key padding as (B, 1, 1, Sk) flags."""
     pq, sim_q, pk, sim_k = pooled
     hq = q.shape[1]
     pk, sim_k = expand_kv_heads(pk, hq), expand_kv_heads(sim_k[..., None], hq)[..., 0]
@@ -206,7 +284,9 @@ def sparge_attention_reference(
     return_block_map: bool = False,
     return_lse: bool = False,
 ):
-    """Output; with return_lse also the LSE over the kept blocks; with return_block_map also the map."""
+    """Output; with return_lse also the LSE over the kept blocks; with return_block_map also the map.
+    `mask`: None, a bool or additive tensor, or a mask type (see `selection_mask`)."""
+    mask, is_causal = selection_mask(mask, is_causal, q, k)
     block_map = predict_block_map(q, k, mask, is_causal, scale, config)
     out = sage_attention_reference(
         q, k, v, mask, is_causal, scale, config, block_mask=block_map, pv_threshold=config.pv_threshold,

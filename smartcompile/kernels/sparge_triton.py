@@ -6,6 +6,12 @@ in registers (or by `_pool_blocks` standalone), then the reference's own selecti
 (`select_blocks`) on the small pooled tensors, so GPU and reference choose the same blocks, then
 one kernel that compacts the map into per-row block lists. The attention is
 `sage_triton.attend` in its SPARSE mode.
+
+Key padding (the forms sage_attention_triton takes) comes as sage_reference.key_spans without a host
+sync: the selection reads the (B, 1, 1, Sk) key flags, so a K block with no kept key is never selected and
+every row with a kept key keeps a block holding one (as the reference with the same mask); the kernel
+walks unmasked only the kept blocks in each batch row's first run of K blocks whose every key is kept
+(`full_block_run`), and masks the others by span or flags as the dense kernel masks its edge tiles.
 """
 from __future__ import annotations
 
@@ -16,7 +22,8 @@ import triton
 import triton.language as tl
 
 from .config import SpargeConfig
-from .sage_triton import BlockLists, _load_tile, _pool_stats, attend, no_mask, quantize, unsmoothed_lse
+from .sage_reference import KeySpans, key_spans
+from .sage_triton import BlockLists, _load_tile, _pool_stats, attend, quantize, unsmoothed_lse
 from .sparge_reference import block_map_to_lists, select_from_pooled
 
 
@@ -40,24 +47,61 @@ def pool_and_similarity_triton(x: torch.Tensor, block: int) -> tuple[torch.Tenso
     return pooled, sim
 
 
-def predict_block_map_triton(q, k, mask: Optional[torch.Tensor], is_causal: bool, scale: Optional[float],
-                             config: SpargeConfig) -> torch.Tensor:
-    """Same arguments and blocks as sparge_reference.predict_block_map, without a mask."""
-    no_mask(mask, "predict_block_map_triton")
+def key_flags(spans: KeySpans, kv_len: int) -> torch.Tensor:
+    """(B, Sk) bool: the keys each batch row keeps (its flags, or its span for a KeyLengths)."""
+    if spans.keep is not None:
+        return spans.keep != 0
+    j = torch.arange(kv_len, device=spans.spans.device)
+    return (j >= spans.spans[:, :1]) & (j < spans.spans[:, 1:])
+
+
+def full_block_run(flags: torch.Tensor, block_k: int) -> torch.Tensor:
+    """int32 (B, 2): [first, end) of each batch row's first run of K blocks whose every key is kept (the
+    partial tail block is never one): the kernel walks the kept ones there without element masks.
+    One run, so that the kept blocks before, in and after it stay in ascending order (the reference's)."""
+    b, sk = flags.shape
+    n_k = triton.cdiv(sk, block_k)
+    full = torch.nn.functional.pad(flags, (0, n_k * block_k - sk), value=False).reshape(b, n_k, block_k).all(dim=-1)
+    j = torch.arange(n_k, device=flags.device)
+    first = torch.where(full, j, n_k).amin(dim=-1)
+    end = torch.where(~full & (j >= first[:, None]), j, n_k).amin(dim=-1)
+    return torch.stack([first, end], dim=1).to(torch.int32)
+
+
+def _selection_inputs(mask, is_causal: bool, q, k, who: str):
+    """(KeySpans or None, is_causal, (B, 1, 1, Sk) key flags for the selection or None)."""
+    spans, is_causal = key_spans(mask, is_causal, q.shape[0], k.shape[2], q.device, who)
+    flags = None if spans is None else key_flags(spans, k.shape[2])
+    return spans, is_causal, flags
+
+
+def predict_block_map_triton(q, k, mask, is_causal: bool, scale: Optional[float], config: SpargeConfig) -> torch.Tensor:
+    """Same arguments and blocks as sparge_reference.predict_block_map; `mask` as sparge_attention_triton's."""
+    _, is_causal, flags = _selection_inputs(mask, is_causal, q, k, "predict_block_map_triton")
     pooled = (*pool_and_similarity_triton(q, config.block_q), *pool_and_similarity_triton(k, config.block_k))
-    return select_from_pooled(pooled, q, k, scale, is_causal, config)
+    return select_from_pooled(pooled, q, k, scale, is_causal, config, None if flags is None else flags[:, None, None])
 
 
-def block_lists_torch(block_map: torch.Tensor, seq_k: int, block_q: int, block_k: int, is_causal: bool) -> BlockLists:
+def block_lists_torch(block_map: torch.Tensor, seq_k: int, block_q: int, block_k: int, is_causal: bool,
+                      full_run: Optional[torch.Tensor] = None) -> BlockLists:
     """Kernel form of a block map: kept indices ascending, counts, and how many need no element mask
-    (those left of the diagonal in causal mode and before the partial tail block). Pure torch: the
-    reference of `block_lists`."""
+    (those left of the diagonal in causal mode and before the partial tail block); with key padding's
+    `full_run` (full_block_run), [first, end) of the kept blocks that need none: those also in the run.
+    Pure torch: the reference of `block_lists`."""
     b, h, n_q, n_k = block_map.shape
     lut, count = block_map_to_lists(block_map)
-    count_full = ((lut >= 0) & (lut < _full_blocks(n_q, seq_k, block_q, block_k, is_causal, block_map.device)[:, None])
-                  ).sum(dim=-1).to(torch.int32)
+    kept = lut >= 0
+    end = _full_blocks(n_q, seq_k, block_q, block_k, is_causal, block_map.device)[:, None]
+    if full_run is None:
+        count_full = (kept & (lut < end)).sum(dim=-1).to(torch.int32).reshape(-1)
+    else:
+        first = full_run[:, 0].view(b, 1, 1, 1)
+        end = torch.minimum(end, full_run[:, 1].view(b, 1, 1, 1))
+        before = (kept & (lut < first)).sum(dim=-1)
+        count_full = torch.stack([before, before + (kept & (lut >= first) & (lut < end)).sum(dim=-1)], dim=-1)
+        count_full = count_full.to(torch.int32).reshape(-1, 2)
     return BlockLists(lut.reshape(b * h, n_q, n_k).contiguous(), count.reshape(-1).contiguous(),
-                      count_full.reshape(-1).contiguous())
+                      count_full.contiguous())
 
 
 def _full_blocks(n_q: int, seq_k: int, block_q: int, block_k: int, is_causal: bool, device) -> torch.Tensor:
@@ -68,8 +112,8 @@ def _full_blocks(n_q: int, seq_k: int, block_q: int, block_k: int, is_causal: bo
 
 
 @triton.jit
-def _block_lists_kernel(KEEP, LUT, COUNT, COUNT_FULL, n_q, n_k, full_k, block_q, block_k,
-                        IS_CAUSAL: tl.constexpr, NK_PAD: tl.constexpr):
+def _block_lists_kernel(KEEP, LUT, COUNT, COUNT_FULL, RUN, n_q, n_k, full_k, block_q, block_k, rows_per_batch,
+                        IS_CAUSAL: tl.constexpr, NK_PAD: tl.constexpr, HAS_RUN: tl.constexpr):
     # one program per (batch*head, query block) row: compact the kept indices in one pass
     row = tl.program_id(0)
     offs = tl.arange(0, NK_PAD)
@@ -84,33 +128,49 @@ def _block_lists_kernel(KEEP, LUT, COUNT, COUNT_FULL, n_q, n_k, full_k, block_q,
     if IS_CAUSAL:
         full = tl.minimum(full, ((row % n_q) * block_q) // block_k)
     tl.store(COUNT + row, count)
-    tl.store(COUNT_FULL + row, tl.sum(keep * (offs < full).to(tl.int32), axis=0))
+    if HAS_RUN:  # key padding: [first, end) of the kept blocks in this batch row's run of fully kept blocks
+        first = tl.load(RUN + 2 * (row // rows_per_batch))
+        full = tl.minimum(full, tl.load(RUN + 2 * (row // rows_per_batch) + 1))
+        before = tl.sum(keep * (offs < first).to(tl.int32), axis=0)
+        in_run = tl.sum(keep * ((offs >= first) & (offs < full)).to(tl.int32), axis=0)
+        tl.store(COUNT_FULL + 2 * row, before)
+        tl.store(COUNT_FULL + 2 * row + 1, before + in_run)
+    else:
+        tl.store(COUNT_FULL + row, tl.sum(keep * (offs < full).to(tl.int32), axis=0))
 
 
-def block_lists(block_map: torch.Tensor, seq_k: int, block_q: int, block_k: int, is_causal: bool) -> BlockLists:
+def block_lists(block_map: torch.Tensor, seq_k: int, block_q: int, block_k: int, is_causal: bool,
+                full_run: Optional[torch.Tensor] = None) -> BlockLists:
     """Same as block_lists_torch in one launch (the torch version is ~20 small kernels)."""
     b, h, n_q, n_k = block_map.shape
     keep = block_map.contiguous()
     lut = torch.empty((b * h, n_q, n_k), dtype=torch.int32, device=keep.device)
     count = torch.empty((b * h * n_q,), dtype=torch.int32, device=keep.device)
-    count_full = torch.empty_like(count)
-    _block_lists_kernel[(b * h * n_q,)](keep, lut, count, count_full, n_q, n_k, seq_k // block_k, block_q, block_k,
-                                        IS_CAUSAL=is_causal, NK_PAD=max(16, triton.next_power_of_2(n_k)))
+    count_full = torch.empty((b * h * n_q,) if full_run is None else (b * h * n_q, 2), dtype=torch.int32,
+                             device=keep.device)
+    run = None if full_run is None else full_run.to(device=keep.device, dtype=torch.int32).contiguous()
+    _block_lists_kernel[(b * h * n_q,)](keep, lut, count, count_full, run, n_q, n_k, seq_k // block_k, block_q, block_k,
+                                        h * n_q, IS_CAUSAL=is_causal, NK_PAD=max(16, triton.next_power_of_2(n_k)),
+                                        HAS_RUN=full_run is not None)
     return BlockLists(lut, count, count_full)
 
 
-def sparge_attention_triton(q, k, v, mask: Optional[torch.Tensor], is_causal: bool, scale: Optional[float],
-                            config: SpargeConfig, *, return_block_map: bool = False, return_lse: bool = False):
-    """Same arguments and numerics as sparge_reference.sparge_attention_reference, without a mask.
+def sparge_attention_triton(q, k, v, mask, is_causal: bool, scale: Optional[float], config: SpargeConfig, *,
+                            return_block_map: bool = False, return_lse: bool = False):
+    """Same arguments and numerics as sparge_reference.sparge_attention_reference. `mask`: None, or key
+    padding as sage_attention_triton takes it (KeyLengths, KeyPadding, optionally And'ed with a top-left
+    Causal, or bool (B|1, 1, 1, Sk) key flags); anything else is a ValueError. Rows with no kept key output 0.
     Output (B, Hq, Sq, D); with return_lse also the natural-log LSE over the kept blocks (B, Hq, Sq),
     with return_block_map also the kept-block map (B, Hq, nQ, nK); in that order."""
-    no_mask(mask, "sparge_attention_triton")
+    spans, is_causal, flags = _selection_inputs(mask, is_causal, q, k, "sparge_attention_triton")
     # the quantization pass also pools the blocks (one read of Q and K for both)
     x = quantize(q, k, v, scale, config, pool=True)
-    block_map = select_from_pooled(x.pooled, q, k, scale, is_causal, config)
-    res = attend(x, is_causal, q.dtype, blocks=block_lists(block_map, k.shape[2], config.block_q, config.block_k,
-                                                           is_causal),
-                 pv_threshold=config.pv_threshold, return_lse=return_lse)
+    block_map = select_from_pooled(x.pooled, q, k, scale, is_causal, config,
+                                   None if flags is None else flags[:, None, None])
+    lists = block_lists(block_map, k.shape[2], config.block_q, config.block_k, is_causal,
+                        None if flags is None else full_block_run(flags, config.block_k))
+    res = attend(x, is_causal, q.dtype, blocks=lists, pv_threshold=config.pv_threshold, return_lse=return_lse,
+                 spans=spans)
     out = (res[0], unsmoothed_lse(res[1], q, x)) if return_lse else (res,)
     out = out + (block_map,) if return_block_map else out
     return out if len(out) > 1 else out[0]
