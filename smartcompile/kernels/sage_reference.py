@@ -141,7 +141,7 @@ def padding_keep(mask, batch: int, kv_len: int, device, who: str) -> torch.Tenso
     raise ValueError(f"{who}: expected KeyLengths or KeyPadding, got {type(mask).__name__}")
 
 
-def _padding_part(mask, is_causal: bool, batch: int, kv_len: int, who: str):
+def padding_part(mask, is_causal: bool, batch: int, kv_len: int, who: str):
     """(KeyLengths/KeyPadding or None, is_causal) from a mask the span kernels accept, else ValueError."""
     if mask is None or isinstance(mask, NoMask):
         return None, is_causal
@@ -180,7 +180,7 @@ def key_spans(mask, is_causal: bool, batch: int, kv_len: int, device, who: str):
     the tensors' shapes. KeyLengths gives [0, min(len, Sk)); a KeyPadding gives [first kept key, last + 1)
     plus its flags, so padding on any side and holes anywhere are exact. A row with no kept key gets [0, 0).
     Anything else is a ValueError naming `who`, the mask and what is allowed."""
-    pad, is_causal = _padding_part(mask, is_causal, batch, kv_len, who)
+    pad, is_causal = padding_part(mask, is_causal, batch, kv_len, who)
     if pad is None:
         return None, is_causal
     keep = padding_keep(pad, batch, kv_len, device, who)

@@ -26,7 +26,7 @@ import torch
 from ..masks import MaskType, Shape
 from .config import SpargeConfig
 from .exact_reference import causal_keep_mask, expand_kv_heads
-from .sage_reference import _padding_part, padding_keep, sage_attention_reference
+from .sage_reference import padding_part, padding_keep, sage_attention_reference
 
 
 def pool_and_similarity(x: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -231,7 +231,7 @@ def selection_mask(mask, is_causal: bool, q: torch.Tensor, k: torch.Tensor):
         return mask, is_causal
     b, hq, sq, sk = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
     try:
-        pad, is_causal = _padding_part(mask, is_causal, b, sk, "sparge_attention_reference")
+        pad, is_causal = padding_part(mask, is_causal, b, sk, "sparge_attention_reference")
     except ValueError:  # not key padding
         return mask.dense(Shape(b, hq, sq, sk), q.device), is_causal
     return (None if pad is None else padding_keep(pad, b, sk, q.device, "sparge_attention_reference")[:, None, None, :],
