@@ -205,3 +205,26 @@ def test_key_padding_in_its_simplest_form_for_the_kernels():
     assert simplest(keep, q, k) is keep
     small = torch.randn(3, 1, 7, 8)
     assert simplest(torch.ones(3, 1, 1, 7, dtype=torch.bool), small, small) is not None  # decode sizes: no sync
+
+
+def test_sliding_window_keeps_the_dense_mask():
+    """Mistral's window is recognised (explain shows it) but no kernel takes it as structure yet: the op
+    gets the dense mask, and the output still equals eager."""
+    torch.manual_seed(0)
+    T = transformers
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = T.MistralModel(T.MistralConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                             num_attention_heads=4, num_key_value_heads=2, sliding_window=4,
+                                             attn_implementation="sdpa")).eval()
+    ids = torch.randint(0, 100, (2, 9))
+    mask = torch.ones(2, 9, dtype=torch.long)
+    mask[1, 7:] = 0
+    run, plan, _, calls = compile_capturing(net)
+    got = run(input_ids=ids, attention_mask=mask).last_hidden_state
+    with torch.no_grad():
+        want = net(input_ids=ids, attention_mask=mask).last_hidden_state
+    torch._dynamo.reset()
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert plan.sites[0].mask == "sliding(3,0)-padded" and plan.sites[0].spec.mask_kind == "bool"
+    assert tuple(calls[0].mask.shape[-2:]) == (9, 9) and not calls[0].is_causal
