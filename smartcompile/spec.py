@@ -101,6 +101,6 @@ def spec_from_tensors(
     return AttentionSpec(
         batch=q.shape[0], q_heads=q.shape[1], kv_heads=k.shape[1], q_len=q.shape[2], kv_len=k.shape[2],
         head_dim=q.shape[3], v_head_dim=v.shape[3], dtype=q.dtype, device=str(q.device),
-        mask_kind=kind, causal_alignment="top_left" if is_causal else None, dropout=dropout,
+        mask_kind=kind, causal_alignment="top_left" if kind in ("causal", "causal-padded") else None, dropout=dropout,
         scale=scale, requires_grad=q.requires_grad or k.requires_grad or v.requires_grad,
     )

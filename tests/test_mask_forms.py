@@ -228,3 +228,29 @@ def test_sliding_window_keeps_the_dense_mask():
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     assert plan.sites[0].mask == "sliding(3,0)-padded" and plan.sites[0].spec.mask_kind == "bool"
     assert tuple(calls[0].mask.shape[-2:]) == (9, 9) and not calls[0].is_causal
+
+
+@pytest.mark.parametrize("fill", [torch.finfo(torch.float32).min, -1e4, float("-inf")])
+def test_a_finite_fill_keeps_the_dense_mask_where_rows_can_be_empty(fill):
+    """SDPA with an additive `where(causal & padding, 0, fill)` mask (older transformers code): a left-padded
+    query row sees no key. With a finite fill eager's row is a softmax over every key, not the op's 0, so
+    the dense mask stays; only -inf (an empty row: 0 in SDPA, as the op) takes the structured form."""
+    def attend(q, k, v, am):
+        b = torch.arange(am.shape[0])[:, None, None, None]
+        i = torch.arange(am.shape[1])[None, None, :, None]
+        j = torch.arange(am.shape[1])[None, None, None, :]
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=torch.where((j <= i) & am[b, j], 0.0, fill))
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 6, 8) for _ in range(3))
+    am = torch.ones(2, 6, dtype=torch.bool)
+    am[0, :2] = False
+    run, plan, _, calls = compile_capturing(attend)
+    got = run(q, k, v, am)
+    torch._dynamo.reset()
+    want = attend(q, k, v, am)
+    if fill == float("-inf"):  # SDPA's empty rows are 0, as the op's
+        assert plan.sites[0].spec.mask_kind == "causal-padded"
+    else:
+        assert plan.sites[0].spec.mask_kind == "additive" and calls[0].mask.shape[-2:] == (6, 6)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

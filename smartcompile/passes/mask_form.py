@@ -10,12 +10,14 @@ mask AND causal). The dense tensor is then never built for the kernel. A bool ma
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Optional
 
 import torch
 from torch.fx import Node
 
 from ..masks import And, Causal, KeyPadding
+from .mask_structure import additive_fill
 from .normalize import meta_tensor
 from .site import AttentionSite
 
@@ -50,6 +52,15 @@ def _compact_key_mask(site: AttentionSite, batch, sk) -> Optional[Node]:
     return site.masks[0].node if h == 1 and i == 1 and j == sk and b in (1, batch) else None
 
 
+def _finite_fill(site: AttentionSite) -> bool:
+    """Some term masks with a finite value (or one not read): a fully masked row is then not empty in eager."""
+    for term in site.masks:
+        fill = term.fill if term.kind in ("keep", "drop") else additive_fill(term.node)
+        if fill is None or math.isfinite(fill):
+            return True
+    return False
+
+
 def op_mask(site: AttentionSite) -> Optional[OpMask]:
     """The structured form of the site's mask, or None (no mask, or it stays dense)."""
     if site.rank != 4 or not site.masks:
@@ -70,8 +81,10 @@ def op_mask(site: AttentionSite) -> Optional[OpMask]:
         return None
     keep = None
     if pads:
-        if site.masked_rows is not None:  # eager's value for a sequence's empty rows (NaN, or uniform for a
-            return None  # finite fill) follows from the dense mask: keep it (SDPA sites give 0, as the op)
+        # a sequence's empty rows: eager's value (NaN, or a softmax over every key under a finite fill such as
+        # finfo.min) follows from the dense mask, so it stays; with -inf fills SDPA gives 0, as the op
+        if site.masked_rows is not None or _finite_fill(site):
+            return None
         keep = pads[0].keep
         mt = meta_tensor(keep) if isinstance(keep, Node) else None
         if mt is None or mt.dim() != 2 or mt.shape[1] != sk or mt.shape[0] not in (1, batch) or mt.is_floating_point():

@@ -102,6 +102,18 @@ def _additive_cond(node: Any) -> Optional[Cond]:
     return None
 
 
+def additive_fill(node: Any) -> Optional[float]:
+    """The value an additive `where(keep, 0, fill)` (or `where(drop, fill, 0)`) mask puts on masked scores,
+    or None when the node is not of that form."""
+    while isinstance(node, Node) and (node.target in ("to", "contiguous", "expand") or node.target is torch.Tensor.to):
+        node = node.args[0]
+    if not isinstance(node, Node) or node.target is not torch.where or len(node.args) != 3:
+        return None
+    _, yes, no = node.args
+    fill = no if _is_zero(yes) else yes if _is_zero(no) else None
+    return literal_number(fill) if fill is not None and is_mask_fill(fill) else None
+
+
 def _is_zero(value: Any) -> bool:
     """0, or a 0-d zeros tensor made in the graph (transformers' eager masks: torch.zeros(()))"""
     if isinstance(value, Node) and value.op == "call_function" and value.target is torch.zeros:
