@@ -222,3 +222,19 @@ def test_counts_are_over_nonempty_blocks(selection, scale, seed):
     n_nonempty = _row_blocks(_element_valid(keep, B, H, SQ, SK, False))[:, :, 0].sum(-1)  # (B, H)
     expected = n_nonempty.clamp(max=2) if "topk" in selection else torch.ceil(0.5 * n_nonempty.float()).long()
     assert (bm.sum(-1) == expected[..., None]).all(), f"kept {bm.sum(-1).unique().tolist()}, expected {expected.tolist()} (seed {seed})"
+
+
+@pytest.mark.parametrize("is_causal", [False, True])
+def test_predicted_density_counts_only_the_blocks_the_mask_leaves(is_causal, seed):
+    """Keeping every block the selection may choose is density 1, also for a padded batch: blocks of padded
+    keys are not counted as skipped (they were never candidates)."""
+    from smartcompile.backends.sparge import predicted_density
+
+    params = {name: spec.default for name, spec in SPARGE_PARAMS.items()} | {
+        "cdf_threshold": None, "sparsity_ratio": 0.0, "pv_precision": "fp8"}
+    q, k, _ = _qkv(B, H, H, SQ, SK)
+    keep = _padding_keep(LENGTHS, SK)
+    assert predicted_density(q, k, keep, is_causal, D ** -0.5, params) == 1.0
+    assert predicted_density(q, k, None, is_causal, D ** -0.5, params) == 1.0
+    fewer = predicted_density(q, k, keep, is_causal, D ** -0.5, params | {"sparsity_ratio": 0.75, "sim_threshold": -1.0})
+    assert 0 < fewer < 1

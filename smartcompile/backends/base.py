@@ -94,7 +94,7 @@ class Backend:
     # time on a device without a GPU: (exact attention's ms at H100 speed, resolved params,
     # predicted density) -> ms
     estimate_ms: Callable[[float, Mapping[str, Any], float], float] = lambda exact_ms, params, density: exact_ms
-    # fraction of the blocks a sparse family computes for these inputs: (q, k, is_causal, scale,
+    # fraction of the blocks a sparse family computes for these inputs: (q, k, mask, is_causal, scale,
     # resolved params) -> density; None: dense
     predicted_density: Optional[Callable[..., float]] = None
     # how the profile report names a candidate's params: {"sparsity_ratio": 0.75, ...} -> '75% forced'

@@ -74,17 +74,16 @@ def run_spas_sage_attn(q, k, v, mask, is_causal: bool, scale: float, params: dic
     )
 
 
-def predicted_density(q, k, is_causal: bool, scale: float, params: dict) -> float:
-    """Fraction of the valid (non-future) K blocks that the predictor keeps for these inputs."""
-    from ..kernels.sparge_reference import block_validity, predict_block_map
+def predicted_density(q, k, mask, is_causal: bool, scale: float, params: dict) -> float:
+    """Fraction of the valid K blocks (not in the future, holding a key the mask keeps) that the predictor
+    keeps for these inputs."""
+    from ..kernels.sparge_reference import predict_block_map, selection_mask, valid_block_map
 
     c = sparge_config(params)
-    block_map = predict_block_map(q, k, None, is_causal, scale, c)
-    future, _ = block_validity(block_map.shape[-2], block_map.shape[-1], c.block_q, c.block_k,
-                               q.shape[2], k.shape[2], is_causal, q.device)
-    valid = ~future
-    kept = (block_map & valid).sum().item()
-    return kept / (valid.sum().item() * block_map.shape[0] * block_map.shape[1])
+    mask, is_causal = selection_mask(mask, is_causal, q, k)
+    block_map = predict_block_map(q, k, mask, is_causal, scale, c)
+    valid = valid_block_map(mask, is_causal, q.shape[2], k.shape[2], c.block_q, c.block_k, q.device).expand_as(block_map)
+    return (block_map & valid).sum().item() / max(valid.sum().item(), 1)
 
 
 SPARGE = _SageBackend(

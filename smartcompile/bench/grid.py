@@ -77,7 +77,7 @@ def _run_job(job: Job, q, k, v, ref, cfg: BenchConfig, timer: Timer) -> dict:
     del out
     row["ms"] = timer(call, job.variant.label)
     density = get_backend(job.variant.backend).predicted_density  # a sparse family's trait; None: dense
-    row["density"] = density(q, k, cfg.causal, scale, job.params) if density is not None else 1.0
+    row["density"] = density(q, k, None, cfg.causal, scale, job.params) if density is not None else 1.0
     return row
 
 

@@ -105,6 +105,20 @@ def _row_limits(n_q: int, block_q: int, sq: int, sk: int, is_causal: bool, devic
     return first.clamp(max=sk - 1), torch.clamp(first + block_q, max=min(sq, sk)) - 1
 
 
+def valid_block_map(mask: Optional[torch.Tensor], is_causal: bool, sq: int, sk: int, block_q: int, block_k: int,
+                    device) -> torch.Tensor:
+    """(B', H', nQ, nK) bool, broadcastable to the block map: the blocks holding a valid (query, key) pair
+    under causality and `mask` (a tensor), the ones selection chooses among (as `select_blocks` excludes)."""
+    n_q, n_k = math.ceil(sq / block_q), math.ceil(sk / block_k)
+    future, _ = block_validity(n_q, n_k, block_q, block_k, sq, sk, is_causal, device)
+    if mask is None:
+        return ~future[None, None]
+    valid = _valid_pairs(mask)
+    if valid.shape[2] == 1:  # key flags: no (Sq, Sk) temporary
+        return _block_first_keys(valid, sk, block_k) <= _row_limits(n_q, block_q, sq, sk, is_causal, device)[1]
+    return ~future & _pool_rows(mask_row_blocks(valid, sq, sk, block_k, is_causal), block_q)
+
+
 def _pool_rows(row_blocks: torch.Tensor, block_q: int) -> torch.Tensor:
     """(B', H', Sq', nK) -> (B', H', nQ', nK): any row of the q block (a broadcast query dim stays 1)."""
     b, h, sq, n_k = row_blocks.shape

@@ -61,7 +61,7 @@ def measure_local(rec: LayerCapture, cand: ProfileCandidate) -> dict:
         if worst is None or e["cosine"] < worst["cosine"]:
             worst = e
         if density_of is not None:
-            density.append(density_of(call.q, call.k, call.is_causal, call.scale, sel.params))
+            density.append(density_of(call.q, call.k, call.mask, call.is_causal, call.scale, sel.params))
     d = sum(density) / len(density) if density else None
     if timing_is_real(rec.spec.device):
         ms = _time_ms(impl, rec.samples[0], dict(sel.params))
