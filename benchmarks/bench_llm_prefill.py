@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 import warnings
 from pathlib import Path
 
 import torch
 
-from smartcompile.timing import median_call_ms
+from smartcompile.timing import first_call, median_call_ms
 
 POLICIES = {  # name -> options for backend="smartattn"; None: torch.compile default (Inductor)
     "torch.compile default": None,
@@ -75,13 +74,8 @@ def measure(model, options, kwargs: dict, device: str, repeats: int, reference: 
 
     torch._dynamo.reset()
     call = torch.compile(model) if options is None else torch.compile(model, backend="smartattn", options=options)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     with torch.no_grad():
-        sync()
-        t0 = time.perf_counter()
-        out = call(**kwargs).last_hidden_state
-        sync()
-        compile_s = time.perf_counter() - t0
+        out, compile_s = first_call(lambda: call(**kwargs).last_hidden_state, device)
         call(**kwargs)
         ms = median_call_ms(lambda: call(**kwargs), device, repeats)
     row = {"compile_s": compile_s, "ms": ms, "cosine_vs_eager": cosine_on_real_tokens(out, reference, kwargs)}

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
 
 import smartcompile
 from smartcompile.compiler.layer_dispatch import INSTANCES
-from smartcompile.timing import median_call_ms
+from smartcompile.timing import first_call, median_call_ms
 
 POLICY = {"version": 1, "default": "sage",
           "layers": {"blocks.0.attn1": "flash", "blocks.*.attn2": "flash"}}
@@ -52,13 +51,8 @@ def measure(name: str, make, inputs, device: str, repeats: int, reference: torch
     torch._dynamo.reset()
     seen = len(INSTANCES)
     call = make()
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     with torch.no_grad():
-        sync()
-        t0 = time.perf_counter()
-        out = call(*inputs, return_dict=False)[0]
-        sync()
-        compile_s = time.perf_counter() - t0
+        out, compile_s = first_call(lambda: call(*inputs, return_dict=False)[0], device)
         for _ in range(2):
             call(*inputs, return_dict=False)
         ms = median_call_ms(lambda: call(*inputs, return_dict=False), device, repeats)

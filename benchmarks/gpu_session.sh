@@ -8,14 +8,7 @@
 # safetensors, matplotlib + its deps). At most 8 files come back from $OUT: each stage writes at most 6.
 set -o pipefail
 stage=${1:?stage: tests-sage, tests-other, bench or demo}
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    > /tmp/pip.log 2>&1 || { tail -5 /tmp/pip.log; exit 3; }
-# `backend="smartattn"` and the console script come from entry points: a minimal dist-info provides them
-mkdir -p /tmp/site/smartcompile-0.dist-info
-printf 'Metadata-Version: 2.1\nName: smartcompile\nVersion: 0\n' > /tmp/site/smartcompile-0.dist-info/METADATA
-printf '[console_scripts]\nsmartcompile = smartcompile.cli:main\n\n[torch_dynamo_backends]\nsmartattn = smartcompile.compiler.backend:smartattn\n' \
-    > /tmp/site/smartcompile-0.dist-info/entry_points.txt
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+source benchmarks/gpu_setup.sh .whl
 case $stage in
   tests-sage)
     python3 -m pytest -q -p no:cacheprovider tests/test_gpu_sage.py tests/test_gpu_sage_gluon.py > $OUT/gpu_tests_sage.log 2>&1

@@ -58,3 +58,13 @@ def median_call_ms(fn: Callable[[], object], device: str, repeats: int) -> float
         end.synchronize()
         times.append(start.elapsed_time(end))
     return sorted(times)[len(times) // 2]
+
+
+def first_call(fn: Callable[[], object], device: str) -> tuple[object, float]:
+    """(`fn()`, its wall seconds, synchronizing CUDA): a compiled model's first call, compilation included."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    out = fn()
+    sync()
+    return out, time.perf_counter() - t0

@@ -38,6 +38,18 @@ def compile_capturing(fn, policy=FLASH):
     return run, plan, graphs, calls
 
 
+def run_like_eager(net, **kwargs):
+    """Compile `net` under the exact policy, check its last hidden state equals eager's, and return
+    (plan, graphs after our rewrite, the op's calls)."""
+    run, plan, graphs, calls = compile_capturing(net)
+    got = run(**kwargs).last_hidden_state
+    with torch.no_grad():
+        want = net(**kwargs).last_hidden_state
+    torch._dynamo.reset()
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    return plan, graphs, calls
+
+
 def _llama(impl="sdpa", cls="LlamaModel", config="LlamaConfig"):
     T = transformers
     with warnings.catch_warnings():
@@ -70,12 +82,7 @@ def test_causal_and_padding_reach_the_op_as_flags(attention_mask, model):
     if attention_mask == "padded":
         mask[0, :3] = 0  # left padding
         mask[1, 6:] = 0  # right padding
-    run, plan, graphs, calls = compile_capturing(net)
-    got = run(input_ids=ids, attention_mask=mask).last_hidden_state
-    with torch.no_grad():
-        want = net(input_ids=ids, attention_mask=mask).last_hidden_state
-    torch._dynamo.reset()
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    plan, graphs, calls = run_like_eager(net, input_ids=ids, attention_mask=mask)
     assert len(calls) == 2 and all(c.is_causal for c in calls)
     for c in calls:
         assert c.mask.dtype == torch.bool and tuple(c.mask.shape) == (2, 1, 1, 9)
@@ -106,12 +113,7 @@ def test_eager_attention_with_padding_keeps_the_dense_mask():
     ids = torch.randint(0, 100, (2, 7))
     mask = torch.ones(2, 7, dtype=torch.long)
     mask[0, :2] = 0
-    run, plan, _, calls = compile_capturing(net)
-    got = run(input_ids=ids, attention_mask=mask).last_hidden_state
-    with torch.no_grad():
-        want = net(input_ids=ids, attention_mask=mask).last_hidden_state
-    torch._dynamo.reset()
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    plan, _, calls = run_like_eager(net, input_ids=ids, attention_mask=mask)
     assert all(c.mask is not None and c.mask.shape[-2] == 7 for c in calls)
 
 
@@ -119,12 +121,7 @@ def test_eager_attention_causal_only_drops_the_mask():
     torch.manual_seed(0)
     net = _llama("eager")
     ids = torch.randint(0, 100, (1, 7))
-    run, plan, graphs, calls = compile_capturing(net)
-    got = run(input_ids=ids).last_hidden_state
-    with torch.no_grad():
-        want = net(input_ids=ids).last_hidden_state
-    torch._dynamo.reset()
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    plan, _, calls = run_like_eager(net, input_ids=ids)
     assert all(c.mask is None and c.is_causal for c in calls)
     assert all(s.spec.short().endswith("-causal") for s in plan.sites), plan
 
@@ -220,12 +217,7 @@ def test_sliding_window_keeps_the_dense_mask():
     ids = torch.randint(0, 100, (2, 9))
     mask = torch.ones(2, 9, dtype=torch.long)
     mask[1, 7:] = 0
-    run, plan, _, calls = compile_capturing(net)
-    got = run(input_ids=ids, attention_mask=mask).last_hidden_state
-    with torch.no_grad():
-        want = net(input_ids=ids, attention_mask=mask).last_hidden_state
-    torch._dynamo.reset()
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    plan, _, calls = run_like_eager(net, input_ids=ids, attention_mask=mask)
     assert plan.sites[0].mask == "sliding(3,0)-padded" and plan.sites[0].spec.mask_kind == "bool"
     assert tuple(calls[0].mask.shape[-2:]) == (9, 9) and not calls[0].is_causal
 

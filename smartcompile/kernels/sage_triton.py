@@ -164,6 +164,22 @@ def _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n,
 
 
 @triton.jit
+def _walk_kept(acc, l_i, m_i, nxt, lut, lo, hi, n_kblk, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, seq_q, seq_k,
+               n_pad_k, pv_threshold, MASK_TAIL: tl.constexpr, MASK_CAUSAL: tl.constexpr, PV_FP8: tl.constexpr,
+               PV_SKIP: tl.constexpr, BLOCK_N: tl.constexpr, D_PAD: tl.constexpr, span_lo=0, span_hi=0,
+               MASK_SPAN: tl.constexpr = False, KEEP_ROW=None, MASK_KEEP: tl.constexpr = False):
+    """Sparge: the kept K blocks lut[lo:hi] of one row, ascending. `nxt` (= lut[lo]) is loaded one iteration
+    ahead, so the tile loads need not wait for the index; returns the state and the next index."""
+    for i in range(lo, hi):
+        start_n = nxt * BLOCK_N
+        nxt = tl.load(lut + tl.minimum(i + 1, n_kblk - 1))
+        acc, l_i, m_i = _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n, seq_q,
+                                    seq_k, n_pad_k, pv_threshold, MASK_TAIL, MASK_CAUSAL, PV_FP8, PV_SKIP, BLOCK_N,
+                                    D_PAD, span_lo, span_hi, MASK_SPAN, KEEP_ROW, MASK_KEEP)
+    return acc, l_i, m_i, nxt
+
+
+@triton.jit
 def _dense_range(pid_m, seq_k, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IS_CAUSAL: tl.constexpr):
     """(end of the K blocks that need no mask, end of all K blocks) for one query tile. Causal:
     blocks left of the diagonal need no mask, the ones crossing it do, later ones are skipped."""
@@ -221,39 +237,26 @@ def _sage_fwd(Q, K, V, QS, KS, VAMAX, O, LSE, LUT, COUNT, COUNT_FULL, SPAN, KEEP
             full_lo = tl.load(COUNT_FULL + 2 * row)
             full_hi = tl.load(COUNT_FULL + 2 * row + 1)
             nxt = tl.load(lut)  # in bounds even for a row that keeps no block (no kept key)
-            for i in range(0, full_lo):
-                start_n = nxt * BLOCK_N
-                nxt = tl.load(lut + tl.minimum(i + 1, n_kblk - 1))
-                acc, l_i, m_i = _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n,
-                                            seq_q, seq_k, n_pad_k, pv_threshold, False, IS_CAUSAL, PV_FP8, PV_SKIP,
-                                            BLOCK_N, D_PAD, span_lo, span_hi, not HAS_KEEP, keep_row, HAS_KEEP)
-            for i in range(full_lo, full_hi):
-                start_n = nxt * BLOCK_N
-                nxt = tl.load(lut + tl.minimum(i + 1, n_kblk - 1))
-                acc, l_i, m_i = _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n,
-                                            seq_q, seq_k, n_pad_k, pv_threshold, False, False, PV_FP8, PV_SKIP,
-                                            BLOCK_N, D_PAD)
-            for i in range(full_hi, tl.load(COUNT + row)):
-                start_n = nxt * BLOCK_N
-                nxt = tl.load(lut + tl.minimum(i + 1, n_kblk - 1))
-                acc, l_i, m_i = _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n,
-                                            seq_q, seq_k, n_pad_k, pv_threshold, False, IS_CAUSAL, PV_FP8, PV_SKIP,
-                                            BLOCK_N, D_PAD, span_lo, span_hi, not HAS_KEEP, keep_row, HAS_KEEP)
+            acc, l_i, m_i, nxt = _walk_kept(acc, l_i, m_i, nxt, lut, 0, full_lo, n_kblk, q, q_scale, K_blk, KS_blk,
+                                            V_blk, offs_m, offs_n, seq_q, seq_k, n_pad_k, pv_threshold, False,
+                                            IS_CAUSAL, PV_FP8, PV_SKIP, BLOCK_N, D_PAD, span_lo, span_hi,
+                                            not HAS_KEEP, keep_row, HAS_KEEP)
+            acc, l_i, m_i, nxt = _walk_kept(acc, l_i, m_i, nxt, lut, full_lo, full_hi, n_kblk, q, q_scale, K_blk,
+                                            KS_blk, V_blk, offs_m, offs_n, seq_q, seq_k, n_pad_k, pv_threshold, False,
+                                            False, PV_FP8, PV_SKIP, BLOCK_N, D_PAD)
+            acc, l_i, m_i, nxt = _walk_kept(acc, l_i, m_i, nxt, lut, full_hi, tl.load(COUNT + row), n_kblk, q,
+                                            q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, seq_q, seq_k, n_pad_k,
+                                            pv_threshold, False, IS_CAUSAL, PV_FP8, PV_SKIP, BLOCK_N, D_PAD, span_lo,
+                                            span_hi, not HAS_KEEP, keep_row, HAS_KEEP)
         else:
             n_full = tl.load(COUNT_FULL + row)
             nxt = tl.load(lut)  # every row keeps at least one block
-            for i in range(0, n_full):
-                start_n = nxt * BLOCK_N
-                nxt = tl.load(lut + tl.minimum(i + 1, n_kblk - 1))
-                acc, l_i, m_i = _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n,
-                                            seq_q, seq_k, n_pad_k, pv_threshold, False, False, PV_FP8, PV_SKIP,
-                                            BLOCK_N, D_PAD)
-            for i in range(n_full, tl.load(COUNT + row)):
-                start_n = nxt * BLOCK_N
-                nxt = tl.load(lut + tl.minimum(i + 1, n_kblk - 1))
-                acc, l_i, m_i = _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n,
-                                            seq_q, seq_k, n_pad_k, pv_threshold, True, IS_CAUSAL, PV_FP8, PV_SKIP,
-                                            BLOCK_N, D_PAD)
+            acc, l_i, m_i, nxt = _walk_kept(acc, l_i, m_i, nxt, lut, 0, n_full, n_kblk, q, q_scale, K_blk, KS_blk,
+                                            V_blk, offs_m, offs_n, seq_q, seq_k, n_pad_k, pv_threshold, False, False,
+                                            PV_FP8, PV_SKIP, BLOCK_N, D_PAD)
+            acc, l_i, m_i, nxt = _walk_kept(acc, l_i, m_i, nxt, lut, n_full, tl.load(COUNT + row), n_kblk, q,
+                                            q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, seq_q, seq_k, n_pad_k,
+                                            pv_threshold, True, IS_CAUSAL, PV_FP8, PV_SKIP, BLOCK_N, D_PAD)
     elif HAS_SPAN:
         # K tiles outside the span are never visited (loop bounds); the head tile (span start not on a
         # tile boundary) and the tail tiles (span end, causal diagonal) mask elements; the middle is unmasked
