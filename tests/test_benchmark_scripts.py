@@ -1,5 +1,6 @@
 """The GPU benchmark scripts still run (CPU smoke runs at tiny sizes; their numbers mean nothing here)."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,3 +20,15 @@ def test_llm_prefill_benchmark_runs_and_exact_equals_eager(tmp_path):
     exact = rows["smartattn exact"]
     assert "error" not in exact and exact["cosine_vs_eager"] > 0.99999
     assert exact["sites"] == ["B2-Hq4-Hkv2-Sq64-Sk64-D16-fp32-causal-padded -> flash/sdpa"]
+
+
+def test_mask_benchmark_runs_on_cpu(tmp_path):
+    pytest.importorskip("triton")
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_masks.py"), "--device", "cpu", "--n", "128", "--heads", "1",
+           "--dim", "64", "--out", str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT, env={**os.environ, "TRITON_INTERPRET": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads((tmp_path / "masks.json").read_text())["rows"]
+    assert {r["case"] for r in rows} >= {"causal (is_causal)", "causal (dense)", "4 documents causal (dense)"}
+    sage = [r for r in rows if r["impl"] == "sage_triton"]
+    assert all(r["cosine"] > 0.99 for r in sage), sage

@@ -144,7 +144,8 @@ REFERENCE_CAPS = Capabilities(devices=frozenset({"cpu"}), max_head_dim=256)
 HALF = frozenset({torch.float16, torch.bfloat16})
 TRITON_CAPS = Capabilities(
     devices=frozenset({"cuda"}), min_compute_capability=(8, 0), dtypes=HALF, head_dims=SUPPORTED_HEAD_DIMS,
-    mask_kinds=frozenset({"none", "causal", "padded", "causal-padded"}), different_v_dim=False, requires="triton",
+    # key padding as spans ("padded", "causal-padded"); any other bool mask classified per tile (kernels/mask_blocks.py)
+    mask_kinds=frozenset({"none", "causal", "padded", "causal-padded", "bool"}), different_v_dim=False, requires="triton",
 )
 GLUON_CAPS = Capabilities(
     devices=frozenset({"cuda"}), min_compute_capability=(9, 0), dtypes=HALF, head_dims=(128,),

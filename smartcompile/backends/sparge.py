@@ -93,7 +93,7 @@ SPARGE = _SageBackend(
     implementations=(
         Implementation(
             name="sparge_triton",
-            capabilities=TRITON_CAPS,  # key padding too ("padded", "causal-padded"), as sage_triton
+            capabilities=TRITON_CAPS,  # key padding and dense bool masks too, as sage_triton
             run=run_sparge_triton,
             description="our Triton kernels: block-map prediction + the Sage kernel over kept blocks",
             # sparsity trades accuracy for speed: auto picks it only with measured, bounded error (profiling)

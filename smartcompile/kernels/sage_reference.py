@@ -141,8 +141,9 @@ def padding_keep(mask, batch: int, kv_len: int, device, who: str) -> torch.Tenso
     raise ValueError(f"{who}: expected KeyLengths or KeyPadding, got {type(mask).__name__}")
 
 
-def padding_part(mask, is_causal: bool, batch: int, kv_len: int, who: str):
-    """(KeyLengths/KeyPadding or None, is_causal) from a mask the span kernels accept, else ValueError."""
+def padding_form(mask, is_causal: bool, batch: int, kv_len: int):
+    """(KeyLengths/KeyPadding or None, is_causal) when `mask` is no mask or key padding in a form the span
+    kernels take; None when it is anything else."""
     if mask is None or isinstance(mask, NoMask):
         return None, is_causal
     if isinstance(mask, (KeyLengths, KeyPadding)):
@@ -157,6 +158,14 @@ def padding_part(mask, is_causal: bool, batch: int, kv_len: int, who: str):
         others = [p for p in mask.parts if not isinstance(p, (KeyLengths, KeyPadding, NoMask))]
         if len(pads) == 1 and all(isinstance(p, Causal) and p.alignment == "top_left" for p in others):
             return pads[0], is_causal or bool(others)
+    return None
+
+
+def padding_part(mask, is_causal: bool, batch: int, kv_len: int, who: str):
+    """(KeyLengths/KeyPadding or None, is_causal) from a mask the span kernels accept, else ValueError."""
+    form = padding_form(mask, is_causal, batch, kv_len)
+    if form is not None:
+        return form
     what = (f"a {tuple(mask.shape)} {mask.dtype} tensor mask (key flags here: bool ({batch}, 1, 1, {kv_len}) or "
             f"(1, 1, 1, {kv_len}))" if isinstance(mask, torch.Tensor)
             else f"a {type(mask).__name__} mask ({mask.describe()})" if isinstance(mask, MaskType)

@@ -42,7 +42,9 @@ import triton.language as tl
 from .config import SageConfig
 from .constants import (FP8_E4M3_MAX, FP16_V_RANGE, I2F_MAGIC, I2F_MAGIC_BITS, INT8_MAX, LN2, LOG2_FP8_E4M3_MAX, LOG2E,
                         SUPPORTED_HEAD_DIMS)
-from .sage_reference import KeySpans, key_spans
+from ..masks import Causal
+from .mask_blocks import INDEX_BITS, DenseKeep, MaskLists, dense_keep, dense_mask_lists
+from .sage_reference import KeySpans, key_spans, padding_form
 
 # the constants as @triton.jit code reads them (a global there must be a tl.constexpr)
 _INT8_MAX = tl.constexpr(INT8_MAX)
@@ -50,6 +52,7 @@ _I2F_MAGIC_BITS = tl.constexpr(I2F_MAGIC_BITS)
 _I2F_MAGIC = tl.constexpr(I2F_MAGIC)
 _LOG2_FP8_MAX = tl.constexpr(LOG2_FP8_E4M3_MAX)
 _LN2 = tl.constexpr(LN2)
+_INDEX_BITS = tl.constexpr(INDEX_BITS)
 AUTOTUNE_MIN_WORK = 1 << 28  # B*H*Sq*Sk above which launch configurations are autotuned
 
 
@@ -124,7 +127,9 @@ def _quantize_v(V, OUT, AMAX, stride_b, stride_h, stride_n, stride_d, n_heads, s
 def _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n, seq_q, seq_k, n_pad_k,
                 pv_threshold, MASK_TAIL: tl.constexpr, MASK_CAUSAL: tl.constexpr, PV_FP8: tl.constexpr,
                 PV_SKIP: tl.constexpr, BLOCK_N: tl.constexpr, D_PAD: tl.constexpr, span_lo=0, span_hi=0,
-                MASK_SPAN: tl.constexpr = False, KEEP_ROW=None, MASK_KEEP: tl.constexpr = False):
+                MASK_SPAN: tl.constexpr = False, KEEP_ROW=None, MASK_KEEP: tl.constexpr = False, MASK_ROW=None,
+                mask_sq=0, mask_sk=0, partial=False, MASK_DENSE: tl.constexpr = False,
+                DENSE_CAUSAL: tl.constexpr = False):
     offs_d = tl.arange(0, D_PAD)
     k = tl.load(K_blk + (start_n + offs_n)[None, :] * D_PAD + offs_d[:, None])
     c = q_scale * tl.load(KS_blk + start_n // BLOCK_N)
@@ -140,6 +145,15 @@ def _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n,
     if MASK_KEEP:  # this batch row's key flags (0 outside its span and past seq_k: covers both too)
         keep = tl.load(KEEP_ROW + start_n + offs_n, mask=(start_n + offs_n) < seq_k, other=0)
         s = tl.where((keep != 0)[None, :], s, float("-inf"))
+    if MASK_DENSE:
+        if partial:  # a PARTIAL tile of a dense mask: its elements (0 past seq_q / seq_k and, causal, in the future)
+            cols = start_n + offs_n
+            live = (offs_m[:, None] < seq_q) & (cols[None, :] < seq_k)
+            if DENSE_CAUSAL:
+                live = live & (offs_m[:, None] >= cols[None, :])
+            tile = tl.load(MASK_ROW + offs_m[:, None].to(tl.int64) * mask_sq + cols[None, :].to(tl.int64) * mask_sk,
+                           mask=live, other=0)
+            s = tl.where(tile != 0, s, float("-inf"))
     m_blk = (tl.max(s, axis=1) - _I2F_MAGIC) * c
     m_new = tl.maximum(m_i, m_blk)
     m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -167,15 +181,23 @@ def _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n,
 def _walk_kept(acc, l_i, m_i, nxt, lut, lo, hi, n_kblk, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, seq_q, seq_k,
                n_pad_k, pv_threshold, MASK_TAIL: tl.constexpr, MASK_CAUSAL: tl.constexpr, PV_FP8: tl.constexpr,
                PV_SKIP: tl.constexpr, BLOCK_N: tl.constexpr, D_PAD: tl.constexpr, span_lo=0, span_hi=0,
-               MASK_SPAN: tl.constexpr = False, KEEP_ROW=None, MASK_KEEP: tl.constexpr = False):
+               MASK_SPAN: tl.constexpr = False, KEEP_ROW=None, MASK_KEEP: tl.constexpr = False, MASK_ROW=None,
+               mask_sq=0, mask_sk=0, MASK_DENSE: tl.constexpr = False, DENSE_CAUSAL: tl.constexpr = False):
     """Sparge: the kept K blocks lut[lo:hi] of one row, ascending. `nxt` (= lut[lo]) is loaded one iteration
-    ahead, so the tile loads need not wait for the index; returns the state and the next index."""
+    ahead, so the tile loads need not wait for the index; returns the state and the next index. A dense mask's
+    lists (mask_blocks) mark the tiles that need its element mask with PARTIAL_BIT."""
     for i in range(lo, hi):
-        start_n = nxt * BLOCK_N
+        if MASK_DENSE:
+            start_n = (nxt & _INDEX_BITS) * BLOCK_N
+            partial = nxt > _INDEX_BITS
+        else:
+            start_n = nxt * BLOCK_N
+            partial = False
         nxt = tl.load(lut + tl.minimum(i + 1, n_kblk - 1))
         acc, l_i, m_i = _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n, seq_q,
                                     seq_k, n_pad_k, pv_threshold, MASK_TAIL, MASK_CAUSAL, PV_FP8, PV_SKIP, BLOCK_N,
-                                    D_PAD, span_lo, span_hi, MASK_SPAN, KEEP_ROW, MASK_KEEP)
+                                    D_PAD, span_lo, span_hi, MASK_SPAN, KEEP_ROW, MASK_KEEP, MASK_ROW, mask_sq,
+                                    mask_sk, partial, MASK_DENSE, DENSE_CAUSAL)
     return acc, l_i, m_i, nxt
 
 
@@ -197,9 +219,12 @@ def _sage_fwd(Q, K, V, QS, KS, VAMAX, O, LSE, LUT, COUNT, COUNT_FULL, SPAN, KEEP
               q_heads, group, seq_q, seq_k, n_qblk, n_kblk, seq_bucket, v_range, pv_threshold, D: tl.constexpr,
               D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IS_CAUSAL: tl.constexpr,
               PV_FP8: tl.constexpr, STORE_LSE: tl.constexpr, SPARSE: tl.constexpr, PV_SKIP: tl.constexpr,
-              HAS_SPAN: tl.constexpr = False, HAS_KEEP: tl.constexpr = False):
+              HAS_SPAN: tl.constexpr = False, HAS_KEEP: tl.constexpr = False, MASK=None, mask_sb=None, mask_sh=None,
+              mask_sq=None, mask_sk=None, list_sb=None, list_sh=None, MASK_DENSE: tl.constexpr = False):
     # SPAN: int32 (B, 2) [start, end) of each batch row's kept keys when HAS_SPAN;
     # KEEP: int32 (B, seq_k) key flags when HAS_KEEP (a KeyPadding: holes anywhere in the span).
+    # MASK: a dense bool keep-mask (element strides mask_s*, 0 on broadcast dims) when MASK_DENSE, walked through
+    # mask_blocks' lists (SPARSE; the list row of (b, h) is b * list_sb + h * list_sh).
     # None otherwise (then a constexpr: the kernel's parameters and code are those without them)
     # causal: the longest rows first, so the short ones fill the tail of the launch
     pid_m = (n_qblk - 1 - tl.program_id(0)) if IS_CAUSAL else tl.program_id(0)
@@ -220,7 +245,17 @@ def _sage_fwd(Q, K, V, QS, KS, VAMAX, O, LSE, LUT, COUNT, COUNT_FULL, SPAN, KEEP
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, D_PAD], dtype=tl.float32)
-    if SPARSE:
+    if SPARSE and MASK_DENSE:
+        # a dense mask: the row's non-empty tiles (of Sparge's kept ones), ascending; PARTIAL ones masked
+        row = (b * list_sb + h * list_sh) * n_qblk + pid_m
+        lut = LUT + row.to(tl.int64) * n_kblk
+        mask_row = MASK + b.to(tl.int64) * mask_sb + h.to(tl.int64) * mask_sh
+        nxt = tl.load(lut)  # in bounds even for a row with no tile (-1 there)
+        acc, l_i, m_i, nxt = _walk_kept(acc, l_i, m_i, nxt, lut, 0, tl.load(COUNT + row), n_kblk, q, q_scale, K_blk,
+                                        KS_blk, V_blk, offs_m, offs_n, seq_q, seq_k, n_pad_k, pv_threshold, False,
+                                        False, PV_FP8, PV_SKIP, BLOCK_N, D_PAD, 0, 0, False, None, False, mask_row,
+                                        mask_sq, mask_sk, True, IS_CAUSAL)
+    elif SPARSE:
         # Sparge: only the kept K blocks, ascending; the first COUNT_FULL need no element mask
         row = pid_bh * n_qblk + pid_m
         lut = LUT + row.to(tl.int64) * n_kblk
@@ -300,7 +335,7 @@ def _sage_fwd(Q, K, V, QS, KS, VAMAX, O, LSE, LUT, COUNT, COUNT_FULL, SPAN, KEEP
     if STORE_LSE:  # l is in units of 448 on the FP8 path
         m_safe = tl.where(m_i == float("-inf"), 0.0, m_i)
         lse = (m_safe + tl.math.log2(l_safe) - (_LOG2_FP8_MAX if PV_FP8 else 0.0)) * _LN2
-        if HAS_SPAN:  # a row with no kept key (l = 0; its output is 0 above)
+        if HAS_SPAN or MASK_DENSE:  # a row with no kept key (l = 0; its output is 0 above)
             lse = tl.where(l_i == 0.0, float("-inf"), lse)
         tl.store(LSE + pid_bh.to(tl.int64) * seq_q + offs_m, lse, mask=offs_m < seq_q)
 
@@ -318,7 +353,7 @@ def _tuned_kernel():
     extra = {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters else {}
     return triton.autotune(configs=_autotune_configs(),
                            key=["seq_bucket", "D_PAD", "BLOCK_M", "BLOCK_N", "IS_CAUSAL", "PV_FP8", "SPARSE", "HAS_SPAN",
-                                "HAS_KEEP"],
+                                "HAS_KEEP", "MASK_DENSE"],
                            **extra)(_sage_fwd)
 
 
@@ -401,13 +436,18 @@ class BlockLists:
 
 def attend(x: QuantizedQKV, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = False,
            launch: Optional[dict] = None, blocks: Optional[BlockLists] = None, pv_threshold: Optional[float] = None,
-           spans: Optional[KeySpans] = None):
+           spans: Optional[KeySpans] = None, dense: Optional[DenseKeep] = None, tiles: Optional[MaskLists] = None):
     """The attention kernel on quantized inputs: (B, Hq, Sq, D) output, optionally the LSE
     (natural log, of the scaled scores without smoothing's shift). `launch` overrides the
     launch configuration (num_warps, num_stages) instead of tuning it. `spans`: each batch row's kept keys
-    (sage_reference.key_spans); with `blocks` (Sparge's lists), those made for them (count_full (rows, 2))."""
+    (sage_reference.key_spans); with `blocks` (Sparge's lists), those made for them (count_full (rows, 2)).
+    `dense`: a dense keep-mask, walked through `tiles` (mask_blocks.dense_mask_lists, Sparge's selection
+    included there); no `blocks` or `spans` with it."""
     b, hq, hkv, sq, sk, d = x.shape
     span = keep = None
+    if (dense is None) != (tiles is None) or (dense is not None and (blocks is not None or spans is not None)):
+        raise ValueError("attend: a dense mask comes with its tiles (mask_blocks.dense_mask_lists) and without "
+                         "Sparge's blocks or key spans")
     if blocks is not None and blocks.count_full.dim() != (1 if spans is None else 2):
         raise ValueError(f"attend: Sparge's count_full must be {'(rows,)' if spans is None else '(rows, 2)'} "
                          f"{'without' if spans is None else 'with'} key spans (sparge_triton.block_lists' full_run); "
@@ -428,15 +468,20 @@ def attend(x: QuantizedQKV, is_causal: bool, out_dtype: torch.dtype, return_lse:
     lse = torch.empty((b, hq, sq), dtype=torch.float32, device=out.device) if return_lse else out
     n_qblk, n_kblk = x.q8.shape[1] // x.block_q, x.k8.shape[1] // x.block_k
     grid = (n_qblk, b * hq)
-    sparse = blocks is not None
-    lut, count, count_full = (blocks.lut, blocks.count, blocks.count_full) if sparse else (x.k_scale,) * 3
+    sparse = blocks is not None or tiles is not None
+    if tiles is not None:
+        lut, count, count_full = tiles.lut, tiles.count, tiles.count
+    else:
+        lut, count, count_full = (blocks.lut, blocks.count, blocks.count_full) if sparse else (x.k_scale,) * 3
     args = (x.q8, x.k8, x.v, x.q_scale, x.k_scale, x.v_amax, out, lse, lut, count, count_full, span, keep,
             out.stride(0), out.stride(1), out.stride(2), hq, hq // hkv, sq, sk, n_qblk, n_kblk,
             triton.next_power_of_2(max(sk, 1)), FP8_E4M3_MAX if x.fp8 else FP16_V_RANGE,
             0.0 if pv_threshold is None else float(pv_threshold))
-    meta = dict(D=d, D_PAD=d_pad, BLOCK_M=x.block_q, BLOCK_N=x.block_k, IS_CAUSAL=is_causal, PV_FP8=x.fp8,
+    meta = {} if dense is None else dict(zip(("MASK", "mask_sb", "mask_sh", "mask_sq", "mask_sk", "list_sb", "list_sh"),
+                                              (dense.keep, *dense.strides(), tiles.row_b, tiles.row_h)))
+    meta.update(D=d, D_PAD=d_pad, BLOCK_M=x.block_q, BLOCK_N=x.block_k, IS_CAUSAL=is_causal, PV_FP8=x.fp8,
                 STORE_LSE=return_lse, SPARSE=sparse, PV_SKIP=pv_threshold is not None, HAS_SPAN=span is not None,
-                HAS_KEEP=keep is not None)
+                HAS_KEEP=keep is not None, MASK_DENSE=dense is not None)
     if launch is not None:  # explicit configuration (benchmark sweeps)
         _sage_fwd[grid](*args, **meta, **launch)
     elif _interpreting():
@@ -456,16 +501,31 @@ def no_mask(mask, kernel: str) -> None:
         raise ValueError(f"{kernel}: mask must be None (the kernel supports only is_causal); got {what}: use the reference")
 
 
+def kernel_mask(mask, is_causal: bool, q: torch.Tensor, k: torch.Tensor, who: str):
+    """(KeySpans or None, DenseKeep or None, is_causal): key padding as spans (sage_reference.key_spans), any
+    other bool mask or mask type as a dense keep-mask (mask_blocks); an additive mask is a ValueError."""
+    b, hq, sq, sk = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
+    if isinstance(mask, Causal) and (mask.alignment == "top_left" or sq == sk):  # SDPA's is_causal: no mask to read
+        return None, None, True
+    if padding_form(mask, is_causal, b, sk) is not None:
+        spans, is_causal = key_spans(mask, is_causal, b, sk, q.device, who)
+        return spans, None, is_causal
+    return None, dense_keep(mask, b, hq, sq, sk, q.device, who), is_causal
+
+
 def sage_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask, is_causal: bool,
                           scale: Optional[float], config: SageConfig, *, return_lse: bool = False):
-    """Same arguments and numerics as sage_reference.sage_attention_reference. `mask`: None, or key padding
+    """Same arguments and numerics as sage_reference.sage_attention_reference. `mask`: None; key padding
     (KeyLengths, KeyPadding with any flags, optionally And'ed with a top-left Causal, or bool (B|1, 1, 1, Sk)
-    key flags); anything else is a ValueError. Rows with no kept key output 0."""
-    spans, is_causal = key_spans(mask, is_causal, q.shape[0], k.shape[2], q.device, "sage_attention_triton")
+    key flags: tiles outside each row's keys are never visited); or any bool keep-mask broadcastable to
+    (B, Hq, Sq, Sk) or mask type (a sliding window, documents...: classified per tile, kernels/mask_blocks.py).
+    An additive mask is a ValueError. Rows with no kept key output 0."""
+    spans, dense, is_causal = kernel_mask(mask, is_causal, q, k, "sage_attention_triton")
     x = quantize(q, k, v, scale, config)
+    tiles = None if dense is None else dense_mask_lists(dense, q.shape[2], k.shape[2], x.block_q, x.block_k, is_causal)
     if not return_lse:
-        return attend(x, is_causal, q.dtype, spans=spans)
-    out, lse = attend(x, is_causal, q.dtype, return_lse=True, spans=spans)
+        return attend(x, is_causal, q.dtype, spans=spans, dense=dense, tiles=tiles)
+    out, lse = attend(x, is_causal, q.dtype, return_lse=True, spans=spans, dense=dense, tiles=tiles)
     return out, unsmoothed_lse(lse, q, x)
 
 

@@ -22,8 +22,9 @@ import triton
 import triton.language as tl
 
 from .config import SpargeConfig
-from .sage_reference import KeySpans, key_spans
-from .sage_triton import BlockLists, _load_tile, _pool_stats, attend, quantize, unsmoothed_lse
+from .mask_blocks import dense_mask_lists
+from .sage_reference import KeySpans
+from .sage_triton import BlockLists, _load_tile, _pool_stats, attend, kernel_mask, quantize, unsmoothed_lse
 from .sparge_reference import block_map_to_lists, select_from_pooled
 
 
@@ -69,17 +70,19 @@ def full_block_run(flags: torch.Tensor, block_k: int) -> torch.Tensor:
 
 
 def _selection_inputs(mask, is_causal: bool, q, k, who: str):
-    """(KeySpans or None, is_causal, (B, 1, 1, Sk) key flags for the selection or None)."""
-    spans, is_causal = key_spans(mask, is_causal, q.shape[0], k.shape[2], q.device, who)
-    flags = None if spans is None else key_flags(spans, k.shape[2])
-    return spans, is_causal, flags
+    """(KeySpans or None, DenseKeep or None, is_causal, the element mask the selection reads or None): key
+    padding as (B, 1, 1, Sk) flags, a dense mask as its (B|1, Hq|1, Sq|1, Sk) bool tensor."""
+    spans, dense, is_causal = kernel_mask(mask, is_causal, q, k, who)
+    if spans is not None:
+        return spans, None, is_causal, key_flags(spans, k.shape[2])[:, None, None]
+    return None, dense, is_causal, None if dense is None else dense.keep
 
 
 def predict_block_map_triton(q, k, mask, is_causal: bool, scale: Optional[float], config: SpargeConfig) -> torch.Tensor:
     """Same arguments and blocks as sparge_reference.predict_block_map; `mask` as sparge_attention_triton's."""
-    _, is_causal, flags = _selection_inputs(mask, is_causal, q, k, "predict_block_map_triton")
+    _, _, is_causal, selection = _selection_inputs(mask, is_causal, q, k, "predict_block_map_triton")
     pooled = (*pool_and_similarity_triton(q, config.block_q), *pool_and_similarity_triton(k, config.block_k))
-    return select_from_pooled(pooled, q, k, scale, is_causal, config, None if flags is None else flags[:, None, None])
+    return select_from_pooled(pooled, q, k, scale, is_causal, config, selection)
 
 
 def block_lists_torch(block_map: torch.Tensor, seq_k: int, block_q: int, block_k: int, is_causal: bool,
@@ -157,20 +160,25 @@ def block_lists(block_map: torch.Tensor, seq_k: int, block_q: int, block_k: int,
 
 def sparge_attention_triton(q, k, v, mask, is_causal: bool, scale: Optional[float], config: SpargeConfig, *,
                             return_block_map: bool = False, return_lse: bool = False):
-    """Same arguments and numerics as sparge_reference.sparge_attention_reference. `mask`: None, or key
-    padding as sage_attention_triton takes it (KeyLengths, KeyPadding, optionally And'ed with a top-left
-    Causal, or bool (B|1, 1, 1, Sk) key flags); anything else is a ValueError. Rows with no kept key output 0.
-    Output (B, Hq, Sq, D); with return_lse also the natural-log LSE over the kept blocks (B, Hq, Sq),
+    """Same arguments and numerics as sparge_reference.sparge_attention_reference. `mask`: as
+    sage_attention_triton takes it: None, key padding (KeyLengths, KeyPadding, optionally And'ed with a top-left
+    Causal, or bool (B|1, 1, 1, Sk) key flags), or any bool keep-mask or mask type (selection among the tiles
+    it leaves, its PARTIAL tiles masked in the kernel); an additive mask is a ValueError. Rows with no kept key
+    output 0. Output (B, Hq, Sq, D); with return_lse also the natural-log LSE over the kept blocks (B, Hq, Sq),
     with return_block_map also the kept-block map (B, Hq, nQ, nK); in that order."""
-    spans, is_causal, flags = _selection_inputs(mask, is_causal, q, k, "sparge_attention_triton")
+    spans, dense, is_causal, selection = _selection_inputs(mask, is_causal, q, k, "sparge_attention_triton")
     # the quantization pass also pools the blocks (one read of Q and K for both)
     x = quantize(q, k, v, scale, config, pool=True)
-    block_map = select_from_pooled(x.pooled, q, k, scale, is_causal, config,
-                                   None if flags is None else flags[:, None, None])
-    lists = block_lists(block_map, k.shape[2], config.block_q, config.block_k, is_causal,
-                        None if flags is None else full_block_run(flags, config.block_k))
-    res = attend(x, is_causal, q.dtype, blocks=lists, pv_threshold=config.pv_threshold, return_lse=return_lse,
-                 spans=spans)
+    block_map = select_from_pooled(x.pooled, q, k, scale, is_causal, config, selection)
+    if dense is not None:
+        tiles = dense_mask_lists(dense, q.shape[2], k.shape[2], config.block_q, config.block_k, is_causal, block_map)
+        res = attend(x, is_causal, q.dtype, pv_threshold=config.pv_threshold, return_lse=return_lse, dense=dense,
+                     tiles=tiles)
+    else:
+        lists = block_lists(block_map, k.shape[2], config.block_q, config.block_k, is_causal,
+                            None if spans is None else full_block_run(selection[:, 0, 0], config.block_k))
+        res = attend(x, is_causal, q.dtype, blocks=lists, pv_threshold=config.pv_threshold, return_lse=return_lse,
+                     spans=spans)
     out = (res[0], unsmoothed_lse(res[1], q, x)) if return_lse else (res,)
     out = out + (block_map,) if return_block_map else out
     return out if len(out) > 1 else out[0]

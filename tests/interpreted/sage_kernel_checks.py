@@ -19,7 +19,7 @@ from smartcompile.kernels.config import SageConfig  # noqa: E402
 from smartcompile.kernels.exact_reference import attention_reference  # noqa: E402
 from smartcompile.kernels.sage_reference import sage_attention_reference  # noqa: E402
 from smartcompile.kernels.sage_triton import sage_attention_triton  # noqa: E402
-from smartcompile.masks import And, Causal, DenseBool, KeyLengths, KeyPadding  # noqa: E402
+from smartcompile.masks import And, Causal, KeyLengths, KeyPadding  # noqa: E402
 
 SHAPES = [  # B, Hq, Hkv, Sq, Sk, D, causal
     (1, 2, 2, 97, 130, 64, False),
@@ -58,13 +58,16 @@ def test_interpreted_kernel_rejects_unsupported_head_dim():
         sage_attention_triton(q, q, q, None, False, None, SageConfig())
 
 
-def test_interpreted_kernel_rejects_a_dense_mask():
+def test_interpreted_kernel_rejects_an_additive_mask():
     q = torch.randn(1, 1, 16, 64, dtype=torch.float16)
-    with pytest.raises(ValueError, match=r"sage_attention_triton: got a \(16, 16\) torch.bool tensor mask \(key flags "
-                                         r"here: .*\); allowed: None, KeyLengths .*, KeyPadding"):
-        sage_attention_triton(q, q, q, torch.ones(16, 16, dtype=torch.bool), False, None, SageConfig())
-    with pytest.raises(ValueError, match=r"sage_attention_triton: got a DenseBool mask \(bool\); allowed"):
-        sage_attention_triton(q, q, q, DenseBool(torch.ones(16, 16, dtype=torch.bool)), False, None, SageConfig())
+    with pytest.raises(ValueError, match=r"sage_attention_triton: a dense mask must be a bool tensor .* broadcastable "
+                                         r"to \(1, 1, 16, 16\) \(an additive mask runs on the exact path\); got "
+                                         r"\(16, 16\) torch.float16"):
+        sage_attention_triton(q, q, q, torch.zeros(16, 16, dtype=torch.float16), False, None, SageConfig())
+    with pytest.raises(ValueError, match=r"sage_attention_triton: a dense mask must broadcast to \(batch, heads, "
+                                         r"q_len, kv_len\) = \(1, 1, 16, 16\) with each dim 1 or that size; got "
+                                         r"\(1, 3, 16, 16\)"):
+        sage_attention_triton(q, q, q, torch.ones(1, 3, 16, 16, dtype=torch.bool), False, None, SageConfig())
 
 
 def test_interpreted_kernel_rejects_wrong_lengths():
