@@ -48,8 +48,9 @@ def dense_keep(mask, batch: int, heads: int, q_len: int, kv_len: int, device, wh
         keep = mask
     else:
         raise ValueError(f"{who}: mask must be a bool tensor or a mask type; got {type(mask).__name__}")
-    want = (batch, heads, q_len, kv_len)
-    if keep.dtype != torch.bool or keep.dim() > 4 or keep.device != torch.device(device):
+    want, dev = (batch, heads, q_len, kv_len), torch.device(device)
+    on_device = keep.device.type == dev.type and (dev.index is None or keep.device.index == dev.index)
+    if keep.dtype != torch.bool or keep.dim() > 4 or not on_device:
         raise ValueError(f"{who}: a dense mask must be a bool tensor of at most 4 dims on {device} broadcastable to "
                          f"{want} (an additive mask runs on the exact path); got {tuple(keep.shape)} {keep.dtype} on "
                          f"{keep.device}")
