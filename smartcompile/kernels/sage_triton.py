@@ -43,7 +43,7 @@ from .config import SageConfig
 from .constants import (FP8_E4M3_MAX, FP16_V_RANGE, I2F_MAGIC, I2F_MAGIC_BITS, INT8_MAX, LN2, LOG2_FP8_E4M3_MAX, LOG2E,
                         SUPPORTED_HEAD_DIMS)
 from ..masks import Causal
-from .mask_blocks import INDEX_BITS, DenseKeep, MaskLists, dense_keep, dense_mask_lists
+from .mask_blocks import DenseKeep, MaskLists, dense_keep, dense_mask_lists
 from .sage_reference import KeySpans, key_spans, padding_form
 
 # the constants as @triton.jit code reads them (a global there must be a tl.constexpr)
@@ -52,7 +52,6 @@ _I2F_MAGIC_BITS = tl.constexpr(I2F_MAGIC_BITS)
 _I2F_MAGIC = tl.constexpr(I2F_MAGIC)
 _LOG2_FP8_MAX = tl.constexpr(LOG2_FP8_E4M3_MAX)
 _LN2 = tl.constexpr(LN2)
-_INDEX_BITS = tl.constexpr(INDEX_BITS)
 AUTOTUNE_MIN_WORK = 1 << 28  # B*H*Sq*Sk above which launch configurations are autotuned
 
 
@@ -128,8 +127,7 @@ def _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n,
                 pv_threshold, MASK_TAIL: tl.constexpr, MASK_CAUSAL: tl.constexpr, PV_FP8: tl.constexpr,
                 PV_SKIP: tl.constexpr, BLOCK_N: tl.constexpr, D_PAD: tl.constexpr, span_lo=0, span_hi=0,
                 MASK_SPAN: tl.constexpr = False, KEEP_ROW=None, MASK_KEEP: tl.constexpr = False, MASK_ROW=None,
-                mask_sq=0, mask_sk=0, partial=False, MASK_DENSE: tl.constexpr = False,
-                DENSE_CAUSAL: tl.constexpr = False):
+                mask_sq=0, mask_sk=0, MASK_DENSE: tl.constexpr = False):
     offs_d = tl.arange(0, D_PAD)
     k = tl.load(K_blk + (start_n + offs_n)[None, :] * D_PAD + offs_d[:, None])
     c = q_scale * tl.load(KS_blk + start_n // BLOCK_N)
@@ -145,15 +143,12 @@ def _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n,
     if MASK_KEEP:  # this batch row's key flags (0 outside its span and past seq_k: covers both too)
         keep = tl.load(KEEP_ROW + start_n + offs_n, mask=(start_n + offs_n) < seq_k, other=0)
         s = tl.where((keep != 0)[None, :], s, float("-inf"))
-    if MASK_DENSE:
-        if partial:  # a PARTIAL tile of a dense mask: its elements (0 past seq_q / seq_k and, causal, in the future)
-            cols = start_n + offs_n
-            live = (offs_m[:, None] < seq_q) & (cols[None, :] < seq_k)
-            if DENSE_CAUSAL:
-                live = live & (offs_m[:, None] >= cols[None, :])
-            tile = tl.load(MASK_ROW + offs_m[:, None].to(tl.int64) * mask_sq + cols[None, :].to(tl.int64) * mask_sk,
-                           mask=live, other=0)
-            s = tl.where(tile != 0, s, float("-inf"))
+    if MASK_DENSE:  # a PARTIAL tile of a dense mask: its elements (0 past seq_q / seq_k; causal: MASK_CAUSAL above)
+        cols = start_n + offs_n
+        live = (offs_m[:, None] < seq_q) & (cols[None, :] < seq_k)
+        tile = tl.load(MASK_ROW + offs_m[:, None].to(tl.int64) * mask_sq + cols[None, :].to(tl.int64) * mask_sk,
+                       mask=live, other=0)
+        s = tl.where(tile != 0, s, float("-inf"))
     m_blk = (tl.max(s, axis=1) - _I2F_MAGIC) * c
     m_new = tl.maximum(m_i, m_blk)
     m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -182,22 +177,17 @@ def _walk_kept(acc, l_i, m_i, nxt, lut, lo, hi, n_kblk, q, q_scale, K_blk, KS_bl
                n_pad_k, pv_threshold, MASK_TAIL: tl.constexpr, MASK_CAUSAL: tl.constexpr, PV_FP8: tl.constexpr,
                PV_SKIP: tl.constexpr, BLOCK_N: tl.constexpr, D_PAD: tl.constexpr, span_lo=0, span_hi=0,
                MASK_SPAN: tl.constexpr = False, KEEP_ROW=None, MASK_KEEP: tl.constexpr = False, MASK_ROW=None,
-               mask_sq=0, mask_sk=0, MASK_DENSE: tl.constexpr = False, DENSE_CAUSAL: tl.constexpr = False):
+               mask_sq=0, mask_sk=0, MASK_DENSE: tl.constexpr = False):
     """Sparge: the kept K blocks lut[lo:hi] of one row, ascending. `nxt` (= lut[lo]) is loaded one iteration
-    ahead, so the tile loads need not wait for the index; returns the state and the next index. A dense mask's
-    lists (mask_blocks) mark the tiles that need its element mask with PARTIAL_BIT."""
+    ahead, so the tile loads need not wait for the index; returns the state and the next index. The same
+    walk serves a dense mask's lists (mask_blocks: FULL tiles, then PARTIAL ones with MASK_DENSE)."""
     for i in range(lo, hi):
-        if MASK_DENSE:
-            start_n = (nxt & _INDEX_BITS) * BLOCK_N
-            partial = nxt > _INDEX_BITS
-        else:
-            start_n = nxt * BLOCK_N
-            partial = False
+        start_n = nxt * BLOCK_N
         nxt = tl.load(lut + tl.minimum(i + 1, n_kblk - 1))
         acc, l_i, m_i = _sage_block(acc, l_i, m_i, q, q_scale, K_blk, KS_blk, V_blk, offs_m, offs_n, start_n, seq_q,
                                     seq_k, n_pad_k, pv_threshold, MASK_TAIL, MASK_CAUSAL, PV_FP8, PV_SKIP, BLOCK_N,
                                     D_PAD, span_lo, span_hi, MASK_SPAN, KEEP_ROW, MASK_KEEP, MASK_ROW, mask_sq,
-                                    mask_sk, partial, MASK_DENSE, DENSE_CAUSAL)
+                                    mask_sk, MASK_DENSE)
     return acc, l_i, m_i, nxt
 
 
@@ -226,8 +216,9 @@ def _sage_fwd(Q, K, V, QS, KS, VAMAX, O, LSE, LUT, COUNT, COUNT_FULL, SPAN, KEEP
     # MASK: a dense bool keep-mask (element strides mask_s*, 0 on broadcast dims) when MASK_DENSE, walked through
     # mask_blocks' lists (SPARSE; the list row of (b, h) is b * list_sb + h * list_sh).
     # None otherwise (then a constexpr: the kernel's parameters and code are those without them)
-    # causal: the longest rows first, so the short ones fill the tail of the launch
-    pid_m = (n_qblk - 1 - tl.program_id(0)) if IS_CAUSAL else tl.program_id(0)
+    # causal: the longest rows first, so the short ones fill the tail of the launch (dense masks are mostly
+    # causal-shaped too: sliding windows, causal documents, prefix-LM)
+    pid_m = (n_qblk - 1 - tl.program_id(0)) if IS_CAUSAL or MASK_DENSE else tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // q_heads
     h = pid_bh % q_heads
@@ -246,15 +237,20 @@ def _sage_fwd(Q, K, V, QS, KS, VAMAX, O, LSE, LUT, COUNT, COUNT_FULL, SPAN, KEEP
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, D_PAD], dtype=tl.float32)
     if SPARSE and MASK_DENSE:
-        # a dense mask: the row's non-empty tiles (of Sparge's kept ones), ascending; PARTIAL ones masked
+        # a dense mask: the row's non-empty tiles (of Sparge's kept ones): the FULL ones unmasked, then the
+        # PARTIAL ones with the mask's elements (and the diagonal, causal)
         row = (b * list_sb + h * list_sh) * n_qblk + pid_m
         lut = LUT + row.to(tl.int64) * n_kblk
         mask_row = MASK + b.to(tl.int64) * mask_sb + h.to(tl.int64) * mask_sh
+        n_full = tl.load(COUNT_FULL + row)
         nxt = tl.load(lut)  # in bounds even for a row with no tile (-1 there)
-        acc, l_i, m_i, nxt = _walk_kept(acc, l_i, m_i, nxt, lut, 0, tl.load(COUNT + row), n_kblk, q, q_scale, K_blk,
-                                        KS_blk, V_blk, offs_m, offs_n, seq_q, seq_k, n_pad_k, pv_threshold, False,
-                                        False, PV_FP8, PV_SKIP, BLOCK_N, D_PAD, 0, 0, False, None, False, mask_row,
-                                        mask_sq, mask_sk, True, IS_CAUSAL)
+        acc, l_i, m_i, nxt = _walk_kept(acc, l_i, m_i, nxt, lut, 0, n_full, n_kblk, q, q_scale, K_blk, KS_blk,
+                                        V_blk, offs_m, offs_n, seq_q, seq_k, n_pad_k, pv_threshold, False, False,
+                                        PV_FP8, PV_SKIP, BLOCK_N, D_PAD)
+        acc, l_i, m_i, nxt = _walk_kept(acc, l_i, m_i, nxt, lut, n_full, tl.load(COUNT + row), n_kblk, q, q_scale,
+                                        K_blk, KS_blk, V_blk, offs_m, offs_n, seq_q, seq_k, n_pad_k, pv_threshold,
+                                        False, IS_CAUSAL, PV_FP8, PV_SKIP, BLOCK_N, D_PAD, 0, 0, False, None, False,
+                                        mask_row, mask_sq, mask_sk, True)
     elif SPARSE:
         # Sparge: only the kept K blocks, ascending; the first COUNT_FULL need no element mask
         row = pid_bh * n_qblk + pid_m
@@ -470,7 +466,7 @@ def attend(x: QuantizedQKV, is_causal: bool, out_dtype: torch.dtype, return_lse:
     grid = (n_qblk, b * hq)
     sparse = blocks is not None or tiles is not None
     if tiles is not None:
-        lut, count, count_full = tiles.lut, tiles.count, tiles.count
+        lut, count, count_full = tiles.lut, tiles.count, tiles.count_full
     else:
         lut, count, count_full = (blocks.lut, blocks.count, blocks.count_full) if sparse else (x.k_scale,) * 3
     args = (x.q8, x.k8, x.v, x.q_scale, x.k_scale, x.v_amax, out, lse, lut, count, count_full, span, keep,

@@ -14,7 +14,7 @@ from smartcompile.backends.sage import SAGE_ACCURACY  # noqa: E402
 from smartcompile.kernels.config import SageConfig, SpargeConfig  # noqa: E402
 from smartcompile.kernels.exact_reference import attention_reference  # noqa: E402
 from smartcompile.kernels.mask_blocks import (  # noqa: E402
-    INDEX_BITS, PARTIAL_BIT, DenseKeep, classify_tiles, classify_tiles_torch, dense_keep, mask_lists, mask_lists_torch,
+    DenseKeep, classify_tiles, classify_tiles_torch, dense_keep, mask_lists, mask_lists_torch,
 )
 from smartcompile.kernels.sage_reference import sage_attention_reference  # noqa: E402
 from smartcompile.kernels.sage_triton import sage_attention_triton  # noqa: E402
@@ -56,10 +56,16 @@ def test_classification_and_lists_match_torch(mshape, causal, blocks, seed):
     for bmap in (None, block_map):
         got, want = mask_lists(kind, bmap), mask_lists_torch(kind, bmap)
         assert torch.equal(got.lut, want.lut) and torch.equal(got.count, want.count), f"seed {seed}"
-        assert (got.row_b, got.row_h) == (want.row_b, want.row_h)
+        assert torch.equal(got.count_full, want.count_full) and (got.row_b, got.row_h) == (want.row_b, want.row_h)
+    # each row: its FULL tiles ascending, then its PARTIAL ones ascending, then -1
     lists = mask_lists(kind, None)
-    entries = lists.lut[lists.lut >= 0]
-    assert ((entries & INDEX_BITS) < kind.shape[3]).all() and (entries >> 30 <= 1).all()
+    flat = kind.expand(lists.row_b and 2 or 1, lists.row_h and 3 or 1, -1, -1).reshape(-1, kind.shape[3])
+    for r in range(flat.shape[0]):
+        full = (flat[r] == int(BlockKind.FULL)).nonzero().flatten().tolist()
+        part = (flat[r] == int(BlockKind.PARTIAL)).nonzero().flatten().tolist()
+        n = len(full) + len(part)
+        assert lists.lut[r, :n].tolist() == full + part and (lists.lut[r, n:] == -1).all(), f"row {r} seed {seed}"
+        assert lists.count_full[r] == len(full) and lists.count[r] == n
 
 
 def _mask_cases(b, hq, sq, sk):
@@ -116,8 +122,7 @@ def test_sage_kernel_sliding_window_skips_empty_tiles(seed):
     lists = mask_lists(classify_tiles(dense, 512, 512, 32, 32, True))
     counts = lists.count.tolist()
     assert max(counts) <= 3 and min(counts) >= 1, counts
-    partial = (lists.lut >= PARTIAL_BIT).sum(dim=-1)
-    assert (partial >= 1).all()  # the diagonal tile and the window's left edge
+    assert ((lists.count - lists.count_full) >= 1).all()  # the diagonal tile (and the window's left edge) is PARTIAL
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
