@@ -1,11 +1,12 @@
-"""Sage's quantization: sage_triton.quantize (6-7 launches) against sage_quantize.quantize_fused (2), GPU.
+"""Sage's quantization: sage_quantize.quantize_staged (6-7 launches) against quantize_fused (2), GPU.
 
-Per shape (B1, bf16): each quantization alone and the attention end to end (quantization + sage_triton.attend),
+Per shape (bf16): each quantization alone and the attention end to end (quantization + sage_triton.attend, and
+the sm90 Gluon kernel's launch where it runs),
 device time by triton.testing.do_bench (median after warm-up), and the host cost per call: wall time of 200
 calls enqueued back to back, divided by 200 (the GPU runs behind, so this is the Python + launch cost).
 Ratios are against cuDNN SDPA in the same run.
 
-    python benchmarks/bench_quantize.py [--shapes 24x4096x64,24x4096x128,24x16384x128]
+    python benchmarks/bench_quantize.py [--shapes 1x24x4096x64,1x24x16384x128]
 """
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from smartcompile.bench.measure import do_bench_ms  # noqa: E402
 from smartcompile.kernels.config import SageConfig  # noqa: E402
-from smartcompile.kernels.sage_quantize import quantize_fused  # noqa: E402
-from smartcompile.kernels.sage_triton import attend, quantize  # noqa: E402
+from smartcompile.kernels.sage_gluon import (DEFAULT_LAUNCH, GLUON_CONFIG, attend_gluon,  # noqa: E402
+                                             gluon_unavailable_reason)
+from smartcompile.kernels.sage_quantize import quantize_fused, quantize_staged  # noqa: E402
+from smartcompile.kernels.sage_triton import attend  # noqa: E402
 
 
 def host_us(fn, calls: int = 200) -> float:
@@ -38,26 +41,42 @@ def host_us(fn, calls: int = 200) -> float:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--shapes", default="24x4096x64,24x4096x128,24x16384x128")
+    ap.add_argument("--shapes", default="1x24x4096x64,1x24x8192x64,1x24x4096x128,1x24x8192x128,1x24x16384x128,"
+                                        "4x32x4096x128", help="BxHxNxD, comma-separated")
     args = ap.parse_args()
     cfg = SageConfig(pv_precision="fp8")
-    print("| shape | cuDNN ms | quantize ms (host us) | fused ms (host us) | e2e ms (vs cuDNN) | e2e fused ms (vs cuDNN) |")
+    gluon = gluon_unavailable_reason() is None
+    print("| shape | cuDNN ms | staged ms (host us) | fused ms (host us) | triton e2e staged / fused (x cuDNN) "
+          "| gluon e2e staged / fused (x cuDNN) |")
     print("|---|---|---|---|---|---|")
     for shape in args.shapes.split(","):
-        h, n, d = (int(x) for x in shape.split("x"))
-        q, k, v = (torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        b, h, n, d = (int(x) for x in shape.split("x"))
+        q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
         with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
             base = do_bench_ms(lambda: F.scaled_dot_product_attention(q, k, v))
-        a, b = quantize(q, k, v, None, cfg), quantize_fused(q, k, v, None, cfg)
-        same = torch.equal(a.q8, b.q8) and torch.equal(a.v, b.v) and (a.k8.int() - b.k8.int()).abs().max().item() <= 1
-        times = {}
-        for name, fn in (("q", lambda: quantize(q, k, v, None, cfg)), ("f", lambda: quantize_fused(q, k, v, None, cfg)),
-                         ("e", lambda: attend(quantize(q, k, v, None, cfg), False, q.dtype)),
-                         ("ef", lambda: attend(quantize_fused(q, k, v, None, cfg), False, q.dtype))):
-            times[name] = (do_bench_ms(fn), host_us(fn))
-        print(f"| H{h} N{n} D{d} | {base:.3f} | {times['q'][0]:.3f} ({times['q'][1]:.0f}) | {times['f'][0]:.3f} "
-              f"({times['f'][1]:.0f}) | {times['e'][0]:.3f} ({base / times['e'][0]:.2f}x) | {times['ef'][0]:.3f} "
-              f"({base / times['ef'][0]:.2f}x) |" + ("" if same else " OUTPUTS DIFFER"), flush=True)
+        x, y = quantize_staged(q, k, v, None, cfg), quantize_fused(q, k, v, None, cfg)
+        same = torch.equal(x.q8, y.q8) and torch.equal(x.v, y.v) and (x.k8.int() - y.k8.int()).abs().max().item() <= 1
+        runs = {"staged": lambda: quantize_staged(q, k, v, None, cfg),
+                "fused": lambda: quantize_fused(q, k, v, None, cfg),
+                "t-staged": lambda: attend(quantize_staged(q, k, v, None, cfg), False, q.dtype),
+                "t-fused": lambda: attend(quantize_fused(q, k, v, None, cfg), False, q.dtype)}
+        if gluon:
+            runs["g-staged"] = lambda: attend_gluon(quantize_staged(q, k, v, None, GLUON_CONFIG), False, q.dtype,
+                                                    **DEFAULT_LAUNCH)
+            runs["g-fused"] = lambda: attend_gluon(quantize_fused(q, k, v, None, GLUON_CONFIG), False, q.dtype,
+                                                   **DEFAULT_LAUNCH)
+        t = {name: (do_bench_ms(fn), host_us(fn)) for name, fn in runs.items()}
+
+        def e2e(kind):
+            if kind + "-staged" not in t:
+                return "-"
+            s_ms, f_ms = t[kind + "-staged"][0], t[kind + "-fused"][0]
+            return f"{s_ms:.3f} ({base / s_ms:.2f}x) / {f_ms:.3f} ({base / f_ms:.2f}x)"
+
+        print(f"| B{b} H{h} N{n} D{d} | {base:.3f} | {t['staged'][0]:.3f} ({t['staged'][1]:.0f}) | {t['fused'][0]:.3f} "
+              f"({t['fused'][1]:.0f}) | {e2e('t')} | {e2e('g')} |" + ("" if same else " OUTPUTS DIFFER"), flush=True)
+        del q, k, v, x, y
+        torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

@@ -3,11 +3,9 @@
 Reference: kernels/sage_reference.py (same numerics, same block structure).
 
 Pipeline, for q (B, Hq, Sq, D), k/v (B, Hkv, Sk, D) with any strides (HND or NHD views):
-  1. `_quantize_int8`: one program per block of tokens reads the strided input, subtracts K's
-     mean (smoothing), folds the softmax scale and log2(e) into Q, and writes INT8 values padded
-     to (rows multiple of the block, D_PAD columns) plus one FP32 scale per block.
-  2. `_quantize_v`: V scaled per channel into FP8 (written transposed: K-major, which is what the
-     Hopper FP8 MMA wants for P V) or into FP16 range (row-major).
+  1-2. kernels/sage_quantize.py: INT8 Q and K (per-block scales, K's mean subtracted, the softmax scale and
+     log2(e) folded into Q), V per channel into FP8 (K-major) or FP16 range; 2 launches on small inputs,
+     6-7 on large ones.
   3. `_sage_fwd`: online softmax in exp2 over K blocks; S = int32 dot * q_scale * k_scale; P V
      per block with an FP32 result added into the FP32 accumulator (never an FP16 accumulator,
      and never a long FP8-MMA accumulation chain).
@@ -44,10 +42,10 @@ from .constants import (FP8_E4M3_MAX, FP16_V_RANGE, I2F_MAGIC, I2F_MAGIC_BITS, I
                         SUPPORTED_HEAD_DIMS)
 from ..masks import Causal
 from .mask_blocks import DenseKeep, MaskLists, dense_keep, dense_mask_lists
+from .sage_quantize import QuantizedQKV, quantize, quantize_staged  # noqa: F401 (quantize_staged: re-exported)
 from .sage_reference import KeySpans, key_spans, padding_form
 
 # the constants as @triton.jit code reads them (a global there must be a tl.constexpr)
-_INT8_MAX = tl.constexpr(INT8_MAX)
 _I2F_MAGIC_BITS = tl.constexpr(I2F_MAGIC_BITS)
 _I2F_MAGIC = tl.constexpr(I2F_MAGIC)
 _LOG2_FP8_MAX = tl.constexpr(LOG2_FP8_E4M3_MAX)
@@ -57,69 +55,6 @@ AUTOTUNE_MIN_WORK = 1 << 28  # B*H*Sq*Sk above which launch configurations are a
 
 def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-@triton.jit
-def _load_tile(X, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len, D: tl.constexpr, D_PAD: tl.constexpr,
-               BLOCK: tl.constexpr):
-    """This program's (BLOCK, D_PAD) tile of a strided (B, H, S, D) tensor in fp32, zero-padded."""
-    pid_bh = tl.program_id(1)
-    b = pid_bh // n_heads
-    h = pid_bh % n_heads
-    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    cols = tl.arange(0, D_PAD)
-    inside = (rows[:, None] < seq_len) & (cols[None, :] < D)
-    x = tl.load(X + b * stride_b + h * stride_h + rows[:, None] * stride_n + cols[None, :] * stride_d,
-                mask=inside, other=0.0).to(tl.float32)
-    return x, rows, cols, inside
-
-
-@triton.jit
-def _pool_stats(x, rows, seq_len):
-    """Mean token (D_PAD,) and self-similarity (mean pairwise cosine of its tokens) of a zero-padded
-    tile; Sparge's block statistics (sparge_reference.pool_and_similarity)."""
-    count = tl.sum(((rows < seq_len) & (rows >= 0)).to(tl.float32), axis=0)
-    norm = tl.sqrt(tl.sum(x * x, axis=1))
-    unit = x / tl.maximum(norm, 1e-6)[:, None]
-    u = tl.sum(unit, axis=0)
-    return tl.sum(x, axis=0) / count, tl.sum(u * u, axis=0) / (count * count)
-
-
-@triton.jit
-def _quantize_int8(X, OUT, SCALE, MEAN, POOLED, SIM, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len,
-                   n_blocks, mult, D: tl.constexpr, D_PAD: tl.constexpr, BLOCK: tl.constexpr, SUB_MEAN: tl.constexpr,
-                   POOL: tl.constexpr):
-    pid_bh = tl.program_id(1)
-    x, rows, cols, inside = _load_tile(X, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len, D, D_PAD, BLOCK)
-    if POOL:  # Sparge's block statistics of the raw tile, for free while it is in registers
-        pooled, sim = _pool_stats(x, rows, seq_len)
-        blk = pid_bh * n_blocks + tl.program_id(0)
-        tl.store(POOLED + blk.to(tl.int64) * D + cols, pooled, mask=cols < D)
-        tl.store(SIM + blk, sim)
-    if SUB_MEAN:
-        mean = tl.load(MEAN + pid_bh * D + cols, mask=cols < D, other=0.0)
-        x = tl.where(inside, x - mean[None, :], 0.0)
-    x = x * mult
-    scale = tl.maximum(tl.max(tl.max(tl.abs(x), axis=1), axis=0) / _INT8_MAX, 1e-12)
-    xq = x / scale
-    xq = xq + tl.where(xq >= 0, 0.5, -0.5)  # round half away from zero, then truncate
-    out_rows = (pid_bh * n_blocks * BLOCK + rows).to(tl.int64)
-    tl.store(OUT + out_rows[:, None] * D_PAD + cols[None, :], xq.to(tl.int8))
-    tl.store(SCALE + pid_bh * n_blocks + tl.program_id(0), scale)
-
-
-@triton.jit
-def _quantize_v(V, OUT, AMAX, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len, n_pad, target,
-                D: tl.constexpr, D_PAD: tl.constexpr, BLOCK: tl.constexpr, FP8: tl.constexpr):
-    pid_bh = tl.program_id(1)
-    v, rows, cols, inside = _load_tile(V, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len, D, D_PAD, BLOCK)
-    amax = tl.load(AMAX + pid_bh * D + cols, mask=cols < D, other=target)
-    v = v * (target / tl.maximum(amax, 1e-30))[None, :]
-    base = pid_bh.to(tl.int64) * n_pad * D_PAD
-    if FP8:  # transposed (D_PAD, n_pad): the K dim of the P V product is contiguous
-        tl.store(OUT + base + cols[None, :] * n_pad + rows[:, None], v.to(tl.float8e4nv))
-    else:
-        tl.store(OUT + base + rows[:, None] * D_PAD + cols[None, :], v.to(tl.float16))
 
 
 @triton.jit
@@ -351,73 +286,6 @@ def _tuned_kernel():
                            key=["seq_bucket", "D_PAD", "BLOCK_M", "BLOCK_N", "IS_CAUSAL", "PV_FP8", "SPARSE", "HAS_SPAN",
                                 "HAS_KEEP", "MASK_DENSE"],
                            **extra)(_sage_fwd)
-
-
-def quantize_qk(x: torch.Tensor, block: int, mult: float, mean: Optional[torch.Tensor], d_pad: int,
-                pool: bool = False):
-    """INT8 (B*H, n_blocks*block, d_pad) and scales (B*H, n_blocks) of a (B, H, S, D) tensor; with
-    `pool`, also each block's mean token (B, H, n_blocks, D) and self-similarity (B, H, n_blocks)."""
-    b, h, s, d = x.shape
-    n_blocks = triton.cdiv(s, block)
-    out = torch.empty((b * h, n_blocks * block, d_pad), dtype=torch.int8, device=x.device)
-    scale = torch.empty((b * h, n_blocks), dtype=torch.float32, device=x.device)
-    pooled = torch.empty((b, h, n_blocks, d), dtype=torch.float32, device=x.device) if pool else scale
-    sim = torch.empty((b, h, n_blocks), dtype=torch.float32, device=x.device) if pool else scale
-    _quantize_int8[(n_blocks, b * h)](
-        x, out, scale, mean if mean is not None else scale, pooled, sim, *x.stride(), h, s, n_blocks, mult,
-        D=d, D_PAD=d_pad, BLOCK=block, SUB_MEAN=mean is not None, POOL=pool,
-    )
-    return (out, scale, pooled, sim) if pool else (out, scale)
-
-
-def quantize_v(v: torch.Tensor, block: int, fp8: bool, d_pad: int):
-    """V scaled per channel (by amax over tokens) into FP8, written transposed (B*H, d_pad, n_pad),
-    or into FP16 range (B*H, n_pad, d_pad); returns it with the per-channel amax (B*H, D)."""
-    b, h, s, d = v.shape
-    n_pad = triton.cdiv(s, block) * block
-    lo, hi = torch.aminmax(v, dim=-2)  # one read of V, no |V| copy
-    amax = torch.maximum(hi.float(), lo.float().neg()).reshape(b * h, d)
-    shape = (b * h, d_pad, n_pad) if fp8 else (b * h, n_pad, d_pad)
-    out = torch.empty(shape, dtype=torch.float8_e4m3fn if fp8 else torch.float16, device=v.device)
-    target = FP8_E4M3_MAX if fp8 else FP16_V_RANGE
-    _quantize_v[(n_pad // block, b * h)](v, out, amax, *v.stride(), h, s, n_pad, target, D=d, D_PAD=d_pad, BLOCK=block, FP8=fp8)
-    return out, amax
-
-
-@dataclasses.dataclass
-class QuantizedQKV:
-    """Everything the attention kernel reads; K/V parts can be reused across queries."""
-    q8: torch.Tensor
-    q_scale: torch.Tensor
-    k8: torch.Tensor
-    k_scale: torch.Tensor
-    v: torch.Tensor
-    v_amax: torch.Tensor
-    k_mean: Optional[torch.Tensor]
-    shape: tuple  # (B, Hq, Hkv, Sq, Sk, D)
-    sm_scale: float
-    block_q: int
-    block_k: int
-    fp8: bool
-    pooled: Optional[tuple] = None  # (pooled q, sim q, pooled k, sim k) when quantized with pool=True
-
-
-def quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None,
-             config: SageConfig = SageConfig(), *, pool: bool = False) -> QuantizedQKV:
-    pv_precision, block_q, block_k, smooth = config.pv_precision, config.block_q, config.block_k, config.smooth
-    b, hq, sq, d = q.shape
-    hkv, sk = k.shape[1], k.shape[2]
-    if d not in SUPPORTED_HEAD_DIMS:
-        raise ValueError(f"head_dim {d} not in {SUPPORTED_HEAD_DIMS}")
-    d_pad = triton.next_power_of_2(d)
-    sm_scale = scale if scale is not None else d ** -0.5
-    k_mean = k.mean(dim=-2, dtype=torch.float32) if smooth else None  # (B, Hkv, D), no fp32 copy of K
-    q8, qs, *q_pool = quantize_qk(q, block_q, sm_scale * LOG2E, None, d_pad, pool)
-    k8, ks, *k_pool = quantize_qk(k, block_k, 1.0, k_mean, d_pad, pool)
-    fp8 = pv_precision == "fp8"
-    vq, v_amax = quantize_v(v, block_k, fp8, d_pad)
-    return QuantizedQKV(q8, qs, k8, ks, vq, v_amax, k_mean, (b, hq, hkv, sq, sk, d), sm_scale, block_q, block_k, fp8,
-                        tuple(q_pool + k_pool) if pool else None)
 
 
 @dataclasses.dataclass

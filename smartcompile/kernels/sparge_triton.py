@@ -24,7 +24,8 @@ import triton.language as tl
 from .config import SpargeConfig
 from .mask_blocks import dense_mask_lists
 from .sage_reference import KeySpans
-from .sage_triton import BlockLists, _load_tile, _pool_stats, attend, kernel_mask, quantize, unsmoothed_lse
+from .sage_quantize import _load_tile, _pool_stats, quantize
+from .sage_triton import BlockLists, attend, kernel_mask, unsmoothed_lse
 from .sparge_reference import block_map_to_lists, select_from_pooled
 
 

@@ -1,0 +1,402 @@
+"""Sage's Q/K/V quantization (the inputs of sage_triton's and sage_gluon's attention kernels), two ways:
+
+quantize_staged, 6-7 launches: K's mean (torch), `_quantize_int8` for Q then K (one program per block of
+tokens reads the strided input, subtracts K's mean, folds the softmax scale and log2(e) into Q, writes INT8
+values padded to (rows multiple of the block, D_PAD columns) and one FP32 scale per block), V's amax (torch),
+`_quantize_v` (V scaled per channel into FP8, written transposed: K-major, what the Hopper FP8 MMA wants for
+P V; or into FP16 range, row-major).
+
+quantize_fused, 2 launches (issue 13: at ~4k tokens the attention is host-bound):
+
+  1. `_kv_stats`, grid (chunks, B*Hkv): each program sums K's columns (fp32) and takes V's column |max| over
+     one chunk of tokens, into a scratch of partials (2, B*Hkv, _MAX_CHUNKS, D_PAD). No atomics: the chunk
+     count and the order of each sum depend only on the shape, so the mean is deterministic. Up to 16 chunks
+     give B1 H8 at 4k tokens 128 programs.
+  2. `_quantize_all`, a flat grid of K tiles, then V tiles, then Q tiles. A K (V) program reduces its head's
+     16 partials itself (16 x D_PAD floats, cheaper than a third launch); the tile 0 program of each head
+     writes the k_mean (v_amax) that QuantizedQKV carries. Every K program of a head runs the same reduction
+     in the same order, so the mean each one subtracts is the one written.
+
+Numerics are quantize_staged's: Q's INT8 values and scales and V's amax and values are bit-identical
+(same per-tile arithmetic; max is order-free). K's mean differs from torch's `k.mean` only by fp32
+summation order, so an INT8 value of K can move by 1 at a rounding tie and its scale by an ulp. Sparge's
+pooled statistics (pool=True) run the same code, but at 8 warps (_QUANT_WARPS) instead of 4: on a GPU their
+fp32 sums may round differently in the last bits (in the interpreter they are identical).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import NamedTuple, Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from .config import SageConfig
+from .constants import FP8_E4M3_MAX, FP16_V_RANGE, INT8_MAX, LOG2E, SUPPORTED_HEAD_DIMS
+
+# the constant as @triton.jit code reads it (a global there must be a tl.constexpr)
+_INT8_MAX = tl.constexpr(INT8_MAX)
+
+
+@triton.jit
+def _load_tile(X, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len, D: tl.constexpr, D_PAD: tl.constexpr,
+               BLOCK: tl.constexpr):
+    """This program's (BLOCK, D_PAD) tile of a strided (B, H, S, D) tensor in fp32, zero-padded."""
+    pid_bh = tl.program_id(1)
+    b = pid_bh // n_heads
+    h = pid_bh % n_heads
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    cols = tl.arange(0, D_PAD)
+    inside = (rows[:, None] < seq_len) & (cols[None, :] < D)
+    x = tl.load(X + b * stride_b + h * stride_h + rows[:, None] * stride_n + cols[None, :] * stride_d,
+                mask=inside, other=0.0).to(tl.float32)
+    return x, rows, cols, inside
+
+
+@triton.jit
+def _pool_stats(x, rows, seq_len):
+    """Mean token (D_PAD,) and self-similarity (mean pairwise cosine of its tokens) of a zero-padded
+    tile; Sparge's block statistics (sparge_reference.pool_and_similarity)."""
+    count = tl.sum(((rows < seq_len) & (rows >= 0)).to(tl.float32), axis=0)
+    norm = tl.sqrt(tl.sum(x * x, axis=1))
+    unit = x / tl.maximum(norm, 1e-6)[:, None]
+    u = tl.sum(unit, axis=0)
+    return tl.sum(x, axis=0) / count, tl.sum(u * u, axis=0) / (count * count)
+
+
+@triton.jit
+def _int8_block(x):
+    """(INT8 values, scale) of one block: symmetric, amax / 127, rounded half away from zero. IEEE divisions
+    (div_rn), as the reference's torch divisions: the default fp32 division is approximate on the GPU and moved
+    values at rounding ties by 1 (a query row that sees a single key then had its LSE off by ~0.02)."""
+    scale = tl.maximum(tl.math.div_rn(tl.max(tl.max(tl.abs(x), axis=1), axis=0), _INT8_MAX * 1.0), 1e-12)
+    xq = tl.math.div_rn(x, scale)
+    xq = xq + tl.where(xq >= 0, 0.5, -0.5)  # round half away from zero, then truncate
+    return xq.to(tl.int8), scale
+
+
+@triton.jit
+def _quantize_int8(X, OUT, SCALE, MEAN, POOLED, SIM, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len,
+                   n_blocks, mult, D: tl.constexpr, D_PAD: tl.constexpr, BLOCK: tl.constexpr, SUB_MEAN: tl.constexpr,
+                   POOL: tl.constexpr):
+    pid_bh = tl.program_id(1)
+    x, rows, cols, inside = _load_tile(X, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len, D, D_PAD, BLOCK)
+    if POOL:  # Sparge's block statistics of the raw tile, for free while it is in registers
+        pooled, sim = _pool_stats(x, rows, seq_len)
+        blk = pid_bh * n_blocks + tl.program_id(0)
+        tl.store(POOLED + blk.to(tl.int64) * D + cols, pooled, mask=cols < D)
+        tl.store(SIM + blk, sim)
+    if SUB_MEAN:
+        mean = tl.load(MEAN + pid_bh * D + cols, mask=cols < D, other=0.0)
+        x = tl.where(inside, x - mean[None, :], 0.0)
+    xq, scale = _int8_block(x * mult)
+    out_rows = (pid_bh * n_blocks * BLOCK + rows).to(tl.int64)
+    tl.store(OUT + out_rows[:, None] * D_PAD + cols[None, :], xq)
+    tl.store(SCALE + pid_bh * n_blocks + tl.program_id(0), scale)
+
+
+@triton.jit
+def _quantize_v(V, OUT, AMAX, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len, n_pad, target,
+                D: tl.constexpr, D_PAD: tl.constexpr, BLOCK: tl.constexpr, FP8: tl.constexpr):
+    pid_bh = tl.program_id(1)
+    v, rows, cols, inside = _load_tile(V, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len, D, D_PAD, BLOCK)
+    amax = tl.load(AMAX + pid_bh * D + cols, mask=cols < D, other=target)
+    v = v * (target / tl.maximum(amax, 1e-30))[None, :]
+    base = pid_bh.to(tl.int64) * n_pad * D_PAD
+    if FP8:  # transposed (D_PAD, n_pad): the K dim of the P V product is contiguous
+        tl.store(OUT + base + cols[None, :] * n_pad + rows[:, None], v.to(tl.float8e4nv))
+    else:
+        tl.store(OUT + base + rows[:, None] * D_PAD + cols[None, :], v.to(tl.float16))
+
+
+def quantize_qk(x: torch.Tensor, block: int, mult: float, mean: Optional[torch.Tensor], d_pad: int,
+                pool: bool = False):
+    """INT8 (B*H, n_blocks*block, d_pad) and scales (B*H, n_blocks) of a (B, H, S, D) tensor; with
+    `pool`, also each block's mean token (B, H, n_blocks, D) and self-similarity (B, H, n_blocks)."""
+    b, h, s, d = x.shape
+    n_blocks = triton.cdiv(s, block)
+    out = torch.empty((b * h, n_blocks * block, d_pad), dtype=torch.int8, device=x.device)
+    scale = torch.empty((b * h, n_blocks), dtype=torch.float32, device=x.device)
+    pooled = torch.empty((b, h, n_blocks, d), dtype=torch.float32, device=x.device) if pool else scale
+    sim = torch.empty((b, h, n_blocks), dtype=torch.float32, device=x.device) if pool else scale
+    _quantize_int8[(n_blocks, b * h)](
+        x, out, scale, mean if mean is not None else scale, pooled, sim, *x.stride(), h, s, n_blocks, mult,
+        D=d, D_PAD=d_pad, BLOCK=block, SUB_MEAN=mean is not None, POOL=pool,
+    )
+    return (out, scale, pooled, sim) if pool else (out, scale)
+
+
+def quantize_v(v: torch.Tensor, block: int, fp8: bool, d_pad: int):
+    """V scaled per channel (by amax over tokens) into FP8, written transposed (B*H, d_pad, n_pad),
+    or into FP16 range (B*H, n_pad, d_pad); returns it with the per-channel amax (B*H, D)."""
+    b, h, s, d = v.shape
+    n_pad = triton.cdiv(s, block) * block
+    lo, hi = torch.aminmax(v, dim=-2)  # one read of V, no |V| copy
+    amax = torch.maximum(hi.float(), lo.float().neg()).reshape(b * h, d)
+    shape = (b * h, d_pad, n_pad) if fp8 else (b * h, n_pad, d_pad)
+    out = torch.empty(shape, dtype=torch.float8_e4m3fn if fp8 else torch.float16, device=v.device)
+    target = FP8_E4M3_MAX if fp8 else FP16_V_RANGE
+    _quantize_v[(n_pad // block, b * h)](v, out, amax, *v.stride(), h, s, n_pad, target, D=d, D_PAD=d_pad, BLOCK=block,
+                                         FP8=fp8)
+    return out, amax
+
+
+@dataclasses.dataclass
+class QuantizedQKV:
+    """Everything the attention kernel reads; K/V parts can be reused across queries."""
+    q8: torch.Tensor
+    q_scale: torch.Tensor
+    k8: torch.Tensor
+    k_scale: torch.Tensor
+    v: torch.Tensor
+    v_amax: torch.Tensor
+    k_mean: Optional[torch.Tensor]
+    shape: tuple  # (B, Hq, Hkv, Sq, Sk, D)
+    sm_scale: float
+    block_q: int
+    block_k: int
+    fp8: bool
+    pooled: Optional[tuple] = None  # (pooled q, sim q, pooled k, sim k) when quantized with pool=True
+
+
+def quantize_staged(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None,
+                     config: SageConfig = SageConfig(), *, pool: bool = False) -> QuantizedQKV:
+    """Q, K, V quantized in 6-7 launches (K's mean by torch, Q and K by _quantize_int8, V's amax by torch, V by
+    _quantize_v): at long sequences these streaming launches are faster than quantize_fused's."""
+    pv_precision, block_q, block_k, smooth = config.pv_precision, config.block_q, config.block_k, config.smooth
+    b, hq, sq, d = q.shape
+    hkv, sk = k.shape[1], k.shape[2]
+    if d not in SUPPORTED_HEAD_DIMS:
+        raise ValueError(f"head_dim {d} not in {SUPPORTED_HEAD_DIMS}")
+    d_pad = triton.next_power_of_2(d)
+    sm_scale = scale if scale is not None else d ** -0.5
+    k_mean = k.mean(dim=-2, dtype=torch.float32) if smooth else None  # (B, Hkv, D), no fp32 copy of K
+    q8, qs, *q_pool = quantize_qk(q, block_q, sm_scale * LOG2E, None, d_pad, pool)
+    k8, ks, *k_pool = quantize_qk(k, block_k, 1.0, k_mean, d_pad, pool)
+    fp8 = pv_precision == "fp8"
+    vq, v_amax = quantize_v(v, block_k, fp8, d_pad)
+    return QuantizedQKV(q8, qs, k8, ks, vq, v_amax, k_mean, (b, hq, hkv, sq, sk, d), sm_scale, block_q, block_k, fp8,
+                        tuple(q_pool + k_pool) if pool else None)
+
+
+
+_MAX_CHUNKS = 16  # token chunks per (batch, kv head) in the stats launch; also the scratch's padded count
+_STAT_BLOCK = 32  # tokens per step of a stats program (two fp32 (32, D_PAD) accumulators stay small)
+# 8 warps for the quantize launch: its registers are the widest branch's (a 128-token K tile plus the partials),
+# 217 at 4 warps (255 and spills with pool) on sm_90a, 123 (173 with pool) and no spills at 8
+_QUANT_WARPS = 8
+
+
+@triton.jit
+def _kv_stats(K, V, PART, sk_b, sk_h, sk_n, sk_d, sv_b, sv_h, sv_n, sv_d, n_heads, seq_len, chunk_len, v_part,
+              D: tl.constexpr, D_PAD: tl.constexpr, BLOCK: tl.constexpr, CHUNKS: tl.constexpr,
+              SMOOTH: tl.constexpr):
+    chunk = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = (bh // n_heads).to(tl.int64)
+    h = (bh % n_heads).to(tl.int64)
+    cols = tl.arange(0, D_PAD)
+    k_base = K + b * sk_b + h * sk_h
+    v_base = V + b * sv_b + h * sv_h
+    start = chunk * chunk_len
+    end = tl.minimum(start + chunk_len, seq_len)
+    # element-wise accumulators, reduced across rows once at the end (not a cross-thread reduction per step)
+    k_acc = tl.zeros([BLOCK, D_PAD], dtype=tl.float32)
+    v_acc = tl.zeros([BLOCK, D_PAD], dtype=tl.float32)
+    for r0 in range(start, end, BLOCK):
+        rows = r0 + tl.arange(0, BLOCK)
+        inside = (rows[:, None] < end) & (cols[None, :] < D)
+        if SMOOTH:
+            k = tl.load(k_base + rows[:, None] * sk_n + cols[None, :] * sk_d, mask=inside, other=0.0)
+            k_acc += k.to(tl.float32)
+        v = tl.load(v_base + rows[:, None] * sv_n + cols[None, :] * sv_d, mask=inside, other=0.0).to(tl.float32)
+        v_acc = tl.maximum(v_acc, tl.abs(v))
+    out = PART + (bh * CHUNKS + chunk) * D_PAD + cols
+    if SMOOTH:
+        tl.store(out, tl.sum(k_acc, axis=0))
+    tl.store(out + v_part, tl.max(v_acc, axis=0))
+
+
+@triton.jit
+def _tile(X, bh, n_heads, s_b, s_h, s_n, s_d, row0, seq_len, D: tl.constexpr, D_PAD: tl.constexpr,
+          BLOCK: tl.constexpr):
+    """(BLOCK, D_PAD) fp32 tile at token row0 of head bh of a strided (B, H, S, D) tensor, zero-padded
+    (_load_tile, with the tile given instead of read from the program ids)."""
+    rows = row0 + tl.arange(0, BLOCK)
+    cols = tl.arange(0, D_PAD)
+    inside = (rows[:, None] < seq_len) & (cols[None, :] < D)
+    base = X + (bh // n_heads).to(tl.int64) * s_b + (bh % n_heads).to(tl.int64) * s_h
+    x = tl.load(base + rows[:, None] * s_n + cols[None, :] * s_d, mask=inside, other=0.0).to(tl.float32)
+    return x, rows, inside
+
+
+@triton.jit
+def _store_int8(x, OUT, SCALE, tile, D_PAD: tl.constexpr, BLOCK: tl.constexpr):
+    """_quantize_int8's rounding, tile `tile` of the padded (B*H*n_blocks*BLOCK, D_PAD) output."""
+    xq, scale = _int8_block(x)
+    out_rows = tile.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(OUT + out_rows[:, None] * D_PAD + tl.arange(0, D_PAD)[None, :], xq)
+    tl.store(SCALE + tile, scale)
+
+
+@triton.jit
+def _store_pool(x, rows, seq_len, POOLED, SIM, tile, D: tl.constexpr, D_PAD: tl.constexpr):
+    cols = tl.arange(0, D_PAD)
+    pooled, sim = _pool_stats(x, rows, seq_len)
+    tl.store(POOLED + tile.to(tl.int64) * D + cols, pooled, mask=cols < D)
+    tl.store(SIM + tile, sim)
+
+
+@triton.jit
+def _quantize_all(Q, K, V, Q8, QS, K8, KS, VOUT, KMEAN, VAMAX, PART, QPOOL, QSIM, KPOOL, KSIM,
+                  sq_b, sq_h, sq_n, sq_d, sk_b, sk_h, sk_n, sk_d, sv_b, sv_h, sv_n, sv_d,
+                  q_heads, kv_heads, seq_q, seq_k, n_qblk, n_kblk, n_ktiles, n_chunks, v_part, n_pad_k, q_mult,
+                  target, D: tl.constexpr, D_PAD: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
+                  CHUNKS: tl.constexpr, SMOOTH: tl.constexpr, FP8: tl.constexpr, POOL: tl.constexpr):
+    pid = tl.program_id(0)
+    cols = tl.arange(0, D_PAD)
+    chunks = tl.arange(0, CHUNKS)
+    if pid < n_ktiles:  # K tile: tile index = bh * n_kblk + block, as in the output's layout
+        bh = pid // n_kblk
+        blk = pid % n_kblk
+        kx, k_rows, k_in = _tile(K, bh, kv_heads, sk_b, sk_h, sk_n, sk_d, blk * BLOCK_K, seq_k, D, D_PAD, BLOCK_K)
+        if POOL:  # Sparge's statistics of the raw tile
+            _store_pool(kx, k_rows, seq_k, KPOOL, KSIM, pid, D, D_PAD)
+        if SMOOTH:
+            k_part = tl.load(PART + (bh * CHUNKS + chunks)[:, None] * D_PAD + cols[None, :],
+                             mask=chunks[:, None] < n_chunks, other=0.0)
+            mean = tl.sum(k_part, axis=0) / seq_k
+            if blk == 0:  # one program per head writes the mean that QuantizedQKV carries
+                tl.store(KMEAN + bh * D + cols, mean, mask=cols < D)
+            kx = tl.where(k_in, kx - mean[None, :], 0.0)
+        _store_int8(kx, K8, KS, pid, D_PAD, BLOCK_K)
+    elif pid < 2 * n_ktiles:  # V tile
+        tile = pid - n_ktiles
+        bh = tile // n_kblk
+        blk = tile % n_kblk
+        vx, v_rows, _v_in = _tile(V, bh, kv_heads, sv_b, sv_h, sv_n, sv_d, blk * BLOCK_K, seq_k, D, D_PAD, BLOCK_K)
+        v_parts = tl.load(PART + v_part + (bh * CHUNKS + chunks)[:, None] * D_PAD + cols[None, :],
+                          mask=chunks[:, None] < n_chunks, other=0.0)
+        amax = tl.max(v_parts, axis=0)
+        if blk == 0:  # one program per head writes the amax that QuantizedQKV carries
+            tl.store(VAMAX + bh * D + cols, amax, mask=cols < D)
+        amax = tl.where(cols < D, amax, target)
+        vx = vx * (target / tl.maximum(amax, 1e-30))[None, :]
+        base = bh.to(tl.int64) * n_pad_k * D_PAD
+        if FP8:  # transposed (D_PAD, n_pad_k), as _quantize_v
+            tl.store(VOUT + base + cols[None, :] * n_pad_k + v_rows[:, None], vx.to(tl.float8e4nv))
+        else:
+            tl.store(VOUT + base + v_rows[:, None] * D_PAD + cols[None, :], vx.to(tl.float16))
+    else:  # Q tile
+        tile = pid - 2 * n_ktiles
+        bh = tile // n_qblk
+        blk = tile % n_qblk
+        qx, q_rows, _q_in = _tile(Q, bh, q_heads, sq_b, sq_h, sq_n, sq_d, blk * BLOCK_Q, seq_q, D, D_PAD, BLOCK_Q)
+        if POOL:
+            _store_pool(qx, q_rows, seq_q, QPOOL, QSIM, tile, D, D_PAD)
+        _store_int8(qx * q_mult, Q8, QS, tile, D_PAD, BLOCK_Q)
+
+
+class _Plan(NamedTuple):
+    """Everything about a call that depends only on the shapes and the config, computed once per shape."""
+    d_pad: int
+    n_qblk: int
+    n_kblk: int
+    q8: tuple
+    k8: tuple
+    v_out: tuple
+    n_pad_k: int
+    n_chunks: int
+    chunk_len: int
+    part: tuple
+    v_part: int
+    stats_grid: tuple
+    quant_grid: tuple
+    n_ktiles: int
+    default_scale: float
+    target: float
+
+
+@functools.lru_cache(maxsize=4096)
+def _plan(b: int, hq: int, hkv: int, sq: int, sk: int, d: int, block_q: int, block_k: int, fp8: bool) -> _Plan:
+    if d not in SUPPORTED_HEAD_DIMS:
+        raise ValueError(f"head_dim {d} not in {SUPPORTED_HEAD_DIMS}")
+    if hkv < 1 or hq % hkv:
+        raise ValueError(f"quantize_fused: q heads ({hq}) must be a multiple of k/v heads ({hkv})")
+    d_pad = triton.next_power_of_2(d)
+    n_qblk, n_kblk = triton.cdiv(sq, block_q), triton.cdiv(sk, block_k)
+    n_pad_k = n_kblk * block_k
+    steps = max(triton.cdiv(sk, _STAT_BLOCK), 1)
+    per_chunk = triton.cdiv(steps, _MAX_CHUNKS)
+    n_chunks = triton.cdiv(steps, per_chunk)  # no chunk starts past the end
+    n_ktiles = b * hkv * n_kblk
+    return _Plan(d_pad, n_qblk, n_kblk, (b * hq, n_qblk * block_q, d_pad), (b * hkv, n_pad_k, d_pad),
+                 (b * hkv, d_pad, n_pad_k) if fp8 else (b * hkv, n_pad_k, d_pad), n_pad_k, n_chunks,
+                 per_chunk * _STAT_BLOCK, (2, b * hkv, _MAX_CHUNKS, d_pad), b * hkv * _MAX_CHUNKS * d_pad,
+                 (n_chunks, b * hkv), (2 * n_ktiles + b * hq * n_qblk,), n_ktiles, d ** -0.5,
+                 FP8_E4M3_MAX if fp8 else FP16_V_RANGE)
+
+
+def quantize_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None,
+                   config: SageConfig = SageConfig(), *, pool: bool = False) -> QuantizedQKV:
+    """quantize_staged in two launches: same arguments, same QuantizedQKV (layouts, dtypes, shapes)."""
+    b, hq, sq, d = q.shape
+    hkv, sk = k.shape[1], k.shape[2]
+    block_q, block_k, smooth = config.block_q, config.block_k, config.smooth
+    fp8 = config.pv_precision == "fp8"
+    p = _plan(b, hq, hkv, sq, sk, d, block_q, block_k, fp8)
+    sm_scale = scale if scale is not None else p.default_scale
+    dev = q.device
+    f32 = torch.float32
+    q8 = torch.empty(p.q8, dtype=torch.int8, device=dev)
+    qs = torch.empty((b * hq, p.n_qblk), dtype=f32, device=dev)
+    k8 = torch.empty(p.k8, dtype=torch.int8, device=dev)
+    ks = torch.empty((b * hkv, p.n_kblk), dtype=f32, device=dev)
+    vq = torch.empty(p.v_out, dtype=torch.float8_e4m3fn if fp8 else torch.float16, device=dev)
+    v_amax = torch.empty((b * hkv, d), dtype=f32, device=dev)
+    k_mean = torch.empty((b, hkv, d), dtype=f32, device=dev) if smooth else None
+    part = torch.empty(p.part, dtype=f32, device=dev)  # scratch: the stats launch's partials
+    if pool:
+        pooled = (torch.empty((b, hq, p.n_qblk, d), dtype=f32, device=dev),
+                  torch.empty((b, hq, p.n_qblk), dtype=f32, device=dev),
+                  torch.empty((b, hkv, p.n_kblk, d), dtype=f32, device=dev),
+                  torch.empty((b, hkv, p.n_kblk), dtype=f32, device=dev))
+        qpool, qsim, kpool, ksim = pooled
+    else:
+        pooled = None
+        qpool = qsim = kpool = ksim = qs  # never written (POOL is off)
+    ks_b, ks_h, ks_n, ks_d = k.stride()
+    vs_b, vs_h, vs_n, vs_d = v.stride()
+    _kv_stats[p.stats_grid](k, v, part, ks_b, ks_h, ks_n, ks_d, vs_b, vs_h, vs_n, vs_d, hkv, sk, p.chunk_len,
+                            p.v_part, D=d, D_PAD=p.d_pad, BLOCK=_STAT_BLOCK, CHUNKS=_MAX_CHUNKS, SMOOTH=smooth)
+    _quantize_all[p.quant_grid](
+        q, k, v, q8, qs, k8, ks, vq, k_mean if smooth else qs, v_amax, part, qpool, qsim, kpool, ksim,
+        *q.stride(), ks_b, ks_h, ks_n, ks_d, vs_b, vs_h, vs_n, vs_d, hq, hkv, sq, sk, p.n_qblk, p.n_kblk,
+        p.n_ktiles, p.n_chunks, p.v_part, p.n_pad_k, sm_scale * LOG2E, p.target,
+        D=d, D_PAD=p.d_pad, BLOCK_Q=block_q, BLOCK_K=block_k, CHUNKS=_MAX_CHUNKS, SMOOTH=smooth, FP8=fp8, POOL=pool,
+        num_warps=_QUANT_WARPS,
+    )
+    return QuantizedQKV(q8, qs, k8, ks, vq, v_amax, k_mean, (b, hq, hkv, sq, sk, d), sm_scale, block_q, block_k, fp8,
+                        pooled)
+
+
+# Most elements (q, k and v together) quantize() hands to quantize_fused. Measured on the H200, bf16, FP8 P.V
+# (benchmarks/bench_quantize.py, results in benchmarks/results/h200/quantize/): the fused path won where the
+# inputs are small and launches and host cost dominate, B1 H24 4k D64 0.128 -> 0.089 ms (host 214 -> 81 us,
+# attention end to end 0.76x -> 0.86x cuDNN), 8k D64 0.179 -> 0.098 ms, 4k D128 0.249 -> 0.152 ms; it tied at
+# B1 H24 8k D128 (0.185 / 0.190 ms) and lost on large inputs, 16k D128 0.291 -> 0.353 ms, B4 H32 4k D128
+# 0.341 -> 0.465 ms: its stats launch streams 1/16 of a head per program, where the staged launches are
+# plain streams over many more programs.
+FUSED_MAX_ELEMENTS = 3 << 24  # B1 H24 D64 8k (38M) fused; B1 H24 D128 8k (75M) staged
+
+
+def quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None,
+             config: SageConfig = SageConfig(), *, pool: bool = False) -> QuantizedQKV:
+    """Sage's quantization of q (B, Hq, Sq, D), k/v (B, Hkv, Sk, D), any strides: quantize_fused (2 launches)
+    up to FUSED_MAX_ELEMENTS, where launches and host cost dominate, quantize_staged beyond. Both give the
+    same QuantizedQKV up to K's mean summation order (see the module docstring)."""
+    if q.numel() + k.numel() + v.numel() <= FUSED_MAX_ELEMENTS:
+        return quantize_fused(q, k, v, scale, config, pool=pool)
+    return quantize_staged(q, k, v, scale, config, pool=pool)
