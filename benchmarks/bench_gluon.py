@@ -30,8 +30,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from smartcompile.kernels.exact_reference import attention_reference  # noqa: E402
-from smartcompile.kernels.sage_gluon import (DEFAULT_LAUNCH, GLUON_CONFIG, attend_gluon,  # noqa: E402
-                                             gluon_unavailable_reason, sage_attention_gluon)
+from smartcompile.kernels.sage_gluon import (GLUON_CONFIG, attend_gluon, gluon_unavailable_reason,  # noqa: E402
+                                             sage_attention_gluon)
 from smartcompile.kernels.sage_triton import attend, quantize, sage_attention_triton  # noqa: E402
 from smartcompile.metrics import error_stats  # noqa: E402
 
@@ -62,10 +62,6 @@ VARIANTS = {  # name -> launch of attend_gluon
     "ws2-nopp-split-early-s4": dict(ws2=True, stages=4, pingpong=False, split=True, early=True),
     "ws2-pp-split-early-s4": dict(ws2=True, stages=4, pingpong=True, split=True, early=True),
     "ws2-nopp-split-early-c3-s4": dict(ws2=True, stages=4, pingpong=False, split=True, early=True, consumers=3),
-    # the shipped launch with 1/2, 1/4, 1/8 of each tile's softmax exp2 on the FMA pipe (MUFU.EX2 is 16/clk/SM)
-    "default-poly2": dict(DEFAULT_LAUNCH, exp2_poly=2),
-    "default-poly4": dict(DEFAULT_LAUNCH, exp2_poly=4),
-    "default-poly8": dict(DEFAULT_LAUNCH, exp2_poly=8),
 }
 
 

@@ -29,26 +29,6 @@ def test_one_epilogue_stores_o_and_lse():
     assert storing == {"_store_output"}
 
 
-def test_exp2_poly_model_is_close_to_exp2_and_exactly_zero_below_the_clamp():
-    """The FMA exp2 (the kernel's _exp2_poly, modelled in torch) over the softmax's whole argument range:
-    relative error within the polynomial's minimax bound, exact at integers, +0.0 for -inf and x <= -127."""
-    x = torch.cat([torch.linspace(-126.0, 9.0, 200_001), torch.randn(100_000) * 4, torch.arange(-126.0, 10.0)])
-    got, want = sg.exp2_poly_reference(x).double(), torch.exp2(x.double())
-    rel = ((got - want) / want).abs()
-    assert rel.max().item() < 1.1e-4 and rel.max().item() > 1e-6  # a polynomial, not exp2 itself
-    ints = torch.arange(-126.0, 10.0)
-    assert torch.equal(sg.exp2_poly_reference(ints), torch.exp2(ints))
-    low = torch.tensor([float("-inf"), -1e30, -200.0, -127.0])
-    assert torch.equal(sg.exp2_poly_reference(low), torch.zeros(4)) and not sg.exp2_poly_reference(low).signbit().any()
-
-
-def test_exp2_poly_launch_key_is_checked():
-    with pytest.raises(ValueError, match="exp2_poly=3"):
-        sg.attend_gluon(_fake_quantized(64), False, torch.bfloat16, ws2=True, exp2_poly=3)
-    with pytest.raises(ValueError, match="exp2_poly=2"):
-        sg.attend_gluon(_fake_quantized(64), False, torch.bfloat16, ws2=False, exp2_poly=2)
-
-
 class _Recorder:
     """Stands in for a kernel: `kernel[grid](*args, **kwargs)` records the call instead of launching."""
 
@@ -73,8 +53,7 @@ def _fake_quantized(d: int, sq: int = 1000, sk: int = 1500, b: int = 1, hq: int 
 
 
 LAUNCHES = {"default": sg.DEFAULT_LAUNCH, "one-cta": dict(num_warps=8, overlap=True),
-            "ws": dict(num_warps=8, ws=True, producer_warps=1), "exp2-poly4": dict(sg.DEFAULT_LAUNCH, exp2_poly=4),
-            "pp-exp2-poly8": dict(ws2=True, stages=4, pingpong=True, split=True, exp2_poly=8)}
+            "ws": dict(num_warps=8, ws=True, producer_warps=1)}
 
 
 @pytest.mark.parametrize("launch", LAUNCHES.values(), ids=LAUNCHES.keys())

@@ -35,9 +35,7 @@ LAUNCHES = [dict(num_warps=8, overlap=True), dict(num_warps=8, overlap=False), d
             dict(ws2=True, stages=4, pingpong=True, consumers=3),
             dict(ws2=True, stages=4, pingpong=False, split=True, consumers=3),
             dict(ws2=True, stages=4, pingpong=True, split=True, early=True),
-            dict(ws2=True, stages=4, pingpong=False, split=True, early=True, consumers=3),
-            dict(ws2=True, stages=4, pingpong=False, split=True, consumers=3, exp2_poly=2),
-            dict(ws2=True, stages=4, pingpong=True, split=True, exp2_poly=8)]
+            dict(ws2=True, stages=4, pingpong=False, split=True, early=True, consumers=3)]
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=[spec_id(*s[:6], extra="causal" if s[6] else "") for s in SHAPES])
@@ -45,7 +43,7 @@ LAUNCHES = [dict(num_warps=8, overlap=True), dict(num_warps=8, overlap=False), d
 @pytest.mark.parametrize("layout", ["HND", "NHD"])
 @pytest.mark.parametrize("launch", LAUNCHES, ids=["w8-overlap", "w8-serial", "w4-overlap", "ws-p1", "ws-p4", "ws2-pp",
                                               "ws2-intra", "ws2-c3", "ws2-split-c3", "ws2-pp-early",
-                                              "ws2-early-c3", "ws2-c3-poly2", "ws2-pp-poly8"])
+                                              "ws2-early-c3"])
 def test_gluon_vs_fp32(shape, dtype, layout, launch, seed):
     from smartcompile.kernels.sage_gluon import GLUON_CONFIG, sage_attention_gluon
 
@@ -62,11 +60,8 @@ def test_gluon_vs_fp32(shape, dtype, layout, launch, seed):
 KERNEL_LAUNCHES = [{}, dict(ws2=True, stages=4, pingpong=True), dict(ws2=True, stages=4, pingpong=True, intra=True),
                    dict(ws2=True, stages=4, pingpong=True, consumers=3), dict(ws2=True, stages=4, split=True),
                    dict(ws2=True, stages=4, split=True, early=True),
-                   dict(ws2=True, stages=4, split=True, early=True, consumers=3),
-                   dict(ws2=True, stages=4, split=True, consumers=3, exp2_poly=2),
-                   dict(ws2=True, stages=4, split=True, consumers=3, exp2_poly=4)]
-KERNEL_IDS = ["default", "ws2-pp", "ws2-pp-intra", "ws2-c3", "ws2-split", "ws2-early", "ws2-early-c3", "ws2-c3-poly2",
-              "ws2-c3-poly4"]
+                   dict(ws2=True, stages=4, split=True, early=True, consumers=3)]
+KERNEL_IDS = ["default", "ws2-pp", "ws2-pp-intra", "ws2-c3", "ws2-split", "ws2-early", "ws2-early-c3"]
 
 
 @pytest.mark.parametrize("launch", KERNEL_LAUNCHES, ids=KERNEL_IDS)

@@ -45,33 +45,6 @@ from .constants import (FP8_E4M3_MAX, GLUON_BLOCK_Q, I2F_MAGIC, I2F_MAGIC_BITS, 
 
 TESTED_TRITON = ("3.6",)  # Gluon's API moves between releases: the versions this kernel was built with
 
-# exp2 by FMA (FlashAttention-4's software exp2, for part of the softmax: MUFU.EX2 runs at 16/clk/SM, FFMA at
-# 128): 2^x = 2^j * 2^f, j = round(x) by the fp32 magic-number add, f = x - j in [-0.5, 0.5], 2^f by a degree-3
-# polynomial with constant term exactly 1 (minimax relative error 1.01e-4 on [-0.5, 0.5] with these fp32
-# coefficients; P lands in FP8 e4m3, 3 mantissa bits), j added into the exponent bits (integer shift + add).
-# x is clamped to >= -127 first: -inf (masked) and x <= -127 give j = -127, f = 0, hence exactly +0.0; for x in
-# (-127, -125.5) the result is a denormal below 2^-125 (MUFU.EX2.FTZ gives 0 there); x must stay below 128
-# (the softmax's arguments are <= log2(448) ~ 8.8).
-EXP2_POLY_CLAMP = -127.0
-EXP2_POLY_COEFFS = (0.693282961845398, 0.24221113324165344, 0.055008742958307266)  # c1, c2, c3 (fp32 values)
-EXP2_POLY_FRACTIONS = (0, 2, 4, 8)  # launch key exp2_poly: 0 = all on MUFU, n = 1/n of each tile by FMA
-
-
-def exp2_poly_reference(x: torch.Tensor) -> torch.Tensor:
-    """Pure-torch model of the kernel's `_exp2_poly` (fp32, same steps; the FFMA chain is evaluated in fp64
-    and rounded once, which matches a fused multiply-add up to rare double rounding)."""
-    from .constants import I2F_MAGIC
-
-    x = torch.clamp_min(x.float(), EXP2_POLY_CLAMP)  # -inf -> -127 (max.f32 semantics)
-    magic = torch.tensor(I2F_MAGIC, dtype=torch.float32)
-    t = x + magic  # fp32 add, round to nearest even: t's low mantissa bits hold j = round(x)
-    f = (x - (t - magic)).double()  # both subtractions exact
-    c1, c2, c3 = (torch.tensor(c, dtype=torch.float32).double() for c in EXP2_POLY_COEFFS)
-    p = ((c3 * f + c2).float().double() * f + c1).float().double() * f + 1.0
-    bits = p.float().view(torch.int32) + (t.view(torch.int32) << 23)  # int32 wraps like the kernel's IADD
-    return bits.view(torch.float32)
-
-
 
 def gluon_unavailable_reason() -> Optional[str]:
     """Why the Gluon kernel cannot run in this process (None when it can)."""
@@ -115,10 +88,6 @@ if gluon is not None:  # a global read inside @gluon.jit code must be a constexp
     _I2F_MAGIC_BITS = gl.constexpr(I2F_MAGIC_BITS)
     _I2F_MAGIC = gl.constexpr(I2F_MAGIC)
     _BLOCK_Q = gl.constexpr(GLUON_BLOCK_Q)  # query rows per Q scale, and per consumer warpgroup
-    _EXP2_CLAMP = gl.constexpr(EXP2_POLY_CLAMP)
-    _EXP2_C1 = gl.constexpr(EXP2_POLY_COEFFS[0])
-    _EXP2_C2 = gl.constexpr(EXP2_POLY_COEFFS[1])
-    _EXP2_C3 = gl.constexpr(EXP2_POLY_COEFFS[2])
 
 
 def _gluon():
@@ -180,51 +149,9 @@ if gluon is not None:
         return offs_m, offs_n, qs, KS + kv_bh * n_kblk, m_i, l_i, acc
 
     @gluon.jit
-    def _exp2_poly(x):
-        """2^x on the FMA pipe (exp2_poly_reference is its torch model): 8 instructions instead of one MUFU.EX2."""
-        x = gl.maximum(x, _EXP2_CLAMP)  # -inf and x < -127 -> -127 -> exactly 0 below
-        t = x + _I2F_MAGIC  # round to nearest: the low mantissa bits of t hold j = round(x)
-        f = x - (t - _I2F_MAGIC)  # in [-0.5, 0.5], exact
-        p = gl.fma(gl.fma(gl.fma(f, _EXP2_C3, _EXP2_C2), f, _EXP2_C1), f, 1.0)  # 2^f in [0.707, 1.414]
-        # j << 23 into the exponent field: (bits(t) << 23) == j << 23 (the magic's bits shift out)
-        bits = p.to(gl.int32, bitcast=True) + (t.to(gl.int32, bitcast=True) << 23)
-        return bits.to(gl.float32, bitcast=True)
-
-    @gluon.jit
-    def _exp2_halves(x):
-        """(2^x) for x of shape [..., 2]: the [..., 0] half by MUFU, the [..., 1] half by _exp2_poly."""
-        xa, xb = gl.split(x)
-        return gl.join(gl.exp2(xa), _exp2_poly(xb))
-
-    @gluon.jit
-    def _exp2_mixed(x, s_layout: gl.constexpr, BLOCK_M: gl.constexpr, BN: gl.constexpr, POLY: gl.constexpr):
-        """2^x of a wgmma-layout [BLOCK_M, BN] tile with 1/POLY of it (POLY = 2, 4, 8) by _exp2_poly.
-        A thread's columns are 8 g + 2 t + e (g = 0..BN/8-1 and e = 0, 1 in its registers, t = lane % 4), so
-        halving on e, then on g's low bits, picks whole registers: every thread does the same share and no
-        value leaves its register (the layout conversion back is asserted trivial)."""
-        x4 = gl.reshape(x, [BLOCK_M, BN // 8, 4, 2])  # (row, g, t, e)
-        if POLY == 2:
-            p4 = _exp2_halves(x4)
-        else:
-            xa, xb = gl.split(x4)  # e = 0 on MUFU; e = 1 halved again on g's lowest bit
-            xb = gl.permute(gl.reshape(xb, [BLOCK_M, BN // 16, 2, 4]), (0, 1, 3, 2))  # (row, g // 2, t, g % 2)
-            if POLY == 4:
-                pb = _exp2_halves(xb)
-            else:  # POLY == 8: g % 2 == 0 on MUFU, g % 2 == 1 halved on g's second bit
-                xb0, xb1 = gl.split(xb)
-                xb1 = gl.permute(gl.reshape(xb1, [BLOCK_M, BN // 32, 2, 4]), (0, 1, 3, 2))
-                pb1 = gl.reshape(gl.permute(_exp2_halves(xb1), (0, 1, 3, 2)), [BLOCK_M, BN // 16, 4])
-                pb = gl.join(gl.exp2(xb0), gl.convert_layout(pb1, xb0.type.layout, assert_trivial=True))
-            pb = gl.reshape(gl.permute(pb, (0, 1, 3, 2)), [BLOCK_M, BN // 8, 4])
-            p4 = gl.join(gl.exp2(xa), gl.convert_layout(pb, xa.type.layout, assert_trivial=True))
-        return gl.convert_layout(gl.reshape(p4, [BLOCK_M, BN]), s_layout, assert_trivial=True)
-
-    @gluon.jit
     def _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, start_n, seq_k, MASK: gl.constexpr,
-                      IS_CAUSAL: gl.constexpr, EXP2_POLY: gl.constexpr = 0, s_layout: gl.constexpr = None,
-                      BLOCK_M: gl.constexpr = 0, BN: gl.constexpr = 0):
-        """Scores of one tile -> (P in [0, 448] fp32, alpha, new m, new l); sage_triton's arithmetic.
-        EXP2_POLY = n > 0: 1/n of P's exp2 by the FMA polynomial (_exp2_mixed), the rest by MUFU."""
+                      IS_CAUSAL: gl.constexpr):
+        """Scores of one tile -> (P in [0, 448] fp32, alpha, new m, new l); sage_triton's arithmetic."""
         # int32 -> fp32 without the quarter-rate I2F: |s| < 2^22, so 1.5 * 2^23 + s is exact in fp32
         s = (s_i32 + _I2F_MAGIC_BITS).to(gl.float32, bitcast=True)
         if MASK:
@@ -236,10 +163,7 @@ if gluon is not None:
         m_new = gl.maximum(m_i, m_blk)
         m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
         bias = _I2F_MAGIC * c + m_safe - _LOG2_FP8_MAX  # P lands in [0, 448]
-        if EXP2_POLY == 0:
-            p = gl.exp2(s * gl.expand_dims(c, 1) - gl.expand_dims(bias, 1))
-        else:
-            p = _exp2_mixed(s * gl.expand_dims(c, 1) - gl.expand_dims(bias, 1), s_layout, BLOCK_M, BN, EXP2_POLY)
+        p = gl.exp2(s * gl.expand_dims(c, 1) - gl.expand_dims(bias, 1))
         alpha = gl.exp2(m_i - m_safe)
         l_new = l_i * alpha + gl.sum(p, axis=1)
         return p, alpha, m_new, l_new
@@ -518,7 +442,7 @@ if gluon is not None:
                       n_full, n_all, C: gl.constexpr, D: gl.constexpr, BLOCK_M: gl.constexpr, BN: gl.constexpr,
                       D_PAD: gl.constexpr, STAGES: gl.constexpr, IS_CAUSAL: gl.constexpr, STORE_LSE: gl.constexpr,
                       PINGPONG: gl.constexpr, INTRA: gl.constexpr, NC: gl.constexpr, SPLIT: gl.constexpr,
-                      EARLY: gl.constexpr, EXP2_POLY: gl.constexpr):
+                      EARLY: gl.constexpr):
         # turns go round the consumers: C waits on turn C, then passes it to the next one
         FIRST: gl.constexpr = 1 if C == 0 else 0
         NEXT: gl.constexpr = (C + 1) % NC
@@ -544,11 +468,9 @@ if gluon is not None:
         if INTRA:
             # carried: P_j in fp32; per round: S_{j+1} and P_j V_j issued, softmax of S_{j+1} under P_j V_j
             if n_full > 0:
-                p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, 0, seq_k, False, IS_CAUSAL,
-                                                   EXP2_POLY, s_layout, BLOCK_M, BN)
+                p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, 0, seq_k, False, IS_CAUSAL)
             else:
-                p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, 0, seq_k, True, IS_CAUSAL,
-                                                   EXP2_POLY, s_layout, BLOCK_M, BN)
+                p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, 0, seq_k, True, IS_CAUSAL)
             for j in range(0, n_all - 1):
                 p8 = gl.convert_layout(p.to(gl.float8e4nv), p_layout)
                 if PINGPONG:
@@ -561,10 +483,10 @@ if gluon is not None:
                 s_i32 = warpgroup_mma_wait(1, deps=(s_tok, ))
                 if j + 1 < n_full:
                     p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, (j + 1) * BN, seq_k, False,
-                                                       IS_CAUSAL, EXP2_POLY, s_layout, BLOCK_M, BN)
+                                                       IS_CAUSAL)
                 else:
                     p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, (j + 1) * BN, seq_k, True,
-                                                       IS_CAUSAL, EXP2_POLY, s_layout, BLOCK_M, BN)
+                                                       IS_CAUSAL)
                 alpha_o = gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
                 pv = warpgroup_mma_wait(0, deps=(pv_tok, ))
                 acc = (acc + pv) * alpha_o
@@ -580,10 +502,10 @@ if gluon is not None:
             for j in range(0, n_all - 1):
                 if j < n_full:
                     p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, j * BN, seq_k, False,
-                                                       IS_CAUSAL, EXP2_POLY, s_layout, BLOCK_M, BN)
+                                                       IS_CAUSAL)
                 else:
                     p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, j * BN, seq_k, True,
-                                                       IS_CAUSAL, EXP2_POLY, s_layout, BLOCK_M, BN)
+                                                       IS_CAUSAL)
                 alpha_o = gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
                 p8 = gl.convert_layout(p.to(gl.float8e4nv), p_layout)
                 if PINGPONG:
@@ -609,10 +531,10 @@ if gluon is not None:
             last = n_all - 1
             if last < n_full:
                 p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, last * BN, seq_k, False,
-                                                   IS_CAUSAL, EXP2_POLY, s_layout, BLOCK_M, BN)
+                                                   IS_CAUSAL)
             else:
                 p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, last * BN, seq_k, True,
-                                                   IS_CAUSAL, EXP2_POLY, s_layout, BLOCK_M, BN)
+                                                   IS_CAUSAL)
             acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
         # last round: P_{n-1} V_{n-1} alone
         p8 = gl.convert_layout(p.to(gl.float8e4nv), p_layout)
@@ -635,8 +557,7 @@ if gluon is not None:
                            BLOCK_M: gl.constexpr, BN: gl.constexpr, STAGES: gl.constexpr, IS_CAUSAL: gl.constexpr,
                            STORE_LSE: gl.constexpr, PINGPONG: gl.constexpr, INTRA: gl.constexpr,
                            CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr, NC: gl.constexpr,
-                           SPLIT: gl.constexpr, EARLY: gl.constexpr, EXP2_POLY: gl.constexpr,
-                           num_warps: gl.constexpr):
+                           SPLIT: gl.constexpr, EARLY: gl.constexpr, num_warps: gl.constexpr):
         # BLOCK_M: rows per consumer (64); a CTA covers NC * BLOCK_M query rows (NC = 2, or 3 non-causal)
         pid_m, pid_bh, b, h, kv_bh = _program_tile(seq_q, q_heads, group, NC * BLOCK_M, IS_CAUSAL)
 
@@ -669,15 +590,15 @@ if gluon is not None:
                 (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
                              stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
                              n_full, n_all, 0, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE, PINGPONG, INTRA,
-                             NC, SPLIT, EARLY, EXP2_POLY)),
+                             NC, SPLIT, EARLY)),
                 (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
                              stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
                              n_full, n_all, 1, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE, PINGPONG, INTRA,
-                             NC, SPLIT, EARLY, EXP2_POLY)),
+                             NC, SPLIT, EARLY)),
                 (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
                              stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
                              n_full, n_all, 2, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE, PINGPONG, INTRA,
-                             NC, SPLIT, EARLY, EXP2_POLY)),
+                             NC, SPLIT, EARLY)),
                 (_ws2_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, q_row0,
                              k_row0, v_row0, n_all, STAGES, BN, NC)),
             ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
@@ -686,11 +607,11 @@ if gluon is not None:
                 (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
                              stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
                              n_full, n_all, 0, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE, PINGPONG, INTRA,
-                             NC, SPLIT, EARLY, EXP2_POLY)),
+                             NC, SPLIT, EARLY)),
                 (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
                              stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
                              n_full, n_all, 1, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE, PINGPONG, INTRA,
-                             NC, SPLIT, EARLY, EXP2_POLY)),
+                             NC, SPLIT, EARLY)),
                 (_ws2_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, q_row0,
                              k_row0, v_row0, n_all, STAGES, BN, NC)),
             ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -720,17 +641,12 @@ DEFAULT_LAUNCH = dict(ws2=True, stages=4, pingpong=False, split=True, consumers=
 def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = False, *, num_warps: int = 8,
                  stages: int = 3, overlap: bool = True, ws: bool = False, producer_warps: int = 1,
                  producer_regs: int = 24, ws2: bool = False, pingpong: bool = True, intra: bool = False,
-                 consumer_regs: int = 240, consumers: int = 2, split: bool = False, early: bool = False,
-                 exp2_poly: int = 0):
+                 consumer_regs: int = 240, consumers: int = 2, split: bool = False, early: bool = False):
     """The Gluon attention kernel on sage_triton's quantized inputs (FP8 P.V, block_q 64, block_k 128).
     ws2: two 64-row consumer warpgroups + a TMA producer warp per CTA (num_warps/overlap/ws ignored);
-    consumers=3: D_PAD 64, non-causal only (elsewhere 2), 160 registers per consumer.
-    exp2_poly (ws2 only): 0 = every softmax exp2 on MUFU.EX2; 2, 4, 8 = 1/2, 1/4, 1/8 of each tile's exp2 by
-    an FMA polynomial (exp2_poly_reference), the rest on MUFU."""
+    consumers=3: D_PAD 64, non-causal only (elsewhere 2), 160 registers per consumer."""
     if not x.fp8 or x.block_q != GLUON_BLOCK_Q or x.block_k != KV_BLOCK:
         raise ValueError("the Gluon kernel takes FP8 P.V with block_q=64, block_k=128 quantization")
-    if exp2_poly not in EXP2_POLY_FRACTIONS or (exp2_poly and not ws2):
-        raise ValueError(f"exp2_poly={exp2_poly}: one of {EXP2_POLY_FRACTIONS}, and nonzero only with ws2=True")
     _gluon()
     b, hq, hkv, sq, sk, d = x.shape
     d_pad = x.q8.shape[-1]
@@ -750,8 +666,7 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
                 STORE_LSE=return_lse, num_warps=4 if ws2 else num_warps)
     if ws2:
         _sage_fwd_sm90_ws2[grid](*args, **meta, PINGPONG=pingpong, INTRA=intra, CONSUMER_REGS=consumer_regs,
-                                 PRODUCER_REGS=producer_regs, NC=nc, SPLIT=split, EARLY=early and not intra,
-                                 EXP2_POLY=exp2_poly)
+                                 PRODUCER_REGS=producer_regs, NC=nc, SPLIT=split, EARLY=early and not intra)
     elif ws:  # warp-specialised: the consumers always overlap P V with the next tile's softmax
         _sage_fwd_sm90_ws[grid](*args, **meta, PRODUCER_WARPS=producer_warps, PRODUCER_REGS=producer_regs)
     else:
