@@ -43,8 +43,9 @@ class Implementation:
     # "auto" never picks them.
     auto_eligible: bool = True
     auto_gate: Optional[AutoGate] = None
-    # parameters the implementation cannot honour (resolved params -> reasons); None: all of them
-    params_reasons: Optional[Callable[[dict], list]] = None
+    # parameters the implementation cannot honour, alone or for this spec ((resolved params, spec) -> reasons);
+    # None: all of them
+    params_reasons: Optional[Callable[[dict, AttentionSpec], list]] = None
     # what capabilities-as-data cannot say (spec -> reasons): e.g. a kernel built for one Triton
     # release and one GPU generation, or used only where it was measured faster than the next one
     spec_reasons: Optional[Callable[[AttentionSpec], list]] = None
@@ -54,7 +55,7 @@ class Implementation:
         if not reasons and self.spec_reasons is not None:
             reasons += self.spec_reasons(spec)
         if params is not None and self.params_reasons is not None:
-            reasons += self.params_reasons(params)
+            reasons += self.params_reasons(params, spec)
         return reasons
 
 

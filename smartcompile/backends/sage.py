@@ -111,7 +111,7 @@ def gluon_spec_reasons(spec: AttentionSpec) -> list:
     return []
 
 
-def gluon_params_reasons(params) -> list:
+def gluon_params_reasons(params: dict, spec: AttentionSpec) -> list:
     out = []
     if params["pv_precision"] != "fp8":
         out.append(f"pv_precision {params['pv_precision']!r}: the Gluon kernel has FP8 P.V only")

@@ -8,6 +8,7 @@ import torch
 
 from ..kernels.config import SELECTIONS, SpargeConfig
 from ..kernels.sparge_reference import sparge_attention_reference
+from ..spec import AttentionSpec
 from . import key_padding
 from .base import Accuracy, Implementation
 from .sage import (PACKAGE_CAPS, REFERENCE_CAPS, SAGE_PARAMS, TRITON_CAPS, _SageBackend, cached_config,
@@ -86,6 +87,15 @@ def predicted_density(q, k, mask, is_causal: bool, scale: float, params: dict) -
     return (block_map & valid).sum().item() / max(valid.sum().item(), 1)
 
 
+def triton_params_reasons(params: dict, spec: AttentionSpec) -> list:
+    # with a dense mask the kernel walks each row's full tiles before its partial ones; P.V skipping
+    # depends on the running max, so that order would skip other blocks than the reference's
+    if spec.mask_kind == "bool" and params["pv_threshold"] is not None:
+        return [f"pv_threshold {params['pv_threshold']} with a dense bool mask: its tile order would skip other "
+                "P.V blocks than the reference"]
+    return []
+
+
 SPARGE = _SageBackend(
     name="sparge",
     description="block-sparse (predicted block map) + Sage quantization",
@@ -95,6 +105,7 @@ SPARGE = _SageBackend(
             name="sparge_triton",
             capabilities=TRITON_CAPS,  # key padding and dense bool masks too, as sage_triton
             run=run_sparge_triton,
+            params_reasons=triton_params_reasons,
             description="our Triton kernels: block-map prediction + the Sage kernel over kept blocks",
             # sparsity trades accuracy for speed: auto picks it only with measured, bounded error (profiling)
             auto_eligible=False,
@@ -106,7 +117,7 @@ SPARGE = _SageBackend(
             run=run_spas_sage_attn,
             description="the SpargeAttn package (spas_sage_attn), non-causal, cdf selection only",
             auto_eligible=False,
-            params_reasons=lambda p: [] if p["cdf_threshold"] is not None else
+            params_reasons=lambda p, spec: [] if p["cdf_threshold"] is not None else
             ["selects by cdf_threshold only (topk / sparsity_ratio given)"],
         ),
         Implementation(

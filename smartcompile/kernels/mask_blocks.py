@@ -41,6 +41,9 @@ def dense_keep(mask, batch: int, heads: int, q_len: int, kv_len: int, device, wh
     """`mask` (a bool tensor broadcastable to (B, Hq, Sq, Sk), or a mask type, densified) as a DenseKeep;
     a ValueError naming `who`, the mask and what is allowed otherwise (an additive float mask among them)."""
     if isinstance(mask, MaskType):
+        if mask.needs_values:
+            raise ValueError(f"{who}: a {mask.describe()} mask adds values to the scores, which this kernel does not "
+                             "(its keep-mask alone would drop them); additive masks run on the exact path")
         keep = mask.dense(Shape(batch, heads, q_len, kv_len), device)
     elif isinstance(mask, torch.Tensor):
         keep = mask
@@ -56,6 +59,11 @@ def dense_keep(mask, batch: int, heads: int, q_len: int, kv_len: int, device, wh
     if any(n not in (1, w) for n, w in zip(keep.shape, want)):
         raise ValueError(f"{who}: a dense mask must broadcast to (batch, heads, q_len, kv_len) = {want} with each dim "
                          f"1 or that size; got {tuple(keep.shape)}")
+    # an expanded batch or head dim (stride 0, as mask types' dense() and graphs' .expand give) holds one copy:
+    # classify it once, not once per (batch, head)
+    for dim in (0, 1):
+        if keep.shape[dim] > 1 and keep.stride(dim) == 0:
+            keep = keep.narrow(dim, 0, 1)
     return DenseKeep(keep)
 
 

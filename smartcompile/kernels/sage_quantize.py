@@ -45,8 +45,8 @@ def _load_tile(X, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len, D: t
                BLOCK: tl.constexpr):
     """This program's (BLOCK, D_PAD) tile of a strided (B, H, S, D) tensor in fp32, zero-padded."""
     pid_bh = tl.program_id(1)
-    b = pid_bh // n_heads
-    h = pid_bh % n_heads
+    b = (pid_bh // n_heads).to(tl.int64)  # b * stride_b passes 2^31 on large batches
+    h = (pid_bh % n_heads).to(tl.int64)
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     cols = tl.arange(0, D_PAD)
     inside = (rows[:, None] < seq_len) & (cols[None, :] < D)

@@ -66,6 +66,8 @@ def sage_attention_reference(
     bias = None
     if isinstance(mask, (KeyLengths, KeyPadding)):
         keep = padding_keep(mask, b, sk, q.device, "sage_attention_reference")[:, None, None, :]
+    elif isinstance(mask, MaskType) and mask.needs_values:  # an additive bias given as a mask type
+        bias = mask.dense_bias(Shape(b, hq, sq, sk), q.device) * LOG2E
     elif isinstance(mask, MaskType):
         keep = None if isinstance(mask, NoMask) else mask.dense(Shape(b, hq, sq, sk), q.device)
     elif mask is not None:

@@ -12,6 +12,10 @@ Pipeline, for q (B, Hq, Sq, D), k/v (B, Hkv, Sk, D) with any strides (HND or NHD
 Causal masking is top-left aligned (SDPA's convention); blocks entirely in the future are not
 visited, blocks crossing the diagonal are masked element-wise.
 
+A dense bool mask (sliding windows, documents, prefix-LM, any bool tensor; kernels/mask_blocks.py): each
+(query block, key block) tile is classified empty / full / partial on the device, and each query block walks
+its full tiles unmasked, then its partial ones with the mask's tile loaded.
+
 Key padding (a padded batch, e.g. transformers' `causal & attention_mask[b, kv]`) comes as structure:
 a KeyLengths, a KeyPadding, or the graph's bool (B|1, 1, 1, Sk) key flags becomes an int32 (B, 2)
 [start, end) span per batch row, computed on the device without a host sync so that a call can be
@@ -38,11 +42,10 @@ import triton
 import triton.language as tl
 
 from .config import SageConfig
-from .constants import (FP8_E4M3_MAX, FP16_V_RANGE, I2F_MAGIC, I2F_MAGIC_BITS, INT8_MAX, LN2, LOG2_FP8_E4M3_MAX, LOG2E,
-                        SUPPORTED_HEAD_DIMS)
+from .constants import FP8_E4M3_MAX, FP16_V_RANGE, I2F_MAGIC, I2F_MAGIC_BITS, LN2, LOG2_FP8_E4M3_MAX
 from ..masks import Causal
 from .mask_blocks import DenseKeep, MaskLists, dense_keep, dense_mask_lists
-from .sage_quantize import QuantizedQKV, quantize, quantize_staged  # noqa: F401 (quantize_staged: re-exported)
+from .sage_quantize import QuantizedQKV, quantize
 from .sage_reference import KeySpans, key_spans, padding_form
 
 # the constants as @triton.jit code reads them (a global there must be a tl.constexpr)
@@ -114,8 +117,8 @@ def _walk_kept(acc, l_i, m_i, nxt, lut, lo, hi, n_kblk, q, q_scale, K_blk, KS_bl
                MASK_SPAN: tl.constexpr = False, KEEP_ROW=None, MASK_KEEP: tl.constexpr = False, MASK_ROW=None,
                mask_sq=0, mask_sk=0, MASK_DENSE: tl.constexpr = False):
     """Sparge: the kept K blocks lut[lo:hi] of one row, ascending. `nxt` (= lut[lo]) is loaded one iteration
-    ahead, so the tile loads need not wait for the index; returns the state and the next index. The same
-    walk serves a dense mask's lists (mask_blocks: FULL tiles, then PARTIAL ones with MASK_DENSE)."""
+    ahead, so the tile loads need not wait for the index; returns the state and the next index. The same walk
+    serves a dense mask's lists (mask_blocks: FULL tiles, then PARTIAL ones with MASK_DENSE, each ascending)."""
     for i in range(lo, hi):
         start_n = nxt * BLOCK_N
         nxt = tl.load(lut + tl.minimum(i + 1, n_kblk - 1))

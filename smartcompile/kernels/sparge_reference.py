@@ -240,14 +240,16 @@ def select_blocks(
 def selection_mask(mask, is_causal: bool, q: torch.Tensor, k: torch.Tensor):
     """(mask tensor or None, is_causal) as the selection reads them: key padding given as a mask type
     (KeyLengths, KeyPadding, And'ed with a top-left Causal) becomes (B, 1, 1, Sk) flags plus is_causal,
-    exactly as the Triton path selects; other mask types their dense form; a tensor stays as it is."""
+    exactly as the Triton path selects; other mask types their dense form (an additive float bias for one that
+    carries values, e.g. DenseAdditive); a tensor stays as it is."""
     if not isinstance(mask, MaskType):
         return mask, is_causal
     b, hq, sq, sk = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
     try:
         pad, is_causal = padding_part(mask, is_causal, b, sk, "sparge_attention_reference")
-    except ValueError:  # not key padding
-        return mask.dense(Shape(b, hq, sq, sk), q.device), is_causal
+    except ValueError:  # not key padding: the dense form, as an additive bias where the mask carries values
+        shape = Shape(b, hq, sq, sk)
+        return (mask.dense_bias(shape, q.device) if mask.needs_values else mask.dense(shape, q.device)), is_causal
     return (None if pad is None else padding_keep(pad, b, sk, q.device, "sparge_attention_reference")[:, None, None, :],
             is_causal)
 

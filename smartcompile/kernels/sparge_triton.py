@@ -12,6 +12,10 @@ sync: the selection reads the (B, 1, 1, Sk) key flags, so a K block with no kept
 every row with a kept key keeps a block holding one (as the reference with the same mask); the kernel
 walks unmasked only the kept blocks in each batch row's first run of K blocks whose every key is kept
 (`full_block_run`), and masks the others by span or flags as the dense kernel masks its edge tiles.
+
+A dense bool mask (a sliding window, documents, any bool tensor): the selection chooses among the blocks the
+mask leaves, then kernels/mask_blocks.py lists each row's FULL tiles, then its PARTIAL ones (two launches
+instead of the one that compacts the map), and the kernel masks only the PARTIAL ones.
 """
 from __future__ import annotations
 
@@ -164,10 +168,15 @@ def sparge_attention_triton(q, k, v, mask, is_causal: bool, scale: Optional[floa
     """Same arguments and numerics as sparge_reference.sparge_attention_reference. `mask`: as
     sage_attention_triton takes it: None, key padding (KeyLengths, KeyPadding, optionally And'ed with a top-left
     Causal, or bool (B|1, 1, 1, Sk) key flags), or any bool keep-mask or mask type (selection among the tiles
-    it leaves, its PARTIAL tiles masked in the kernel); an additive mask is a ValueError. Rows with no kept key
-    output 0. Output (B, Hq, Sq, D); with return_lse also the natural-log LSE over the kept blocks (B, Hq, Sq),
+    it leaves, its PARTIAL tiles masked in the kernel); an additive mask, or a dense mask with
+    config.pv_threshold, is a ValueError (the kernel walks a row's FULL tiles before its PARTIAL ones, so P.V
+    skipping, which depends on the running max, would skip other blocks than the reference's ascending walk).
+    Rows with no kept key output 0. Output (B, Hq, Sq, D); with return_lse also the natural-log LSE over the kept blocks (B, Hq, Sq),
     with return_block_map also the kept-block map (B, Hq, nQ, nK); in that order."""
     spans, dense, is_causal, selection = _selection_inputs(mask, is_causal, q, k, "sparge_attention_triton")
+    if dense is not None and config.pv_threshold is not None:
+        raise ValueError(f"sparge_attention_triton: pv_threshold={config.pv_threshold} with a dense mask: P.V "
+                         "skipping would differ from the reference's (tile order); allowed with no mask, causal or key padding")
     # the quantization pass also pools the blocks (one read of Q and K for both)
     x = quantize(q, k, v, scale, config, pool=True)
     block_map = select_from_pooled(x.pooled, q, k, scale, is_causal, config, selection)

@@ -32,6 +32,9 @@ class MaskType(abc.ABC):
     """Base of the mask types; subclasses are frozen dataclasses."""
 
     tensor_fields: tuple = ()  # fields that hold tensors (or graph references before `bind`)
+    # True when the mask also carries values a kernel must add to the scores (an additive bias): its keep-mask
+    # (`dense`) alone is not the mask
+    needs_values: bool = False
 
     @abc.abstractmethod
     def keep_at(self, b: torch.Tensor, h: torch.Tensor, i: torch.Tensor, j: torch.Tensor, shape: Shape) -> torch.Tensor:
@@ -51,6 +54,12 @@ class MaskType(abc.ABC):
         """The reference: bool keep-mask (B, H, Sq, Sk)."""
         b, h, i, j = grid(shape, device)
         return self.keep_at(b, h, i, j, shape).expand(*shape)
+
+    def dense_bias(self, shape: Shape, device: Any = "cpu") -> torch.Tensor:
+        """The mask as an additive float32 bias (B, H, Sq, Sk): 0 where kept, -inf where dropped, plus the values
+        of a mask that carries them (`needs_values`)."""
+        zero = torch.zeros((), dtype=torch.float32, device=device)
+        return torch.where(self.dense(shape, device), zero, float("-inf"))
 
     def block(self, shape: Shape, block_q: int, block_k: int, qb: int, kb: int, device: Any = "cpu") -> torch.Tensor:
         """Element mask (B, H, rows, cols) of block (qb, kb); edge blocks are cut at Sq / Sk."""

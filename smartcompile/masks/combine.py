@@ -17,11 +17,21 @@ class And(MaskType):
         if len(self.parts) < 2 or not all(isinstance(p, MaskType) for p in self.parts):
             raise ValueError("And: needs two or more mask types")
 
+    @property
+    def needs_values(self) -> bool:
+        return any(p.needs_values for p in self.parts)
+
     def keep_at(self, b, h, i, j, shape: Shape) -> torch.Tensor:
         keep = self.parts[0].keep_at(b, h, i, j, shape)
         for p in self.parts[1:]:
             keep = keep & p.keep_at(b, h, i, j, shape)
         return keep
+
+    def dense_bias(self, shape: Shape, device="cpu") -> torch.Tensor:
+        bias = self.parts[0].dense_bias(shape, device)
+        for p in self.parts[1:]:
+            bias = bias + p.dense_bias(shape, device)
+        return bias
 
     def classify(self, shape: Shape, block_q: int, block_k: int, device="cpu") -> torch.Tensor:
         """Any part empty: empty; all full: full. Where parts disagree the intersection may still be

@@ -44,6 +44,9 @@ class DenseAdditive(MaskType):
     def dense(self, shape: Shape, device="cpu") -> torch.Tensor:
         return (self.bias.to(device) != float("-inf")).expand(*shape)
 
+    def dense_bias(self, shape: Shape, device="cpu") -> torch.Tensor:
+        return self.bias.to(device=device, dtype=torch.float32).expand(*shape)
+
     def classify(self, shape: Shape, block_q: int, block_k: int, device="cpu") -> torch.Tensor:
         return classify_dense(self.dense(shape, device), block_q, block_k)
 
