@@ -238,3 +238,34 @@ def test_predicted_density_counts_only_the_blocks_the_mask_leaves(is_causal, see
     assert predicted_density(q, k, None, is_causal, D ** -0.5, params) == 1.0
     fewer = predicted_density(q, k, keep, is_causal, D ** -0.5, params | {"sparsity_ratio": 0.75, "sim_threshold": -1.0})
     assert 0 < fewer < 1
+
+
+def _cover_rows_per_row(keep, scores, row_blocks, block_q, sq):
+    """The rule row by row (the earlier implementation, which found the uncovered rows with nonzero)."""
+    b, h, _, n_k = keep.shape
+    q_block = torch.arange(sq) // block_q
+    rows = row_blocks.expand(b, h, sq, n_k)
+    out = keep.clone()
+    for bi in range(b):
+        for hi in range(h):
+            for r in range(sq):
+                valid = rows[bi, hi, r]
+                if valid.any() and not (keep[bi, hi, q_block[r]] & valid).any():
+                    row_scores = scores.expand(b, h, -1, n_k)[bi, hi, q_block[r]].masked_fill(~valid, float("-inf"))
+                    out[bi, hi, q_block[r], row_scores.argmax()] = True
+    return out
+
+
+@pytest.mark.parametrize("rows_shape", [(2, 3, 37), (1, 1, 37), (2, 1, 1)], ids=["full", "broadcast", "one-row"])
+def test_cover_rows_without_a_host_sync_matches_the_per_row_rule(rows_shape):
+    from smartcompile.kernels.sparge_reference import _cover_rows
+
+    torch.manual_seed(0)
+    b, h, sq, n_k, block_q = 2, 3, 37, 6, 8
+    n_q = math.ceil(sq / block_q)
+    for trial in range(20):
+        row_blocks = torch.rand(*rows_shape, n_k) < 0.3
+        keep = torch.rand(b, h, n_q, n_k) < 0.3
+        scores = torch.randint(0, 3, (b, h, n_q, n_k)).float()  # ties: the lowest index wins, as argmax
+        got = _cover_rows(keep, scores, row_blocks, block_q, sq)
+        assert torch.equal(got, _cover_rows_per_row(keep, scores, row_blocks, block_q, sq)), f"trial {trial}"

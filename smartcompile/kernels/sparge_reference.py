@@ -132,17 +132,16 @@ def _pool_rows(row_blocks: torch.Tensor, block_q: int) -> torch.Tensor:
 def _cover_rows(keep: torch.Tensor, scores: torch.Tensor, row_blocks: torch.Tensor, block_q: int, sq: int) -> torch.Tensor:
     """A q block is selected as a whole, but a row may have its valid keys only in blocks the
     selection skipped (it would come out all-zero): for each such row also keep the highest-scoring
-    block holding one of its valid keys (judged against the selection before any forcing)."""
-    b, h, _, n_k = keep.shape
+    block holding one of its valid keys (judged against the selection before any forcing; ties: the
+    lowest, as argmax). Whole-tensor ops, no host sync (no nonzero): a call can be CUDA-graph captured."""
+    b, h, n_q, n_k = keep.shape
     q_block = torch.arange(sq, device=keep.device) // block_q
     rows = row_blocks.expand(b, h, sq, n_k)
-    uncovered = rows.any(dim=-1) & ~(keep[:, :, q_block] & rows).any(dim=-1)
-    bi, hi, ri = uncovered.nonzero(as_tuple=True)
-    if bi.numel():
-        row_scores = scores.expand(b, h, -1, n_k)[bi, hi, q_block[ri]].masked_fill(~rows[bi, hi, ri], float("-inf"))
-        keep = keep.clone()
-        keep[bi, hi, q_block[ri], row_scores.argmax(dim=-1)] = True
-    return keep
+    uncovered = rows.any(dim=-1) & ~(keep[:, :, q_block] & rows).any(dim=-1)  # (b, h, sq)
+    best = scores.expand(b, h, n_q, n_k)[:, :, q_block].masked_fill(~rows, float("-inf")).argmax(dim=-1)
+    added = torch.zeros_like(rows).scatter_(-1, best[..., None], uncovered[..., None])  # (b, h, sq, nK)
+    added = torch.nn.functional.pad(added, (0, 0, 0, n_q * block_q - sq))  # rows -> their q blocks
+    return keep | added.reshape(b, h, n_q, block_q, n_k).any(dim=3)
 
 
 def _cover_flag_rows(keep: torch.Tensor, scores: torch.Tensor, first_keys: torch.Tensor, limits: tuple,
