@@ -2,12 +2,14 @@
 # One device call: install the carried wheels, register the package (entry points without pip -e), run a stage.
 #   bash benchmarks/gpu_session.sh tests-sage      # test_gpu_sage*.py
 #   bash benchmarks/gpu_session.sh tests-other     # every other gpu-marked test file
+#   bash benchmarks/gpu_session.sh tests-masks     # masks and quantization on the GPU (~3 min): dense-mask tiles,
+#                                                  # Sparge, Sage, key padding, fused quantization
 #   bash benchmarks/gpu_session.sh bench           # smartcompile bench --out (issue 15's tables)
 #   bash benchmarks/gpu_session.sh demo            # smartcompile demo --profile --out
 # Carry `.whl` (wheels downloaded here for cp312 manylinux: jsonschema + its deps, diffusers, importlib_metadata,
 # safetensors, matplotlib + its deps). At most 8 files come back from $OUT: each stage writes at most 6.
 set -o pipefail
-stage=${1:?stage: tests-sage, tests-other, bench or demo}
+stage=${1:?stage: tests-sage, tests-other, tests-masks, bench or demo}
 source benchmarks/gpu_setup.sh .whl
 case $stage in
   tests-sage)
@@ -17,6 +19,10 @@ case $stage in
     files=$(ls tests/test_gpu_*.py | grep -v sage)
     python3 -m pytest -q -p no:cacheprovider $files > $OUT/gpu_tests_other.log 2>&1
     tail -3 $OUT/gpu_tests_other.log ;;
+  tests-masks)
+    python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_mask_blocks.py tests/test_gpu_sparge.py \
+        tests/test_gpu_sage.py tests/test_sparge_padding.py tests/test_sage_quantize.py > $OUT/gpu_tests_masks.log 2>&1
+    tail -3 $OUT/gpu_tests_masks.log ;;
   bench)
     python3 -m smartcompile.cli bench --out /tmp/bench 2>&1 | tr '\r' '\n' | grep -v "it/s]\|s/it]" > $OUT/bench.log
     cp /tmp/bench/bench.json /tmp/bench/bench.md /tmp/bench/bench.png $OUT/ 2>/dev/null; tail -30 $OUT/bench.md ;;
