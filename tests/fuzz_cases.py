@@ -344,6 +344,12 @@ def _compare(got, want, dtype, what: str, exact=None) -> Optional[str]:
     for i, (a, e, x) in enumerate(zip(got, want, exact)):
         if a.shape != e.shape or a.dtype != e.dtype:
             return f"{what}[{i}]: {tuple(a.shape)} {a.dtype} vs eager {tuple(e.shape)} {e.dtype}"
+        if x is not None and x.shape == e.shape and not torch.equal(a.isnan(), e.isnan()) \
+                and torch.equal(a.isnan(), x.isnan()) and not (x.isnan() & ~e.isnan()).any():
+            # eager has NaN where the fp64 model has none and compiled agrees with the fp64 model: eager's own
+            # artifact (CPU bf16 GEMMs pack rows in pairs, so a fully masked row's NaN leaks into its neighbour's
+            # output); compare those places with the fp64 values
+            e = torch.where(e.isnan() & ~x.isnan(), x.to(e.dtype), e)
         if not torch.equal(a.isnan(), e.isnan()):
             return f"{what}[{i}]: NaN at {int((a.isnan() != e.isnan()).sum())} places where eager differs"
         a0, e0 = a.detach().nan_to_num(0.0).double(), e.detach().nan_to_num(0.0).double()
