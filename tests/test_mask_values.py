@@ -32,8 +32,10 @@ def test_a_mask_type_with_values_says_so_and_keeps_them():
     assert torch.equal(SlidingWindow(2, 0).dense_bias(shape).isneginf(), ~keep)
 
 
-@pytest.mark.parametrize("mask", [DenseAdditive(torch.zeros(1, 1, 8, 8)),
-                                  And((Causal(), DenseAdditive(torch.zeros(8, 8))))], ids=["additive", "causal-additive"])
+ADDITIVE_TYPES = [DenseAdditive(torch.zeros(1, 1, 8, 8)), And((Causal(), DenseAdditive(torch.zeros(8, 8))))]
+
+
+@pytest.mark.parametrize("mask", ADDITIVE_TYPES, ids=["additive", "causal-additive"])
 def test_the_kernels_refuse_a_mask_type_with_values(mask):
     with pytest.raises(ValueError, match="adds values to the scores"):
         dense_keep(mask, 1, 2, 8, 8, "cpu", "sage_attention_triton")

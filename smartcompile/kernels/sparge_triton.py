@@ -171,12 +171,13 @@ def sparge_attention_triton(q, k, v, mask, is_causal: bool, scale: Optional[floa
     it leaves, its PARTIAL tiles masked in the kernel); an additive mask, or a dense mask with
     config.pv_threshold, is a ValueError (the kernel walks a row's FULL tiles before its PARTIAL ones, so P.V
     skipping, which depends on the running max, would skip other blocks than the reference's ascending walk).
-    Rows with no kept key output 0. Output (B, Hq, Sq, D); with return_lse also the natural-log LSE over the kept blocks (B, Hq, Sq),
-    with return_block_map also the kept-block map (B, Hq, nQ, nK); in that order."""
+    Rows with no kept key output 0. Output (B, Hq, Sq, D); with return_lse also the natural-log LSE over the
+    kept blocks (B, Hq, Sq), with return_block_map also the kept-block map (B, Hq, nQ, nK); in that order."""
     spans, dense, is_causal, selection = _selection_inputs(mask, is_causal, q, k, "sparge_attention_triton")
     if dense is not None and config.pv_threshold is not None:
         raise ValueError(f"sparge_attention_triton: pv_threshold={config.pv_threshold} with a dense mask: P.V "
-                         "skipping would differ from the reference's (tile order); allowed with no mask, causal or key padding")
+                         "skipping would differ from the reference's (tile order); pv_threshold is allowed with no "
+                         "mask, causal or key padding")
     # the quantization pass also pools the blocks (one read of Q and K for both)
     x = quantize(q, k, v, scale, config, pool=True)
     block_map = select_from_pooled(x.pooled, q, k, scale, is_causal, config, selection)
