@@ -9,7 +9,6 @@
 
     python benchmarks/bench_gluon.py --out $OUT                   # the grid of issue 13
     python benchmarks/bench_gluon.py --quick                       # B1 H24, D64/D128, 16k + causal
-    python benchmarks/bench_gluon.py --variants w8-overlap-s3,w8-serial-s3
     python benchmarks/bench_gluon.py --batches 1x24 --variants ws2-nopp-split-s4,ws2-nopp-split-c3-s4   # step 2
     ncu --clock-control none -k regex:_sage_fwd --launch-skip 3 --launch-count 6 \
         python benchmarks/bench_gluon.py --profile --dims 128,64 --variants ws2-nopp-split-s4,ws2-nopp-split-c3-s4
@@ -35,33 +34,26 @@ from smartcompile.kernels.sage_gluon import (GLUON_CONFIG, attend_gluon, gluon_u
 from smartcompile.kernels.sage_triton import attend, quantize, sage_attention_triton  # noqa: E402
 from smartcompile.metrics import error_stats  # noqa: E402
 
-VARIANTS = {  # name -> launch of attend_gluon
-    "w8-overlap-s3": dict(num_warps=8, stages=3, overlap=True),
-    "w8-overlap-s4": dict(num_warps=8, stages=4, overlap=True),
-    "w8-serial-s3": dict(num_warps=8, stages=3, overlap=False),
-    "w4-overlap-s3": dict(num_warps=4, stages=3, overlap=True),
-    "ws-w8-p1-s3": dict(num_warps=8, stages=3, ws=True, producer_warps=1, producer_regs=24),
-    "ws-w8-p1-s4": dict(num_warps=8, stages=4, ws=True, producer_warps=1, producer_regs=24),
-    "ws-w8-p4-s3": dict(num_warps=8, stages=3, ws=True, producer_warps=4, producer_regs=40),
-    "ws-w4-p1-s3": dict(num_warps=4, stages=3, ws=True, producer_warps=1, producer_regs=24),
-    # step 2: two 64-row consumer warpgroups as separate partitions + one TMA producer warp
-    "ws2-pp-s4": dict(ws2=True, stages=4, pingpong=True, intra=False),
-    "ws2-pp-s3": dict(ws2=True, stages=3, pingpong=True, intra=False),
-    "ws2-nopp-s4": dict(ws2=True, stages=4, pingpong=False, intra=False),
-    "ws2-pp-intra-s4": dict(ws2=True, stages=4, pingpong=True, intra=True),
-    "ws2-nopp-intra-s4": dict(ws2=True, stages=4, pingpong=False, intra=True),
-    # three consumer warpgroups per CTA (non-causal; causal runs the 2-consumer kernel), 160 registers each
-    "ws2-pp-c3-s4": dict(ws2=True, stages=4, pingpong=True, consumers=3),
-    "ws2-nopp-c3-s4": dict(ws2=True, stages=4, pingpong=False, consumers=3),
-    "ws2-pp-c3-s3": dict(ws2=True, stages=3, pingpong=True, consumers=3),
+VARIANTS = {  # name -> launch of attend_gluon (every other argument at its default, DEFAULT_LAUNCH's)
+    # step 2: 64-row consumer warpgroups as separate partitions + one TMA producer warp. Step 1's kernels
+    # (w8-overlap, ws-w8-p1, ...) are gone from the package (gluon_notes.md, step 4): their names stay in old results
+    "ws2-pp-s4": dict(pingpong=True, split=False, consumers=2),
+    "ws2-pp-s3": dict(stages=3, pingpong=True, split=False, consumers=2),
+    "ws2-nopp-s4": dict(split=False, consumers=2),
+    "ws2-pp-intra-s4": dict(pingpong=True, intra=True, split=False, consumers=2),
+    "ws2-nopp-intra-s4": dict(intra=True, split=False, consumers=2),
+    # three consumer warpgroups per CTA (non-causal D64; elsewhere the 2-consumer kernel), 160 registers each
+    "ws2-pp-c3-s4": dict(pingpong=True, split=False),
+    "ws2-nopp-c3-s4": dict(split=False),
+    "ws2-pp-c3-s3": dict(stages=3, pingpong=True, split=False),
     # P_j V_j waited for (and folded into O) before S_{j+1}: the O update runs under the Q K^T wgmma
-    "ws2-nopp-split-s4": dict(ws2=True, stages=4, pingpong=False, split=True),
-    "ws2-pp-split-s4": dict(ws2=True, stages=4, pingpong=True, split=True),
-    "ws2-nopp-split-c3-s4": dict(ws2=True, stages=4, pingpong=False, split=True, consumers=3),
+    "ws2-nopp-split-s4": dict(consumers=2),
+    "ws2-pp-split-s4": dict(pingpong=True, consumers=2),
+    "ws2-nopp-split-c3-s4": dict(),  # DEFAULT_LAUNCH
     # the next round's K/V waits moved next to the slot release (two partition barriers fewer per tile)
-    "ws2-nopp-split-early-s4": dict(ws2=True, stages=4, pingpong=False, split=True, early=True),
-    "ws2-pp-split-early-s4": dict(ws2=True, stages=4, pingpong=True, split=True, early=True),
-    "ws2-nopp-split-early-c3-s4": dict(ws2=True, stages=4, pingpong=False, split=True, early=True, consumers=3),
+    "ws2-nopp-split-early-s4": dict(early=True, consumers=2),
+    "ws2-pp-split-early-s4": dict(pingpong=True, early=True, consumers=2),
+    "ws2-nopp-split-early-c3-s4": dict(early=True),
 }
 
 
@@ -101,11 +93,11 @@ def main():
     if args.profile:
         for d in [int(x) for x in args.dims.split(",")]:
             q, k, v = (torch.randn(1, 24, 16384, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-            x = quantize(q, k, v, None, GLUON_CONFIG)
+            x, xg = quantize(q, k, v, None, GLUON_CONFIG), quantize(q, k, v, None, GLUON_CONFIG, v_wgmma_order=True)
             for _ in range(2):  # the first launch compiles; ncu's --launch-skip can drop it
                 attend(x, False, q.dtype, launch=dict(num_warps=4, num_stages=3))
                 for launch in variants.values():
-                    attend_gluon(x, False, q.dtype, **launch)
+                    attend_gluon(xg, False, q.dtype, **launch)
             torch.cuda.synchronize()
         return
     bhs = [(1, 24)] if args.quick else [tuple(int(y) for y in x.split("x")) for x in args.batches.split(",")]
@@ -126,11 +118,12 @@ def main():
         q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
         flops = 4 * b * h * n * n * d / (2 if causal else 1)
         label = f"B{b} H{h} D{d} N{n} {'causal' if causal else 'full'}"
-        x = quantize(q, k, v, None, GLUON_CONFIG)
+        # the same quantized values; V's keys in each kernel's order
+        x, xg = quantize(q, k, v, None, GLUON_CONFIG), quantize(q, k, v, None, GLUON_CONFIG, v_wgmma_order=True)
         fns = dict(impls)
         fns["triton-kernel"] = lambda q, k, v, c: attend(x, c, q.dtype)
         for name, launch in variants.items():
-            fns["gluon-kernel:" + name] = lambda q, k, v, c, launch=launch: attend_gluon(x, c, q.dtype, **launch)
+            fns["gluon-kernel:" + name] = lambda q, k, v, c, launch=launch: attend_gluon(xg, c, q.dtype, **launch)
         res = {}
         for name, fn in fns.items():
             if name != "cudnn" and "kernel" not in name and n <= 16384 and b == 1:
@@ -141,7 +134,7 @@ def main():
             except Exception as exc:  # a variant that cannot run a shape: record and go on
                 print(f"  {name} failed at {label}: {type(exc).__name__}: {exc}", file=sys.stderr)
         for name in variants:  # same quantized inputs, two kernels: how far apart
-            g = attend_gluon(x, causal, q.dtype, **variants[name])[:, :2].float()
+            g = attend_gluon(xg, causal, q.dtype, **variants[name])[:, :2].float()
             t = attend(x, causal, q.dtype)[:, :2].float()
             e = error_stats(g, t)
             acc_rows.append(dict(shape=label, impl=f"gluon:{name} vs triton (same inputs)", cosine=e.cosine,

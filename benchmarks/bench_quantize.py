@@ -61,10 +61,11 @@ def main():
                 "t-staged": lambda: attend(quantize_staged(q, k, v, None, cfg), False, q.dtype),
                 "t-fused": lambda: attend(quantize_fused(q, k, v, None, cfg), False, q.dtype)}
         if gluon:
-            runs["g-staged"] = lambda: attend_gluon(quantize_staged(q, k, v, None, GLUON_CONFIG), False, q.dtype,
-                                                    **DEFAULT_LAUNCH)
-            runs["g-fused"] = lambda: attend_gluon(quantize_fused(q, k, v, None, GLUON_CONFIG), False, q.dtype,
-                                                   **DEFAULT_LAUNCH)
+            ordered = dict(v_wgmma_order=True)  # the Gluon kernel's V key order
+            runs["g-staged"] = lambda: attend_gluon(quantize_staged(q, k, v, None, GLUON_CONFIG, **ordered), False,
+                                                    q.dtype, **DEFAULT_LAUNCH)
+            runs["g-fused"] = lambda: attend_gluon(quantize_fused(q, k, v, None, GLUON_CONFIG, **ordered), False,
+                                                   q.dtype, **DEFAULT_LAUNCH)
         t = {name: (do_bench_ms(fn), host_us(fn)) for name, fn in runs.items()}
 
         def e2e(kind):

@@ -172,8 +172,8 @@ def test_attend_through_fused_matches(pv, causal, seed, monkeypatch):
 @pytest.mark.parametrize("past_limit, want", [(0, "fused"), (1, "staged")])
 def test_quantize_takes_the_fused_path_up_to_its_size_limit(past_limit, want, monkeypatch):
     taken = []
-    monkeypatch.setattr(sage_quantize, "quantize_fused", lambda *a, pool: taken.append("fused"))
-    monkeypatch.setattr(sage_quantize, "quantize_staged", lambda *a, pool: taken.append("staged"))
+    monkeypatch.setattr(sage_quantize, "quantize_fused", lambda *a, pool, v_wgmma_order: taken.append("fused"))
+    monkeypatch.setattr(sage_quantize, "quantize_staged", lambda *a, pool, v_wgmma_order: taken.append("staged"))
     q = torch.empty(1, 1, 1, 64, device=DEVICE)
     kv = torch.empty(1, 1, 1, 64, device=DEVICE).expand(1, 1, (sage_quantize.FUSED_MAX_ELEMENTS - 64) // 128, 64)
     v = kv if not past_limit else torch.empty(1, 1, 1, 64, device=DEVICE).expand(1, 1, kv.shape[2] + 2, 64)
@@ -191,3 +191,31 @@ def test_fused_rejects_bad_shapes():
     kv = torch.randn(1, 2, 8, 64, dtype=torch.float16, device=DEVICE)
     with pytest.raises(ValueError, match="multiple of k/v heads"):
         quantize_fused(q, kv, kv)
+
+
+@in_process
+@pytest.mark.parametrize("fused", [False, True], ids=["staged", "fused"])
+def test_v_wgmma_order_permutes_only_vs_keys(fused, seed):
+    """v_wgmma_order=True: V's values move to wgmma_key_order's columns, everything else is unchanged."""
+    quant = quantize_fused if fused else quantize_staged
+    q = _make(1, 4, 77, 64, torch.bfloat16, "NHD", 1.0)
+    k = _make(1, 2, 300, 64, torch.bfloat16, "NHD", 1.0, offset=3.0)
+    v = _make(1, 2, 300, 64, torch.bfloat16, "NHD", 1.0)
+    config = SageConfig(pv_precision="fp8")
+    natural = quant(q, k, v, None, config)
+    ordered = quant(q, k, v, None, config, v_wgmma_order=True)
+    assert ordered.v_wgmma_order and not natural.v_wgmma_order
+    for name in ("q8", "q_scale", "k8", "k_scale", "v_amax"):
+        assert torch.equal(_bits(getattr(ordered, name)), _bits(getattr(natural, name))), name
+    _same_layout(ordered.v, natural.v, "v")
+    pos = sage_quantize.wgmma_key_order(natural.v.shape[-1], DEVICE)
+    moved = torch.empty_like(_bits(natural.v))
+    moved[..., pos] = _bits(natural.v)
+    assert torch.equal(_bits(ordered.v), moved), f"seed {seed}"
+    assert not torch.equal(_bits(ordered.v), _bits(natural.v))  # the order did change something
+    with pytest.raises(ValueError, match="v_wgmma_order=True"):
+        attend(ordered, False, torch.bfloat16)  # the Triton kernel reads V in token order
+    with pytest.raises(ValueError, match="needs pv_precision='fp8'"):
+        quant(q, k, v, None, SageConfig(pv_precision="fp16"), v_wgmma_order=True)
+    with pytest.raises(ValueError, match="block_k a multiple of 16; got block_k=8"):  # its stores would overrun
+        quant(q, k, v, None, SageConfig(pv_precision="fp8", block_k=8), v_wgmma_order=True)

@@ -1,33 +1,32 @@
 """Sage attention for Hopper (sm90) in Gluon: TMA + mbarrier ring, INT8 and FP8 wgmma.
 
 Same numerics as kernels/sage_triton.py (and kernels/sage_reference.py): the Q/K/V quantization
-launches of sage_triton are reused unchanged (INT8 Q per 64 tokens with the softmax scale and
-log2(e) folded in, INT8 K per 128 tokens after smoothing, FP8 e4m3 V per channel stored K-major);
+launches of sage_triton are reused (INT8 Q per 64 tokens with the softmax scale and log2(e) folded
+in, INT8 K per 128 tokens after smoothing, FP8 e4m3 V per channel stored K-major, its keys permuted
+within every 16 with v_wgmma_order=True);
 this file only replaces the attention kernel:
 
   * K tiles (BLOCK_N=128, INT8) and V tiles (D_PAD x 128, FP8, K-major) are loaded by TMA into a
     STAGES-deep shared-memory ring; each slot has one mbarrier for K and one for V (expect-tx);
   * S = Q K^T by an INT8 wgmma (int32 accumulators, Q and K from shared memory); dequantised by
     q_scale (per 64 query rows, i.e. per warpgroup) * k_scale (per K tile);
-  * online softmax in exp2; P scaled into [0, 448] and rounded to FP8 e4m3;
+  * online softmax in exp2; P scaled into [0, 448] and rounded to FP8 e4m3, then handed to the
+    P V wgmma as a register operand by renaming registers (`_p_operand`; V's key order matches),
+    where a layout conversion took ~30 shuffles/selects per tile;
   * O += P V by an FP8 wgmma with P from registers and V from shared memory, each tile's product
     into a fresh FP32 accumulator that is then added to the running FP32 output (the two-level
-    accumulation: no long FP8-MMA accumulation chain);
-  * the P V wgmma of one tile stays in flight while the next tile's Q K^T and softmax run
-    (FA3's intra-warpgroup overlap), when OVERLAP is set.
+    accumulation: no long FP8-MMA accumulation chain).
 
-Kernels (constexpr flags IS_CAUSAL (top-left aligned, as SDPA) and STORE_LSE in each):
-  * `_sage_fwd_sm90` (step 1): one CTA of num_warps/4 warpgroups, TMA issued by the consumers.
-  * `_sage_fwd_sm90_ws` (step 1, ws=True): a producer warp issues the TMA loads; the consumer
-    warpgroups share one partition (they meet at a barrier every tile).
-  * `_sage_fwd_sm90_ws2` (step 2, ws2=True; the default): FA3's layout. One producer warp (TMA
-    K/V ring, "empty" mbarriers counted by every consumer) and NC consumer partitions of one
-    warpgroup and 64 query rows each (NC=2; NC=3 at D_PAD 64 non-causal), with setmaxnreg
-    (240, or 160 for NC=3, per consumer; 24 for the producer). The consumer loop is rotated so
-    that only 32-bit values cross its back edge; optional: PINGPONG (consumers take turns at
-    issuing their wgmmas, mbarrier ring), INTRA (P V under the next softmax), SPLIT (P V waited
-    for first, so the O update runs under the next Q K^T), EARLY (next round's ready-waits moved
-    next to the slot release). Measured on the H200: benchmarks/gluon_notes.md.
+Kernel: `_sage_fwd_sm90_ws2` (constexpr flags IS_CAUSAL (top-left aligned, as SDPA) and STORE_LSE), FA3's
+layout. One producer warp (TMA K/V ring, "empty" mbarriers counted by every consumer) and NC consumer
+partitions of one warpgroup and 64 query rows each (NC=2; NC=3 at D_PAD 64 non-causal), with setmaxnreg
+(240, or 160 for NC=3, per consumer; 24 for the producer). The consumer loop is rotated so that only
+32-bit values cross its back edge; optional: PINGPONG (consumers take turns at issuing their wgmmas,
+mbarrier ring), INTRA (P V under the next softmax, FA3's intra-warpgroup overlap), SPLIT (P V waited for
+first, so the O update runs under the next Q K^T), EARLY (next round's ready-waits moved next to the slot
+release). Measured on the H200: benchmarks/gluon_notes.md. Step 1's kernels (one CTA of warpgroups that
+issue their own TMA loads; a producer warp with the consumers in one partition) were slower and are in
+the history only (gluon_notes.md, step 4).
 
 Triton 3.6's `triton.experimental.gluon` (Hopper) is imported in a try block: without Triton, or
 with a Triton whose Gluon API differs, the kernels are not defined, the package still imports
@@ -35,6 +34,7 @@ with a Triton whose Gluon API differs, the kernels are not defined, the package 
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -98,16 +98,6 @@ def _gluon():
 
 if gluon is not None:
     @gluon.jit
-    def _load_kv(k_desc, v_desc, k_smem, v_smem, k_bar, v_bar, k_row0, v_row0, j, n_blocks,
-                 STAGES: gl.constexpr, BN: gl.constexpr):
-        slot = j % STAGES
-        ok = j < n_blocks
-        mbarrier.expect(k_bar.index(slot), k_desc.block_type.nbytes, pred=ok)
-        tma.async_copy_global_to_shared(k_desc, [k_row0 + j * BN, 0], k_bar.index(slot), k_smem.index(slot), pred=ok)
-        mbarrier.expect(v_bar.index(slot), v_desc.block_type.nbytes, pred=ok)
-        tma.async_copy_global_to_shared(v_desc, [v_row0, j * BN], v_bar.index(slot), v_smem.index(slot), pred=ok)
-
-    @gluon.jit
     def _tile_range(pid_m, seq_k, BLOCK_M: gl.constexpr, BN: gl.constexpr, IS_CAUSAL: gl.constexpr):
         """(K tiles needing no mask, all K tiles) of one query tile; causal skips tiles in the future."""
         if IS_CAUSAL:
@@ -169,6 +159,17 @@ if gluon is not None:
         return p, alpha, m_new, l_new
 
     @gluon.jit
+    def _p_operand(p, p_layout: gl.constexpr, BLOCK_M: gl.constexpr, BN: gl.constexpr):
+        """P (fp32, wgmma accumulator layout) -> FP8 wgmma A operand. Within every 32 keys a thread's
+        accumulator holds columns 16*g1 + 8*g0 + 2*q + e and the operand wants 16*g1 + 4*q + 2*g0 + e (q: lane % 4):
+        the columns are renamed in registers (no shuffles) and V's keys are stored in the same order."""
+        p8 = p.to(gl.float8e4nv)
+        p8 = gl.reshape(p8, [BLOCK_M, BN // 32, 2, 2, 4, 2])
+        p8 = gl.permute(p8, (0, 1, 2, 4, 3, 5))
+        p8 = gl.reshape(p8, [BLOCK_M, BN])
+        return gl.convert_layout(p8, p_layout)
+
+    @gluon.jit
     def _issue_s(q, k_smem, k_bar, j, s_layout: gl.constexpr, BLOCK_M: gl.constexpr, BN: gl.constexpr,
                  STAGES: gl.constexpr, WAIT: gl.constexpr = True):
         """S_j = Q K_j^T, issued (INT8 wgmma, async); WAIT: first wait for K_j's slot to be loaded."""
@@ -190,37 +191,6 @@ if gluon is not None:
                              use_acc=False, is_async=True, max_num_imprecise_acc=BN)
 
     @gluon.jit
-    def _qk_softmax(q_smem, k_smem, v_smem, k_bar, v_bar, acc, p8, m_i, l_i, qs, ks_ptr, offs_m, offs_n, j, seq_k,
-                    s_layout: gl.constexpr, p_layout: gl.constexpr, o_layout: gl.constexpr, BLOCK_M: gl.constexpr,
-                    BN: gl.constexpr, D_PAD: gl.constexpr, STAGES: gl.constexpr, MASK: gl.constexpr,
-                    IS_CAUSAL: gl.constexpr, OVERLAP: gl.constexpr, FIRST: gl.constexpr):
-        """Tile j: S = Q K_j^T, softmax, and P_j in FP8 (returned). With OVERLAP the previous tile's
-        P V (P_{j-1}, passed in as p8) is issued right after S_j and runs under this tile's softmax
-        (FA3's intra-warpgroup overlap); without it, P_j V_j is done here and waited for."""
-        s_tok = _issue_s(q_smem, k_smem, k_bar, j, s_layout, BLOCK_M, BN, STAGES)
-        if OVERLAP and not FIRST:
-            pv_tok = _issue_pv(p8, v_smem, v_bar, j - 1, o_layout, BLOCK_M, BN, D_PAD, STAGES)
-            s_i32 = warpgroup_mma_wait(1, deps=(s_tok, ))
-        else:
-            s_i32 = warpgroup_mma_wait(0, deps=(s_tok, ))
-        c = qs * gl.load(ks_ptr + j)
-        p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, j * BN, seq_k, MASK, IS_CAUSAL)
-        alpha_o = gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
-        p8 = gl.convert_layout(p.to(gl.float8e4nv), p_layout)
-        if OVERLAP:
-            if FIRST:
-                acc = acc * alpha_o
-            else:
-                pv = warpgroup_mma_wait(0, deps=(pv_tok, ))
-                acc = (acc + pv) * alpha_o
-        else:
-            acc = acc * alpha_o
-            pv_tok = _issue_pv(p8, v_smem, v_bar, j, o_layout, BLOCK_M, BN, D_PAD, STAGES)
-            pv = warpgroup_mma_wait(0, deps=(pv_tok, ))
-            acc = acc + pv
-        return acc, p8, m_i, l_i
-
-    @gluon.jit
     def _store_output(acc, m_i, l_i, offs_m, row0, VAMAX, O, LSE, b, h, pid_bh, kv_bh, stride_ob, stride_oh, stride_on,
                       seq_q, o_layout: gl.constexpr, D: gl.constexpr, BLOCK_M: gl.constexpr, D_PAD: gl.constexpr,
                       STORE_LSE: gl.constexpr):
@@ -240,186 +210,6 @@ if gluon is not None:
             m_safe = gl.where(m_i == float("-inf"), 0.0, m_i)
             lse = (m_safe + gl.log2(l_safe) - _LOG2_FP8_MAX) * _LN2
             gl.store(LSE + pid_bh.to(gl.int64) * seq_q + offs_m, lse, mask=offs_m < seq_q)
-
-    @gluon.jit
-    def _sage_fwd_sm90(q_desc, k_desc, v_desc, QS, KS, VAMAX, O, LSE, stride_ob, stride_oh, stride_on, q_heads, group,
-                       seq_q, seq_k, n_qblk, n_kblk, D: gl.constexpr, D_PAD: gl.constexpr, BLOCK_M: gl.constexpr,
-                       BN: gl.constexpr, STAGES: gl.constexpr, IS_CAUSAL: gl.constexpr, STORE_LSE: gl.constexpr,
-                       OVERLAP: gl.constexpr, num_warps: gl.constexpr):
-        pid_m, pid_bh, b, h, kv_bh = _program_tile(seq_q, q_heads, group, BLOCK_M, IS_CAUSAL)
-        n_pad_q = n_qblk * _BLOCK_Q
-        n_pad_k = n_kblk * BN
-
-        s_layout: gl.constexpr = _mma_layout(num_warps, BN)
-        o_layout: gl.constexpr = _mma_layout(num_warps, D_PAD)
-        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=4)
-
-        q_smem = gl.allocate_shared_memory(q_desc.dtype, q_desc.block_type.shape, q_desc.layout)
-        k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
-        v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
-        q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-        k_bar = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        v_bar = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        mbarrier.init(q_bar, count=1)
-        for i in gl.static_range(STAGES):
-            mbarrier.init(k_bar.index(i), count=1)
-            mbarrier.init(v_bar.index(i), count=1)
-        fence_async_shared()
-
-        n_full, n_all = _tile_range(pid_m, seq_k, BLOCK_M, BN, IS_CAUSAL)
-        k_row0 = kv_bh * n_pad_k
-        v_row0 = kv_bh * D_PAD
-        mbarrier.expect(q_bar, q_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(q_desc, [pid_bh * n_pad_q + pid_m * BLOCK_M, 0], q_bar, q_smem)
-        # prologue: every slot is free, but with OVERLAP the loop refills one tile later (see below)
-        PRE: gl.constexpr = STAGES - 1 if OVERLAP else STAGES
-        for i in gl.static_range(PRE):
-            _load_kv(k_desc, v_desc, k_smem, v_smem, k_bar, v_bar, k_row0, v_row0, i, n_all, STAGES, BN)
-
-        offs_m, offs_n, qs, ks_ptr, m_i, l_i, acc = _row_state(pid_m * BLOCK_M, QS, KS, pid_bh, kv_bh, n_qblk, n_kblk,
-                                                              s_layout, o_layout, BLOCK_M, BN, D_PAD)
-        p8 = gl.zeros([BLOCK_M, BN], gl.float8e4nv, p_layout)
-        mbarrier.wait(q_bar, 0)
-
-        # tile 0 peeled: nothing of an earlier tile is pending there
-        if n_full > 0:
-            acc, p8, m_i, l_i = _qk_softmax(q_smem, k_smem, v_smem, k_bar, v_bar, acc, p8, m_i, l_i, qs, ks_ptr, offs_m,
-                                            offs_n, 0, seq_k, s_layout, p_layout, o_layout, BLOCK_M, BN, D_PAD, STAGES,
-                                            False, IS_CAUSAL, OVERLAP, True)
-        else:
-            acc, p8, m_i, l_i = _qk_softmax(q_smem, k_smem, v_smem, k_bar, v_bar, acc, p8, m_i, l_i, qs, ks_ptr, offs_m,
-                                            offs_n, 0, seq_k, s_layout, p_layout, o_layout, BLOCK_M, BN, D_PAD, STAGES,
-                                            True, IS_CAUSAL, OVERLAP, True)
-        for j in range(1, n_all):
-            # refill the slot freed by the previous tile; every warp must be past its wgmmas on it.
-            # With OVERLAP, tile j-1's V is read until the middle of tile j: refill tile j-2's slot.
-            gl.thread_barrier()
-            if OVERLAP:
-                _load_kv(k_desc, v_desc, k_smem, v_smem, k_bar, v_bar, k_row0, v_row0, j + STAGES - 2, n_all,
-                         STAGES, BN)
-            else:
-                _load_kv(k_desc, v_desc, k_smem, v_smem, k_bar, v_bar, k_row0, v_row0, j + STAGES - 1, n_all,
-                         STAGES, BN)
-            if j < n_full:
-                acc, p8, m_i, l_i = _qk_softmax(q_smem, k_smem, v_smem, k_bar, v_bar, acc, p8, m_i, l_i, qs, ks_ptr,
-                                                offs_m, offs_n, j, seq_k, s_layout, p_layout, o_layout, BLOCK_M, BN,
-                                                D_PAD, STAGES, False, IS_CAUSAL, OVERLAP, False)
-            else:
-                acc, p8, m_i, l_i = _qk_softmax(q_smem, k_smem, v_smem, k_bar, v_bar, acc, p8, m_i, l_i, qs, ks_ptr,
-                                                offs_m, offs_n, j, seq_k, s_layout, p_layout, o_layout, BLOCK_M, BN,
-                                                D_PAD, STAGES, True, IS_CAUSAL, OVERLAP, False)
-        if OVERLAP:  # the last tile's P V
-            pv_tok = _issue_pv(p8, v_smem, v_bar, n_all - 1, o_layout, BLOCK_M, BN, D_PAD, STAGES)
-            pv = warpgroup_mma_wait(0, deps=(pv_tok, ))
-            acc = acc + pv
-
-        for i in gl.static_range(STAGES):
-            mbarrier.invalidate(k_bar.index(i))
-            mbarrier.invalidate(v_bar.index(i))
-        mbarrier.invalidate(q_bar)
-
-        _store_output(acc, m_i, l_i, offs_m, pid_m * BLOCK_M, VAMAX, O, LSE, b, h, pid_bh, kv_bh, stride_ob,
-                      stride_oh, stride_on, seq_q, o_layout, D, BLOCK_M, D_PAD, STORE_LSE)
-
-
-    # ---- warp-specialised variant: a producer partition issues every TMA load ----------------
-
-    @gluon.jit
-    def _ws_producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, q_row0, k_row0,
-                     v_row0, n_all, STAGES: gl.constexpr, BN: gl.constexpr):
-        mbarrier.expect(q_bar, q_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(q_desc, [q_row0, 0], q_bar, q_smem)
-        for j in range(0, n_all):
-            slot = j % STAGES
-            # a fresh barrier counts as having completed the phase before its first: parity 1 passes
-            mbarrier.wait(empty_bar.index(slot), ((j // STAGES) & 1) ^ 1)
-            mbarrier.expect(k_bar.index(slot), k_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(k_desc, [k_row0 + j * BN, 0], k_bar.index(slot), k_smem.index(slot))
-            mbarrier.expect(v_bar.index(slot), v_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(v_desc, [v_row0, j * BN], v_bar.index(slot), v_smem.index(slot))
-
-    @gluon.jit
-    def _ws_consumer(q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, QS, KS, pid_m, pid_bh, kv_bh, seq_k,
-                     n_qblk, n_kblk, n_full, n_all, s_layout: gl.constexpr, p_layout: gl.constexpr,
-                     o_layout: gl.constexpr, BLOCK_M: gl.constexpr, BN: gl.constexpr, D_PAD: gl.constexpr,
-                     STAGES: gl.constexpr, IS_CAUSAL: gl.constexpr):
-        offs_m, offs_n, qs, ks_ptr, m_i, l_i, acc = _row_state(pid_m * BLOCK_M, QS, KS, pid_bh, kv_bh, n_qblk, n_kblk,
-                                                              s_layout, o_layout, BLOCK_M, BN, D_PAD)
-        p8 = gl.zeros([BLOCK_M, BN], gl.float8e4nv, p_layout)
-        mbarrier.wait(q_bar, 0)
-        if n_full > 0:
-            acc, p8, m_i, l_i = _qk_softmax(q_smem, k_smem, v_smem, k_bar, v_bar, acc, p8, m_i, l_i, qs, ks_ptr, offs_m,
-                                            offs_n, 0, seq_k, s_layout, p_layout, o_layout, BLOCK_M, BN, D_PAD, STAGES,
-                                            False, IS_CAUSAL, True, True)
-        else:
-            acc, p8, m_i, l_i = _qk_softmax(q_smem, k_smem, v_smem, k_bar, v_bar, acc, p8, m_i, l_i, qs, ks_ptr, offs_m,
-                                            offs_n, 0, seq_k, s_layout, p_layout, o_layout, BLOCK_M, BN, D_PAD, STAGES,
-                                            True, IS_CAUSAL, True, True)
-        for j in range(1, n_all):
-            if j < n_full:
-                acc, p8, m_i, l_i = _qk_softmax(q_smem, k_smem, v_smem, k_bar, v_bar, acc, p8, m_i, l_i, qs, ks_ptr,
-                                                offs_m, offs_n, j, seq_k, s_layout, p_layout, o_layout, BLOCK_M, BN,
-                                                D_PAD, STAGES, False, IS_CAUSAL, True, False)
-            else:
-                acc, p8, m_i, l_i = _qk_softmax(q_smem, k_smem, v_smem, k_bar, v_bar, acc, p8, m_i, l_i, qs, ks_ptr,
-                                                offs_m, offs_n, j, seq_k, s_layout, p_layout, o_layout, BLOCK_M, BN,
-                                                D_PAD, STAGES, True, IS_CAUSAL, True, False)
-            # S_j and P_{j-1} V_{j-1} have completed: tile j-1's K and V slot is free
-            mbarrier.arrive(empty_bar.index((j - 1) % STAGES), count=1)
-        pv_tok = _issue_pv(p8, v_smem, v_bar, n_all - 1, o_layout, BLOCK_M, BN, D_PAD, STAGES)
-        pv = warpgroup_mma_wait(0, deps=(pv_tok, ))
-        return acc + pv, m_i, l_i
-
-    @gluon.jit
-    def _sage_fwd_sm90_ws(q_desc, k_desc, v_desc, QS, KS, VAMAX, O, LSE, stride_ob, stride_oh, stride_on, q_heads,
-                          group, seq_q, seq_k, n_qblk, n_kblk, D: gl.constexpr, D_PAD: gl.constexpr,
-                          BLOCK_M: gl.constexpr, BN: gl.constexpr, STAGES: gl.constexpr, IS_CAUSAL: gl.constexpr,
-                          STORE_LSE: gl.constexpr, PRODUCER_WARPS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
-                          num_warps: gl.constexpr):
-        pid_m, pid_bh, b, h, kv_bh = _program_tile(seq_q, q_heads, group, BLOCK_M, IS_CAUSAL)
-
-        s_layout: gl.constexpr = _mma_layout(num_warps, BN)
-        o_layout: gl.constexpr = _mma_layout(num_warps, D_PAD)
-        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=4)
-
-        q_smem = gl.allocate_shared_memory(q_desc.dtype, q_desc.block_type.shape, q_desc.layout)
-        k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
-        v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
-        q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-        k_bar = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        v_bar = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        empty_bar = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        mbarrier.init(q_bar, count=1)
-        for i in gl.static_range(STAGES):
-            mbarrier.init(k_bar.index(i), count=1)
-            mbarrier.init(v_bar.index(i), count=1)
-            mbarrier.init(empty_bar.index(i), count=1)
-        fence_async_shared()
-
-        n_full, n_all = _tile_range(pid_m, seq_k, BLOCK_M, BN, IS_CAUSAL)
-        q_row0 = pid_bh * (n_qblk * _BLOCK_Q) + pid_m * BLOCK_M
-        k_row0 = kv_bh * (n_kblk * BN)
-        v_row0 = kv_bh * D_PAD
-        acc, m_i, l_i = gl.warp_specialize([
-            (_ws_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, QS, KS, pid_m, pid_bh, kv_bh, seq_k,
-                            n_qblk, n_kblk, n_full, n_all, s_layout, p_layout, o_layout, BLOCK_M, BN, D_PAD, STAGES,
-                            IS_CAUSAL)),
-            (_ws_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, q_row0,
-                            k_row0, v_row0, n_all, STAGES, BN)),
-        ], [PRODUCER_WARPS], [PRODUCER_REGS])
-
-        offs_m = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, s_layout))
-        _store_output(acc, m_i, l_i, offs_m, pid_m * BLOCK_M, VAMAX, O, LSE, b, h, pid_bh, kv_bh, stride_ob,
-                      stride_oh, stride_on, seq_q, o_layout, D, BLOCK_M, D_PAD, STORE_LSE)
-
-
-
-    # ---- two consumer warpgroups (FA3 layout): one producer warp, two independent 64-row consumers --
-    # Each consumer is its own partition, so the two warpgroups never meet at a CTA barrier: one's
-    # softmax can run while the other's wgmmas use the tensor cores. Per tile a consumer issues
-    # S_j = Q K_j^T and P_{j-1} V_{j-1} together; with PINGPONG the two consumers take turns at
-    # issuing them (a pair of mbarriers), FA3's inter-warpgroup schedule. With INTRA the P V of the
-    # previous tile is waited for only after this tile's softmax (needs registers: D64 only).
 
     @gluon.jit
     def _ws2_producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, q_row0, k_row0,
@@ -472,7 +262,7 @@ if gluon is not None:
             else:
                 p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, 0, seq_k, True, IS_CAUSAL)
             for j in range(0, n_all - 1):
-                p8 = gl.convert_layout(p.to(gl.float8e4nv), p_layout)
+                p8 = _p_operand(p, p_layout, BLOCK_M, BN)
                 if PINGPONG:
                     mbarrier.wait(turn_bar.index(C), ((j + 1) & 1) ^ FIRST)
                 s_tok = _issue_s(q, k_smem, k_bar, j + 1, s_layout, BLOCK_M, BN, STAGES)
@@ -507,7 +297,7 @@ if gluon is not None:
                     p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, j * BN, seq_k, True,
                                                        IS_CAUSAL)
                 alpha_o = gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
-                p8 = gl.convert_layout(p.to(gl.float8e4nv), p_layout)
+                p8 = _p_operand(p, p_layout, BLOCK_M, BN)
                 if PINGPONG:
                     mbarrier.wait(turn_bar.index(C), ((j + 1) & 1) ^ FIRST)
                 pv_tok = _issue_pv(p8, v_smem, v_bar, j, o_layout, BLOCK_M, BN, D_PAD, STAGES, not EARLY)
@@ -537,7 +327,7 @@ if gluon is not None:
                                                    IS_CAUSAL)
             acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
         # last round: P_{n-1} V_{n-1} alone
-        p8 = gl.convert_layout(p.to(gl.float8e4nv), p_layout)
+        p8 = _p_operand(p, p_layout, BLOCK_M, BN)
         if PINGPONG:
             mbarrier.wait(turn_bar.index(C), (n_all & 1) ^ FIRST)
         pv_tok = _issue_pv(p8, v_smem, v_bar, n_all - 1, o_layout, BLOCK_M, BN, D_PAD, STAGES,
@@ -616,6 +406,15 @@ if gluon is not None:
                              k_row0, v_row0, n_all, STAGES, BN, NC)),
             ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
+@functools.lru_cache(maxsize=None)
+def _smem_layouts(block_m: int, d_pad: int) -> tuple:
+    """The shared-memory layouts of the Q, K and V tiles, built once per shape (each build took ~25 us under
+    cProfile on the H200 machine's CPU)."""
+    return (gl.NVMMASharedLayout.get_default_for([block_m, d_pad], gl.int8),
+            gl.NVMMASharedLayout.get_default_for([KV_BLOCK, d_pad], gl.int8),
+            gl.NVMMASharedLayout.get_default_for([d_pad, KV_BLOCK], gl.float8e4nv))
+
+
 def make_descriptors(x, block_m: int):
     """TMA descriptors over sage_triton's quantized buffers: Q (B*Hq*nQpad, D_PAD) int8,
     K (B*Hkv*nKpad, D_PAD) int8, V K-major (B*Hkv*D_PAD, nKpad) fp8."""
@@ -624,9 +423,7 @@ def make_descriptors(x, block_m: int):
     q2 = x.q8.view(-1, d_pad)
     k2 = x.k8.view(-1, d_pad)
     v2 = x.v.view(-1, x.v.shape[-1])
-    q_lay = gl.NVMMASharedLayout.get_default_for([block_m, d_pad], gl.int8)
-    k_lay = gl.NVMMASharedLayout.get_default_for([KV_BLOCK, d_pad], gl.int8)
-    v_lay = gl.NVMMASharedLayout.get_default_for([d_pad, KV_BLOCK], gl.float8e4nv)
+    q_lay, k_lay, v_lay = _smem_layouts(block_m, d_pad)
     TD = TensorDescriptor
     return (TD(q2, list(q2.shape), list(q2.stride()), [block_m, d_pad], q_lay),
             TD(k2, list(k2.shape), list(k2.stride()), [KV_BLOCK, d_pad], k_lay),
@@ -635,42 +432,37 @@ def make_descriptors(x, block_m: int):
 
 # Fastest measured on the H200 (benchmarks/gluon_notes.md, step 2): two consumer warpgroups (three
 # at D64 non-causal), no ping-pong, P V retired before Q K^T, a 4-deep K/V ring.
-DEFAULT_LAUNCH = dict(ws2=True, stages=4, pingpong=False, split=True, consumers=3)
+DEFAULT_LAUNCH = dict(stages=4, pingpong=False, split=True, consumers=3)
 
 
-def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = False, *, num_warps: int = 8,
-                 stages: int = 3, overlap: bool = True, ws: bool = False, producer_warps: int = 1,
-                 producer_regs: int = 24, ws2: bool = False, pingpong: bool = True, intra: bool = False,
-                 consumer_regs: int = 240, consumers: int = 2, split: bool = False, early: bool = False):
-    """The Gluon attention kernel on sage_triton's quantized inputs (FP8 P.V, block_q 64, block_k 128).
-    ws2: two 64-row consumer warpgroups + a TMA producer warp per CTA (num_warps/overlap/ws ignored);
-    consumers=3: D_PAD 64, non-causal only (elsewhere 2), 160 registers per consumer."""
+def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = False, *, stages: int = 4,
+                 producer_regs: int = 24, pingpong: bool = False, intra: bool = False, consumer_regs: int = 240,
+                 consumers: int = 3, split: bool = True, early: bool = False):
+    """The Gluon attention kernel on sage_triton's quantized inputs (FP8 P.V, block_q 64, block_k 128, V in
+    wgmma key order: `quantize(..., v_wgmma_order=True)`); the defaults are DEFAULT_LAUNCH's.
+    consumers=3 applies at D_PAD 64, non-causal only (elsewhere 2), with 160 registers per consumer."""
     if not x.fp8 or x.block_q != GLUON_BLOCK_Q or x.block_k != KV_BLOCK:
         raise ValueError("the Gluon kernel takes FP8 P.V with block_q=64, block_k=128 quantization")
+    if not x.v_wgmma_order:
+        raise ValueError("the Gluon kernel takes V in wgmma key order: quantize with v_wgmma_order=True")
     _gluon()
     b, hq, hkv, sq, sk, d = x.shape
     d_pad = x.q8.shape[-1]
-    block_m = GLUON_BLOCK_Q if ws2 else 16 * num_warps
+    block_m = GLUON_BLOCK_Q  # query rows per consumer warpgroup
     out = torch.empty((b, hq, sq, d), dtype=out_dtype, device=x.q8.device)
     lse = torch.empty((b, hq, sq), dtype=torch.float32, device=out.device) if return_lse else out
     n_qblk, n_kblk = x.q8.shape[1] // GLUON_BLOCK_Q, x.k8.shape[1] // KV_BLOCK
     q_desc, k_desc, v_desc = make_descriptors(x, block_m)
     # three consumers fit the register file only at D_PAD 64 (at 128 they spill ~230 bytes each)
-    nc = consumers if ws2 and not is_causal and d_pad <= 64 else 2
-    if ws2 and nc == 3:
+    nc = consumers if not is_causal and d_pad <= 64 else 2
+    if nc == 3:
         consumer_regs = min(consumer_regs, 160)  # 3 x 128 x 160 + 128 x 24 registers fill the SM's 64K
-    grid = (-(-sq // (nc * block_m if ws2 else block_m)), b * hq)
-    args = (q_desc, k_desc, v_desc, x.q_scale, x.k_scale, x.v_amax, out, lse, out.stride(0), out.stride(1),
-            out.stride(2), hq, hq // hkv, sq, sk, n_qblk, n_kblk)
-    meta = dict(D=d, D_PAD=d_pad, BLOCK_M=block_m, BN=KV_BLOCK, STAGES=stages, IS_CAUSAL=is_causal,
-                STORE_LSE=return_lse, num_warps=4 if ws2 else num_warps)
-    if ws2:
-        _sage_fwd_sm90_ws2[grid](*args, **meta, PINGPONG=pingpong, INTRA=intra, CONSUMER_REGS=consumer_regs,
-                                 PRODUCER_REGS=producer_regs, NC=nc, SPLIT=split, EARLY=early and not intra)
-    elif ws:  # warp-specialised: the consumers always overlap P V with the next tile's softmax
-        _sage_fwd_sm90_ws[grid](*args, **meta, PRODUCER_WARPS=producer_warps, PRODUCER_REGS=producer_regs)
-    else:
-        _sage_fwd_sm90[grid](*args, **meta, OVERLAP=overlap)
+    grid = (-(-sq // (nc * block_m)), b * hq)
+    _sage_fwd_sm90_ws2[grid](
+        q_desc, k_desc, v_desc, x.q_scale, x.k_scale, x.v_amax, out, lse, out.stride(0), out.stride(1),
+        out.stride(2), hq, hq // hkv, sq, sk, n_qblk, n_kblk, D=d, D_PAD=d_pad, BLOCK_M=block_m, BN=KV_BLOCK,
+        STAGES=stages, IS_CAUSAL=is_causal, STORE_LSE=return_lse, num_warps=4, PINGPONG=pingpong, INTRA=intra,
+        CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs, NC=nc, SPLIT=split, EARLY=early and not intra)
     return (out, lse) if return_lse else out
 
 
@@ -691,7 +483,7 @@ def sage_attention_gluon(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask
                          f"'fp8', block_q={GLUON_BLOCK_Q}, block_k={KV_BLOCK}")
     if q.shape[-1] not in SUPPORTED_HEAD_DIMS:
         raise ValueError(f"head_dim {q.shape[-1]} not in {SUPPORTED_HEAD_DIMS}")
-    x = quantize(q, k, v, scale, config)
+    x = quantize(q, k, v, scale, config, v_wgmma_order=True)
     cfg = DEFAULT_LAUNCH if launch is None else launch  # a given launch is taken whole (attend_gluon's defaults)
     if not return_lse:
         return attend_gluon(x, is_causal, q.dtype, **cfg)

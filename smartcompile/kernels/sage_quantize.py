@@ -22,6 +22,11 @@ Numerics are quantize_staged's: Q's INT8 values and scales and V's amax and valu
 summation order, so an INT8 value of K can move by 1 at a rounding tie and its scale by an ulp. Sparge's
 pooled statistics (pool=True) run the same code, but at 8 warps (_QUANT_WARPS) instead of 4: on a GPU their
 fp32 sums may round differently in the last bits (in the interpreter they are identical).
+
+`v_wgmma_order=True` (FP8, block_k a multiple of 16; for sage_gluon) stores V's keys permuted within every 16
+(`wgmma_key_order`):
+the order in which an FP8 wgmma's register operand holds P when P's registers are the Q K^T accumulator's,
+so the Gluon kernel feeds P to the P V wgmma without moving it between lanes.
 """
 from __future__ import annotations
 
@@ -97,16 +102,43 @@ def _quantize_int8(X, OUT, SCALE, MEAN, POOLED, SIM, stride_b, stride_h, stride_
     tl.store(SCALE + pid_bh * n_blocks + tl.program_id(0), scale)
 
 
+def wgmma_key_order(n: int, device=None) -> torch.Tensor:
+    """Where V's key t goes with v_wgmma_order (n a multiple of 16): within each 32 keys, the key in accumulator
+    column 16*g1 + 8*g0 + 2*q + e (a wgmma accumulator's thread q = lane % 4 holds columns 2q, 2q+1 of every 8)
+    moves to 16*g1 + 4*q + 2*g0 + e, the column an FP8 wgmma's register operand holds there (4 bytes per
+    register at 4q..4q+3, and 16 further); g1 stays, so keys move within each 16 only.
+    `v_ordered[..., wgmma_key_order(n)] = v_natural`."""
+    t = torch.arange(n, device=device)
+    return _key_position(t)
+
+
+def _key_position(t):
+    # one formula for torch and Triton: bit ops on integer tensors read the same in both
+    return (t & ~15) | (((t >> 1) & 3) << 2) | (((t >> 3) & 1) << 1) | (t & 1)
+
+
+_key_position_jit = triton.jit(_key_position)
+
+
+@triton.jit
+def _v_columns(rows, WGMMA_ORDER: tl.constexpr):
+    """V's column for each token row (transposed FP8 store)."""
+    if WGMMA_ORDER:
+        return _key_position_jit(rows)
+    return rows
+
+
 @triton.jit
 def _quantize_v(V, OUT, AMAX, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len, n_pad, target,
-                D: tl.constexpr, D_PAD: tl.constexpr, BLOCK: tl.constexpr, FP8: tl.constexpr):
+                D: tl.constexpr, D_PAD: tl.constexpr, BLOCK: tl.constexpr, FP8: tl.constexpr,
+                WGMMA_ORDER: tl.constexpr):
     pid_bh = tl.program_id(1)
     v, rows, cols, inside = _load_tile(V, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len, D, D_PAD, BLOCK)
     amax = tl.load(AMAX + pid_bh * D + cols, mask=cols < D, other=target)
     v = v * (target / tl.maximum(amax, 1e-30))[None, :]
     base = pid_bh.to(tl.int64) * n_pad * D_PAD
     if FP8:  # transposed (D_PAD, n_pad): the K dim of the P V product is contiguous
-        tl.store(OUT + base + cols[None, :] * n_pad + rows[:, None], v.to(tl.float8e4nv))
+        tl.store(OUT + base + cols[None, :] * n_pad + _v_columns(rows, WGMMA_ORDER)[:, None], v.to(tl.float8e4nv))
     else:
         tl.store(OUT + base + rows[:, None] * D_PAD + cols[None, :], v.to(tl.float16))
 
@@ -128,9 +160,10 @@ def quantize_qk(x: torch.Tensor, block: int, mult: float, mean: Optional[torch.T
     return (out, scale, pooled, sim) if pool else (out, scale)
 
 
-def quantize_v(v: torch.Tensor, block: int, fp8: bool, d_pad: int):
-    """V scaled per channel (by amax over tokens) into FP8, written transposed (B*H, d_pad, n_pad),
-    or into FP16 range (B*H, n_pad, d_pad); returns it with the per-channel amax (B*H, D)."""
+def quantize_v(v: torch.Tensor, block: int, fp8: bool, d_pad: int, wgmma_order: bool = False):
+    """V scaled per channel (by amax over tokens) into FP8, written transposed (B*H, d_pad, n_pad) (its keys
+    in `wgmma_key_order` with wgmma_order), or into FP16 range (B*H, n_pad, d_pad); returns it with the
+    per-channel amax (B*H, D)."""
     b, h, s, d = v.shape
     n_pad = triton.cdiv(s, block) * block
     lo, hi = torch.aminmax(v, dim=-2)  # one read of V, no |V| copy
@@ -139,7 +172,7 @@ def quantize_v(v: torch.Tensor, block: int, fp8: bool, d_pad: int):
     out = torch.empty(shape, dtype=torch.float8_e4m3fn if fp8 else torch.float16, device=v.device)
     target = FP8_E4M3_MAX if fp8 else FP16_V_RANGE
     _quantize_v[(n_pad // block, b * h)](v, out, amax, *v.stride(), h, s, n_pad, target, D=d, D_PAD=d_pad, BLOCK=block,
-                                         FP8=fp8)
+                                         FP8=fp8, WGMMA_ORDER=wgmma_order)
     return out, amax
 
 
@@ -159,10 +192,12 @@ class QuantizedQKV:
     block_k: int
     fp8: bool
     pooled: Optional[tuple] = None  # (pooled q, sim q, pooled k, sim k) when quantized with pool=True
+    v_wgmma_order: bool = False  # V's keys in wgmma_key_order (sage_gluon's kernel), not in token order
 
 
 def quantize_staged(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None,
-                     config: SageConfig = SageConfig(), *, pool: bool = False) -> QuantizedQKV:
+                    config: SageConfig = SageConfig(), *, pool: bool = False,
+                    v_wgmma_order: bool = False) -> QuantizedQKV:
     """Q, K, V quantized in 6-7 launches (K's mean by torch, Q and K by _quantize_int8, V's amax by torch, V by
     _quantize_v): at long sequences these streaming launches are faster than quantize_fused's."""
     pv_precision, block_q, block_k, smooth = config.pv_precision, config.block_q, config.block_k, config.smooth
@@ -170,15 +205,23 @@ def quantize_staged(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Op
     hkv, sk = k.shape[1], k.shape[2]
     if d not in SUPPORTED_HEAD_DIMS:
         raise ValueError(f"head_dim {d} not in {SUPPORTED_HEAD_DIMS}")
+    _check_order(v_wgmma_order, pv_precision == "fp8", block_k)
     d_pad = triton.next_power_of_2(d)
     sm_scale = scale if scale is not None else d ** -0.5
     k_mean = k.mean(dim=-2, dtype=torch.float32) if smooth else None  # (B, Hkv, D), no fp32 copy of K
     q8, qs, *q_pool = quantize_qk(q, block_q, sm_scale * LOG2E, None, d_pad, pool)
     k8, ks, *k_pool = quantize_qk(k, block_k, 1.0, k_mean, d_pad, pool)
     fp8 = pv_precision == "fp8"
-    vq, v_amax = quantize_v(v, block_k, fp8, d_pad)
+    vq, v_amax = quantize_v(v, block_k, fp8, d_pad, v_wgmma_order)
     return QuantizedQKV(q8, qs, k8, ks, vq, v_amax, k_mean, (b, hq, hkv, sq, sk, d), sm_scale, block_q, block_k, fp8,
-                        tuple(q_pool + k_pool) if pool else None)
+                        tuple(q_pool + k_pool) if pool else None, v_wgmma_order)
+
+
+def _check_order(v_wgmma_order: bool, fp8: bool, block_k: int):
+    if v_wgmma_order and not fp8:
+        raise ValueError("v_wgmma_order=True needs pv_precision='fp8' (the order is the FP8 wgmma operand's)")
+    if v_wgmma_order and block_k % 16:  # keys move within each 16: V's padded rows must hold whole groups
+        raise ValueError(f"v_wgmma_order=True needs block_k a multiple of 16; got block_k={block_k}")
 
 
 
@@ -254,7 +297,8 @@ def _quantize_all(Q, K, V, Q8, QS, K8, KS, VOUT, KMEAN, VAMAX, PART, QPOOL, QSIM
                   sq_b, sq_h, sq_n, sq_d, sk_b, sk_h, sk_n, sk_d, sv_b, sv_h, sv_n, sv_d,
                   q_heads, kv_heads, seq_q, seq_k, n_qblk, n_kblk, n_ktiles, n_chunks, v_part, n_pad_k, q_mult,
                   target, D: tl.constexpr, D_PAD: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
-                  CHUNKS: tl.constexpr, SMOOTH: tl.constexpr, FP8: tl.constexpr, POOL: tl.constexpr):
+                  CHUNKS: tl.constexpr, SMOOTH: tl.constexpr, FP8: tl.constexpr, POOL: tl.constexpr,
+                  WGMMA_ORDER: tl.constexpr):
     pid = tl.program_id(0)
     cols = tl.arange(0, D_PAD)
     chunks = tl.arange(0, CHUNKS)
@@ -286,7 +330,8 @@ def _quantize_all(Q, K, V, Q8, QS, K8, KS, VOUT, KMEAN, VAMAX, PART, QPOOL, QSIM
         vx = vx * (target / tl.maximum(amax, 1e-30))[None, :]
         base = bh.to(tl.int64) * n_pad_k * D_PAD
         if FP8:  # transposed (D_PAD, n_pad_k), as _quantize_v
-            tl.store(VOUT + base + cols[None, :] * n_pad_k + v_rows[:, None], vx.to(tl.float8e4nv))
+            tl.store(VOUT + base + cols[None, :] * n_pad_k + _v_columns(v_rows, WGMMA_ORDER)[:, None],
+                     vx.to(tl.float8e4nv))
         else:
             tl.store(VOUT + base + v_rows[:, None] * D_PAD + cols[None, :], vx.to(tl.float16))
     else:  # Q tile
@@ -340,12 +385,14 @@ def _plan(b: int, hq: int, hkv: int, sq: int, sk: int, d: int, block_q: int, blo
 
 
 def quantize_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None,
-                   config: SageConfig = SageConfig(), *, pool: bool = False) -> QuantizedQKV:
+                   config: SageConfig = SageConfig(), *, pool: bool = False,
+                   v_wgmma_order: bool = False) -> QuantizedQKV:
     """quantize_staged in two launches: same arguments, same QuantizedQKV (layouts, dtypes, shapes)."""
     b, hq, sq, d = q.shape
     hkv, sk = k.shape[1], k.shape[2]
     block_q, block_k, smooth = config.block_q, config.block_k, config.smooth
     fp8 = config.pv_precision == "fp8"
+    _check_order(v_wgmma_order, fp8, block_k)
     p = _plan(b, hq, hkv, sq, sk, d, block_q, block_k, fp8)
     sm_scale = scale if scale is not None else p.default_scale
     dev = q.device
@@ -376,10 +423,10 @@ def quantize_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Opt
         *q.stride(), ks_b, ks_h, ks_n, ks_d, vs_b, vs_h, vs_n, vs_d, hq, hkv, sq, sk, p.n_qblk, p.n_kblk,
         p.n_ktiles, p.n_chunks, p.v_part, p.n_pad_k, sm_scale * LOG2E, p.target,
         D=d, D_PAD=p.d_pad, BLOCK_Q=block_q, BLOCK_K=block_k, CHUNKS=_MAX_CHUNKS, SMOOTH=smooth, FP8=fp8, POOL=pool,
-        num_warps=_QUANT_WARPS,
+        WGMMA_ORDER=v_wgmma_order, num_warps=_QUANT_WARPS,
     )
     return QuantizedQKV(q8, qs, k8, ks, vq, v_amax, k_mean, (b, hq, hkv, sq, sk, d), sm_scale, block_q, block_k, fp8,
-                        pooled)
+                        pooled, v_wgmma_order)
 
 
 # Most elements (q, k and v together) quantize() hands to quantize_fused. Measured on the H200, bf16, FP8 P.V
@@ -393,10 +440,10 @@ FUSED_MAX_ELEMENTS = 3 << 24  # B1 H24 D64 8k (38M) fused; B1 H24 D128 8k (75M) 
 
 
 def quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None,
-             config: SageConfig = SageConfig(), *, pool: bool = False) -> QuantizedQKV:
+             config: SageConfig = SageConfig(), *, pool: bool = False, v_wgmma_order: bool = False) -> QuantizedQKV:
     """Sage's quantization of q (B, Hq, Sq, D), k/v (B, Hkv, Sk, D), any strides: quantize_fused (2 launches)
     up to FUSED_MAX_ELEMENTS, where launches and host cost dominate, quantize_staged beyond. Both give the
     same QuantizedQKV up to K's mean summation order (see the module docstring)."""
     if q.numel() + k.numel() + v.numel() <= FUSED_MAX_ELEMENTS:
-        return quantize_fused(q, k, v, scale, config, pool=pool)
-    return quantize_staged(q, k, v, scale, config, pool=pool)
+        return quantize_fused(q, k, v, scale, config, pool=pool, v_wgmma_order=v_wgmma_order)
+    return quantize_staged(q, k, v, scale, config, pool=pool, v_wgmma_order=v_wgmma_order)

@@ -311,6 +311,9 @@ def attend(x: QuantizedQKV, is_causal: bool, out_dtype: torch.dtype, return_lse:
     `dense`: a dense keep-mask, walked through `tiles` (mask_blocks.dense_mask_lists, Sparge's selection
     included there); no `blocks` or `spans` with it."""
     b, hq, hkv, sq, sk, d = x.shape
+    if x.v_wgmma_order:
+        raise ValueError("attend: V was quantized with v_wgmma_order=True (sage_gluon's key order); this kernel "
+                         "reads V in token order: quantize with v_wgmma_order=False")
     span = keep = None
     if (dense is None) != (tiles is None) or (dense is not None and (blocks is not None or spans is not None)):
         raise ValueError("attend: a dense mask comes with its tiles (mask_blocks.dense_mask_lists) and without "
