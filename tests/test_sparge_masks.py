@@ -269,3 +269,21 @@ def test_cover_rows_without_a_host_sync_matches_the_per_row_rule(rows_shape):
         scores = torch.randint(0, 3, (b, h, n_q, n_k)).float()  # ties: the lowest index wins, as argmax
         got = _cover_rows(keep, scores, row_blocks, block_q, sq)
         assert torch.equal(got, _cover_rows_per_row(keep, scores, row_blocks, block_q, sq)), f"trial {trial}"
+
+
+@pytest.mark.parametrize("rows_shape", [(2, 3, 37), (1, 1, 37), (2, 1, 1)], ids=["full", "broadcast", "one-row"])
+@pytest.mark.parametrize("step_blocks", [1, 2, 4])
+def test_cover_rows_in_steps_matches_the_per_row_rule(rows_shape, step_blocks, monkeypatch):
+    """Rows in steps of whole q blocks (bounded memory), incl. a last step with a partial q block."""
+    from smartcompile.kernels import sparge_reference
+
+    b, h, sq, n_k, block_q = 2, 3, 37, 6, 8
+    monkeypatch.setattr(sparge_reference, "_COVER_STEP_ELEMENTS", step_blocks * b * h * block_q * n_k)
+    torch.manual_seed(step_blocks)
+    n_q = math.ceil(sq / block_q)
+    for trial in range(20):
+        row_blocks = torch.rand(*rows_shape, n_k) < 0.3
+        keep = torch.rand(b, h, n_q, n_k) < 0.3
+        scores = torch.randint(0, 3, (1, h, n_q, n_k)).float()  # broadcast over batch, as pooled scores may be
+        got = sparge_reference._cover_rows(keep, scores, row_blocks, block_q, sq)
+        assert torch.equal(got, _cover_rows_per_row(keep, scores, row_blocks, block_q, sq)), f"trial {trial}"

@@ -129,11 +129,34 @@ def _pool_rows(row_blocks: torch.Tensor, block_q: int) -> torch.Tensor:
     return padded.reshape(b, h, n_q, block_q, n_k).any(dim=3)
 
 
+# (B, H, rows, nK) elements per step of _cover_rows: its per-row tensors are made a few q blocks at a time, so
+# their memory stays bounded (B4 H32 at 32k tokens would need ~1G elements at once); steps depend on shapes only
+_COVER_STEP_ELEMENTS = 1 << 26
+
+
 def _cover_rows(keep: torch.Tensor, scores: torch.Tensor, row_blocks: torch.Tensor, block_q: int, sq: int) -> torch.Tensor:
     """A q block is selected as a whole, but a row may have its valid keys only in blocks the
     selection skipped (it would come out all-zero): for each such row also keep the highest-scoring
     block holding one of its valid keys (judged against the selection before any forcing; ties: the
-    lowest, as argmax). Whole-tensor ops, no host sync (no nonzero): a call can be CUDA-graph captured."""
+    lowest, as argmax). Whole-tensor ops, no host sync (no nonzero): a call can be CUDA-graph captured.
+    Rows go in steps of whole q blocks (_COVER_STEP_ELEMENTS)."""
+    b, h, n_q, n_k = keep.shape
+    step = max(1, _COVER_STEP_ELEMENTS // (b * h * block_q * n_k))  # q blocks per step
+    if step >= n_q:
+        return _cover_step(keep, scores, row_blocks, block_q, sq)
+    scores = scores.expand(b, h, n_q, n_k)
+    parts = []
+    for q0 in range(0, n_q, step):
+        q1 = min(n_q, q0 + step)
+        r0, r1 = q0 * block_q, min(sq, q1 * block_q)
+        rows = row_blocks if row_blocks.shape[-2] == 1 else row_blocks[..., r0:r1, :]
+        parts.append(_cover_step(keep[:, :, q0:q1], scores[:, :, q0:q1], rows, block_q, r1 - r0))
+    return torch.cat(parts, dim=2)
+
+
+def _cover_step(keep: torch.Tensor, scores: torch.Tensor, row_blocks: torch.Tensor, block_q: int,
+                sq: int) -> torch.Tensor:
+    """_cover_rows on the q blocks of `keep`, whose rows are row_blocks' first sq (or its one row, broadcast)."""
     b, h, n_q, n_k = keep.shape
     q_block = torch.arange(sq, device=keep.device) // block_q
     rows = row_blocks.expand(b, h, sq, n_k)
