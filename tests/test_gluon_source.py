@@ -53,7 +53,7 @@ def _fake_quantized(d: int, sq: int = 1000, sk: int = 1500, b: int = 1, hq: int 
 
 
 LAUNCHES = {"default": sg.DEFAULT_LAUNCH, "pingpong-intra": dict(pingpong=True, intra=True, split=False),
-            "early": dict(early=True)}
+            "early": dict(early=True), "pingpong-split-early": dict(pingpong=True, early=True)}
 
 
 @pytest.mark.parametrize("launch", LAUNCHES.values(), ids=LAUNCHES.keys())
