@@ -32,3 +32,13 @@ def test_mask_benchmark_runs_on_cpu(tmp_path):
     assert {r["case"] for r in rows} >= {"causal (is_causal)", "causal (dense)", "4 documents causal (dense)"}
     sage = [r for r in rows if r["impl"] == "sage_triton"]
     assert all(r["cosine"] > 0.99 for r in sage), sage
+
+
+def test_host_op_count_runs_on_cpu():
+    pytest.importorskip("triton")
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "count_host_ops.py")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT,
+                          env={**os.environ, "TRITON_INTERPRET": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| sage_triton |")]
+    assert rows and rows[0][1].strip() == "3", done.stdout  # Sage: three Triton launches per call
