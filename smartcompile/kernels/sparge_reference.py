@@ -18,6 +18,7 @@ the same blocks as the same mask expanded to (B, H, Sq, Sk).
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional
 
@@ -47,9 +48,25 @@ def pool_and_similarity(x: torch.Tensor, block: int) -> tuple[torch.Tensor, torc
     return pooled, sim
 
 
+def _per_shape(fn):
+    """Keep the tensors `fn` builds from shapes and a device only (read, never written, by its callers), so
+    that a call does not rebuild them: at short sequences Sparge's selection is host-bound, and each is a few
+    kernel launches. Not while a CUDA graph is being captured: a tensor made then holds no values until the
+    graph replays."""
+    cached = functools.lru_cache(maxsize=256)(fn)
+
+    @functools.wraps(fn)
+    def shape_constant(*args):
+        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+            return fn(*args)
+        return cached(*args)
+    return shape_constant
+
+
+@_per_shape
 def block_validity(n_q: int, n_k: int, block_q: int, block_k: int, sq: int, sk: int, is_causal: bool, device):
     """(future, diagonal) bool (n_q, n_k): blocks entirely after every query of the row, and
-    blocks that the causal diagonal crosses. Top-left alignment, like SDPA."""
+    blocks that the causal diagonal crosses. Top-left alignment, like SDPA. Kept per shape: never write them."""
     qi = torch.arange(n_q, device=device)[:, None]
     kj = torch.arange(n_k, device=device)[None, :]
     q_first, q_last = qi * block_q, torch.clamp((qi + 1) * block_q, max=sq) - 1
@@ -95,9 +112,10 @@ def _block_first_keys(flags: torch.Tensor, sk: int, block_k: int) -> torch.Tenso
     return first.reshape(*first.shape[:3], n_k, block_k).amin(dim=-1)
 
 
+@_per_shape
 def _row_limits(n_q: int, block_q: int, sq: int, sk: int, is_causal: bool, device):
     """(nQ, 1) each: the last key the first and the last row of each q block may see (< sk: a block's
-    first key is sk where it has none)."""
+    first key is sk where it has none). Kept per shape: never write them."""
     if not is_causal:
         last = torch.full((n_q, 1), sk - 1, device=device)
         return last, last
