@@ -16,34 +16,17 @@ import os
 import platform
 import pstats
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from smartcompile.bench.measure import do_bench_ms, host_us  # noqa: E402
 from smartcompile.kernels.sage_gluon import (GLUON_CONFIG, attend_gluon, gluon_unavailable_reason,  # noqa: E402
                                              make_descriptors, sage_attention_gluon)
 from smartcompile.kernels.sage_quantize import quantize_fused  # noqa: E402
 from smartcompile.kernels.sage_triton import attend, sage_attention_triton  # noqa: E402
-
-
-def host_us(fn, calls: int = 200) -> float:
-    fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    t1 = time.perf_counter()
-    torch.cuda.synchronize()
-    return (t1 - t0) / calls * 1e6
-
-
-def e2e_ms(fn) -> float:
-    import triton.testing
-
-    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
 
 
 def main():
@@ -76,10 +59,10 @@ def main():
             "sage_attention_gluon": lambda: sage_attention_gluon(q, k, v, None, False, None, GLUON_CONFIG),
             "sage_attention_triton": lambda: sage_attention_triton(q, k, v, None, False, None, GLUON_CONFIG),
         }
-        base = e2e_ms(cudnn)
+        base = do_bench_ms(cudnn)
         for name, fn in pieces.items():
             fn()
-            row = dict(shape=label, piece=name, host_us=host_us(fn), ms=e2e_ms(fn))
+            row = dict(shape=label, piece=name, host_us=host_us(fn), ms=do_bench_ms(fn))
             rows.append(row)
             print(f"{label:<20} {name:<30} host {row['host_us']:7.1f} us   {row['ms']:.3f} ms "
                   f"({base / row['ms']:.2f}x cuDNN)", flush=True)

@@ -13,30 +13,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from smartcompile.bench.measure import do_bench_ms  # noqa: E402
+from smartcompile.bench.measure import do_bench_ms, host_us  # noqa: E402
 from smartcompile.kernels.config import SageConfig  # noqa: E402
 from smartcompile.kernels.sage_gluon import (DEFAULT_LAUNCH, GLUON_CONFIG, attend_gluon,  # noqa: E402
                                              gluon_unavailable_reason)
 from smartcompile.kernels.sage_quantize import quantize_fused, quantize_staged  # noqa: E402
 from smartcompile.kernels.sage_triton import attend  # noqa: E402
-
-
-def host_us(fn, calls: int = 200) -> float:
-    fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    t1 = time.perf_counter()
-    torch.cuda.synchronize()
-    return (t1 - t0) / calls * 1e6
 
 
 def main():

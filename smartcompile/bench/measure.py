@@ -31,6 +31,21 @@ def do_bench_ms(fn: Callable[[], object]) -> float:
     return triton.testing.do_bench(fn, warmup=50, rep=200, return_mode="median")
 
 
+def host_us(fn: Callable[[], object], calls: int = 200) -> float:
+    """Host microseconds per call of `fn` on the GPU: `calls` calls enqueued back to back, timed before the
+    synchronize (the launch queue does not fill at these counts for sub-millisecond calls)."""
+    import time
+
+    fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    t1 = time.perf_counter()
+    torch.cuda.synchronize()
+    return (t1 - t0) / calls * 1e6
+
+
 def timing_method(device: str) -> str:
     if device != "cuda":
         return f"wall clock, median of {CPU_REPEATS} calls after one warm-up call"

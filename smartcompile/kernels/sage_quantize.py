@@ -219,7 +219,8 @@ def quantize_staged(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Op
 
 def _check_order(v_wgmma_order: bool, fp8: bool, block_k: int):
     if v_wgmma_order and not fp8:
-        raise ValueError("v_wgmma_order=True needs pv_precision='fp8' (the order is the FP8 wgmma operand's)")
+        raise ValueError("v_wgmma_order=True needs pv_precision='fp8' (the order is the FP8 wgmma operand's); "
+                         "got pv_precision='fp16'")
     if v_wgmma_order and block_k % 16:  # keys move within each 16: V's padded rows must hold whole groups
         raise ValueError(f"v_wgmma_order=True needs block_k a multiple of 16; got block_k={block_k}")
 
