@@ -27,7 +27,8 @@ POLICY = {"version": 1, "default": "sage",
           "layers": {"blocks.0.attn1": "flash", "blocks.*.attn2": "flash"}}
 
 
-def build(small: bool, blocks: int, device: str, dtype: torch.dtype):
+def build(small: bool, blocks: int, device: str, dtype: torch.dtype, frames: int = 21):
+    """The model and its inputs; `frames` latent frames of 30 x 52 tokens each (21: 32,760 tokens)."""
     from diffusers import WanTransformer3DModel
 
     torch.manual_seed(0)
@@ -39,28 +40,46 @@ def build(small: bool, blocks: int, device: str, dtype: torch.dtype):
         cfg = dict(num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16, text_dim=4096,
                    freq_dim=256, ffn_dim=8960, num_layers=blocks, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
                    eps=1e-6)
-        latents, text = (1, 16, 21, 60, 104), (1, 512, 4096)
+        latents, text = (1, 16, frames, 60, 104), (1, 512, 4096)
     model = WanTransformer3DModel(patch_size=(1, 2, 2), **cfg).to(device, dtype).eval()
     inputs = (torch.randn(latents, device=device, dtype=dtype), torch.tensor([500], device=device),
               torch.randn(text, device=device, dtype=dtype))
     return model, inputs
 
 
+def costliest_kernels(fn, top: int = 8) -> dict:
+    """{kernel name: GPU us} of the `top` costliest kernels of one call of `fn` (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    rows = [(r.key, getattr(r, "self_device_time_total", 0) or getattr(r, "self_cuda_time_total", 0))
+            for r in prof.key_averages()]
+    return dict(sorted(((k, us) for k, us in rows if us > 0), key=lambda kv: -kv[1])[:top])
+
+
 def measure(name: str, make, inputs, device: str, repeats: int, reference: torch.Tensor,
-            planned: dict = None) -> dict:
+            planned: dict = None, kernels: bool = False) -> dict:
     torch._dynamo.reset()
     seen = len(INSTANCES)
-    call = make()
+    compiled = make()
+
+    def call():  # a new step each call: under CUDA graphs (reduce-overhead) a replay overwrites the last outputs
+        torch.compiler.cudagraph_mark_step_begin()
+        return compiled(*inputs, return_dict=False)[0]
+
     with torch.no_grad():
-        out, compile_s = first_call(lambda: call(*inputs, return_dict=False)[0], device)
+        out, compile_s = first_call(lambda: call().clone(), device)
         for _ in range(2):
-            call(*inputs, return_dict=False)
-        ms = median_call_ms(lambda: call(*inputs, return_dict=False), device, repeats)
+            call()
+        ms = median_call_ms(call, device, repeats)
+        top = costliest_kernels(call) if kernels and device == "cuda" else {}
     cos = torch.nn.functional.cosine_similarity(out.float().flatten(), reference.float().flatten(), dim=0).item()
     # regional: the per-instance choices made at run time; whole model: the plan made at compile time
     chosen = planned if planned is not None else \
         {c.layer: f"{c.backend}/{c.implementation}" for c in list(INSTANCES.values())[seen:]}
-    return {"name": name, "compile_s": compile_s, "ms": ms, "cosine_vs_eager": cos, "chosen": chosen}
+    return {"name": name, "compile_s": compile_s, "ms": ms, "cosine_vs_eager": cos, "chosen": chosen, "kernels": top}
 
 
 def main() -> None:

@@ -42,3 +42,19 @@ def test_host_op_count_runs_on_cpu():
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| sage_triton |")]
     assert rows and rows[0][1].strip() == "3", done.stdout  # Sage: three Triton launches per call
+
+
+def test_wan_benchmark_runs_on_cpu_and_auto_keeps_the_graphs_sdpa(tmp_path):
+    pytest.importorskip("diffusers")
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_wan.py"), "--small", "--blocks", "1", "--repeats", "1",
+           "--policies", "auto,sage", "--kernels", "--out", str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (result,) = tmp_path.glob("bench_wan_*_default.json")
+    rows = {r["name"]: r for r in json.loads(result.read_text())["rows"]}
+    assert list(rows) == ["torch.compile default", "auto", "sage"]
+    assert all(r["kernels"] == {} for r in rows.values())  # --kernels: GPU only
+    # on the CPU auto chooses exact SDPA everywhere: every site stays the graph's own call
+    assert rows["auto"]["chosen"] == {}
+    assert "sage/sage_reference" in rows["sage"]["chosen"].values()
+    assert all(r["cosine_vs_eager"] > 0.999 for r in rows.values()), rows

@@ -89,7 +89,9 @@ def _cpu_spec(**over) -> AttentionSpec:
 def test_auto_on_cpu_is_one_short_reason_without_fell_back():
     plan = smartcompile.explain(OneAttention(), torch.randn(1, 2, 16, 64))
     site = plan.sites[0]
-    assert site.reason == "policy default: auto -> flash/sdpa (sparge, sage: needs cuda, not cpu)", site.reason
+    assert site.reason == ("policy default: auto -> flash/sdpa (sparge, sage: needs cuda, not cpu): the graph's own "
+                           "SDPA call, kept"), site.reason
+    assert not site.rewritten  # stock torch.compile's own SDPA: auto cannot lose to it
     assert all(isinstance(s, Step) for s in site.steps) and site.steps[-1].outcome == "chosen"
     assert {s.outcome for s in site.steps[:-1]} <= {"unsupported", "not_auto"}
     data = json.loads(json.dumps(plan.to_dict()))["sites"][0]["steps"]

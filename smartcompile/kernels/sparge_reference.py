@@ -206,6 +206,26 @@ def _cover_flag_rows(keep: torch.Tensor, scores: torch.Tensor, first_keys: torch
     return keep | (added.gather(-1, at) == j)
 
 
+def block_scores(pq: torch.Tensor, pk: torch.Tensor, scale: float,
+                 excluded: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step 3: scores of the pooled blocks (excluded ones -inf) and their softmax per q block. The fused
+    selection (sparge_select.py) calls this too, so that both rank the very same fp32 values."""
+    scores = (pq @ pk.transpose(-2, -1)) * scale
+    if excluded is not None:
+        scores = scores.masked_fill(excluded, float("-inf"))
+    return scores, torch.softmax(scores, dim=-1)
+
+
+def keep_by_mass(probs: torch.Tensor, sort_key: torch.Tensor, cdf_threshold: float) -> torch.Tensor:
+    """Step 4 by cumulative mass: in descending `sort_key` order (ties: lower index first), keep a block while
+    the mass before it is below cdf_threshold; every row keeps its top block."""
+    order = torch.sort(sort_key, dim=-1, descending=True, stable=True)
+    ordered = probs.gather(-1, order.indices)
+    mass_before = torch.cumsum(ordered, dim=-1) - ordered
+    keep = torch.zeros_like(order.indices, dtype=torch.bool).scatter_(-1, order.indices, mass_before < cdf_threshold)
+    return keep.scatter_(-1, order.indices[..., :1], True)
+
+
 def select_blocks(
     pq: torch.Tensor,
     sim_q: torch.Tensor,
@@ -225,7 +245,6 @@ def select_blocks(
     block_q, block_k, sim_threshold, sink = config.block_q, config.block_k, config.sim_threshold, config.sink
     cdf_threshold, topk, sparsity_ratio = config.cdf_threshold, config.topk, config.sparsity_ratio
     n_q, n_k = pq.shape[2], pk.shape[2]
-    scores = (pq @ pk.transpose(-2, -1)) * scale
     future, diagonal = block_validity(n_q, n_k, block_q, block_k, sq, sk, is_causal, pq.device)
     excluded = future if is_causal else None  # blocks that can hold no valid (query, key) pair
     first_keys = None
@@ -238,22 +257,17 @@ def select_blocks(
         else:
             row_blocks = mask_row_blocks(valid, sq, sk, block_k, is_causal)
             excluded = future | ~_pool_rows(row_blocks, block_q)
-    if excluded is not None:
-        scores = scores.masked_fill(excluded, float("-inf"))
-    probs = torch.softmax(scores, dim=-1)
+    scores, probs = block_scores(pq, pk, scale, excluded)
     sort_key = probs
     if mask is not None:
         # a q block with no valid pair at all has nothing to weigh (its softmax is NaN); empty blocks
         # sort after valid ones even where a valid block's probability underflows to 0
         probs = torch.where(excluded.all(dim=-1, keepdim=True), torch.zeros_like(probs), probs)
         sort_key = probs.masked_fill(excluded, -1.0)
-    order = torch.sort(sort_key, dim=-1, descending=True, stable=True)
     if cdf_threshold is not None:
-        ordered = probs.gather(-1, order.indices)
-        mass_before = torch.cumsum(ordered, dim=-1) - ordered
-        keep = torch.zeros_like(order.indices, dtype=torch.bool).scatter_(-1, order.indices, mass_before < cdf_threshold)
-        keep = keep.scatter_(-1, order.indices[..., :1], True)  # every row keeps its top block
+        keep = keep_by_mass(probs, sort_key, cdf_threshold)
     else:
+        order = torch.sort(sort_key, dim=-1, descending=True, stable=True)
         n_valid = (~excluded).sum(dim=-1) if excluded is not None else torch.full((n_q,), n_k, device=pq.device)
         if topk is not None:
             count = torch.clamp(n_valid, max=topk)

@@ -4,7 +4,8 @@ Reference: kernels/sparge_reference.py. Prediction = the block statistics (mean 
 self-similarity, i.e. mean pairwise cosine) computed by the quantization pass while each tile is
 in registers (or by `_pool_blocks` standalone), then the reference's own selection
 (`select_blocks`) on the small pooled tensors, so GPU and reference choose the same blocks, then
-one kernel that compacts the map into per-row block lists. The attention is
+one kernel that compacts the map into per-row block lists (with no mask, sparge_select.py does the
+selection after the scores and the compaction in one launch). The attention is
 `sage_triton.attend` in its SPARSE mode.
 
 Key padding (the forms sage_attention_triton takes) comes as sage_reference.key_spans without a host
@@ -31,6 +32,7 @@ from .sage_reference import KeySpans
 from .sage_quantize import _load_tile, _pool_stats, quantize
 from .sage_triton import BlockLists, attend, kernel_mask, unsmoothed_lse
 from .sparge_reference import block_map_to_lists, select_from_pooled
+from .sparge_select import write_block_lists, fused_selection_unsupported, select_block_lists
 
 
 @triton.jit
@@ -127,24 +129,8 @@ def _block_lists_kernel(KEEP, LUT, COUNT, COUNT_FULL, RUN, n_q, n_k, full_k, blo
     offs = tl.arange(0, NK_PAD)
     inside = offs < n_k
     keep = tl.load(KEEP + row.to(tl.int64) * n_k + offs, mask=inside, other=0).to(tl.int32)
-    pos = tl.cumsum(keep, axis=0) - keep  # exclusive prefix sum: each kept index's slot
-    count = tl.sum(keep, axis=0)
-    lut_row = LUT + row.to(tl.int64) * n_k
-    tl.store(lut_row + pos, offs, mask=inside & (keep != 0))
-    tl.store(lut_row + offs, tl.full([NK_PAD], -1, tl.int32), mask=inside & (offs >= count))
-    full = full_k
-    if IS_CAUSAL:
-        full = tl.minimum(full, ((row % n_q) * block_q) // block_k)
-    tl.store(COUNT + row, count)
-    if HAS_RUN:  # key padding: [first, end) of the kept blocks in this batch row's run of fully kept blocks
-        first = tl.load(RUN + 2 * (row // rows_per_batch))
-        full = tl.minimum(full, tl.load(RUN + 2 * (row // rows_per_batch) + 1))
-        before = tl.sum(keep * (offs < first).to(tl.int32), axis=0)
-        in_run = tl.sum(keep * ((offs >= first) & (offs < full)).to(tl.int32), axis=0)
-        tl.store(COUNT_FULL + 2 * row, before)
-        tl.store(COUNT_FULL + 2 * row + 1, before + in_run)
-    else:
-        tl.store(COUNT_FULL + row, tl.sum(keep * (offs < full).to(tl.int32), axis=0))
+    write_block_lists(keep, offs, inside, row, LUT, COUNT, COUNT_FULL, RUN, n_q, n_k, full_k, block_q, block_k,
+                 rows_per_batch, IS_CAUSAL=IS_CAUSAL, NK_PAD=NK_PAD, HAS_RUN=HAS_RUN)
 
 
 def block_lists(block_map: torch.Tensor, seq_k: int, block_q: int, block_k: int, is_causal: bool,
@@ -180,16 +166,21 @@ def sparge_attention_triton(q, k, v, mask, is_causal: bool, scale: Optional[floa
                          "mask, causal or key padding")
     # the quantization pass also pools the blocks (one read of Q and K for both)
     x = quantize(q, k, v, scale, config, pool=True)
-    block_map = select_from_pooled(x.pooled, q, k, scale, is_causal, config, selection)
-    if dense is not None:
-        tiles = dense_mask_lists(dense, q.shape[2], k.shape[2], config.block_q, config.block_k, is_causal, block_map)
-        res = attend(x, is_causal, q.dtype, pv_threshold=config.pv_threshold, return_lse=return_lse, dense=dense,
-                     tiles=tiles)
+    if fused_selection_unsupported(selection, x.pooled[2].shape[2]) is None:  # no mask: one launch, same blocks
+        block_map, lists = select_block_lists(x.pooled, q, k, scale, is_causal, config)
+        res = attend(x, is_causal, q.dtype, blocks=lists, pv_threshold=config.pv_threshold, return_lse=return_lse)
     else:
-        lists = block_lists(block_map, k.shape[2], config.block_q, config.block_k, is_causal,
-                            None if spans is None else full_block_run(selection[:, 0, 0], config.block_k))
-        res = attend(x, is_causal, q.dtype, blocks=lists, pv_threshold=config.pv_threshold, return_lse=return_lse,
-                     spans=spans)
+        block_map = select_from_pooled(x.pooled, q, k, scale, is_causal, config, selection)
+        if dense is not None:
+            tiles = dense_mask_lists(dense, q.shape[2], k.shape[2], config.block_q, config.block_k, is_causal,
+                                     block_map)
+            res = attend(x, is_causal, q.dtype, pv_threshold=config.pv_threshold, return_lse=return_lse,
+                         dense=dense, tiles=tiles)
+        else:
+            lists = block_lists(block_map, k.shape[2], config.block_q, config.block_k, is_causal,
+                                None if spans is None else full_block_run(selection[:, 0, 0], config.block_k))
+            res = attend(x, is_causal, q.dtype, blocks=lists, pv_threshold=config.pv_threshold,
+                         return_lse=return_lse, spans=spans)
     out = (res[0], unsmoothed_lse(res[1], q, x)) if return_lse else (res,)
     out = out + (block_map,) if return_block_map else out
     return out if len(out) > 1 else out[0]
