@@ -81,7 +81,9 @@ def measure(model, options, kwargs: dict, device: str, repeats: int, reference: 
     row = {"compile_s": compile_s, "ms": ms, "cosine_vs_eager": cosine_on_real_tokens(out, reference, kwargs)}
     if options is not None:
         plan = smartcompile.explain(model, kwargs=kwargs, policy=options["policy"])
-        row["sites"] = sorted({f"{s.spec.short() if s.spec else '?'} -> {s.backend}/{s.implementation}" for s in plan.sites})
+        row["sites"] = sorted({f"{s.spec.short() if s.spec else '?'} -> "
+                               + ("graph's own SDPA" if s.graph_sdpa_kept else f"{s.backend}/{s.implementation}")
+                               for s in plan.sites})
     return row
 
 

@@ -91,10 +91,10 @@ def test_sparse_lse_matches_reference_on_gpu(causal, seed):
 
 
 @pytest.mark.parametrize("n_k", [7, 130, 1500])  # rows sorted in 16, 256 and 2048 lanes (8 warps)
-@pytest.mark.parametrize("kind", ["random", "ties", "underflow"])
+@pytest.mark.parametrize("kind", ["random", "ties", "underflow", "nan"])
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("sel", [dict(sparsity_ratio=0.5), dict(topk=5, sink=True), dict(cdf_threshold=0.9)],
-                         ids=["s50", "top5sink", "cdf90"])
+@pytest.mark.parametrize("sel", [dict(sparsity_ratio=0.5), dict(sparsity_ratio=0.8), dict(topk=5, sink=True),
+                                 dict(cdf_threshold=0.9)], ids=["s50", "s80", "top5sink", "cdf90"])
 def test_fused_selection_is_the_reference_on_gpu(n_k, kind, causal, sel, seed):
     from smartcompile.kernels.sparge_reference import select_from_pooled
     from smartcompile.kernels.sparge_select import select_block_lists
@@ -102,7 +102,7 @@ def test_fused_selection_is_the_reference_on_gpu(n_k, kind, causal, sel, seed):
 
     config = SpargeConfig(block_q=64, block_k=128, sim_threshold=0.1, **sel)
     b, hq, hkv, d, sk = 2, 8, 2, 64, n_k * 128 - 37
-    sq = min(sk, 4000)
+    sq = min(sk + 100, 4000)  # n_k 7: causal rows past the last key; wider: sq < sk
     n_q = -(-sq // 64)
     pq, pk = torch.randn(b, hq, n_q, d, device="cuda"), torch.randn(b, hkv, n_k, d, device="cuda")
     if kind == "ties":
@@ -110,6 +110,8 @@ def test_fused_selection_is_the_reference_on_gpu(n_k, kind, causal, sel, seed):
         pq[:, :, 1::3] = 0.0
     elif kind == "underflow":
         pq = pq * 40.0
+    elif kind == "nan":
+        pq[:, :, 1] = float("nan")
     pooled = (pq, torch.rand(b, hq, n_q, device="cuda"), pk, torch.rand(b, hkv, n_k, device="cuda"))
     q, k = torch.empty(b, hq, sq, d, device="cuda"), torch.empty(b, hkv, sk, d, device="cuda")
     ref = select_from_pooled(pooled, q, k, None, causal, config)

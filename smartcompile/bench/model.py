@@ -60,6 +60,7 @@ def _flat_output(out: Any) -> torch.Tensor:
 def _runs(plan: Plan) -> str:
     """'sage/sage_triton x8, flash/sdpa x8': what the plan rewrote each attention site to."""
     counts = collections.Counter(f"{s.backend}/{s.implementation}" for s in plan.rewritten)
+    counts.update("graph's own SDPA (auto)" for s in plan.sites if s.graph_sdpa_kept)
     if not counts:
         return "no attention rewritten"
     return ", ".join(f"{name} x{n}" for name, n in counts.most_common())

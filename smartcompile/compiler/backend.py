@@ -55,7 +55,7 @@ def plan_and_rewrite(gm: torch.fx.GraphModule, policy: Policy, auto_mode: str = 
         if not per_instance and keeps_graph_sdpa(decision.backend, site, choice):
             plan.sites.append(PlannedSite(**base, backend=None, implementation=None, params={},
                                           reason=f"{reason}: the graph's own SDPA call, kept", rewritten=False,
-                                          steps=sel.records, timings=sel.timings))
+                                          steps=sel.records, timings=sel.timings, graph_sdpa_kept=True))
             continue
         site = site.remapped(replaced)
         if per_instance:

@@ -28,6 +28,8 @@ class PlannedSite:
     timings: tuple = ()  # ((label, ms), ...) measured on this GPU behind an auto choice
     instances: tuple = ()  # full layer names a per-instance site serves (regional compilation)
     mask: str = ""  # the mask structure recognised in the graph, MaskType.describe() (e.g. "causal-padded")
+    # auto chose exact SDPA for a plain SDPA call, which stays the graph's own call (backend.keeps_graph_sdpa)
+    graph_sdpa_kept: bool = False
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -75,6 +75,7 @@ def _select_lists_kernel(PROBS, GIVEN, SIM_Q, SIM_K, KEEP, LUT, COUNT, COUNT_FUL
     if BY_RANK:
         # padding sorts after every probability (>= 0); future blocks hold 0 and come after the valid ones
         p = tl.load(PROBS + base + offs, mask=inside, other=-1.0)
+        p = tl.where(p != p, float("inf"), p)  # torch's descending sort puts NaN first (ties: by index)
         n_valid = tl.sum((inside & ~future).to(tl.int32), axis=0)
         if BY_TOPK:
             count = tl.minimum(n_valid, topk)
@@ -124,6 +125,8 @@ def select_block_lists(pooled: tuple, q: torch.Tensor, k: torch.Tensor, scale: O
     why = fused_selection_unsupported(None, n_k)
     if why is not None:
         raise ValueError(f"select_block_lists: {why}")
+    if sim_q.dtype != torch.float32 or sim_k.dtype != torch.float32:  # compared in fp32, as torch compares fp32
+        raise ValueError(f"select_block_lists: similarities must be float32, got {sim_q.dtype} / {sim_k.dtype}")
     block_q, block_k = config.block_q, config.block_k
     scale = scale if scale is not None else q.shape[-1] ** -0.5
     excluded = None
@@ -141,7 +144,8 @@ def select_block_lists(pooled: tuple, q: torch.Tensor, k: torch.Tensor, scale: O
     nk_pad = max(16, triton.next_power_of_2(n_k))
     keep_frac = 1.0 - config.sparsity_ratio if config.sparsity_ratio is not None else 1.0
     _select_lists_kernel[(b * hq * n_q,)](
-        probs, given if by_mass else probs, sim_q, sim_k, keep, lut, count, count_full, n_q, n_k, hq, hq // hkv,
+        probs, given if by_mass else probs, sim_q.contiguous(), sim_k.contiguous(), keep, lut, count, count_full,
+        n_q, n_k, hq, hq // hkv,
         sq, sk, block_q, block_k, keep_frac, config.topk if config.topk is not None else 0, config.sim_threshold,
         IS_CAUSAL=is_causal, BY_RANK=not by_mass, BY_TOPK=config.topk is not None, SINK=config.sink,
         NK_PAD=nk_pad, num_warps=4 if nk_pad <= 1024 else 8,

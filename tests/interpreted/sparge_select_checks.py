@@ -26,6 +26,8 @@ def _pooled(b, hq, hkv, sq, sk, d, kind, config):
         pq[:, :, 1::3] = 0.0  # all-zero pooled q: every score of the row ties
     elif kind == "underflow":  # scores far apart: most probabilities are exactly 0 and tie there
         pq = pq * 40.0
+    elif kind == "nan":  # a NaN pooled q (a NaN token): its rows' probabilities are all NaN, sorted first by torch
+        pq[:, :, 1] = float("nan")
     sim_q = torch.rand(b, hq, n_q) * 2 - 1
     sim_k = torch.rand(b, hkv, n_k) * 2 - 1
     sim_k[..., ::5] = config.sim_threshold  # on the threshold: not below it
@@ -34,18 +36,24 @@ def _pooled(b, hq, hkv, sq, sk, d, kind, config):
 
 SELECTIONS = [dict(sparsity_ratio=0.5), dict(sparsity_ratio=0.0), dict(sparsity_ratio=0.9), dict(topk=3),
               dict(cdf_threshold=0.9), dict(sparsity_ratio=0.7, sink=True), dict(topk=1, sim_threshold=0.25)]
-SHAPES = [(1, 4, 4, 1000, 1000, 32), (2, 6, 2, 333, 1290, 16), (1, 2, 1, 1290, 333, 16)]  # b hq hkv sq sk d
-KINDS = ["random", "ties", "underflow"]
-# each selection with two input kinds, causal and not, the shapes in turn (the interpreter runs a program at a time)
-CASES = [(SHAPES[i % 3], KINDS[(i + j) % 3], j == 1, sel) for i, sel in enumerate(SELECTIONS) for j in (0, 1)]
+# b hq hkv sq sk d block_k: square, sq < sk, sq > sk (causal rows past the last key), rows of 81 K blocks
+# (a 128-lane sort), one K block
+SHAPES = [(1, 4, 4, 1000, 1000, 32, 64), (2, 6, 2, 333, 1290, 16, 64), (1, 2, 1, 1290, 333, 16, 64),
+          (1, 2, 2, 200, 1290, 16, 16), (1, 2, 2, 100, 50, 16, 64)]
+KINDS = ["random", "ties", "underflow", "nan"]
+# each selection with two input kinds, causal and not (the second with similarity in play), the shapes in turn
+# (the interpreter runs one program at a time)
+CASES = [(SHAPES[(2 * i + j) % 5], KINDS[(2 * i + j) % 4], j == 1, sel) for i, sel in enumerate(SELECTIONS)
+         for j in (0, 1)]
 
 
 @pytest.mark.parametrize("shape, kind, causal, sel", CASES, ids=[
     f"{'x'.join(map(str, s))}-{kind}-{'causal' if c else 'full'}-" + "-".join(f"{k}{v}" for k, v in sel.items())
     for s, kind, c, sel in CASES])
 def test_fused_selection_is_the_reference(shape, kind, causal, sel, seed):
-    b, hq, hkv, sq, sk, d = shape
-    config = SpargeConfig(**{"block_q": 64, "block_k": 64, "sim_threshold": -1.0, **sel})
+    b, hq, hkv, sq, sk, d, block_k = shape
+    sim = 0.25 if causal else -1.0
+    config = SpargeConfig(**{"block_q": 64, "block_k": block_k, "sim_threshold": sim, **sel})
     pooled = _pooled(b, hq, hkv, sq, sk, d, kind, config)
     q, k = torch.empty(b, hq, sq, d), torch.empty(b, hkv, sk, d)  # shapes only
     ref = select_from_pooled(pooled, q, k, None, causal, config)
