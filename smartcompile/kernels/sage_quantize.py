@@ -228,8 +228,10 @@ def _check_order(v_wgmma_order: bool, fp8: bool, block_k: int):
 
 _MAX_CHUNKS = 16  # token chunks per (batch, kv head) in the stats launch; also the scratch's padded count
 _STAT_BLOCK = 32  # tokens per step of a stats program (two fp32 (32, D_PAD) accumulators stay small)
-# 8 warps for the quantize launch: its registers are the widest branch's (a 128-token K tile plus the partials),
-# 217 at 4 warps (255 and spills with pool) on sm_90a, 123 (173 with pool) and no spills at 8
+# 8 warps for the quantize launch: its registers are the widest branch's (a 128-token K tile plus the partials).
+# sm_90a, Triton 3.6 (benchmarks/compile_stats_quantize.py): D64 122 (128 with pool), D128 246 (255 and a
+# 256-byte spill with pool) at 8 warps; D128 118 (128 + 128 bytes) at 16. Whether 16 is faster is not measured
+# yet (benchmarks/bench_quant_warps.py)
 _QUANT_WARPS = 8
 
 

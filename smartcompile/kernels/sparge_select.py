@@ -3,7 +3,8 @@
 Without an element mask, steps 4-5 of sparge_reference.select_blocks (keep by rank or by mass, similarity,
 sink, causal diagonal, never a future block) and the compaction into per-row block lists are per-(head,
 q block) work over one row of nK values: one program per row does them all. At short sequences the
-selection is host-bound (one kernel launch per torch op), so ~20 launches become one.
+selection is host-bound (one kernel launch per torch op): the scores and their softmax stay torch's (3-4
+ops), the ~15 ops after them and the compaction's launch become one launch.
 
 Same blocks as the reference, bit for bit: the scores and their softmax come from the reference's own
 `block_scores` (the very same fp32 values), and the kernel ranks them exactly as its stable descending sort
@@ -20,6 +21,7 @@ import triton
 import triton.language as tl
 
 from .config import SpargeConfig
+from .exact_reference import expand_kv_heads
 from .sage_triton import BlockLists
 from .sparge_reference import block_scores, block_validity, keep_by_mass
 
@@ -29,7 +31,7 @@ FUSED_MAX_K_BLOCKS = 2048
 
 @triton.jit
 def write_block_lists(keep, offs, inside, row, LUT, COUNT, COUNT_FULL, RUN, n_q, n_k, full_k, block_q, block_k,
-                 rows_per_batch, IS_CAUSAL: tl.constexpr, NK_PAD: tl.constexpr, HAS_RUN: tl.constexpr):
+                      rows_per_batch, IS_CAUSAL: tl.constexpr, NK_PAD: tl.constexpr, HAS_RUN: tl.constexpr):
     """Compact one row's keep flags (int32, 0/1) into its list of kept indices, count and count_full."""
     pos = tl.cumsum(keep, axis=0) - keep  # exclusive prefix sum: each kept index's slot
     count = tl.sum(keep, axis=0)
@@ -100,7 +102,7 @@ def _select_lists_kernel(PROBS, GIVEN, SIM_Q, SIM_K, KEEP, LUT, COUNT, COUNT_FUL
     keep = keep & inside
     tl.store(KEEP + base + offs, keep.to(tl.int8), mask=inside)
     write_block_lists(keep.to(tl.int32), offs, inside, row, LUT, COUNT, COUNT_FULL, COUNT, n_q, n_k, sk // block_k,
-                 block_q, block_k, 1, IS_CAUSAL=IS_CAUSAL, NK_PAD=NK_PAD, HAS_RUN=False)
+                      block_q, block_k, 1, IS_CAUSAL=IS_CAUSAL, NK_PAD=NK_PAD, HAS_RUN=False)
 
 
 def fused_selection_unsupported(mask: Optional[torch.Tensor], n_k: int) -> Optional[str]:
@@ -132,8 +134,7 @@ def select_block_lists(pooled: tuple, q: torch.Tensor, k: torch.Tensor, scale: O
     excluded = None
     if is_causal:
         excluded = block_validity(n_q, n_k, block_q, block_k, sq, sk, True, pq.device)[0]
-    pk_q = pk if hkv == hq else pk.repeat_interleave(hq // hkv, dim=1)  # as expand_kv_heads: same scores
-    _, probs = block_scores(pq, pk_q, scale, excluded)
+    _, probs = block_scores(pq, expand_kv_heads(pk, hq), scale, excluded)  # as select_from_pooled: same values
     by_mass = config.cdf_threshold is not None
     given = keep_by_mass(probs, probs, config.cdf_threshold) if by_mass else None
     dev = pq.device

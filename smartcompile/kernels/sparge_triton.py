@@ -32,7 +32,7 @@ from .sage_reference import KeySpans
 from .sage_quantize import _load_tile, _pool_stats, quantize
 from .sage_triton import BlockLists, attend, kernel_mask, unsmoothed_lse
 from .sparge_reference import block_map_to_lists, select_from_pooled
-from .sparge_select import write_block_lists, fused_selection_unsupported, select_block_lists
+from .sparge_select import fused_selection_unsupported, select_block_lists, write_block_lists
 
 
 @triton.jit
@@ -130,7 +130,7 @@ def _block_lists_kernel(KEEP, LUT, COUNT, COUNT_FULL, RUN, n_q, n_k, full_k, blo
     inside = offs < n_k
     keep = tl.load(KEEP + row.to(tl.int64) * n_k + offs, mask=inside, other=0).to(tl.int32)
     write_block_lists(keep, offs, inside, row, LUT, COUNT, COUNT_FULL, RUN, n_q, n_k, full_k, block_q, block_k,
-                 rows_per_batch, IS_CAUSAL=IS_CAUSAL, NK_PAD=NK_PAD, HAS_RUN=HAS_RUN)
+                      rows_per_batch, IS_CAUSAL=IS_CAUSAL, NK_PAD=NK_PAD, HAS_RUN=HAS_RUN)
 
 
 def block_lists(block_map: torch.Tensor, seq_k: int, block_q: int, block_k: int, is_causal: bool,
