@@ -48,7 +48,8 @@ def build(small: bool, blocks: int, device: str, dtype: torch.dtype, frames: int
 
 
 def costliest_kernels(fn, top: int = 8) -> dict:
-    """{kernel name: GPU us} of the `top` costliest kernels of one call of `fn` (torch.profiler)."""
+    """{kernel name: GPU us} of the `top` costliest kernels of one call of `fn` (torch.profiler), plus
+    "(all kernels)": their sum, which, set against the wall time, says whether the call is host-bound."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -56,12 +57,18 @@ def costliest_kernels(fn, top: int = 8) -> dict:
         torch.cuda.synchronize()
     rows = [(r.key, getattr(r, "self_device_time_total", 0) or getattr(r, "self_cuda_time_total", 0))
             for r in prof.key_averages()]
-    return dict(sorted(((k, us) for k, us in rows if us > 0), key=lambda kv: -kv[1])[:top])
+    costliest = dict(sorted(((k, us) for k, us in rows if us > 0), key=lambda kv: -kv[1])[:top])
+    return {"(all kernels)": sum(us for _, us in rows), **costliest}
 
 
-def measure(name: str, make, inputs, device: str, repeats: int, reference: torch.Tensor,
-            planned: dict = None, kernels: bool = False) -> dict:
-    torch._dynamo.reset()
+def prepare(name: str, make, inputs, device: str, reference: torch.Tensor, planned: dict = None,
+            kernels: bool = False, reset: bool = True) -> tuple:
+    """(row without its time, a call of the compiled model): compiled, run once (compile time), checked against
+    the eager reference, warmed up, optionally profiled. Compiled models stay alive side by side (dynamo keys
+    its cache entries by backend), so `interleaved_ms` can time them in turns; `reset` clears dynamo first
+    (False there)."""
+    if reset:
+        torch._dynamo.reset()
     seen = len(INSTANCES)
     compiled = make()
 
@@ -73,13 +80,35 @@ def measure(name: str, make, inputs, device: str, repeats: int, reference: torch
         out, compile_s = first_call(lambda: call().clone(), device)
         for _ in range(2):
             call()
-        ms = median_call_ms(call, device, repeats)
         top = costliest_kernels(call) if kernels and device == "cuda" else {}
     cos = torch.nn.functional.cosine_similarity(out.float().flatten(), reference.float().flatten(), dim=0).item()
     # regional: the per-instance choices made at run time; whole model: the plan made at compile time
     chosen = planned if planned is not None else \
         {c.layer: f"{c.backend}/{c.implementation}" for c in list(INSTANCES.values())[seen:]}
-    return {"name": name, "compile_s": compile_s, "ms": ms, "cosine_vs_eager": cos, "chosen": chosen, "kernels": top}
+    return {"name": name, "compile_s": compile_s, "cosine_vs_eager": cos, "chosen": chosen, "kernels": top}, call
+
+
+def interleaved_ms(calls: list, device: str, rounds: int, per_round: int) -> list:
+    """[(median ms, min and max of the round medians)] per call: `rounds` rounds, each timing every call
+    `per_round` times in turn, so clock and thermal drift fall on all of them alike."""
+    per_call = [[] for _ in calls]
+    with torch.no_grad():
+        for _ in range(rounds):
+            for times, call in zip(per_call, calls):
+                times.append(median_call_ms(call, device, per_round))
+    out = []
+    for times in per_call:
+        s = sorted(times)
+        out.append((s[len(s) // 2], (s[0], s[-1])))
+    return out
+
+
+def measure(name: str, make, inputs, device: str, repeats: int, reference: torch.Tensor,
+            planned: dict = None, kernels: bool = False) -> dict:
+    row, call = prepare(name, make, inputs, device, reference, planned, kernels)
+    with torch.no_grad():
+        row["ms"] = median_call_ms(call, device, repeats)
+    return row
 
 
 def main() -> None:

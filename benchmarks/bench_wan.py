@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import smartcompile  # noqa: E402
-from bench_regional import build, measure  # noqa: E402
+from bench_regional import build, interleaved_ms, prepare  # noqa: E402
 
 POLICIES = {
     "auto": {"version": 1, "default": "auto"},
@@ -38,7 +38,10 @@ POLICIES = {
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--blocks", type=int, default=8)
-    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=5, help="timed calls per round")
+    p.add_argument("--rounds", type=int, default=6,
+                   help="rounds, each timing every policy in turn (drift falls on all alike); the default is timed "
+                        "twice, as rows 1 and 2: their difference is the noise")
     p.add_argument("--frames", type=int, default=21, help="latent frames of 1,560 tokens (21: 32,760; 3: 4,680)")
     p.add_argument("--mode", default=None, choices=[None, "reduce-overhead"],
                    help="Inductor mode of every compilation (reduce-overhead: CUDA graphs, no per-call host cost)")
@@ -58,16 +61,23 @@ def main() -> None:
     smartcompile.name_layers(model)
     with torch.no_grad():
         reference = model(*inputs, return_dict=False)[0]
-    rows = [measure("torch.compile default", lambda: torch.compile(model, mode=ns.mode), inputs, device, ns.repeats,
-                    reference, {}, kernels=ns.kernels)]
+    torch._dynamo.reset()
+    prepared = [prepare("torch.compile default", lambda: torch.compile(model, mode=ns.mode), inputs, device,
+                        reference, {}, kernels=ns.kernels, reset=False)]
     for name in names:
         policy = POLICIES[name]
         plan = smartcompile.explain(model, *inputs, policy=policy)
         chosen = {s.layer: f"{s.backend}/{s.implementation}" for s in plan.sites if s.rewritten}
         # torch.compile takes mode= or options=, not both: smartattn reads the Inductor mode from its options
         options = {"policy": policy} if ns.mode is None else {"policy": policy, "mode": ns.mode}
-        rows.append(measure(name, lambda: torch.compile(model, backend="smartattn", options=options),
-                            inputs, device, ns.repeats, reference, chosen, kernels=ns.kernels))
+        prepared.append(prepare(name, lambda: torch.compile(model, backend="smartattn", options=options),
+                                inputs, device, reference, chosen, kernels=ns.kernels, reset=False))
+    rows = [r for r, _ in prepared]
+    rows.insert(1, dict(rows[0], name="torch.compile default (again)", kernels={}))
+    calls = [c for _, c in prepared]
+    calls.insert(1, calls[0])
+    for r, (ms, spread) in zip(rows, interleaved_ms(calls, device, ns.rounds, ns.repeats)):
+        r["ms"], r["round_spread_ms"] = ms, spread
     tokens = inputs[0].shape[2] * (inputs[0].shape[3] // 2) * (inputs[0].shape[4] // 2)
     base = rows[0]["ms"]
     for r in rows:
@@ -82,9 +92,11 @@ def main() -> None:
     for r in rows[1:]:
         kinds = sorted(set(r["chosen"].values()))
         print(f"  {r['name']}: {len(r['chosen'])} sites rewritten, implementations {kinds}")
-    print(f"{'policy':<28} {'run ms':>9} {'vs default':>10} {'cos vs eager':>13}")
+    print(f"{'policy':<30} {'run ms':>9} {'rounds min-max':>15} {'vs default':>10} {'cos vs eager':>13}")
     for r in rows:
-        print(f"{r['name']:<28} {r['ms']:>9.2f} {r['vs_default']:>9.3f}x {r['cosine_vs_eager']:>13.6f}")
+        lo, hi = r["round_spread_ms"]
+        print(f"{r['name']:<30} {r['ms']:>9.2f} {lo:>7.2f}-{hi:<7.2f} {r['vs_default']:>9.3f}x "
+              f"{r['cosine_vs_eager']:>13.6f}")
     for r in rows:
         if r.get("kernels"):
             print(f"{r['name']}: costliest GPU kernels of one forward (us)")

@@ -60,12 +60,34 @@ def test_inputs_are_not_mutated():
         assert torch.equal(a.detach(), b)
 
 
-def test_output_is_contiguous_for_strided_inputs():
+@pytest.mark.parametrize("strided", [True, False])
+@pytest.mark.parametrize("backend,impl", [("flash", "sdpa"), ("sage", "sage_reference"), ("sparge", "sparge_reference")])
+def test_output_is_token_major_as_the_fake_promises(strided, backend, impl):
+    # the layout SDPA and our kernels write, so the graph's transpose(1, 2).reshape after the op is a view;
+    # a compiled graph trusts the fake's strides, so the real output must have exactly them
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
     base = torch.randn(2, 17, 4, 16)
-    q = base.transpose(1, 2)  # (B, H, S, D) view with NHD strides
-    out = torch.ops.smartattn.attention(q, q, q, None, False, 0.25, "flash", "sdpa", "{}", "x")
-    assert out.is_contiguous()
-    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, q, q, scale=0.25))
+    q = base.transpose(1, 2) if strided else base.transpose(1, 2).contiguous()
+    sel = select(spec_from_tensors(q, q, q, None), backend)
+    args = (None, False, 0.25, backend, impl, encode_params(sel.params), "x")
+    out = torch.ops.smartattn.attention(q, q, q, *args)
+    with FakeTensorMode() as mode:
+        fq = mode.from_tensor(q)
+        fake = torch.ops.smartattn.attention(fq, fq, fq, *args)
+    assert out.stride() == fake.stride() == (17 * 4 * 16, 16, 4 * 16, 1)
+    assert out.transpose(1, 2).is_contiguous()
+    if backend == "flash":
+        torch.testing.assert_close(out, F.scaled_dot_product_attention(q, q, q, scale=0.25))
+
+
+def test_token_major_of_size_one_dims_is_exact():
+    from smartcompile.kernels.output_layout import as_token_major, is_token_major
+
+    x = torch.randn(1, 1, 5, 8)  # contiguous, but not token-major by its strides
+    y = as_token_major(x)
+    assert is_token_major(y) and y.stride() == (40, 8, 8, 1) and torch.equal(x, y)
+    assert as_token_major(y) is y
 
 
 def test_decoded_params_are_shared_read_only():
@@ -73,3 +95,13 @@ def test_decoded_params_are_shared_read_only():
     assert params is _decode_params(encode_params({"pv_precision": "fp8"}))  # cached: one per literal
     with pytest.raises(TypeError):
         params["pv_precision"] = "fp16"  # so no call can change what the next one reads
+
+
+def test_compiles_are_keyed_on_our_ops_contract():
+    # a cached graph compiled against an older fake (other output strides) must not be reused
+    from smartcompile.backends.op import OP_CONTRACT
+    from smartcompile.compiler.backend import _cache_key_tag
+
+    assert _cache_key_tag() == OP_CONTRACT
+    with torch.compiler.config.patch(cache_key_tag="user"):
+        assert _cache_key_tag() == f"user|{OP_CONTRACT}"

@@ -15,11 +15,17 @@ from typing import Callable, Mapping, Optional
 import torch
 
 from ..kernels.exact_reference import attention_reference_backward
+from ..kernels.output_layout import as_token_major, token_major_like_shape
 from .denoising_step import current_step
 from .intercept import AttentionCall, current_interceptor
 from .registry import get_implementation
 
 _REGISTERED = False
+
+# Bumped whenever what the ops promise changes (their fake outputs' strides, their schemas): Inductor's FX
+# graph and AOTAutograd caches key on the graph, not on a custom op's fake, so a graph compiled against an
+# older promise would be reused and fail its stride asserts. The compiler adds this to the cache key tag.
+OP_CONTRACT = "smartattn-ops-2 (token-major outputs)"
 
 # (site id, anchor parameters, denoising step) -> (backend, implementation, params, layer): the
 # choice for the module instance that is running. Installed by the compiler, which owns policies.
@@ -48,10 +54,11 @@ def attention_forward(q, k, v, mask, is_causal, scale, backend, implementation, 
         out = interceptor(AttentionCall(layer, q, k, v, mask, is_causal, scale, backend, implementation,
                                         dict(_decode_params(params))))
         if out is not None:
-            return out.to(q.dtype).contiguous()
+            return as_token_major(out.to(q.dtype))
     impl = get_implementation(backend, implementation)
     out = impl.run(q, k, v, mask, is_causal, scale, _decode_params(params))
-    return out.contiguous()
+    # the layout the fake below promises, and the one SDPA and our kernels write: usually no copy
+    return as_token_major(out)
 
 
 def attention_by_layer_forward(q, k, v, mask, is_causal, scale, anchors, site) -> torch.Tensor:
@@ -85,7 +92,7 @@ def register_ops() -> None:
 
     @attention.register_fake
     def _(q, k, v, mask, is_causal, scale, backend, implementation, params, layer):
-        return q.new_empty((q.shape[0], q.shape[1], q.shape[2], v.shape[3]))
+        return token_major_like_shape(q, v.shape[3])
 
     @torch.library.custom_op("smartattn::attention_backward", mutates_args=())
     def backward_op(
@@ -128,6 +135,6 @@ def register_ops() -> None:
 
     @attention_by_layer.register_fake
     def _(q, k, v, mask, is_causal, scale, anchors, site):
-        return q.new_empty((q.shape[0], q.shape[1], q.shape[2], v.shape[3]))
+        return token_major_like_shape(q, v.shape[3])
 
     attention_by_layer.register_autograd(backward, setup_context=setup_context)

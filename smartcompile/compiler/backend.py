@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from .._logging import configure_from_env, logger
-from ..backends.op import register_ops
+from ..backends.op import OP_CONTRACT, register_ops
 from ..errors import UnsupportedError
 from ..passes import find_attention_sites, rewrite_site
 from ..passes.anchor import find_anchors
@@ -171,7 +171,14 @@ def compile_graph(
         return gm.forward
     from torch._inductor.compile_fx import compile_fx
 
-    return compile_fx(gm, example_inputs, config_patches=opts.config_patches())
+    with torch.compiler.config.patch(cache_key_tag=_cache_key_tag()):
+        return compile_fx(gm, example_inputs, config_patches=opts.config_patches())
+
+
+def _cache_key_tag() -> str:
+    """The user's tag plus our ops' contract version (see OP_CONTRACT)."""
+    tag = torch.compiler.config.cache_key_tag
+    return f"{tag}|{OP_CONTRACT}" if tag else OP_CONTRACT
 
 
 def smartattn(gm: torch.fx.GraphModule, example_inputs: list, *, mode: Optional[str] = None,

@@ -42,6 +42,7 @@ import torch
 from .config import SageConfig
 from .constants import (FP8_E4M3_MAX, GLUON_BLOCK_Q, I2F_MAGIC, I2F_MAGIC_BITS, KV_BLOCK, LN2, LOG2_FP8_E4M3_MAX,
                         SUPPORTED_HEAD_DIMS)
+from .output_layout import token_major_empty
 
 TESTED_TRITON = ("3.6",)  # Gluon's API moves between releases: the versions this kernel was built with
 
@@ -449,7 +450,7 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
     b, hq, hkv, sq, sk, d = x.shape
     d_pad = x.q8.shape[-1]
     block_m = GLUON_BLOCK_Q  # query rows per consumer warpgroup
-    out = torch.empty((b, hq, sq, d), dtype=out_dtype, device=x.q8.device)
+    out = token_major_empty(b, hq, sq, d, out_dtype, x.q8.device)  # what the graph's next transpose wants
     lse = torch.empty((b, hq, sq), dtype=torch.float32, device=out.device) if return_lse else out
     n_qblk, n_kblk = x.q8.shape[1] // GLUON_BLOCK_Q, x.k8.shape[1] // KV_BLOCK
     q_desc, k_desc, v_desc = make_descriptors(x, block_m)

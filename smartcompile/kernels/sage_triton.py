@@ -45,6 +45,7 @@ from .config import SageConfig
 from .constants import FP8_E4M3_MAX, FP16_V_RANGE, I2F_MAGIC, I2F_MAGIC_BITS, LN2, LOG2_FP8_E4M3_MAX
 from ..masks import Causal
 from .mask_blocks import DenseKeep, MaskLists, dense_keep, dense_mask_lists
+from .output_layout import token_major_empty
 from .sage_quantize import QuantizedQKV, quantize
 from .sage_reference import KeySpans, key_spans, padding_form
 
@@ -334,7 +335,7 @@ def attend(x: QuantizedQKV, is_causal: bool, out_dtype: torch.dtype, return_lse:
         span = span.contiguous()
         keep = keep.contiguous() if keep is not None else None
     d_pad = x.q8.shape[-1]
-    out = torch.empty((b, hq, sq, d), dtype=out_dtype, device=x.q8.device)
+    out = token_major_empty(b, hq, sq, d, out_dtype, x.q8.device)  # what the graph's next transpose wants
     lse = torch.empty((b, hq, sq), dtype=torch.float32, device=out.device) if return_lse else out
     n_qblk, n_kblk = x.q8.shape[1] // x.block_q, x.k8.shape[1] // x.block_k
     grid = (n_qblk, b * hq)
