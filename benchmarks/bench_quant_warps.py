@@ -1,9 +1,10 @@
-"""quantize_fused's main launch at 8 vs 16 warps (GPU): sm_90a compiles of `_quantize_all` at D128 need 246
-registers at 8 warps (one CTA of 8 warps per SM for a memory-bound kernel) and 255 plus a 256-byte spill with
-Sparge's pooling; 118 (128 plus 128 bytes) at 16 warps. GPU time per call, host cost aside (CUDA-graph replays,
-triton.testing.do_bench_cudagraph), bf16, FP8 V.
+"""quantize_fused's main launch (`_quantize_all`) under several launch configurations (GPU): warps, slice size
+(elements of one (tokens, D_PAD) slice of a tile) and whether the next slice is prefetched; quantize_staged in
+the same run as the anchor (what `quantize` takes on large inputs). GPU time per call, host cost aside
+(CUDA-graph replays, triton.testing.do_bench_cudagraph), bf16, FP8 V in wgmma key order (the Gluon kernel's
+inputs: block_q 64, block_k 128) and the Triton kernel's default blocks.
 
-    python benchmarks/bench_quant_warps.py --out DIR
+    python benchmarks/bench_quant_warps.py --configs 8:1024:1,8:2048:1,4:1024:1 --out DIR
 """
 from __future__ import annotations
 
@@ -18,31 +19,40 @@ from triton.testing import do_bench_cudagraph
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from smartcompile.kernels import sage_quantize  # noqa: E402
 from smartcompile.kernels.config import SageConfig  # noqa: E402
+from smartcompile.kernels.sage_gluon import GLUON_CONFIG  # noqa: E402
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default="1x24x4096x64,1x24x4096x128,1x24x16384x128", help="BxHxNxD list")
-    ap.add_argument("--warps", default="8,16")
+    ap.add_argument("--configs", default="8:1024:1,8:2048:1,4:1024:1,8:1024:0",
+                    help="warps:slice elements:prefetch (0/1) list")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    configs = [tuple(int(x) for x in c.split(":")) for c in args.configs.split(",")]
     rows = []
     for spec in args.shapes.split(","):
         b, h, n, d = (int(x) for x in spec.split("x"))
         q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-        for pool in (False, True):
-            times = {}
-            for warps in (int(w) for w in args.warps.split(",")):
-                sage_quantize._QUANT_WARPS = warps  # read at each launch
-                times[warps] = do_bench_cudagraph(lambda: sage_quantize.quantize_fused(q, k, v, None, SageConfig(), pool=pool),
-                                                  return_mode="median")
-            rows.append(dict(shape=spec, pool=pool, ms=times))
-            print(f"{spec:<16} pool={pool!s:<5} " + "  ".join(f"{w} warps {t * 1e3:7.1f} us" for w, t in times.items()),
-                  flush=True)
+        for cfg_name, cfg, order in (("gluon", GLUON_CONFIG, True), ("triton", SageConfig(), False)):
+            for pool in (False, True):
+                times = {"staged": do_bench_cudagraph(
+                    lambda: sage_quantize.quantize_staged(q, k, v, None, cfg, pool=pool, v_wgmma_order=order),
+                    return_mode="median")}
+                for warps, elems, prefetch in configs:
+                    # read at each launch
+                    sage_quantize._QUANT_WARPS, sage_quantize._QUANT_SLICE = warps, elems
+                    sage_quantize._QUANT_PREFETCH = bool(prefetch)
+                    times[f"{warps}w/{elems}/{'pf' if prefetch else 'nopf'}"] = do_bench_cudagraph(
+                        lambda: sage_quantize.quantize_fused(q, k, v, None, cfg, pool=pool, v_wgmma_order=order),
+                        return_mode="median")
+                rows.append(dict(shape=spec, blocks=cfg_name, pool=pool, ms=times))
+                print(f"{spec:<15} {cfg_name:<6} pool={pool!s:<5} "
+                      + "  ".join(f"{name} {t * 1e3:6.1f}" for name, t in times.items()), flush=True)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "quant_warps.json"), "w") as f:
-            json.dump({"device": torch.cuda.get_device_name(), "rows": rows}, f, indent=1)
+        with open(os.path.join(args.out, "quant_configs.json"), "w") as f:
+            json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ quantize_fused, 2 launches (issue 13: at ~4k tokens the attention is host-bound)
      one chunk of tokens, into a scratch of partials (2, B*Hkv, _MAX_CHUNKS, D_PAD). No atomics: the chunk
      count and the order of each sum depend only on the shape, so the mean is deterministic. Up to 16 chunks
      give B1 H8 at 4k tokens 128 programs.
-  2. `_quantize_all`, a flat grid of K tiles, then V tiles, then Q tiles. A K (V) program reduces its head's
+  2. `_quantize_all`, a flat grid of K tiles, then V tiles, then Q tiles, each walked in slices of a few
+     tokens (`_int8_tile`: two passes, the second from L2). A K (V) program reduces its head's
      16 partials itself (16 x D_PAD floats, cheaper than a third launch); the tile 0 program of each head
      writes the k_mean (v_amax) that QuantizedQKV carries. Every K program of a head runs the same reduction
      in the same order, so the mean each one subtracts is the one written.
@@ -20,8 +21,8 @@ quantize_fused, 2 launches (issue 13: at ~4k tokens the attention is host-bound)
 Numerics are quantize_staged's: Q's INT8 values and scales and V's amax and values are bit-identical
 (same per-tile arithmetic; max is order-free). K's mean differs from torch's `k.mean` only by fp32
 summation order, so an INT8 value of K can move by 1 at a rounding tie and its scale by an ulp. Sparge's
-pooled statistics (pool=True) run the same code, but at 8 warps (_QUANT_WARPS) instead of 4: on a GPU their
-fp32 sums may round differently in the last bits (in the interpreter they are identical).
+pooled statistics (pool=True) are sums over the tile in another order (slice by slice): they may differ from
+quantize_staged's in the last bits.
 
 `v_wgmma_order=True` (FP8, block_k a multiple of 16; for sage_gluon) stores V's keys permuted within every 16
 (`wgmma_key_order`):
@@ -228,11 +229,12 @@ def _check_order(v_wgmma_order: bool, fp8: bool, block_k: int):
 
 _MAX_CHUNKS = 16  # token chunks per (batch, kv head) in the stats launch; also the scratch's padded count
 _STAT_BLOCK = 32  # tokens per step of a stats program (two fp32 (32, D_PAD) accumulators stay small)
-# 8 warps for the quantize launch: its registers are the widest branch's (a 128-token K tile plus the partials).
-# sm_90a, Triton 3.6 (benchmarks/compile_stats_quantize.py): D64 122 (128 with pool), D128 246 (255 and a
-# 256-byte spill with pool) at 8 warps; D128 118 (128 + 128 bytes) at 16. Whether 16 is faster is not measured
-# yet (benchmarks/bench_quant_warps.py)
+# The quantize launch's warps and slice size (elements of one (tokens, D_PAD) slice of a tile). When a whole
+# tile sat in registers (246 registers at D128, 8 warps), 8 warps beat 16 on the H200 (bench_quant_warps.py,
+# session 8: D128 4k 98 vs 110 us, 183 vs 231 with pooling).
 _QUANT_WARPS = 8
+_QUANT_SLICE = 1024
+_QUANT_PREFETCH = True
 
 
 @triton.jit
@@ -266,33 +268,96 @@ def _kv_stats(K, V, PART, sk_b, sk_h, sk_n, sk_d, sv_b, sv_h, sv_n, sv_d, n_head
 
 
 @triton.jit
-def _tile(X, bh, n_heads, s_b, s_h, s_n, s_d, row0, seq_len, D: tl.constexpr, D_PAD: tl.constexpr,
-          BLOCK: tl.constexpr):
-    """(BLOCK, D_PAD) fp32 tile at token row0 of head bh of a strided (B, H, S, D) tensor, zero-padded
-    (_load_tile, with the tile given instead of read from the program ids)."""
-    rows = row0 + tl.arange(0, BLOCK)
+def _head_base(X, bh, n_heads, s_b, s_h):
+    return X + (bh // n_heads).to(tl.int64) * s_b + (bh % n_heads).to(tl.int64) * s_h
+
+
+@triton.jit
+def _slice(base, s_n, s_d, row0, seq_len, D: tl.constexpr, D_PAD: tl.constexpr, SUB: tl.constexpr):
+    """(SUB, D_PAD) fp32 slice of one head from token row0, zero-padded; with its rows and in-bounds mask."""
+    rows = row0 + tl.arange(0, SUB)
     cols = tl.arange(0, D_PAD)
     inside = (rows[:, None] < seq_len) & (cols[None, :] < D)
-    base = X + (bh // n_heads).to(tl.int64) * s_b + (bh % n_heads).to(tl.int64) * s_h
     x = tl.load(base + rows[:, None] * s_n + cols[None, :] * s_d, mask=inside, other=0.0).to(tl.float32)
     return x, rows, inside
 
 
 @triton.jit
-def _store_int8(x, OUT, SCALE, tile, D_PAD: tl.constexpr, BLOCK: tl.constexpr):
-    """_quantize_int8's rounding, tile `tile` of the padded (B*H*n_blocks*BLOCK, D_PAD) output."""
-    xq, scale = _int8_block(x)
-    out_rows = tile.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    tl.store(OUT + out_rows[:, None] * D_PAD + tl.arange(0, D_PAD)[None, :], xq)
+def _prepared(raw, inside, mean, mult, SUB_MEAN: tl.constexpr):
+    """What gets quantized: K minus its mean (smoothing), or Q times the softmax scale; the same expression
+    as quantize_staged's, so the values are bit-identical."""
+    if SUB_MEAN:
+        return tl.where(inside, raw - mean[None, :], 0.0)
+    return raw * mult
+
+
+@triton.jit
+def _slice_stats(raw, inside, mean, mult, amax, xsum, usum, SUB_MEAN: tl.constexpr, POOL: tl.constexpr):
+    if POOL:  # sparge_reference.pool_and_similarity: mean token and mean pairwise cosine of the tile
+        xsum += raw
+        usum += raw / tl.maximum(tl.sqrt(tl.sum(raw * raw, axis=1)), 1e-6)[:, None]
+    return tl.maximum(amax, tl.abs(_prepared(raw, inside, mean, mult, SUB_MEAN))), xsum, usum
+
+
+@triton.jit
+def _slice_store(raw, inside, mean, mult, scale, OUT, out_row0, D_PAD: tl.constexpr, SUB: tl.constexpr,
+                 SUB_MEAN: tl.constexpr):
+    xq = tl.math.div_rn(_prepared(raw, inside, mean, mult, SUB_MEAN), scale)
+    xq = xq + tl.where(xq >= 0, 0.5, -0.5)  # round half away from zero, then truncate (_int8_block)
+    out_rows = out_row0 + tl.arange(0, SUB)
+    tl.store(OUT + out_rows[:, None] * D_PAD + tl.arange(0, D_PAD)[None, :], xq.to(tl.int8))
+
+
+@triton.jit
+def _int8_tile(base, s_n, s_d, row0, seq_len, mean, mult, OUT, SCALE, tile, POOLED, SIM,
+               D: tl.constexpr, D_PAD: tl.constexpr, BLOCK: tl.constexpr, SUB: tl.constexpr,
+               SUB_MEAN: tl.constexpr, POOL: tl.constexpr, PREFETCH: tl.constexpr):
+    """INT8 values and the one scale of the BLOCK-token tile at row0, in SUB-token slices and two passes: the
+    first takes |x|'s max (and Sparge's sums of the raw tokens), the second re-reads the tile (from L2),
+    rounds and stores. Element-wise accumulators keep the registers at a few SUB x D_PAD arrays, so several
+    programs share an SM (a whole tile in registers took 246 of them at D128, one program per SM, and spilled
+    with pooling; unrolled slices hoist their loads and take as many). PREFETCH loads the next slice before
+    working on this one: two slices in flight. The max is order-free: values and scales are _int8_block's,
+    bit for bit."""
+    cols = tl.arange(0, D_PAD)
+    end = tl.minimum(row0 + BLOCK, seq_len)  # the prefetch past the tile's last slice reads nothing
+    amax = tl.zeros([SUB, D_PAD], dtype=tl.float32)
+    xsum = tl.zeros([SUB, D_PAD], dtype=tl.float32)
+    usum = tl.zeros([SUB, D_PAD], dtype=tl.float32)
+    nxt, _rows, nxt_in = _slice(base, s_n, s_d, row0, end, D, D_PAD, SUB)
+    for r in range(0, BLOCK, SUB):
+        if PREFETCH:
+            raw, inside = nxt, nxt_in
+            nxt, _rows, nxt_in = _slice(base, s_n, s_d, row0 + r + SUB, end, D, D_PAD, SUB)
+        else:
+            raw, _rows, inside = _slice(base, s_n, s_d, row0 + r, end, D, D_PAD, SUB)
+        amax, xsum, usum = _slice_stats(raw, inside, mean, mult, amax, xsum, usum, SUB_MEAN, POOL)
+    scale = tl.maximum(tl.math.div_rn(tl.max(tl.max(amax, axis=1), axis=0), _INT8_MAX * 1.0), 1e-12)
+    if POOL:
+        count = (end - row0).to(tl.float32)
+        u = tl.sum(usum, axis=0)
+        tl.store(POOLED + tile.to(tl.int64) * D + cols, tl.sum(xsum, axis=0) / count, mask=cols < D)
+        tl.store(SIM + tile, tl.sum(u * u, axis=0) / (count * count))
+    out_row0 = tile.to(tl.int64) * BLOCK
+    nxt, _rows, nxt_in = _slice(base, s_n, s_d, row0, end, D, D_PAD, SUB)
+    for r in range(0, BLOCK, SUB):
+        if PREFETCH:
+            raw, inside = nxt, nxt_in
+            nxt, _rows, nxt_in = _slice(base, s_n, s_d, row0 + r + SUB, end, D, D_PAD, SUB)
+        else:
+            raw, _rows, inside = _slice(base, s_n, s_d, row0 + r, end, D, D_PAD, SUB)
+        _slice_store(raw, inside, mean, mult, scale, OUT, out_row0 + r, D_PAD, SUB, SUB_MEAN)
     tl.store(SCALE + tile, scale)
 
 
 @triton.jit
-def _store_pool(x, rows, seq_len, POOLED, SIM, tile, D: tl.constexpr, D_PAD: tl.constexpr):
+def _v_slice(vx, v_rows, mult, out, n_pad_k, D_PAD: tl.constexpr, FP8: tl.constexpr, WGMMA_ORDER: tl.constexpr):
     cols = tl.arange(0, D_PAD)
-    pooled, sim = _pool_stats(x, rows, seq_len)
-    tl.store(POOLED + tile.to(tl.int64) * D + cols, pooled, mask=cols < D)
-    tl.store(SIM + tile, sim)
+    vx = vx * mult[None, :]
+    if FP8:  # transposed (D_PAD, n_pad_k), as _quantize_v
+        tl.store(out + cols[None, :] * n_pad_k + _v_columns(v_rows, WGMMA_ORDER)[:, None], vx.to(tl.float8e4nv))
+    else:
+        tl.store(out + v_rows[:, None] * D_PAD + cols[None, :], vx.to(tl.float16))
 
 
 @triton.jit
@@ -301,50 +366,63 @@ def _quantize_all(Q, K, V, Q8, QS, K8, KS, VOUT, KMEAN, VAMAX, PART, QPOOL, QSIM
                   q_heads, kv_heads, seq_q, seq_k, n_qblk, n_kblk, n_ktiles, n_chunks, v_part, n_pad_k, q_mult,
                   target, D: tl.constexpr, D_PAD: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
                   CHUNKS: tl.constexpr, SMOOTH: tl.constexpr, FP8: tl.constexpr, POOL: tl.constexpr,
-                  WGMMA_ORDER: tl.constexpr):
+                  WGMMA_ORDER: tl.constexpr, SUB_Q: tl.constexpr, SUB_K: tl.constexpr, SUB_V: tl.constexpr,
+                  PREFETCH: tl.constexpr):
     pid = tl.program_id(0)
     cols = tl.arange(0, D_PAD)
     chunks = tl.arange(0, CHUNKS)
     if pid < n_ktiles:  # K tile: tile index = bh * n_kblk + block, as in the output's layout
         bh = pid // n_kblk
         blk = pid % n_kblk
-        kx, k_rows, k_in = _tile(K, bh, kv_heads, sk_b, sk_h, sk_n, sk_d, blk * BLOCK_K, seq_k, D, D_PAD, BLOCK_K)
-        if POOL:  # Sparge's statistics of the raw tile
-            _store_pool(kx, k_rows, seq_k, KPOOL, KSIM, pid, D, D_PAD)
+        mean = tl.zeros([D_PAD], dtype=tl.float32)
         if SMOOTH:
             k_part = tl.load(PART + (bh * CHUNKS + chunks)[:, None] * D_PAD + cols[None, :],
                              mask=chunks[:, None] < n_chunks, other=0.0)
             mean = tl.sum(k_part, axis=0) / seq_k
             if blk == 0:  # one program per head writes the mean that QuantizedQKV carries
                 tl.store(KMEAN + bh * D + cols, mean, mask=cols < D)
-            kx = tl.where(k_in, kx - mean[None, :], 0.0)
-        _store_int8(kx, K8, KS, pid, D_PAD, BLOCK_K)
-    elif pid < 2 * n_ktiles:  # V tile
+        _int8_tile(_head_base(K, bh, kv_heads, sk_b, sk_h), sk_n, sk_d, blk * BLOCK_K, seq_k, mean, 1.0, K8, KS, pid,
+                   KPOOL, KSIM, D, D_PAD, BLOCK_K, SUB_K, SMOOTH, POOL, PREFETCH)
+    elif pid < 2 * n_ktiles:  # V tile, in SUB_K-token slices (nothing to reduce: V's amax comes from the partials)
         tile = pid - n_ktiles
         bh = tile // n_kblk
         blk = tile % n_kblk
-        vx, v_rows, _v_in = _tile(V, bh, kv_heads, sv_b, sv_h, sv_n, sv_d, blk * BLOCK_K, seq_k, D, D_PAD, BLOCK_K)
         v_parts = tl.load(PART + v_part + (bh * CHUNKS + chunks)[:, None] * D_PAD + cols[None, :],
                           mask=chunks[:, None] < n_chunks, other=0.0)
         amax = tl.max(v_parts, axis=0)
         if blk == 0:  # one program per head writes the amax that QuantizedQKV carries
             tl.store(VAMAX + bh * D + cols, amax, mask=cols < D)
-        amax = tl.where(cols < D, amax, target)
-        vx = vx * (target / tl.maximum(amax, 1e-30))[None, :]
-        base = bh.to(tl.int64) * n_pad_k * D_PAD
-        if FP8:  # transposed (D_PAD, n_pad_k), as _quantize_v
-            tl.store(VOUT + base + cols[None, :] * n_pad_k + _v_columns(v_rows, WGMMA_ORDER)[:, None],
-                     vx.to(tl.float8e4nv))
-        else:
-            tl.store(VOUT + base + v_rows[:, None] * D_PAD + cols[None, :], vx.to(tl.float16))
+        mult = target / tl.maximum(tl.where(cols < D, amax, target), 1e-30)
+        base = _head_base(V, bh, kv_heads, sv_b, sv_h)
+        out = VOUT + bh.to(tl.int64) * n_pad_k * D_PAD
+        row0 = blk * BLOCK_K
+        end = tl.minimum(row0 + BLOCK_K, seq_k)
+        nxt, nxt_rows, _in = _slice(base, sv_n, sv_d, row0, end, D, D_PAD, SUB_V)
+        for r in range(0, BLOCK_K, SUB_V):  # V's padded rows are written too (zeros), as _quantize_v writes them
+            if PREFETCH:
+                vx, v_rows = nxt, row0 + r + tl.arange(0, SUB_V)
+                nxt, nxt_rows, _in = _slice(base, sv_n, sv_d, row0 + r + SUB_V, end, D, D_PAD, SUB_V)
+            else:
+                vx, v_rows, _in = _slice(base, sv_n, sv_d, row0 + r, end, D, D_PAD, SUB_V)
+            _v_slice(vx, v_rows, mult, out, n_pad_k, D_PAD, FP8, WGMMA_ORDER)
     else:  # Q tile
         tile = pid - 2 * n_ktiles
         bh = tile // n_qblk
         blk = tile % n_qblk
-        qx, q_rows, _q_in = _tile(Q, bh, q_heads, sq_b, sq_h, sq_n, sq_d, blk * BLOCK_Q, seq_q, D, D_PAD, BLOCK_Q)
-        if POOL:
-            _store_pool(qx, q_rows, seq_q, QPOOL, QSIM, tile, D, D_PAD)
-        _store_int8(qx * q_mult, Q8, QS, tile, D_PAD, BLOCK_Q)
+        _int8_tile(_head_base(Q, bh, q_heads, sq_b, sq_h), sq_n, sq_d, blk * BLOCK_Q, seq_q, cols * 0.0, q_mult, Q8,
+                   QS, tile, QPOOL, QSIM, D, D_PAD, BLOCK_Q, SUB_Q, False, POOL, PREFETCH)
+
+
+def _sub_rows(block: int, d_pad: int) -> int:
+    """Tokens per slice of a Q/K tile in `_quantize_all`: _QUANT_SLICE elements (a power of two), within the
+    block."""
+    return max(1, min(block, _QUANT_SLICE // d_pad))
+
+
+def _v_sub_rows(block: int, d_pad: int) -> int:
+    """Tokens per slice of a V tile: at least 32, so the transposed FP8 store writes whole 32-byte sectors (a V
+    slice carries no accumulators, so it can be wider at the same registers)."""
+    return min(block, max(32, _sub_rows(block, d_pad)))
 
 
 class _Plan(NamedTuple):
@@ -426,7 +504,8 @@ def quantize_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Opt
         *q.stride(), ks_b, ks_h, ks_n, ks_d, vs_b, vs_h, vs_n, vs_d, hq, hkv, sq, sk, p.n_qblk, p.n_kblk,
         p.n_ktiles, p.n_chunks, p.v_part, p.n_pad_k, sm_scale * LOG2E, p.target,
         D=d, D_PAD=p.d_pad, BLOCK_Q=block_q, BLOCK_K=block_k, CHUNKS=_MAX_CHUNKS, SMOOTH=smooth, FP8=fp8, POOL=pool,
-        WGMMA_ORDER=v_wgmma_order, num_warps=_QUANT_WARPS,
+        WGMMA_ORDER=v_wgmma_order, SUB_Q=_sub_rows(block_q, p.d_pad), SUB_K=_sub_rows(block_k, p.d_pad),
+        SUB_V=_v_sub_rows(block_k, p.d_pad), PREFETCH=_QUANT_PREFETCH, num_warps=_QUANT_WARPS,
     )
     return QuantizedQKV(q8, qs, k8, ks, vq, v_amax, k_mean, (b, hq, hkv, sq, sk, d), sm_scale, block_q, block_k, fp8,
                         pooled, v_wgmma_order)
