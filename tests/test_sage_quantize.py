@@ -169,8 +169,9 @@ def test_attend_through_fused_matches(pv, causal, seed, monkeypatch):
 
 
 @in_process
-@pytest.mark.parametrize("past_limit, want", [(0, "fused"), (1, "staged")])
-def test_quantize_takes_the_fused_path_up_to_its_size_limit(past_limit, want, monkeypatch):
+@pytest.mark.parametrize("past_limit, pool, want", [(0, False, "fused"), (1, False, "staged"), (0, True, "fused"),
+                                                    (1, True, "fused")])
+def test_quantize_takes_the_fused_path_up_to_its_size_limit_or_to_pool(past_limit, pool, want, monkeypatch):
     taken = []
     monkeypatch.setattr(sage_quantize, "quantize_fused", lambda *a, pool, v_wgmma_order: taken.append("fused"))
     monkeypatch.setattr(sage_quantize, "quantize_staged", lambda *a, pool, v_wgmma_order: taken.append("staged"))
@@ -178,7 +179,7 @@ def test_quantize_takes_the_fused_path_up_to_its_size_limit(past_limit, want, mo
     kv = torch.empty(1, 1, 1, 64, device=DEVICE).expand(1, 1, (sage_quantize.FUSED_MAX_ELEMENTS - 64) // 128, 64)
     v = kv if not past_limit else torch.empty(1, 1, 1, 64, device=DEVICE).expand(1, 1, kv.shape[2] + 2, 64)
     assert (q.numel() + kv.numel() + v.numel() > sage_quantize.FUSED_MAX_ELEMENTS) == bool(past_limit)
-    sage_quantize.quantize(q, kv, v, None, SageConfig(), pool=True)
+    sage_quantize.quantize(q, kv, v, None, SageConfig(), pool=pool)
     assert taken == [want]
 
 

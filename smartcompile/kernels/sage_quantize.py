@@ -229,10 +229,12 @@ def _check_order(v_wgmma_order: bool, fp8: bool, block_k: int):
 
 _MAX_CHUNKS = 16  # token chunks per (batch, kv head) in the stats launch; also the scratch's padded count
 _STAT_BLOCK = 32  # tokens per step of a stats program (two fp32 (32, D_PAD) accumulators stay small)
-# The quantize launch's warps and slice size (elements of one (tokens, D_PAD) slice of a tile). When a whole
-# tile sat in registers (246 registers at D128, 8 warps), 8 warps beat 16 on the H200 (bench_quant_warps.py,
-# session 8: D128 4k 98 vs 110 us, 183 vs 231 with pooling).
-_QUANT_WARPS = 8
+# The quantize launch's warps, slice size (elements of one (tokens, D_PAD) slice of a tile) and prefetch.
+# Measured on the H200 (bench_quant_warps.py, session 8, results/h200/session8/quant_configs.log; GPU us, B1 H24,
+# Triton kernel's blocks, without / with Sparge's pooling): the whole tile in registers (8 warps, 246 registers
+# at D128) took D128 4k 98 / 183, D128 16k 345 / 685. Sliced: 4 warps, 1024, prefetch 80 / 101 and 284 / 353;
+# 8 warps 87 / 137 and 307 / 502; 2048-element slices 84 / 126; no prefetch 91 / 139. D64 4k: 47 / 79 -> 42 / 54.
+_QUANT_WARPS = 4
 _QUANT_SLICE = 1024
 _QUANT_PREFETCH = True
 
@@ -511,21 +513,22 @@ def quantize_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Opt
                         pooled, v_wgmma_order)
 
 
-# Most elements (q, k and v together) quantize() hands to quantize_fused. Measured on the H200, bf16, FP8 P.V
-# (benchmarks/bench_quantize.py, results in benchmarks/results/h200/quantize/): the fused path won where the
-# inputs are small and launches and host cost dominate, B1 H24 4k D64 0.128 -> 0.089 ms (host 214 -> 81 us,
-# attention end to end 0.76x -> 0.86x cuDNN), 8k D64 0.179 -> 0.098 ms, 4k D128 0.249 -> 0.152 ms; it tied at
-# B1 H24 8k D128 (0.185 / 0.190 ms) and lost on large inputs, 16k D128 0.291 -> 0.353 ms, B4 H32 4k D128
-# 0.341 -> 0.465 ms: its stats launch streams 1/16 of a head per program, where the staged launches are
-# plain streams over many more programs.
+# Most elements (q, k and v together) quantize() hands to quantize_fused without pooling. Measured on the H200,
+# bf16, FP8 P.V (benchmarks/bench_quantize.py, results in benchmarks/results/h200/quantize/): the fused path won
+# where the inputs are small and launches and host cost dominate, B1 H24 4k D64 0.128 -> 0.089 ms (host 214 -> 81
+# us, attention end to end 0.76x -> 0.86x cuDNN), 8k D64 0.179 -> 0.098 ms, 4k D128 0.249 -> 0.152 ms; it tied at
+# B1 H24 8k D128 and lost on large inputs: its stats launch streams 1/16 of a head per program, where the staged
+# launches are plain streams over many more programs. With the sliced quantize launch (session 8,
+# bench_quant_warps.py, GPU us) B1 H24 16k D128 ties without pooling (fused 284, staged 278; Gluon blocks 370
+# vs 313) and wins with it (353 vs 424): Sparge's pooled quantization always takes the fused path.
 FUSED_MAX_ELEMENTS = 3 << 24  # B1 H24 D64 8k (38M) fused; B1 H24 D128 8k (75M) staged
 
 
 def quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None,
              config: SageConfig = SageConfig(), *, pool: bool = False, v_wgmma_order: bool = False) -> QuantizedQKV:
     """Sage's quantization of q (B, Hq, Sq, D), k/v (B, Hkv, Sk, D), any strides: quantize_fused (2 launches)
-    up to FUSED_MAX_ELEMENTS, where launches and host cost dominate, quantize_staged beyond. Both give the
-    same QuantizedQKV up to K's mean summation order (see the module docstring)."""
-    if q.numel() + k.numel() + v.numel() <= FUSED_MAX_ELEMENTS:
+    with pooling or up to FUSED_MAX_ELEMENTS, where launches and host cost dominate, quantize_staged beyond.
+    Both give the same QuantizedQKV up to K's mean and the pooled sums' summation order (module docstring)."""
+    if pool or q.numel() + k.numel() + v.numel() <= FUSED_MAX_ELEMENTS:
         return quantize_fused(q, k, v, scale, config, pool=pool, v_wgmma_order=v_wgmma_order)
     return quantize_staged(q, k, v, scale, config, pool=pool, v_wgmma_order=v_wgmma_order)
