@@ -117,6 +117,24 @@ def test_fused_matches_staged(case, seed):
         assert got.pooled is None and ref.pooled is None
 
 
+@in_process
+@pytest.mark.parametrize("quant_prefetch, stats_prefetch", [(False, False), (False, True), (True, True)])
+def test_prefetching_changes_no_bit(quant_prefetch, stats_prefetch, seed, monkeypatch):
+    # prefetch moves loads, not arithmetic: every output, pooled sums included, is the default launch's
+    q = _make(1, 3, 200, 128, torch.bfloat16, "NHD", 1.0)
+    k = _make(1, 3, 301, 128, torch.bfloat16, "NHD", 1.0, offset=3.0)
+    v = _make(1, 3, 301, 128, torch.bfloat16, "NHD", 1.0)
+    config = SageConfig(block_q=64, block_k=128)
+    ref = quantize_fused(q, k, v, None, config, pool=True, v_wgmma_order=True)
+    monkeypatch.setattr(sage_quantize, "_QUANT_PREFETCH", quant_prefetch)
+    monkeypatch.setattr(sage_quantize, "_STATS_PREFETCH", stats_prefetch)
+    got = quantize_fused(q, k, v, None, config, pool=True, v_wgmma_order=True)
+    for name in ("q8", "q_scale", "k8", "k_scale", "v", "v_amax", "k_mean"):
+        assert torch.equal(_bits(getattr(got, name)), _bits(getattr(ref, name))), f"{name}, seed {seed}"
+    for g, r in zip(got.pooled, ref.pooled):
+        assert torch.equal(_bits(g), _bits(r)), f"pooled, seed {seed}"
+
+
 class _DeviceOps(TorchDispatchMode):
     """Records the torch ops run outside Triton launches (the interpreter's own copies run inside them)."""
 

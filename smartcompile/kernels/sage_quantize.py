@@ -237,12 +237,34 @@ _STAT_BLOCK = 32  # tokens per step of a stats program (two fp32 (32, D_PAD) acc
 _QUANT_WARPS = 4
 _QUANT_SLICE = 1024
 _QUANT_PREFETCH = True
+# The stats launch: its warps, and whether it prefetches its next rows. In step 5's profile `_kv_stats` took
+# 34 us at D128 4k for 50 MB (~1.5 TB/s). sm_90a compiles (Triton 3.6, 32-token steps) put it at 244 registers at
+# D128 with 4 warps: 2 CTAs per SM, so B1 H24's 384 programs run in 1.5 waves; 8 warps take 80 (168 with the
+# prefetch), all in one wave. Not measured on a GPU yet (bench_quant_warps.py's 4th and 5th fields): unchanged.
+_STATS_WARPS = 4
+_STATS_PREFETCH = False
+
+
+@triton.jit
+def _kv_rows(k_base, v_base, sk_n, sk_d, sv_n, sv_d, r0, end, D: tl.constexpr, D_PAD: tl.constexpr,
+             BLOCK: tl.constexpr, SMOOTH: tl.constexpr):
+    """K's and V's fp32 (BLOCK, D_PAD) rows from r0 (zeros past `end`; K only when smoothing)."""
+    rows = r0 + tl.arange(0, BLOCK)
+    cols = tl.arange(0, D_PAD)
+    inside = (rows[:, None] < end) & (cols[None, :] < D)
+    k = tl.zeros([BLOCK, D_PAD], dtype=tl.float32)
+    if SMOOTH:
+        k = tl.load(k_base + rows[:, None] * sk_n + cols[None, :] * sk_d, mask=inside, other=0.0).to(tl.float32)
+    v = tl.load(v_base + rows[:, None] * sv_n + cols[None, :] * sv_d, mask=inside, other=0.0).to(tl.float32)
+    return k, v
 
 
 @triton.jit
 def _kv_stats(K, V, PART, sk_b, sk_h, sk_n, sk_d, sv_b, sv_h, sv_n, sv_d, n_heads, seq_len, chunk_len, v_part,
               D: tl.constexpr, D_PAD: tl.constexpr, BLOCK: tl.constexpr, CHUNKS: tl.constexpr,
-              SMOOTH: tl.constexpr):
+              SMOOTH: tl.constexpr, PREFETCH: tl.constexpr):
+    """PREFETCH loads the next BLOCK rows before adding this step's: two steps in flight, the same sums in the
+    same order (bit-identical partials)."""
     chunk = tl.program_id(0)
     bh = tl.program_id(1)
     b = (bh // n_heads).to(tl.int64)
@@ -255,13 +277,16 @@ def _kv_stats(K, V, PART, sk_b, sk_h, sk_n, sk_d, sv_b, sv_h, sv_n, sv_d, n_head
     # element-wise accumulators, reduced across rows once at the end (not a cross-thread reduction per step)
     k_acc = tl.zeros([BLOCK, D_PAD], dtype=tl.float32)
     v_acc = tl.zeros([BLOCK, D_PAD], dtype=tl.float32)
+    k_next, v_next = _kv_rows(k_base, v_base, sk_n, sk_d, sv_n, sv_d, start, end, D, D_PAD, BLOCK, SMOOTH)
     for r0 in range(start, end, BLOCK):
-        rows = r0 + tl.arange(0, BLOCK)
-        inside = (rows[:, None] < end) & (cols[None, :] < D)
+        if PREFETCH:
+            k, v = k_next, v_next
+            k_next, v_next = _kv_rows(k_base, v_base, sk_n, sk_d, sv_n, sv_d, r0 + BLOCK, end, D, D_PAD, BLOCK,
+                                      SMOOTH)
+        else:
+            k, v = _kv_rows(k_base, v_base, sk_n, sk_d, sv_n, sv_d, r0, end, D, D_PAD, BLOCK, SMOOTH)
         if SMOOTH:
-            k = tl.load(k_base + rows[:, None] * sk_n + cols[None, :] * sk_d, mask=inside, other=0.0)
-            k_acc += k.to(tl.float32)
-        v = tl.load(v_base + rows[:, None] * sv_n + cols[None, :] * sv_d, mask=inside, other=0.0).to(tl.float32)
+            k_acc += k
         v_acc = tl.maximum(v_acc, tl.abs(v))
     out = PART + (bh * CHUNKS + chunk) * D_PAD + cols
     if SMOOTH:
@@ -500,7 +525,8 @@ def quantize_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Opt
     ks_b, ks_h, ks_n, ks_d = k.stride()
     vs_b, vs_h, vs_n, vs_d = v.stride()
     _kv_stats[p.stats_grid](k, v, part, ks_b, ks_h, ks_n, ks_d, vs_b, vs_h, vs_n, vs_d, hkv, sk, p.chunk_len,
-                            p.v_part, D=d, D_PAD=p.d_pad, BLOCK=_STAT_BLOCK, CHUNKS=_MAX_CHUNKS, SMOOTH=smooth)
+                            p.v_part, D=d, D_PAD=p.d_pad, BLOCK=_STAT_BLOCK, CHUNKS=_MAX_CHUNKS, SMOOTH=smooth,
+                            PREFETCH=_STATS_PREFETCH, num_warps=_STATS_WARPS)
     _quantize_all[p.quant_grid](
         q, k, v, q8, qs, k8, ks, vq, k_mean if smooth else qs, v_amax, part, qpool, qsim, kpool, ksim,
         *q.stride(), ks_b, ks_h, ks_n, ks_d, vs_b, vs_h, vs_n, vs_d, hq, hkv, sq, sk, p.n_qblk, p.n_kblk,
