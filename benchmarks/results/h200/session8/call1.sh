@@ -1,4 +1,5 @@
 # Session 8, device call 1: fused-selection GPU tests, quantize warps, SDPA inside our op, Wan at 4,680 tokens.
+# Run from the repository root on the device machine: bash benchmarks/results/h200/session8/call1.sh
 source benchmarks/gpu_setup.sh .whl
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/device.txt
 timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_gpu_sparge.py > $OUT/gpu_tests_sparge.log 2>&1; tail -3 $OUT/gpu_tests_sparge.log
