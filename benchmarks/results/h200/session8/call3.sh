@@ -1,6 +1,6 @@
 # Session 8, device call 3: the GPU tests not run yet on this session's code, then Sage and Sparge end to end
-# Run from the repository root on the device machine: bash benchmarks/results/h200/session8/call3.sh
 # with the sliced quantize launch (same scripts and arguments as session 7's).
+# Run from the repository root on the device machine: bash benchmarks/results/h200/session8/call3.sh
 source benchmarks/gpu_setup.sh .whl
 timeout 280 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sage_gluon.py > $OUT/gpu_tests_sage_gluon.log 2>&1
 echo "test_gpu_sage_gluon: rc=$? $(tail -1 $OUT/gpu_tests_sage_gluon.log)"
