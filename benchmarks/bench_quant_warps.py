@@ -1,11 +1,11 @@
 """quantize_fused under several launch configurations (GPU): the main launch's (`_quantize_all`) warps, slice size
 (elements of one (tokens, D_PAD) slice of a tile) and whether the next slice is prefetched, and optionally
-the stats launch's (`_kv_stats`) prefetch of its next rows and its warps; quantize_staged in
+the stats launch's (`_kv_stats`) prefetch of its next rows and its warps, and the fewest tokens per V slice; quantize_staged in
 the same run as the anchor (what `quantize` takes on large inputs). GPU time per call, host cost aside
 (CUDA-graph replays, triton.testing.do_bench_cudagraph), bf16, FP8 V in wgmma key order (the Gluon kernel's
 inputs: block_q 64, block_k 128) and the Triton kernel's default blocks.
 
-    python benchmarks/bench_quant_warps.py --configs 4:1024:1,4:1024:1:1,4:1024:1:0:8,4:1024:1:1:8 --out DIR
+    python benchmarks/bench_quant_warps.py --configs 4:1024:1,4:1024:1:1,4:1024:1:0:8,4:1024:1:1:8,4:1024:1:0:4:16 --out DIR
 """
 from __future__ import annotations
 
@@ -28,10 +28,11 @@ def main():
     ap.add_argument("--shapes", default="1x24x4096x64,1x24x4096x128,1x24x16384x128", help="BxHxNxD list")
     ap.add_argument("--configs", default="8:1024:1,8:2048:1,4:1024:1,8:1024:0",
                     help="warps:slice elements:prefetch (0/1)[:stats prefetch (0/1), default 0[:stats warps, "
-                         "default 4]] list")
+                         "default 4[:fewest V rows per slice, default 32]]] list")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    configs = [(tuple(int(x) for x in c.split(":")) + (0, 4)[len(c.split(":")) - 3:])[:5]
+    defaults = (0, 4, 32)  # the optional fields' defaults: the shipped configuration's
+    configs = [(tuple(int(x) for x in c.split(":")) + defaults[len(c.split(":")) - 3:])[:6]
                for c in args.configs.split(",")]
     rows = []
     for spec in args.shapes.split(","):
@@ -42,13 +43,13 @@ def main():
                 times = {"staged": do_bench_cudagraph(
                     lambda: sage_quantize.quantize_staged(q, k, v, None, cfg, pool=pool, v_wgmma_order=order),
                     return_mode="median")}
-                for warps, elems, prefetch, stats_prefetch, stats_warps in configs:
+                for warps, elems, prefetch, stats_prefetch, stats_warps, v_rows in configs:
                     # read at each launch
                     sage_quantize._QUANT_WARPS, sage_quantize._QUANT_SLICE = warps, elems
                     sage_quantize._QUANT_PREFETCH, sage_quantize._STATS_PREFETCH = bool(prefetch), bool(stats_prefetch)
-                    sage_quantize._STATS_WARPS = stats_warps
+                    sage_quantize._STATS_WARPS, sage_quantize._V_MIN_ROWS = stats_warps, v_rows
                     name = (f"{warps}w/{elems}/{'pf' if prefetch else 'nopf'}"
-                            f"/stats-{stats_warps}w{'-pf' if stats_prefetch else ''}")
+                            f"/stats-{stats_warps}w{'-pf' if stats_prefetch else ''}/v{v_rows}")
                     times[name] = do_bench_cudagraph(
                         lambda: sage_quantize.quantize_fused(q, k, v, None, cfg, pool=pool, v_wgmma_order=order),
                         return_mode="median")

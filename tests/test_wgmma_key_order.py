@@ -51,3 +51,11 @@ def test_order_is_a_permutation_within_each_16_keys():
     assert sorted(pos.tolist()) == list(range(256))
     assert torch.equal(pos // 16, torch.arange(256) // 16)  # so any multiple of 16 keys stays in bounds
     assert pos[:16].tolist() == [0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15]
+
+
+def test_key_at_inverts_the_order():
+    # the quantize kernels gather V's tokens by _key_at and store them contiguously
+    t = torch.arange(512)
+    pos = sage_quantize.wgmma_key_order(512)
+    assert torch.equal(sage_quantize._key_at(pos), t)
+    assert torch.equal(sage_quantize._key_position(sage_quantize._key_at(t)), t)

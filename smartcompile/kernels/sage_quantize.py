@@ -118,14 +118,21 @@ def _key_position(t):
     return (t & ~15) | (((t >> 1) & 3) << 2) | (((t >> 3) & 1) << 1) | (t & 1)
 
 
-_key_position_jit = triton.jit(_key_position)
+def _key_at(p):
+    """The inverse of _key_position: the natural key stored at position p."""
+    return (p & ~15) | (((p >> 2) & 3) << 1) | (((p >> 1) & 1) << 3) | (p & 1)
+
+
+_key_at_jit = triton.jit(_key_at)
 
 
 @triton.jit
-def _v_columns(rows, WGMMA_ORDER: tl.constexpr):
-    """V's column for each token row (transposed FP8 store)."""
+def _v_source_rows(rows, WGMMA_ORDER: tl.constexpr):
+    """The token each output row of V takes (rows are whole groups of 16). With WGMMA_ORDER the tile is
+    gathered in key order and stored contiguously: row loads stay whole, where scattering the FP8 stores
+    byte by byte cost 18 us at B1 H24 D128 4k (H200, session 8: 98 vs 80 us per quantize_fused)."""
     if WGMMA_ORDER:
-        return _key_position_jit(rows)
+        return _key_at_jit(rows)
     return rows
 
 
@@ -134,12 +141,19 @@ def _quantize_v(V, OUT, AMAX, stride_b, stride_h, stride_n, stride_d, n_heads, s
                 D: tl.constexpr, D_PAD: tl.constexpr, BLOCK: tl.constexpr, FP8: tl.constexpr,
                 WGMMA_ORDER: tl.constexpr):
     pid_bh = tl.program_id(1)
-    v, rows, cols, inside = _load_tile(V, stride_b, stride_h, stride_n, stride_d, n_heads, seq_len, D, D_PAD, BLOCK)
+    b = (pid_bh // n_heads).to(tl.int64)
+    h = (pid_bh % n_heads).to(tl.int64)
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    cols = tl.arange(0, D_PAD)
+    src = _v_source_rows(rows, WGMMA_ORDER)
+    inside = (src[:, None] < seq_len) & (cols[None, :] < D)
+    v = tl.load(V + b * stride_b + h * stride_h + src[:, None] * stride_n + cols[None, :] * stride_d,
+                mask=inside, other=0.0).to(tl.float32)
     amax = tl.load(AMAX + pid_bh * D + cols, mask=cols < D, other=target)
     v = v * (target / tl.maximum(amax, 1e-30))[None, :]
     base = pid_bh.to(tl.int64) * n_pad * D_PAD
     if FP8:  # transposed (D_PAD, n_pad): the K dim of the P V product is contiguous
-        tl.store(OUT + base + cols[None, :] * n_pad + _v_columns(rows, WGMMA_ORDER)[:, None], v.to(tl.float8e4nv))
+        tl.store(OUT + base + cols[None, :] * n_pad + rows[:, None], v.to(tl.float8e4nv))
     else:
         tl.store(OUT + base + rows[:, None] * D_PAD + cols[None, :], v.to(tl.float16))
 
@@ -236,6 +250,7 @@ _STAT_BLOCK = 32  # tokens per step of a stats program (two fp32 (32, D_PAD) acc
 # 8 warps 87 / 137 and 307 / 502; 2048-element slices 84 / 126; no prefetch 91 / 139. D64 4k: 47 / 79 -> 42 / 54.
 _QUANT_WARPS = 4
 _QUANT_SLICE = 1024
+_V_MIN_ROWS = 32
 _QUANT_PREFETCH = True
 # The stats launch: its warps, and whether it prefetches its next rows. In step 5's profile `_kv_stats` took
 # 34 us at D128 4k for 50 MB (~1.5 TB/s). sm_90a compiles (Triton 3.6, 32-token steps) put it at 244 registers at
@@ -346,6 +361,7 @@ def _int8_tile(base, s_n, s_d, row0, seq_len, mean, mult, OUT, SCALE, tile, POOL
     with pooling; unrolled slices hoist their loads and take as many). PREFETCH loads the next slice before
     working on this one: two slices in flight. The max is order-free: values and scales are _int8_block's,
     bit for bit."""
+    tl.static_assert(BLOCK % SUB == 0)  # a slice past the tile would overwrite the next tile's output rows
     cols = tl.arange(0, D_PAD)
     end = tl.minimum(row0 + BLOCK, seq_len)  # the prefetch past the tile's last slice reads nothing
     amax = tl.zeros([SUB, D_PAD], dtype=tl.float32)
@@ -378,13 +394,24 @@ def _int8_tile(base, s_n, s_d, row0, seq_len, mean, mult, OUT, SCALE, tile, POOL
 
 
 @triton.jit
-def _v_slice(vx, v_rows, mult, out, n_pad_k, D_PAD: tl.constexpr, FP8: tl.constexpr, WGMMA_ORDER: tl.constexpr):
+def _v_rows(base, s_n, s_d, row0, end, D: tl.constexpr, D_PAD: tl.constexpr, SUB: tl.constexpr,
+            WGMMA_ORDER: tl.constexpr):
+    """V's tokens for the SUB output rows from row0 (a multiple of 16), gathered per _v_source_rows, fp32."""
+    cols = tl.arange(0, D_PAD)
+    src = _v_source_rows(row0 + tl.arange(0, SUB), WGMMA_ORDER)
+    inside = (src[:, None] < end) & (cols[None, :] < D)
+    return tl.load(base + src[:, None] * s_n + cols[None, :] * s_d, mask=inside, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _v_store(vx, row0, mult, out, n_pad_k, D_PAD: tl.constexpr, SUB: tl.constexpr, FP8: tl.constexpr):
+    rows = row0 + tl.arange(0, SUB)
     cols = tl.arange(0, D_PAD)
     vx = vx * mult[None, :]
     if FP8:  # transposed (D_PAD, n_pad_k), as _quantize_v
-        tl.store(out + cols[None, :] * n_pad_k + _v_columns(v_rows, WGMMA_ORDER)[:, None], vx.to(tl.float8e4nv))
+        tl.store(out + cols[None, :] * n_pad_k + rows[:, None], vx.to(tl.float8e4nv))
     else:
-        tl.store(out + v_rows[:, None] * D_PAD + cols[None, :], vx.to(tl.float16))
+        tl.store(out + rows[:, None] * D_PAD + cols[None, :], vx.to(tl.float16))
 
 
 @triton.jit
@@ -410,7 +437,7 @@ def _quantize_all(Q, K, V, Q8, QS, K8, KS, VOUT, KMEAN, VAMAX, PART, QPOOL, QSIM
                 tl.store(KMEAN + bh * D + cols, mean, mask=cols < D)
         _int8_tile(_head_base(K, bh, kv_heads, sk_b, sk_h), sk_n, sk_d, blk * BLOCK_K, seq_k, mean, 1.0, K8, KS, pid,
                    KPOOL, KSIM, D, D_PAD, BLOCK_K, SUB_K, SMOOTH, POOL, PREFETCH)
-    elif pid < 2 * n_ktiles:  # V tile, in SUB_K-token slices (nothing to reduce: V's amax comes from the partials)
+    elif pid < 2 * n_ktiles:  # V tile, in SUB_V-token slices (nothing to reduce: V's amax comes from the partials)
         tile = pid - n_ktiles
         bh = tile // n_kblk
         blk = tile % n_kblk
@@ -424,14 +451,15 @@ def _quantize_all(Q, K, V, Q8, QS, K8, KS, VOUT, KMEAN, VAMAX, PART, QPOOL, QSIM
         out = VOUT + bh.to(tl.int64) * n_pad_k * D_PAD
         row0 = blk * BLOCK_K
         end = tl.minimum(row0 + BLOCK_K, seq_k)
-        nxt, nxt_rows, _in = _slice(base, sv_n, sv_d, row0, end, D, D_PAD, SUB_V)
+        tl.static_assert(BLOCK_K % SUB_V == 0)
+        nxt = _v_rows(base, sv_n, sv_d, row0, end, D, D_PAD, SUB_V, WGMMA_ORDER)
         for r in range(0, BLOCK_K, SUB_V):  # V's padded rows are written too (zeros), as _quantize_v writes them
             if PREFETCH:
-                vx, v_rows = nxt, row0 + r + tl.arange(0, SUB_V)
-                nxt, nxt_rows, _in = _slice(base, sv_n, sv_d, row0 + r + SUB_V, end, D, D_PAD, SUB_V)
+                vx = nxt
+                nxt = _v_rows(base, sv_n, sv_d, row0 + r + SUB_V, end, D, D_PAD, SUB_V, WGMMA_ORDER)
             else:
-                vx, v_rows, _in = _slice(base, sv_n, sv_d, row0 + r, end, D, D_PAD, SUB_V)
-            _v_slice(vx, v_rows, mult, out, n_pad_k, D_PAD, FP8, WGMMA_ORDER)
+                vx = _v_rows(base, sv_n, sv_d, row0 + r, end, D, D_PAD, SUB_V, WGMMA_ORDER)
+            _v_store(vx, row0 + r, mult, out, n_pad_k, D_PAD, SUB_V, FP8)
     else:  # Q tile
         tile = pid - 2 * n_ktiles
         bh = tile // n_qblk
@@ -447,9 +475,9 @@ def _sub_rows(block: int, d_pad: int) -> int:
 
 
 def _v_sub_rows(block: int, d_pad: int) -> int:
-    """Tokens per slice of a V tile: at least 32, so the transposed FP8 store writes whole 32-byte sectors (a V
-    slice carries no accumulators, so it can be wider at the same registers)."""
-    return min(block, max(32, _sub_rows(block, d_pad)))
+    """Tokens per slice of a V tile: at least _V_MIN_ROWS, so the transposed FP8 store writes whole 32-byte
+    sectors."""
+    return min(block, max(_V_MIN_ROWS, _sub_rows(block, d_pad)))
 
 
 class _Plan(NamedTuple):
