@@ -86,7 +86,10 @@ def _cases(b=2, hq=4, sq=97, sk=97):
 
 SAGE_CASES = [  # B, Hq, Hkv, Sq, Sk, D, block_q, block_k
     (2, 4, 2, 97, 97, 64, 32, 32),
-    (1, 2, 1, 70, 150, 64, 64, 128),
+    # 4 heads, not 2: against fp32 the Sage numerics (the reference's too) give cos 0.999927 on average here, and
+    # with 2 heads 0.7% of draws fell under the 0.9999 bound (150 seeds, random-broadcast mask; CI failed on one);
+    # with 4 heads none did, min 0.99991
+    (1, 4, 2, 70, 150, 64, 64, 128),
 ]
 
 
