@@ -226,3 +226,31 @@ def test_graph_break_inside_a_block_is_reported_as_relative():
     compiled = torch.compile(net, backend=smartcompile.backend(policy=FLASH))
     x = torch.randn(1, 5, 16)
     torch.testing.assert_close(compiled(x), net(x))
+
+
+class _ViewsAttentionOutput(torch.nn.Module):
+    """A view that only the site's own (contiguous) output layout allows: the rewrite must keep it compiling."""
+
+    def __init__(self, manual: bool):
+        super().__init__()
+        self.manual = manual
+
+    def forward(self, q, k, v):
+        if self.manual:
+            a = (q @ k.transpose(-2, -1) * 0.25).softmax(-1) @ v
+        else:
+            a = torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=0.25)
+        b, h, s, d = a.shape
+        return a.view(b * h, s, d).sum(-1)
+
+
+@pytest.mark.parametrize("manual", [True, False], ids=["matmul-softmax-matmul", "sdpa-contiguous-inputs"])
+def test_views_of_a_contiguous_site_output_still_compile(manual):
+    q, k, v = (torch.randn(2, 4, 8, 16) for _ in range(3))
+    model = _ViewsAttentionOutput(manual)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend=smartcompile.backend(policy={"version": 1, "default": "flash"}))
+    out = compiled(q, k, v)
+    torch.testing.assert_close(out, model(q, k, v), atol=1e-5, rtol=1e-4)
+    plan = smartcompile.explain(model, q, k, v, policy={"version": 1, "default": "flash"})
+    assert len(plan.rewritten) == 1, plan

@@ -142,9 +142,10 @@ def register_ops() -> None:
         return
     _REGISTERED = True
     lib = torch.library.Library("smartattn", "DEF")
-    lib.define(_SCHEMAS["attention"])
-    lib.define(_SCHEMAS["attention_backward"])
-    lib.define(_SCHEMAS["attention_by_layer"], tags=(torch.Tag.cudagraph_unsafe,))
+    # pt2_compliant_tag: as custom_op marked them (torch._dynamo.config.only_allow_pt2_compliant_ops accepts them)
+    lib.define(_SCHEMAS["attention"], tags=(torch.Tag.pt2_compliant_tag,))
+    lib.define(_SCHEMAS["attention_backward"], tags=(torch.Tag.pt2_compliant_tag,))
+    lib.define(_SCHEMAS["attention_by_layer"], tags=(torch.Tag.cudagraph_unsafe, torch.Tag.pt2_compliant_tag))
     # one Python kernel for every device; no mutation, no aliasing (outputs are fresh tensors)
     lib.impl("attention", attention_forward, "CompositeExplicitAutograd")
     lib.impl("attention_by_layer", attention_by_layer_forward, "CompositeExplicitAutograd")

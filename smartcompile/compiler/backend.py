@@ -176,7 +176,8 @@ def compile_graph(
 
 
 def _cache_key_tag() -> str:
-    """The user's tag plus our ops' contract version (see OP_CONTRACT)."""
+    """The user's tag plus our ops' contract version (see OP_CONTRACT). It keys the forward graphs, compiled
+    here; AOTAutograd compiles a backward lazily, outside this call, but the backward op's fake has not changed."""
     tag = torch.compiler.config.cache_key_tag
     return f"{tag}|{OP_CONTRACT}" if tag else OP_CONTRACT
 

@@ -203,7 +203,8 @@ if gluon is not None:
         l_safe = gl.where(l_i == 0.0, 1.0, l_i)
         l_o = gl.convert_layout(l_safe, gl.SliceLayout(1, o_layout))
         out = acc * (gl.expand_dims(vs, 0) / gl.expand_dims(l_o, 1))
-        o_ptrs = (O + b.to(gl.int64) * stride_ob + h * stride_oh + gl.expand_dims(offs_mo, 1) * stride_on
+        # int64 rows: token-major outputs step H*D elements per token (S*H*D passes 2^31 at ~420k tokens)
+        o_ptrs = (O + b.to(gl.int64) * stride_ob + h * stride_oh + gl.expand_dims(offs_mo, 1).to(gl.int64) * stride_on
                   + gl.expand_dims(offs_d, 0))
         o_mask = (gl.expand_dims(offs_mo, 1) < seq_q) & (gl.expand_dims(offs_d, 0) < D)
         gl.store(o_ptrs, out.to(O.dtype.element_ty), mask=o_mask)

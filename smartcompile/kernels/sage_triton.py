@@ -265,7 +265,9 @@ def _sage_fwd(Q, K, V, QS, KS, VAMAX, O, LSE, LUT, COUNT, COUNT_FULL, SPAN, KEEP
     vs = tl.maximum(tl.load(VAMAX + kv_bh * D + offs_d, mask=offs_d < D, other=0.0), 1e-30) / v_range
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc * (vs[None, :] / l_safe[:, None])
-    o_ptrs = O + b.to(tl.int64) * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :]
+    # int64 rows: token-major outputs step H*D elements per token (S*H*D passes 2^31 at ~420k tokens, 40x128)
+    o_ptrs = (O + b.to(tl.int64) * stride_ob + h * stride_oh + offs_m[:, None].to(tl.int64) * stride_on
+              + offs_d[None, :])
     tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=(offs_m[:, None] < seq_q) & (offs_d[None, :] < D))
     if STORE_LSE:  # l is in units of 448 on the FP8 path
         m_safe = tl.where(m_i == float("-inf"), 0.0, m_i)

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import operator
+from typing import Optional
 
 import torch
 from torch.fx import GraphModule, Node
+from torch.fx.experimental.symbolic_shapes import guard_or_false
 
 from .graph_build import add_node
 from .mask_form import op_mask
@@ -81,9 +83,20 @@ def rewrite_site(gm: GraphModule, site: AttentionSite, op, choice_args: tuple) -
         want = meta_tensor(site.output)
         if want is not None and want.dtype != spec.dtype:
             out = _new(graph, site, "method", "to", (out, want.dtype))
+        if _needs_contiguous(want, meta_tensor(out)):
+            out = _new(graph, site, "method", "contiguous", (out,))
     site.output.replace_all_uses_with(out)
     _erase_dead([site.output] + list(reversed(site.chain)), graph)
     return out
+
+
+def _needs_contiguous(want: Optional[torch.Tensor], got: Optional[torch.Tensor]) -> bool:
+    """The op stores its output token-major, as SDPA does on strided inputs; where the site's own output was
+    contiguous (a matmul-softmax-matmul, SDPA on contiguous inputs), the graph after it may `view` it in ways
+    only that layout allows, so the rewrite restores it (one copy, the cost the site had before)."""
+    if want is None or got is None:
+        return False
+    return guard_or_false(want.is_contiguous()) and not guard_or_false(got.is_contiguous())
 
 
 def _keep_masked_rows(graph, site: AttentionSite, out: Node, mask: Node, q: Node, k: Node, v: Node) -> Node:
