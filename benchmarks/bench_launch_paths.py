@@ -11,14 +11,13 @@ host time per Sage call, and step 5 measured ~50-70 us per Python-launched Trito
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from smartcompile.bench.measure import host_us  # noqa: E402
+from smartcompile.bench.measure import host_us, write_rows  # noqa: E402
 from smartcompile.kernels import sage_quantize  # noqa: E402
 from smartcompile.kernels.sage_gluon import GLUON_CONFIG  # noqa: E402
 
@@ -85,9 +84,7 @@ def main():
               f"{row['direct_us']:6.1f} us (current stream alone {row['stream_us']:4.1f} us), same bits: {same}",
               flush=True)
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "launch_paths.json"), "w") as f:
-            json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows}, f, indent=1)
+        write_rows(args.out, "launch_paths.json", rows)
 
 
 if __name__ == "__main__":

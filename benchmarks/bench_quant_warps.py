@@ -10,7 +10,6 @@ inputs: block_q 64, block_k 128) and the Triton kernel's default blocks.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -18,6 +17,7 @@ import torch
 from triton.testing import do_bench_cudagraph
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from smartcompile.bench.measure import write_rows  # noqa: E402
 from smartcompile.kernels import sage_quantize  # noqa: E402
 from smartcompile.kernels.config import SageConfig  # noqa: E402
 from smartcompile.kernels.sage_gluon import GLUON_CONFIG  # noqa: E402
@@ -57,9 +57,7 @@ def main():
                 print(f"{spec:<15} {cfg_name:<6} pool={pool!s:<5} "
                       + "  ".join(f"{name} {t * 1e3:6.1f}" for name, t in times.items()), flush=True)
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "quant_configs.json"), "w") as f:
-            json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows}, f, indent=1)
+        write_rows(args.out, "quant_configs.json", rows)
 
 
 if __name__ == "__main__":

@@ -20,20 +20,13 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from bench_regional import costliest_kernels  # noqa: E402
+from smartcompile.timing import median_call_ms  # noqa: E402
 
 
 def median_ms(fn, repeats: int = 50) -> float:
-    for _ in range(5):
+    for _ in range(5):  # warm-up
         fn()
-    times = []
-    for _ in range(repeats):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    return sorted(times)[len(times) // 2]
+    return median_call_ms(fn, "cuda", repeats)
 
 
 class Block(torch.nn.Module):

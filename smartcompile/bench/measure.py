@@ -77,3 +77,13 @@ def run_measuring_memory(fn: Callable[[], object], device: str) -> tuple[object,
     torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated()
     return out, peak / 2 ** 20, (peak - before) / 2 ** 20
+
+
+def write_rows(folder: str, name: str, rows: list) -> None:
+    """`rows` as `folder`/`name` (JSON), with the GPU and the torch they were measured with."""
+    import json
+    import os
+
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, name), "w") as f:
+        json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows}, f, indent=1)

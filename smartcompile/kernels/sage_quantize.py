@@ -351,6 +351,18 @@ def _slice_store(raw, inside, mean, mult, scale, OUT, out_row0, D_PAD: tl.conste
 
 
 @triton.jit
+def _next_slice(base, s_n, s_d, row0, end, nxt, nxt_in, D: tl.constexpr, D_PAD: tl.constexpr, SUB: tl.constexpr,
+                PREFETCH: tl.constexpr):
+    """(slice at row0, its in-bounds mask, the prefetched slice and mask after it). With PREFETCH the slice at
+    row0 is the one prefetched last step (nxt) and the next one is loaded now; without, it is loaded now."""
+    if PREFETCH:
+        following, _rows, following_in = _slice(base, s_n, s_d, row0 + SUB, end, D, D_PAD, SUB)
+        return nxt, nxt_in, following, following_in
+    raw, _rows, inside = _slice(base, s_n, s_d, row0, end, D, D_PAD, SUB)
+    return raw, inside, nxt, nxt_in
+
+
+@triton.jit
 def _int8_tile(base, s_n, s_d, row0, seq_len, mean, mult, OUT, SCALE, tile, POOLED, SIM,
                D: tl.constexpr, D_PAD: tl.constexpr, BLOCK: tl.constexpr, SUB: tl.constexpr,
                SUB_MEAN: tl.constexpr, POOL: tl.constexpr, PREFETCH: tl.constexpr):
@@ -369,11 +381,7 @@ def _int8_tile(base, s_n, s_d, row0, seq_len, mean, mult, OUT, SCALE, tile, POOL
     usum = tl.zeros([SUB, D_PAD], dtype=tl.float32)
     nxt, _rows, nxt_in = _slice(base, s_n, s_d, row0, end, D, D_PAD, SUB)
     for r in range(0, BLOCK, SUB):
-        if PREFETCH:
-            raw, inside = nxt, nxt_in
-            nxt, _rows, nxt_in = _slice(base, s_n, s_d, row0 + r + SUB, end, D, D_PAD, SUB)
-        else:
-            raw, _rows, inside = _slice(base, s_n, s_d, row0 + r, end, D, D_PAD, SUB)
+        raw, inside, nxt, nxt_in = _next_slice(base, s_n, s_d, row0 + r, end, nxt, nxt_in, D, D_PAD, SUB, PREFETCH)
         amax, xsum, usum = _slice_stats(raw, inside, mean, mult, amax, xsum, usum, SUB_MEAN, POOL)
     scale = tl.maximum(tl.math.div_rn(tl.max(tl.max(amax, axis=1), axis=0), _INT8_MAX * 1.0), 1e-12)
     if POOL:
@@ -384,11 +392,7 @@ def _int8_tile(base, s_n, s_d, row0, seq_len, mean, mult, OUT, SCALE, tile, POOL
     out_row0 = tile.to(tl.int64) * BLOCK
     nxt, _rows, nxt_in = _slice(base, s_n, s_d, row0, end, D, D_PAD, SUB)
     for r in range(0, BLOCK, SUB):
-        if PREFETCH:
-            raw, inside = nxt, nxt_in
-            nxt, _rows, nxt_in = _slice(base, s_n, s_d, row0 + r + SUB, end, D, D_PAD, SUB)
-        else:
-            raw, _rows, inside = _slice(base, s_n, s_d, row0 + r, end, D, D_PAD, SUB)
+        raw, inside, nxt, nxt_in = _next_slice(base, s_n, s_d, row0 + r, end, nxt, nxt_in, D, D_PAD, SUB, PREFETCH)
         _slice_store(raw, inside, mean, mult, scale, OUT, out_row0 + r, D_PAD, SUB, SUB_MEAN)
     tl.store(SCALE + tile, scale)
 
