@@ -1,5 +1,6 @@
 """Where Sage's host time goes at 4k tokens (GPU): host us per call of each piece, and a cProfile.
 
+Our pieces run twice: through Triton's usual launch path and through our launch cache (kernels/launch_cache.py).
 Each piece is called 200 times back to back and timed before the synchronize (host us per call; the GPU
 queue does not fill at these counts), and with triton.testing.do_bench (end to end, median, after
 warm-up); cuDNN SDPA (bf16) is the anchor. Then cProfile of sage_attention_gluon, by own time.
@@ -23,6 +24,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from smartcompile.bench.measure import do_bench_ms, host_us  # noqa: E402
+from smartcompile.kernels import launch_cache  # noqa: E402
 from smartcompile.kernels.sage_gluon import (GLUON_CONFIG, attend_gluon, gluon_unavailable_reason,  # noqa: E402
                                              make_descriptors, sage_attention_gluon)
 from smartcompile.kernels.sage_quantize import quantize_fused  # noqa: E402
@@ -61,11 +63,17 @@ def main():
         }
         base = do_bench_ms(cudnn)
         for name, fn in pieces.items():
-            fn()
-            row = dict(shape=label, piece=name, host_us=host_us(fn), ms=do_bench_ms(fn))
-            rows.append(row)
-            print(f"{label:<20} {name:<30} host {row['host_us']:7.1f} us   {row['ms']:.3f} ms "
-                  f"({base / row['ms']:.2f}x cuDNN)", flush=True)
+            ours = name not in ("cudnn SDPA", "11 x torch.empty", "make_descriptors (3 TMA)")
+            for cached in (False, True) if ours else (True,):
+                launch_cache.ENABLED = cached  # Triton's usual launch path, then our launch cache
+                fn()
+                row = dict(shape=label, piece=name, launch_cache=cached if ours else None, host_us=host_us(fn),
+                           ms=do_bench_ms(fn))
+                rows.append(row)
+                tag = ("cache" if cached else "usual") if ours else ""
+                print(f"{label:<20} {name:<30} {tag:<5} host {row['host_us']:7.1f} us   {row['ms']:.3f} ms "
+                      f"({base / row['ms']:.2f}x cuDNN)", flush=True)
+        launch_cache.ENABLED = True
         prof = cProfile.Profile()
         prof.enable()
         for _ in range(200):

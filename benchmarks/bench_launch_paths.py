@@ -19,6 +19,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from smartcompile.bench.measure import host_us, write_rows  # noqa: E402
 from smartcompile.kernels import sage_quantize  # noqa: E402
+from smartcompile.kernels.launch_cache import launch  # noqa: E402
 from smartcompile.kernels.sage_gluon import GLUON_CONFIG  # noqa: E402
 
 
@@ -77,11 +78,23 @@ def main():
         direct()
         torch.cuda.synchronize()
         same = all(torch.equal(a.view(torch.uint8), b.view(torch.uint8)) for a, b in zip(outs, want))
+        for t in outs:
+            t.zero_()
+
+        def cached():
+            launch(kernel, grid, largs, lkwargs)
+
+        cached()  # records
+        cached()  # hits
+        torch.cuda.synchronize()
+        same_cached = all(torch.equal(a.view(torch.uint8), b.view(torch.uint8)) for a, b in zip(outs, want))
         row = dict(shape=spec, params=len(names), same_bits=same, usual_us=host_us(usual), direct_us=host_us(direct),
-                   stream_us=host_us(lambda: torch.cuda.current_stream().cuda_stream))
+                   stream_us=host_us(lambda: torch.cuda.current_stream().cuda_stream), cache_us=host_us(cached),
+                   same_bits_cached=same_cached)
         rows.append(row)
         print(f"{spec:<15} {len(names)} parameters: usual launch {row['usual_us']:6.1f} us, direct launcher "
-              f"{row['direct_us']:6.1f} us (current stream alone {row['stream_us']:4.1f} us), same bits: {same}",
+              f"{row['direct_us']:6.1f} us (current stream alone {row['stream_us']:4.1f} us), launch cache "
+              f"{row['cache_us']:6.1f} us, same bits: {same} / {same_cached}",
               flush=True)
     if args.out:
         write_rows(args.out, "launch_paths.json", rows)

@@ -24,6 +24,7 @@ import triton
 import triton.language as tl
 
 from ..masks import BlockKind, MaskType, Shape
+from .launch_cache import launch
 
 
 
@@ -95,8 +96,8 @@ def classify_tiles(dense: DenseKeep, q_len: int, kv_len: int, block_q: int, bloc
     b, h = keep.shape[0], keep.shape[1]
     n_q, n_k = triton.cdiv(q_len, block_q), triton.cdiv(kv_len, block_k)
     kind = torch.empty((b, h, n_q, n_k), dtype=torch.int8, device=keep.device)
-    _classify_tiles[(n_q, n_k, b * h)](keep, kind, *dense.strides(), h, q_len, kv_len, n_q, n_k, BLOCK_M=block_q,
-                                       BLOCK_N=block_k, IS_CAUSAL=is_causal)
+    launch(_classify_tiles, (n_q, n_k, b * h), (keep, kind, *dense.strides(), h, q_len, kv_len, n_q, n_k),
+           dict(BLOCK_M=block_q, BLOCK_N=block_k, IS_CAUSAL=is_causal))
     return kind
 
 
@@ -181,8 +182,8 @@ def mask_lists(kind: torch.Tensor, block_map: Optional[torch.Tensor] = None) -> 
     count = torch.empty((rows,), dtype=torch.int32, device=kind.device)
     count_full = torch.empty((rows,), dtype=torch.int32, device=kind.device)
     bmap = None if block_map is None else block_map.contiguous()
-    _compact_tiles[(rows,)](kind, bmap, lut, count, count_full, k_sb, k_sh, lh, n_q, n_k, NK_PAD=max(16, triton.next_power_of_2(n_k)),
-                            HAS_MAP=block_map is not None)
+    launch(_compact_tiles, (rows,), (kind, bmap, lut, count, count_full, k_sb, k_sh, lh, n_q, n_k),
+           dict(NK_PAD=max(16, triton.next_power_of_2(n_k)), HAS_MAP=block_map is not None))
     return MaskLists(lut, count, count_full, *_row_strides(lb, lh))
 
 

@@ -42,6 +42,7 @@ import torch
 from .config import SageConfig
 from .constants import (FP8_E4M3_MAX, GLUON_BLOCK_Q, I2F_MAGIC, I2F_MAGIC_BITS, KV_BLOCK, LN2, LOG2_FP8_E4M3_MAX,
                         SUPPORTED_HEAD_DIMS)
+from .launch_cache import launch
 from .output_layout import token_major_empty
 
 TESTED_TRITON = ("3.6",)  # Gluon's API moves between releases: the versions this kernel was built with
@@ -460,11 +461,12 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
     if nc == 3:
         consumer_regs = min(consumer_regs, 160)  # 3 x 128 x 160 + 128 x 24 registers fill the SM's 64K
     grid = (-(-sq // (nc * block_m)), b * hq)
-    _sage_fwd_sm90_ws2[grid](
-        q_desc, k_desc, v_desc, x.q_scale, x.k_scale, x.v_amax, out, lse, out.stride(0), out.stride(1),
-        out.stride(2), hq, hq // hkv, sq, sk, n_qblk, n_kblk, D=d, D_PAD=d_pad, BLOCK_M=block_m, BN=KV_BLOCK,
-        STAGES=stages, IS_CAUSAL=is_causal, STORE_LSE=return_lse, num_warps=4, PINGPONG=pingpong, INTRA=intra,
-        CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs, NC=nc, SPLIT=split, EARLY=early and not intra)
+    launch(_sage_fwd_sm90_ws2, grid,
+           (q_desc, k_desc, v_desc, x.q_scale, x.k_scale, x.v_amax, out, lse, out.stride(0), out.stride(1),
+            out.stride(2), hq, hq // hkv, sq, sk, n_qblk, n_kblk),
+           dict(D=d, D_PAD=d_pad, BLOCK_M=block_m, BN=KV_BLOCK, STAGES=stages, IS_CAUSAL=is_causal,
+                STORE_LSE=return_lse, num_warps=4, PINGPONG=pingpong, INTRA=intra, CONSUMER_REGS=consumer_regs,
+                PRODUCER_REGS=producer_regs, NC=nc, SPLIT=split, EARLY=early and not intra))
     return (out, lse) if return_lse else out
 
 

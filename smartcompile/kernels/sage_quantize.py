@@ -41,6 +41,7 @@ import triton.language as tl
 
 from .config import SageConfig
 from .constants import FP8_E4M3_MAX, FP16_V_RANGE, INT8_MAX, LOG2E, SUPPORTED_HEAD_DIMS
+from .launch_cache import launch
 
 # the constant as @triton.jit code reads it (a global there must be a tl.constexpr)
 _INT8_MAX = tl.constexpr(INT8_MAX)
@@ -168,10 +169,9 @@ def quantize_qk(x: torch.Tensor, block: int, mult: float, mean: Optional[torch.T
     scale = torch.empty((b * h, n_blocks), dtype=torch.float32, device=x.device)
     pooled = torch.empty((b, h, n_blocks, d), dtype=torch.float32, device=x.device) if pool else scale
     sim = torch.empty((b, h, n_blocks), dtype=torch.float32, device=x.device) if pool else scale
-    _quantize_int8[(n_blocks, b * h)](
-        x, out, scale, mean if mean is not None else scale, pooled, sim, *x.stride(), h, s, n_blocks, mult,
-        D=d, D_PAD=d_pad, BLOCK=block, SUB_MEAN=mean is not None, POOL=pool,
-    )
+    launch(_quantize_int8, (n_blocks, b * h),
+           (x, out, scale, mean if mean is not None else scale, pooled, sim, *x.stride(), h, s, n_blocks, mult),
+           dict(D=d, D_PAD=d_pad, BLOCK=block, SUB_MEAN=mean is not None, POOL=pool))
     return (out, scale, pooled, sim) if pool else (out, scale)
 
 
@@ -186,8 +186,8 @@ def quantize_v(v: torch.Tensor, block: int, fp8: bool, d_pad: int, wgmma_order: 
     shape = (b * h, d_pad, n_pad) if fp8 else (b * h, n_pad, d_pad)
     out = torch.empty(shape, dtype=torch.float8_e4m3fn if fp8 else torch.float16, device=v.device)
     target = FP8_E4M3_MAX if fp8 else FP16_V_RANGE
-    _quantize_v[(n_pad // block, b * h)](v, out, amax, *v.stride(), h, s, n_pad, target, D=d, D_PAD=d_pad, BLOCK=block,
-                                         FP8=fp8, WGMMA_ORDER=wgmma_order)
+    launch(_quantize_v, (n_pad // block, b * h), (v, out, amax, *v.stride(), h, s, n_pad, target),
+           dict(D=d, D_PAD=d_pad, BLOCK=block, FP8=fp8, WGMMA_ORDER=wgmma_order))
     return out, amax
 
 
@@ -252,12 +252,13 @@ _QUANT_WARPS = 4
 _QUANT_SLICE = 1024
 _V_MIN_ROWS = 32
 _QUANT_PREFETCH = True
-# The stats launch: its warps, and whether it prefetches its next rows. In step 5's profile `_kv_stats` took
-# 34 us at D128 4k for 50 MB (~1.5 TB/s). sm_90a compiles (Triton 3.6, 32-token steps) put it at 244 registers at
-# D128 with 4 warps: 2 CTAs per SM, so B1 H24's 384 programs run in 1.5 waves; 8 warps take 80 (168 with the
-# prefetch), all in one wave. Not measured on a GPU yet (bench_quant_warps.py's 4th and 5th fields): unchanged.
+# The stats launch: its warps, and whether it prefetches its next rows. Measured on the H200 (session 9,
+# results/h200/session9/quant_stats.log; GPU us of the whole quantization, B1 H24, no pool / pool): 4 warps with
+# the prefetch took D128 4k 65 / 86, D128 16k 227 / 296, D64 4k 33 / 45, against 71 / 91, 249 / 318, 41 / 53
+# without it; 8 warps were slower in every shape (73 / 94, 250 / 317, 36 / 48; with prefetch 68 / 89,
+# 230 / 298, 34 / 46). V stored in 16-row groups (`_V_MIN_ROWS`) lost at 16k (307 against 249).
 _STATS_WARPS = 4
-_STATS_PREFETCH = False
+_STATS_PREFETCH = True
 
 
 @triton.jit
@@ -556,17 +557,18 @@ def quantize_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Opt
         qpool = qsim = kpool = ksim = qs  # never written (POOL is off)
     ks_b, ks_h, ks_n, ks_d = k.stride()
     vs_b, vs_h, vs_n, vs_d = v.stride()
-    _kv_stats[p.stats_grid](k, v, part, ks_b, ks_h, ks_n, ks_d, vs_b, vs_h, vs_n, vs_d, hkv, sk, p.chunk_len,
-                            p.v_part, D=d, D_PAD=p.d_pad, BLOCK=_STAT_BLOCK, CHUNKS=_MAX_CHUNKS, SMOOTH=smooth,
-                            PREFETCH=_STATS_PREFETCH, num_warps=_STATS_WARPS)
-    _quantize_all[p.quant_grid](
-        q, k, v, q8, qs, k8, ks, vq, k_mean if smooth else qs, v_amax, part, qpool, qsim, kpool, ksim,
-        *q.stride(), ks_b, ks_h, ks_n, ks_d, vs_b, vs_h, vs_n, vs_d, hq, hkv, sq, sk, p.n_qblk, p.n_kblk,
-        p.n_ktiles, p.n_chunks, p.v_part, p.n_pad_k, sm_scale * LOG2E, p.target,
-        D=d, D_PAD=p.d_pad, BLOCK_Q=block_q, BLOCK_K=block_k, CHUNKS=_MAX_CHUNKS, SMOOTH=smooth, FP8=fp8, POOL=pool,
-        WGMMA_ORDER=v_wgmma_order, SUB_Q=_sub_rows(block_q, p.d_pad), SUB_K=_sub_rows(block_k, p.d_pad),
-        SUB_V=_v_sub_rows(block_k, p.d_pad), PREFETCH=_QUANT_PREFETCH, num_warps=_QUANT_WARPS,
-    )
+    launch(_kv_stats, p.stats_grid, (k, v, part, ks_b, ks_h, ks_n, ks_d, vs_b, vs_h, vs_n, vs_d, hkv, sk,
+                                     p.chunk_len, p.v_part),
+           dict(D=d, D_PAD=p.d_pad, BLOCK=_STAT_BLOCK, CHUNKS=_MAX_CHUNKS, SMOOTH=smooth, PREFETCH=_STATS_PREFETCH,
+                num_warps=_STATS_WARPS))
+    launch(_quantize_all, p.quant_grid,
+           (q, k, v, q8, qs, k8, ks, vq, k_mean if smooth else qs, v_amax, part, qpool, qsim, kpool, ksim,
+            *q.stride(), ks_b, ks_h, ks_n, ks_d, vs_b, vs_h, vs_n, vs_d, hq, hkv, sq, sk, p.n_qblk, p.n_kblk,
+            p.n_ktiles, p.n_chunks, p.v_part, p.n_pad_k, sm_scale * LOG2E, p.target),
+           dict(D=d, D_PAD=p.d_pad, BLOCK_Q=block_q, BLOCK_K=block_k, CHUNKS=_MAX_CHUNKS, SMOOTH=smooth, FP8=fp8,
+                POOL=pool, WGMMA_ORDER=v_wgmma_order, SUB_Q=_sub_rows(block_q, p.d_pad),
+                SUB_K=_sub_rows(block_k, p.d_pad), SUB_V=_v_sub_rows(block_k, p.d_pad), PREFETCH=_QUANT_PREFETCH,
+                num_warps=_QUANT_WARPS))
     return QuantizedQKV(q8, qs, k8, ks, vq, v_amax, k_mean, (b, hq, hkv, sq, sk, d), sm_scale, block_q, block_k, fp8,
                         pooled, v_wgmma_order)
 

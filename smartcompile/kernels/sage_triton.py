@@ -45,6 +45,7 @@ from .config import SageConfig
 from .constants import FP8_E4M3_MAX, FP16_V_RANGE, I2F_MAGIC, I2F_MAGIC_BITS, LN2, LOG2_FP8_E4M3_MAX
 from ..masks import Causal
 from .mask_blocks import DenseKeep, MaskLists, dense_keep, dense_mask_lists
+from .launch_cache import launch as launch_kernel
 from .output_layout import token_major_empty
 from .sage_quantize import QuantizedQKV, quantize
 from .sage_reference import KeySpans, key_spans, padding_form
@@ -356,13 +357,13 @@ def attend(x: QuantizedQKV, is_causal: bool, out_dtype: torch.dtype, return_lse:
                 STORE_LSE=return_lse, SPARSE=sparse, PV_SKIP=pv_threshold is not None, HAS_SPAN=span is not None,
                 HAS_KEEP=keep is not None, MASK_DENSE=dense is not None)
     if launch is not None:  # explicit configuration (benchmark sweeps)
-        _sage_fwd[grid](*args, **meta, **launch)
+        launch_kernel(_sage_fwd, grid, args, {**meta, **launch})
     elif _interpreting():
         _sage_fwd[grid](*args, **meta)
     elif b * hq * sq * sk < AUTOTUNE_MIN_WORK:  # small problems: a fixed configuration, no tuning runs
-        _sage_fwd[grid](*args, **meta, num_warps=4, num_stages=3)
+        launch_kernel(_sage_fwd, grid, args, {**meta, "num_warps": 4, "num_stages": 3})
     else:
-        _tuned_kernel()[grid](*args, **meta)
+        launch_kernel(_tuned_kernel(), grid, args, meta)
     return (out, lse) if return_lse else out
 
 

@@ -22,6 +22,7 @@ import triton.language as tl
 
 from .config import SpargeConfig
 from .exact_reference import expand_kv_heads
+from .launch_cache import launch
 from .sage_triton import BlockLists
 from .sparge_reference import block_scores, block_validity, keep_by_mass
 
@@ -144,11 +145,10 @@ def select_block_lists(pooled: tuple, q: torch.Tensor, k: torch.Tensor, scale: O
     count_full = torch.empty((b * hq * n_q,), dtype=torch.int32, device=dev)
     nk_pad = max(16, triton.next_power_of_2(n_k))
     keep_frac = 1.0 - config.sparsity_ratio if config.sparsity_ratio is not None else 1.0
-    _select_lists_kernel[(b * hq * n_q,)](
-        probs, given if by_mass else probs, sim_q.contiguous(), sim_k.contiguous(), keep, lut, count, count_full,
-        n_q, n_k, hq, hq // hkv,
-        sq, sk, block_q, block_k, keep_frac, config.topk if config.topk is not None else 0, config.sim_threshold,
-        IS_CAUSAL=is_causal, BY_RANK=not by_mass, BY_TOPK=config.topk is not None, SINK=config.sink,
-        NK_PAD=nk_pad, num_warps=4 if nk_pad <= 1024 else 8,
-    )
+    launch(_select_lists_kernel, (b * hq * n_q,),
+           (probs, given if by_mass else probs, sim_q.contiguous(), sim_k.contiguous(), keep, lut, count, count_full,
+            n_q, n_k, hq, hq // hkv, sq, sk, block_q, block_k, keep_frac,
+            config.topk if config.topk is not None else 0, config.sim_threshold),
+           dict(IS_CAUSAL=is_causal, BY_RANK=not by_mass, BY_TOPK=config.topk is not None, SINK=config.sink,
+                NK_PAD=nk_pad, num_warps=4 if nk_pad <= 1024 else 8))
     return keep.view(torch.bool), BlockLists(lut, count, count_full)

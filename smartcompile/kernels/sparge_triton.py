@@ -27,6 +27,7 @@ import triton
 import triton.language as tl
 
 from .config import SpargeConfig
+from .launch_cache import launch
 from .mask_blocks import dense_mask_lists
 from .sage_reference import KeySpans
 from .sage_quantize import _load_tile, _pool_stats, quantize
@@ -51,7 +52,8 @@ def pool_and_similarity_triton(x: torch.Tensor, block: int) -> tuple[torch.Tenso
     n = triton.cdiv(s, block)
     pooled = torch.empty((b, h, n, d), dtype=torch.float32, device=x.device)
     sim = torch.empty((b, h, n), dtype=torch.float32, device=x.device)
-    _pool_blocks[(n, b * h)](x, pooled, sim, *x.stride(), h, s, n, D=d, D_PAD=triton.next_power_of_2(d), BLOCK=block)
+    launch(_pool_blocks, (n, b * h), (x, pooled, sim, *x.stride(), h, s, n),
+           dict(D=d, D_PAD=triton.next_power_of_2(d), BLOCK=block))
     return pooled, sim
 
 
@@ -143,9 +145,9 @@ def block_lists(block_map: torch.Tensor, seq_k: int, block_q: int, block_k: int,
     count_full = torch.empty((b * h * n_q,) if full_run is None else (b * h * n_q, 2), dtype=torch.int32,
                              device=keep.device)
     run = None if full_run is None else full_run.to(device=keep.device, dtype=torch.int32).contiguous()
-    _block_lists_kernel[(b * h * n_q,)](keep, lut, count, count_full, run, n_q, n_k, seq_k // block_k, block_q, block_k,
-                                        h * n_q, IS_CAUSAL=is_causal, NK_PAD=max(16, triton.next_power_of_2(n_k)),
-                                        HAS_RUN=full_run is not None)
+    launch(_block_lists_kernel, (b * h * n_q,),
+           (keep, lut, count, count_full, run, n_q, n_k, seq_k // block_k, block_q, block_k, h * n_q),
+           dict(IS_CAUSAL=is_causal, NK_PAD=max(16, triton.next_power_of_2(n_k)), HAS_RUN=full_run is not None))
     return BlockLists(lut, count, count_full)
 
 

@@ -1,0 +1,179 @@
+"""Our own host-side cache in front of Triton's launch path (issue 13: Sage's per-call host cost).
+
+`kernel[grid](*args, **meta)` runs JITFunction.run on every call: it binds and specializes every argument
+through Triton's generated binder, builds a string cache key, evaluates launch metadata and calls the launch
+hooks, and only then calls the compiled kernel's launcher. Measured on the H200 machine (Triton 3.6,
+benchmarks/bench_launch_paths.py, `_quantize_all` with 52 parameters): 34 us per launch, against 14 us calling
+the launcher directly, of which 4.8 us went to `torch.cuda.current_stream()`.
+
+`launch(kernel, grid, args, meta)` does the same launch. The first call for a key goes through Triton's usual
+path and records the compiled kernel it ran; later calls with the same key call that kernel's launcher
+directly. The key holds every fact Triton's specialization reads, so a hit is the kernel Triton would pick:
+
+- the current CUDA device;
+- `meta` exactly (constexprs by value and launch options; a runtime argument passed by keyword makes the call
+  uncacheable: every such call takes the usual path);
+- per positional argument: for a tensor its dtype and whether its address is 16-byte aligned; TMA descriptors
+  by Triton's own specialization (dtype, block shape, layout); everything else (ints, floats, constexprs,
+  autotuning keys) by value. Ints by value are finer than Triton's classes (1, multiple of 16, width): a new
+  shape misses once more, and the key costs a few us instead of ~12 (one list comprehension).
+
+The direct path is taken only where Triton's would do nothing more: a JITFunction (or an Autotuner over one,
+without hooks), no pre-run hooks, no launch hooks installed (profilers), a grid given as numbers. Everything
+else (the interpreter, CPU, another Triton whose CompiledKernel lacks the launcher fields) takes the usual
+path, so `launch` is always correct and at worst as slow as `kernel[grid](...)`. Triton's check that a
+kernel's global variables did not change since it compiled is skipped on hits: ours read only constants.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+import torch
+
+ENABLED = True  # False: every launch takes Triton's usual path (debugging, benchmarks of the difference)
+
+_MAX_KEYS = 512  # per kernel; beyond it the cache starts over (dynamic shapes: one key per length)
+
+
+class _Compiled(NamedTuple):
+    """What a hit needs: the compiled kernel's launcher and its arguments after the positional ones."""
+    run: Any
+    function: Any
+    packed_metadata: Any
+    tail: tuple  # values of the parameters after the positional arguments (meta, the autotuned config, defaults)
+
+
+class _KernelLaunches:
+    """One kernel's cache: its parameters' kinds and the compiled kernel per key."""
+
+    def __init__(self, kernel):
+        from triton.runtime.autotuner import Autotuner
+        from triton.runtime.jit import JITFunction
+
+        self.tuner = kernel if isinstance(kernel, Autotuner) else None
+        self.jit = kernel.fn if self.tuner is not None else kernel
+        self.reason = None  # why this kernel always takes the usual path
+        if type(self.jit).__name__ == "InterpretedFunction" or not isinstance(self.jit, JITFunction):
+            self.reason = f"{type(self.jit).__name__} is not a compiled JITFunction"
+        elif self.tuner is not None and (self.tuner.reset_to_zero or self.tuner.restore_value
+                                         or self.tuner.user_defined_pre_hook or self.tuner.user_defined_post_hook):
+            self.reason = "the autotuner has hooks"
+        params = self.jit.params
+        self.names = [p.name for p in params]
+        self.defaults = {p.name: p.default for p in params if p.has_default}
+        self.descriptors = False  # whether its launches pass TMA descriptors (keyed through Triton, slower)
+        self.param_names = set(self.names)
+        self.constexpr_names = {p.name for p in params if p.is_constexpr}
+        self.compiled: dict = {}
+        self.uncacheable_meta: set = set()  # tuple(meta) name sets holding a runtime argument
+
+    def key(self, device: int, args: tuple, meta: dict) -> tuple:
+        """Tensors by dtype and 16-byte alignment, everything else by value: finer than Triton's specialization
+        (ints by value, not by class), so a few more misses, and a key costs ~4 us instead of ~12."""
+        if self.descriptors:
+            return device, tuple(meta.items()), tuple(
+                [_descriptor_key(v) if type(v).__name__ == "TensorDescriptor" else
+                 (v.dtype, v.data_ptr() & 15 == 0) if isinstance(v, torch.Tensor) else v for v in args])
+        return device, tuple(meta.items()), tuple(
+            [(v.dtype, v.data_ptr() & 15 == 0) if isinstance(v, torch.Tensor) else v for v in args])
+
+    def record(self, key: tuple, args: tuple, meta: dict, compiled) -> None:
+        """Remember the compiled kernel Triton's usual path just ran for `key`."""
+        if not all(hasattr(compiled, a) for a in ("run", "function", "packed_metadata")):
+            self.reason = f"this Triton's {type(compiled).__name__} has no launcher fields"
+            return
+        values = dict(meta)
+        if self.tuner is not None:
+            config = self.tuner.best_config
+            if config.pre_hook is not None:
+                self.reason = "an autotuned configuration has a pre-hook"
+                return
+            values.update(config.all_kwargs())
+        names = self.names[len(args):]
+        if not all(n in values or n in self.defaults for n in names):
+            return  # Triton would have raised; never reached after a successful launch
+        tail = tuple(values[n] if n in values else self.defaults[n] for n in names)
+        self.compiled[key] = _Compiled(compiled.run, compiled.function, compiled.packed_metadata, tail)
+
+
+def _descriptor_key(desc) -> tuple:
+    from triton._C.libtriton import native_specialize_impl
+    from triton.backends.compiler import BaseBackend
+
+    return type(desc), native_specialize_impl(BaseBackend, desc, False, True, True)
+
+
+_KERNELS: dict = {}
+
+
+def _launches(kernel) -> _KernelLaunches:
+    entry = _KERNELS.get(id(kernel))
+    if entry is None or entry[0] is not kernel:
+        entry = _KERNELS[id(kernel)] = (kernel, _KernelLaunches(kernel))
+    return entry[1]
+
+
+_RUNTIME: list = []  # [triton's runtime knobs] once a launch has seen CUDA; [None] on a machine without it
+
+
+def _runtime_knobs():
+    if not _RUNTIME:
+        from triton import knobs
+
+        _RUNTIME.append(knobs.runtime if torch.cuda.is_available() else None)
+    return _RUNTIME[0]
+
+
+def _hooks_installed(rt) -> bool:
+    return any(h is not None and getattr(h, "calls", True) for h in (rt.launch_enter_hook, rt.launch_exit_hook))
+
+
+def launch(kernel, grid: tuple, args: tuple, meta: dict) -> None:
+    """`kernel[grid](*args, **meta)`, calling the compiled launcher directly when this key was launched before
+    (module docstring). `args`: the positional arguments, runtime ones and constexprs; `meta`: constexprs and
+    launch options by keyword (num_warps, num_stages)."""
+    rt = _runtime_knobs() if ENABLED else None
+    if rt is None:
+        kernel[grid](*args, **meta)
+        return
+    state = _launches(kernel)
+    names = tuple(meta)
+    if state.reason is not None or state.jit.pre_run_hooks or names in state.uncacheable_meta \
+            or _hooks_installed(rt) or not all(type(g) is int for g in grid):
+        kernel[grid](*args, **meta)
+        return
+    device = torch._C._cuda_getDevice()
+    try:
+        key = state.key(device, args, meta)
+        hit = state.compiled.get(key)
+    except TypeError:  # an unhashable argument: a TMA descriptor, or something the cache does not know
+        key = hit = None
+    if hit is not None:
+        g = tuple(grid) + (1, 1, 1)[len(grid):]
+        hit.run(g[0], g[1], g[2], torch._C._cuda_getCurrentRawStream(device), hit.function, hit.packed_metadata,
+                None, None, None, *args, *hit.tail)
+        return
+    if any(n in state.param_names and n not in state.constexpr_names for n in names):
+        state.uncacheable_meta.add(names)  # a runtime argument by keyword: its value is not a key
+        kernel[grid](*args, **meta)
+        return
+    if not state.descriptors and any(type(v).__name__ == "TensorDescriptor" for v in args):
+        state.descriptors = True
+        key = state.key(device, args, meta)
+    compiled = kernel[grid](*args, **meta)
+    if key is not None and compiled is not None and not hasattr(compiled, "result"):  # a future: next time
+        if len(state.compiled) >= _MAX_KEYS:
+            state.compiled.clear()
+        state.record(key, args, meta, compiled)
+
+
+def cached_keys(kernel) -> int:
+    """How many keys of `kernel` launch directly (tests, benchmarks)."""
+    entry = _KERNELS.get(id(kernel))
+    return len(entry[1].compiled) if entry is not None and entry[0] is kernel else 0
+
+
+def usual_path_reason(kernel) -> Optional[str]:
+    """Why `kernel` always takes Triton's usual path, or None."""
+    entry = _KERNELS.get(id(kernel))
+    return entry[1].reason if entry is not None and entry[0] is kernel else None

@@ -1,0 +1,92 @@
+"""GPU tests of the launch cache (kernels/launch_cache.py): a repeated call launches directly, and the direct
+launches write the same bits as Triton's usual path, for the Sage quantization, the Triton attention kernel
+(fixed and autotuned configurations), the Gluon kernel (TMA descriptors) and inputs whose address is not
+16-byte aligned (another specialization: a new key, never a hit on the aligned kernel)."""
+import pytest
+import torch
+
+from smartcompile.kernels import launch_cache, sage_quantize, sage_triton
+from smartcompile.kernels.config import SageConfig
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(autouse=True)
+def _needs_cuda():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+
+
+def _inputs(b, h, s, d, offset=0, seed=0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    flat = torch.randn(3 * b * h * s * d + offset, device="cuda", dtype=torch.bfloat16, generator=g)
+    n = b * h * s * d
+    return tuple(flat[offset + i * n: offset + (i + 1) * n].view(b, h, s, d) for i in range(3))
+
+
+def _bits(t):
+    return t.contiguous().view(torch.uint8) if t.dtype.itemsize == 1 else t.contiguous().view(torch.int16) \
+        if t.dtype.itemsize == 2 else t.contiguous().view(torch.int32)
+
+
+def _both_paths(fn, monkeypatch):
+    """fn() through the usual path, then twice through the cache (a miss that records, then a hit)."""
+    monkeypatch.setattr(launch_cache, "ENABLED", False)
+    want = fn()
+    monkeypatch.setattr(launch_cache, "ENABLED", True)
+    fn()
+    got = fn()
+    torch.cuda.synchronize()
+    return want, got
+
+
+@pytest.mark.parametrize("offset", [0, 3], ids=["aligned", "unaligned"])
+def test_quantize_and_triton_attention_hit_with_the_same_bits(offset, monkeypatch):
+    q, k, v = _inputs(1, 3, 333, 64, offset=offset)
+    config = SageConfig(pv_precision="fp8")
+
+    def run():
+        x = sage_quantize.quantize_fused(q, k, v, None, config)
+        return x, sage_triton.attend(x, False, torch.bfloat16)
+
+    (x0, o0), (x1, o1) = _both_paths(run, monkeypatch)
+    for a, b in ((x0.q8, x1.q8), (x0.k8, x1.k8), (x0.q_scale, x1.q_scale), (x0.k_scale, x1.k_scale), (o0, o1)):
+        assert torch.equal(_bits(a), _bits(b))
+    assert launch_cache.cached_keys(sage_quantize._quantize_all) >= 1
+    assert launch_cache.cached_keys(sage_triton._sage_fwd) >= 1
+    assert launch_cache.usual_path_reason(sage_quantize._quantize_all) is None
+
+
+def test_autotuned_attention_hits_with_the_same_bits(monkeypatch):
+    monkeypatch.setattr(sage_triton, "AUTOTUNE_MIN_WORK", 0)  # the tuned kernel at a small shape
+    q, k, v = _inputs(1, 2, 1000, 128)
+    x = sage_quantize.quantize(q, k, v, None, SageConfig(pv_precision="fp8"))
+    want, got = _both_paths(lambda: sage_triton.attend(x, True, torch.bfloat16), monkeypatch)
+    assert torch.equal(_bits(want), _bits(got))
+    tuned = sage_triton._tuned_kernel()
+    assert launch_cache.usual_path_reason(tuned) is None
+    assert launch_cache.cached_keys(tuned) >= 1
+
+
+def test_gluon_kernel_hits_with_the_same_bits(monkeypatch):
+    from smartcompile.kernels import sage_gluon
+
+    if sage_gluon.gluon_unavailable_reason() is not None:
+        pytest.skip(sage_gluon.gluon_unavailable_reason())
+    q, k, v = _inputs(1, 4, 1111, 128)
+    want, got = _both_paths(lambda: sage_gluon.sage_attention_gluon(q, k, v, None, False, None,
+                                                                    sage_gluon.GLUON_CONFIG), monkeypatch)
+    assert torch.equal(_bits(want), _bits(got))
+    assert launch_cache.cached_keys(sage_gluon._sage_fwd_sm90_ws2) >= 1
+
+
+def test_a_runtime_argument_by_keyword_takes_the_usual_path(monkeypatch):
+    q, k, v = _inputs(1, 2, 300, 64)
+    mask = torch.rand(1, 1, 300, 300, device="cuda") > 0.3
+    mask[..., 0] = True
+    config = SageConfig(pv_precision="fp8")
+    want, got = _both_paths(lambda: sage_triton.sage_attention_triton(q, k, v, mask, False, None, config),
+                            monkeypatch)
+    assert torch.equal(_bits(want), _bits(got))
+    # the dense mask's tensor is passed by keyword (MASK): those calls are never keyed
+    assert any("MASK" in names for names in launch_cache._launches(sage_triton._sage_fwd).uncacheable_meta)

@@ -1,0 +1,87 @@
+"""The launch cache's key (kernels/launch_cache.py) against Triton's own specialization: two launches with the
+same key must be ones Triton specializes the same way, or a hit would run a kernel compiled for other
+arguments. Triton's binder for sm_90a builds on a machine without a GPU; the GPU side (hits, same bits as the
+usual path) is in test_gpu_launch_cache.py."""
+import random
+
+import pytest
+import torch
+import triton
+import triton.language as tl
+
+from smartcompile.kernels import launch_cache
+
+
+@triton.jit
+def _probe(x_ptr, y_ptr, n, stride, scale, flag, maybe, BLOCK: tl.constexpr, EVEN: tl.constexpr):
+    pid = tl.program_id(0)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    tl.store(y_ptr + offs * stride, tl.load(x_ptr + offs * stride, mask=offs < n) * scale, mask=offs < n)
+
+
+def _binder():
+    jit = pytest.importorskip("triton.runtime.jit")
+    if not hasattr(jit, "create_function_from_signature") or not hasattr(_probe, "params"):
+        pytest.skip("this Triton has no binder of the form the cache mirrors")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import make_backend
+
+    backend = make_backend(GPUTarget("cuda", 90, 32))
+    return jit.create_function_from_signature(_probe.signature, _probe.params, backend)
+
+
+def _random_launch(rng: random.Random):
+    base = torch.zeros(64, dtype=rng.choice([torch.float32, torch.bfloat16, torch.int8]))
+    x, y = base[rng.choice([0, 1, 8, 16]):], base[rng.choice([0, 3, 16]):]  # views: some addresses unaligned
+    n = rng.choice([1, 2, 15, 16, 17, 32, 4096, (1 << 31) - 16, 1 << 31, 1 << 40, -(1 << 40), 1 << 63, -16, -3])
+    stride = rng.choice([1, 16, 48, 7])
+    args = (x, y, n, stride, rng.choice([0.5, 2.0]), rng.choice([True, False]), rng.choice([None, 3, 32]),
+            rng.choice([16, 32]))
+    meta = dict(EVEN=rng.choice([True, False]))
+    if rng.random() < 0.5:
+        meta["num_warps"] = rng.choice([4, 8])
+    return args, meta
+
+
+def test_equal_keys_mean_equal_triton_specializations():
+    binder = _binder()
+    state = launch_cache._KernelLaunches(_probe)
+    assert state.reason is None
+    rng = random.Random(0)
+    seen = {}
+    for _ in range(3000):
+        args, meta = _random_launch(rng)
+        key = state.key(0, args, meta)
+        _, specialization, options = binder(*args, **meta)
+        triton_view = (repr(specialization), repr(options))
+        assert seen.setdefault(key, triton_view) == triton_view, (args, meta)
+    assert len(seen) > 50  # the inputs really vary
+
+
+def test_keys_tell_dtypes_alignment_values_and_devices_apart():
+    state = launch_cache._KernelLaunches(_probe)
+    x = torch.zeros(64)
+    base = state.key(0, (x, x, 100, 1, 1.0, True, None, 16), {})
+    assert base == state.key(0, (torch.ones(64), x, 100, 1, 1.0, True, None, 16), {})  # another aligned tensor
+    for other in [state.key(0, (x[1:], x, 100, 1, 1.0, True, None, 16), {}),  # unaligned
+                  state.key(0, (x.half(), x, 100, 1, 1.0, True, None, 16), {}),
+                  state.key(0, (x, x, 101, 1, 1.0, True, None, 16), {}),
+                  state.key(0, (x, x, 100, 1, 1.0, True, None, 32), {}),
+                  state.key(0, (x, x, 100, 1, 1.0, True, None, 16), {"EVEN": True}),
+                  state.key(1, (x, x, 100, 1, 1.0, True, None, 16), {})]:
+        assert other != base
+
+
+def test_launch_without_cuda_takes_the_usual_path(monkeypatch):
+    if torch.cuda.is_available():
+        pytest.skip("a CPU-only check")
+    calls = []
+
+    class Kernel:
+        def __getitem__(self, grid):
+            return lambda *args, **meta: calls.append((grid, args, meta))
+
+    monkeypatch.setattr(launch_cache, "_RUNTIME", [])
+    launch_cache.launch(Kernel(), (3,), (1, 2), {"B": 4})
+    assert calls == [((3,), (1, 2), {"B": 4})]
+    assert launch_cache.cached_keys(Kernel()) == 0
