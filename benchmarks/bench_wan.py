@@ -40,8 +40,8 @@ def main() -> None:
     p.add_argument("--blocks", type=int, default=8)
     p.add_argument("--repeats", type=int, default=5, help="timed calls per round")
     p.add_argument("--rounds", type=int, default=6,
-                   help="rounds, each timing every policy in turn (drift falls on all alike); the default is timed "
-                        "twice, as rows 1 and 2: their difference is the noise")
+                   help="rounds, each timing every policy in turn from a rotating start (drift and position fall "
+                        "on all alike); the default is timed twice, as rows 1 and 2: their difference is the noise")
     p.add_argument("--frames", type=int, default=21, help="latent frames of 1,560 tokens (21: 32,760; 3: 4,680)")
     p.add_argument("--mode", default=None, choices=[None, "reduce-overhead"],
                    help="Inductor mode of every compilation (reduce-overhead: CUDA graphs, no per-call host cost)")

@@ -120,7 +120,9 @@ def _runtime_knobs():
     if not _RUNTIME:
         from triton import knobs
 
-        _RUNTIME.append(knobs.runtime if torch.cuda.is_available() else None)
+        direct = torch.cuda.is_available() and all(hasattr(torch._C, f) for f in ("_cuda_getDevice",
+                                                                                  "_cuda_getCurrentRawStream"))
+        _RUNTIME.append(knobs.runtime if direct else None)
     return _RUNTIME[0]
 
 
@@ -138,7 +140,7 @@ def launch(kernel, grid: tuple, args: tuple, meta: dict) -> None:
         return
     state = _launches(kernel)
     names = tuple(meta)
-    if state.reason is not None or state.jit.pre_run_hooks or names in state.uncacheable_meta \
+    if state.reason is not None or getattr(state.jit, "pre_run_hooks", None) or names in state.uncacheable_meta \
             or _hooks_installed(rt) or not all(type(g) is int for g in grid):
         kernel[grid](*args, **meta)
         return

@@ -1,4 +1,4 @@
-# Prepared for the next session's first device call: the stats launch's variants (8 warps, prefetch), measured
+# session 9, call 1 (prepared in session 8 as benchmarks/gpu_next_quant_stats.sh): the stats launch variants, Sparge at 4k/16k, launch paths
 # against the shipped quantize launch, then Sage/Sparge end to end at 4k with the winner set by hand.
 source benchmarks/gpu_setup.sh .whl
 timeout 150 python3 benchmarks/bench_quant_warps.py --configs 4:1024:1,4:1024:1:1,4:1024:1:0:8,4:1024:1:1:8,4:1024:1:0:4:16 \
