@@ -1,6 +1,7 @@
 """Where Sage's host time goes at 4k tokens (GPU): host us per call of each piece, and a cProfile.
 
-Our pieces run twice: through Triton's usual launch path and through our launch cache (kernels/launch_cache.py).
+Our pieces run through Triton's usual launch path, then through our launch cache (kernels/launch_cache.py), and
+the entry points a third time with their intermediate buffers reused (kernels/scratch.py).
 Each piece is called 200 times back to back and timed before the synchronize (host us per call; the GPU
 queue does not fill at these counts), and with triton.testing.do_bench (end to end, median, after
 warm-up); cuDNN SDPA (bf16) is the anchor. Then cProfile of sage_attention_gluon, by own time.
@@ -24,7 +25,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from smartcompile.bench.measure import do_bench_ms, host_us  # noqa: E402
-from smartcompile.kernels import launch_cache  # noqa: E402
+from smartcompile.kernels import launch_cache, scratch  # noqa: E402
 from smartcompile.kernels.sage_gluon import (GLUON_CONFIG, attend_gluon, gluon_unavailable_reason,  # noqa: E402
                                              make_descriptors, sage_attention_gluon)
 from smartcompile.kernels.sage_quantize import quantize_fused  # noqa: E402
@@ -40,6 +41,7 @@ def main():
     if why is not None:
         sys.exit(f"Gluon kernel unavailable: {why}")
     rows, profiles = [], {}
+    saved_scratch = scratch.ENABLED
     for spec in args.shapes.split(","):
         b, h, n, d = (int(x) for x in spec.split("x"))
         q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
@@ -64,16 +66,18 @@ def main():
         base = do_bench_ms(cudnn)
         for name, fn in pieces.items():
             ours = name not in ("cudnn SDPA", "11 x torch.empty", "make_descriptors (3 TMA)")
-            for cached in (False, True) if ours else (True,):
-                launch_cache.ENABLED = cached  # Triton's usual launch path, then our launch cache
+            entry = name.startswith("sage_attention")
+            variants = ["usual", "cache"] + (["reuse"] if entry else []) if ours else [""]
+            for tag in variants:
+                launch_cache.ENABLED = tag != "usual"  # Triton's usual launch path, then our launch cache
+                scratch.ENABLED = tag == "reuse"  # ... and the entry point's buffers reused (kernels/scratch.py)
                 fn()
-                row = dict(shape=label, piece=name, launch_cache=cached if ours else None, host_us=host_us(fn),
-                           ms=do_bench_ms(fn))
+                row = dict(shape=label, piece=name, variant=tag, host_us=host_us(fn), ms=do_bench_ms(fn))
                 rows.append(row)
-                tag = ("cache" if cached else "usual") if ours else ""
                 print(f"{label:<20} {name:<30} {tag:<5} host {row['host_us']:7.1f} us   {row['ms']:.3f} ms "
                       f"({base / row['ms']:.2f}x cuDNN)", flush=True)
-        launch_cache.ENABLED = True
+            scratch.clear()
+        launch_cache.ENABLED, scratch.ENABLED = True, saved_scratch
         prof = cProfile.Profile()
         prof.enable()
         for _ in range(200):

@@ -1,16 +1,36 @@
 #!/usr/bin/env bash
-# Prepared for the next session's device calls (issue 13). Run as one command per call, e.g.
-#   bash benchmarks/gpu_next_session.sh wan32k     (the E2E targets at 32,760 tokens with the launch cache, ~5 min)
-#   bash benchmarks/gpu_next_session.sh tests      (every GPU test file, ~9 min: give it its own call)
-# pytest and the scripts must run inside this script: it sources gpu_setup.sh (PYTHONPATH, entry points);
-# a command after `bash script.sh` in the same device call does not see them.
+# Prepared for the next session's device calls (issue 13). One stage per device call:
+#   bash benchmarks/gpu_next_session.sh scratch      kernels/scratch.py's GPU tests, then host us and Sparge at 4k with
+#                                                    it on (it ships off: written after session 9's device time ran out)
+#   bash benchmarks/gpu_next_session.sh tests-sage   test_gpu_sage*.py (~5 min)
+#   bash benchmarks/gpu_next_session.sh tests-other  every other GPU test file (~5 min)
+#   bash benchmarks/gpu_next_session.sh wan32k       the E2E targets at 32,760 tokens (auto, Sparge 50%), ~5 min
+# pytest and the scripts must run inside this script: it sources gpu_setup.sh (PYTHONPATH, entry points), and a
+# command after `bash script.sh` in the same device call does not see them.
 set -o pipefail
 source benchmarks/gpu_setup.sh .whl
-case ${1:?stage: wan32k or tests} in
+with_scratch="import runpy, sys; from smartcompile.kernels import scratch; scratch.ENABLED = True; \
+sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+case ${1:?stage: scratch, tests-sage, tests-other or wan32k} in
+  scratch)
+    timeout 150 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_scratch.py > $OUT/gpu_tests_scratch.log 2>&1
+    echo "scratch tests: rc=$? $(tail -1 $OUT/gpu_tests_scratch.log)"
+    timeout 150 python3 benchmarks/bench_host.py --out $OUT > $OUT/bench_host.log 2>&1; grep "host " $OUT/bench_host.log
+    for on in off on; do
+      if [ $on = on ]; then run="python3 -c \"$with_scratch\""; else run=python3; fi
+      eval timeout 90 $run benchmarks/bench_sparge.py --lens 4096,16384 --dims 64,128 --densities 0.5 \
+          --kinds structured --out $OUT/sparge_$on > $OUT/bench_sparge_$on.log 2>&1
+      echo "scratch $on:"; grep "D[0-9]" $OUT/bench_sparge_$on.log
+    done ;;
+  tests-sage)
+    timeout 580 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sage.py tests/test_gpu_sage_gluon.py \
+        > $OUT/gpu_tests_sage.log 2>&1
+    echo "rc=$? $(tail -1 $OUT/gpu_tests_sage.log)"; grep -h -A3 "FAILED\|Error" $OUT/gpu_tests_sage.log | head -20 ;;
+  tests-other)
+    timeout 580 python3 -m pytest -q -p no:cacheprovider -rf $(ls tests/test_gpu_*.py | grep -v sage) \
+        > $OUT/gpu_tests_other.log 2>&1
+    echo "rc=$? $(tail -1 $OUT/gpu_tests_other.log)"; grep -h -A3 "FAILED\|Error" $OUT/gpu_tests_other.log | head -20 ;;
   wan32k)
-    timeout 560 python3 benchmarks/bench_wan.py --frames 21 --policies "auto,sparge 50% self-attention" --rounds 6 --repeats 3 \
-        --out $OUT > $OUT/bench_wan_32760.log 2>&1; tail -8 $OUT/bench_wan_32760.log ;;
-  tests)
-    timeout 580 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_*.py > $OUT/gpu_tests.log 2>&1
-    echo "rc=$? $(tail -1 $OUT/gpu_tests.log)"; grep -h -A3 "FAILED\|Error" $OUT/gpu_tests.log | head -20 ;;
+    timeout 560 python3 benchmarks/bench_wan.py --frames 21 --policies "auto,sparge 50% self-attention" --rounds 6 \
+        --repeats 3 --out $OUT > $OUT/bench_wan_32760.log 2>&1; tail -8 $OUT/bench_wan_32760.log ;;
 esac

@@ -192,7 +192,8 @@ def test_attend_through_fused_matches(pv, causal, seed, monkeypatch):
                                                     (1, True, "fused")])
 def test_quantize_takes_the_fused_path_up_to_its_size_limit_or_to_pool(past_limit, pool, want, monkeypatch):
     taken = []
-    monkeypatch.setattr(sage_quantize, "quantize_fused", lambda *a, pool, v_wgmma_order: taken.append("fused"))
+    monkeypatch.setattr(sage_quantize, "quantize_fused",
+                        lambda *a, pool, v_wgmma_order, reuse_buffers: taken.append("fused"))
     monkeypatch.setattr(sage_quantize, "quantize_staged", lambda *a, pool, v_wgmma_order: taken.append("staged"))
     q = torch.empty(1, 1, 1, 64, device=DEVICE)
     kv = torch.empty(1, 1, 1, 64, device=DEVICE).expand(1, 1, (sage_quantize.FUSED_MAX_ELEMENTS - 64) // 128, 64)

@@ -479,6 +479,7 @@ def sage_attention_gluon(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask
     """Sage attention (INT8 QK^T, FP8 P.V) on sm90 with the Gluon kernel; same arguments and
     numerics as sage_triton.sage_attention_triton with GLUON_CONFIG (any `smooth`).
     `launch`: attend_gluon's keyword arguments (DEFAULT_LAUNCH when None)."""
+    from .sage_quantize import recycle
     from .sage_triton import no_mask, quantize, unsmoothed_lse
 
     no_mask(mask, "sage_attention_gluon")
@@ -487,9 +488,13 @@ def sage_attention_gluon(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask
                          f"'fp8', block_q={GLUON_BLOCK_Q}, block_k={KV_BLOCK}")
     if q.shape[-1] not in SUPPORTED_HEAD_DIMS:
         raise ValueError(f"head_dim {q.shape[-1]} not in {SUPPORTED_HEAD_DIMS}")
-    x = quantize(q, k, v, scale, config, v_wgmma_order=True)
+    x = quantize(q, k, v, scale, config, v_wgmma_order=True, reuse_buffers=True)
     cfg = DEFAULT_LAUNCH if launch is None else launch  # a given launch is taken whole (attend_gluon's defaults)
     if not return_lse:
-        return attend_gluon(x, is_causal, q.dtype, **cfg)
+        out = attend_gluon(x, is_causal, q.dtype, **cfg)
+        recycle(x)  # every kernel reading x is enqueued
+        return out
     out, lse = attend_gluon(x, is_causal, q.dtype, return_lse=True, **cfg)
-    return out, unsmoothed_lse(lse, q, x)
+    lse = unsmoothed_lse(lse, q, x)
+    recycle(x)
+    return out, lse

@@ -41,6 +41,7 @@ import triton.language as tl
 
 from .config import SageConfig
 from .constants import FP8_E4M3_MAX, FP16_V_RANGE, INT8_MAX, LOG2E, SUPPORTED_HEAD_DIMS
+from . import scratch
 from .launch_cache import launch
 
 # the constant as @triton.jit code reads it (a global there must be a tl.constexpr)
@@ -208,6 +209,14 @@ class QuantizedQKV:
     fp8: bool
     pooled: Optional[tuple] = None  # (pooled q, sim q, pooled k, sim k) when quantized with pool=True
     v_wgmma_order: bool = False  # V's keys in wgmma_key_order (sage_gluon's kernel), not in token order
+    scratch: Optional[tuple] = None  # (key, buffers) to give back to kernels/scratch.py: see `recycle`
+
+
+def recycle(x: QuantizedQKV) -> None:
+    """Give x's buffers back for the next call of its shape (quantized with scratch=True): call it only once
+    every kernel that reads x is enqueued, and never read x afterwards."""
+    if x.scratch is not None:
+        scratch.give(x.q8.device, *x.scratch)
 
 
 def quantize_staged(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None,
@@ -525,18 +534,7 @@ def _plan(b: int, hq: int, hkv: int, sq: int, sk: int, d: int, block_q: int, blo
                  FP8_E4M3_MAX if fp8 else FP16_V_RANGE)
 
 
-def quantize_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None,
-                   config: SageConfig = SageConfig(), *, pool: bool = False,
-                   v_wgmma_order: bool = False) -> QuantizedQKV:
-    """quantize_staged in two launches: same arguments, same QuantizedQKV (layouts, dtypes, shapes)."""
-    b, hq, sq, d = q.shape
-    hkv, sk = k.shape[1], k.shape[2]
-    block_q, block_k, smooth = config.block_q, config.block_k, config.smooth
-    fp8 = config.pv_precision == "fp8"
-    _check_order(v_wgmma_order, fp8, block_k)
-    p = _plan(b, hq, hkv, sq, sk, d, block_q, block_k, fp8)
-    sm_scale = scale if scale is not None else p.default_scale
-    dev = q.device
+def _fused_buffers(p: _Plan, b: int, hq: int, hkv: int, d: int, fp8: bool, smooth: bool, pool: bool, dev) -> tuple:
     f32 = torch.float32
     q8 = torch.empty(p.q8, dtype=torch.int8, device=dev)
     qs = torch.empty((b * hq, p.n_qblk), dtype=f32, device=dev)
@@ -546,12 +544,36 @@ def quantize_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Opt
     v_amax = torch.empty((b * hkv, d), dtype=f32, device=dev)
     k_mean = torch.empty((b, hkv, d), dtype=f32, device=dev) if smooth else None
     part = torch.empty(p.part, dtype=f32, device=dev)  # scratch: the stats launch's partials
+    if not pool:
+        return q8, qs, k8, ks, vq, v_amax, k_mean, part, None, None, None, None
+    pooled = (torch.empty((b, hq, p.n_qblk, d), dtype=f32, device=dev),
+              torch.empty((b, hq, p.n_qblk), dtype=f32, device=dev),
+              torch.empty((b, hkv, p.n_kblk, d), dtype=f32, device=dev),
+              torch.empty((b, hkv, p.n_kblk), dtype=f32, device=dev))
+    return (q8, qs, k8, ks, vq, v_amax, k_mean, part, *pooled)
+
+
+def quantize_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None,
+                   config: SageConfig = SageConfig(), *, pool: bool = False,
+                   v_wgmma_order: bool = False, reuse_buffers: bool = False) -> QuantizedQKV:
+    """quantize_staged in two launches: same arguments, same QuantizedQKV (layouts, dtypes, shapes).
+    `reuse_buffers`: take the buffers a previous call of this shape gave back (kernels/scratch.py) and let the
+    caller `recycle` them; only for callers that never hand the result out."""
+    b, hq, sq, d = q.shape
+    hkv, sk = k.shape[1], k.shape[2]
+    block_q, block_k, smooth = config.block_q, config.block_k, config.smooth
+    fp8 = config.pv_precision == "fp8"
+    _check_order(v_wgmma_order, fp8, block_k)
+    p = _plan(b, hq, hkv, sq, sk, d, block_q, block_k, fp8)
+    sm_scale = scale if scale is not None else p.default_scale
+    dev = q.device
+    key = ("quantize_fused", p, b, hq, hkv, d, fp8, smooth, pool)
+    buffers = scratch.take(dev, key) if reuse_buffers else None
+    if buffers is None:
+        buffers = _fused_buffers(p, b, hq, hkv, d, fp8, smooth, pool, dev)
+    q8, qs, k8, ks, vq, v_amax, k_mean, part, qpool, qsim, kpool, ksim = buffers
     if pool:
-        pooled = (torch.empty((b, hq, p.n_qblk, d), dtype=f32, device=dev),
-                  torch.empty((b, hq, p.n_qblk), dtype=f32, device=dev),
-                  torch.empty((b, hkv, p.n_kblk, d), dtype=f32, device=dev),
-                  torch.empty((b, hkv, p.n_kblk), dtype=f32, device=dev))
-        qpool, qsim, kpool, ksim = pooled
+        pooled = (qpool, qsim, kpool, ksim)
     else:
         pooled = None
         qpool = qsim = kpool = ksim = qs  # never written (POOL is off)
@@ -570,7 +592,7 @@ def quantize_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Opt
                 SUB_K=_sub_rows(block_k, p.d_pad), SUB_V=_v_sub_rows(block_k, p.d_pad), PREFETCH=_QUANT_PREFETCH,
                 num_warps=_QUANT_WARPS))
     return QuantizedQKV(q8, qs, k8, ks, vq, v_amax, k_mean, (b, hq, hkv, sq, sk, d), sm_scale, block_q, block_k, fp8,
-                        pooled, v_wgmma_order)
+                        pooled, v_wgmma_order, (key, buffers) if reuse_buffers else None)
 
 
 # Most elements (q, k and v together) quantize() hands to quantize_fused without pooling. Measured on the H200,
@@ -585,10 +607,13 @@ FUSED_MAX_ELEMENTS = 3 << 24  # B1 H24 D64 8k (38M) fused; B1 H24 D128 8k (75M) 
 
 
 def quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None,
-             config: SageConfig = SageConfig(), *, pool: bool = False, v_wgmma_order: bool = False) -> QuantizedQKV:
+             config: SageConfig = SageConfig(), *, pool: bool = False, v_wgmma_order: bool = False,
+             reuse_buffers: bool = False) -> QuantizedQKV:
     """Sage's quantization of q (B, Hq, Sq, D), k/v (B, Hkv, Sk, D), any strides: quantize_fused (2 launches)
     with pooling or up to FUSED_MAX_ELEMENTS, where launches and host cost dominate, quantize_staged beyond.
-    Both give the same QuantizedQKV up to K's mean and the pooled sums' summation order (module docstring)."""
+    Both give the same QuantizedQKV up to K's mean and the pooled sums' summation order (module docstring).
+    `reuse_buffers`: quantize_fused's (the staged path allocates; `recycle` is then a no-op)."""
     if pool or q.numel() + k.numel() + v.numel() <= FUSED_MAX_ELEMENTS:
-        return quantize_fused(q, k, v, scale, config, pool=pool, v_wgmma_order=v_wgmma_order)
+        return quantize_fused(q, k, v, scale, config, pool=pool, v_wgmma_order=v_wgmma_order,
+                              reuse_buffers=reuse_buffers)
     return quantize_staged(q, k, v, scale, config, pool=pool, v_wgmma_order=v_wgmma_order)

@@ -47,7 +47,7 @@ from ..masks import Causal
 from .mask_blocks import DenseKeep, MaskLists, dense_keep, dense_mask_lists
 from .launch_cache import launch as launch_kernel
 from .output_layout import token_major_empty
-from .sage_quantize import QuantizedQKV, quantize
+from .sage_quantize import QuantizedQKV, quantize, recycle
 from .sage_reference import KeySpans, key_spans, padding_form
 
 # the constants as @triton.jit code reads them (a global there must be a tl.constexpr)
@@ -395,12 +395,16 @@ def sage_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mas
     (B, Hq, Sq, Sk) or mask type (a sliding window, documents...: classified per tile, kernels/mask_blocks.py).
     An additive mask is a ValueError. Rows with no kept key output 0."""
     spans, dense, is_causal = kernel_mask(mask, is_causal, q, k, "sage_attention_triton")
-    x = quantize(q, k, v, scale, config)
+    x = quantize(q, k, v, scale, config, reuse_buffers=True)
     tiles = None if dense is None else dense_mask_lists(dense, q.shape[2], k.shape[2], x.block_q, x.block_k, is_causal)
     if not return_lse:
-        return attend(x, is_causal, q.dtype, spans=spans, dense=dense, tiles=tiles)
+        out = attend(x, is_causal, q.dtype, spans=spans, dense=dense, tiles=tiles)
+        recycle(x)  # every kernel reading x is enqueued
+        return out
     out, lse = attend(x, is_causal, q.dtype, return_lse=True, spans=spans, dense=dense, tiles=tiles)
-    return out, unsmoothed_lse(lse, q, x)
+    lse = unsmoothed_lse(lse, q, x)
+    recycle(x)
+    return out, lse
 
 
 def unsmoothed_lse(lse: torch.Tensor, q: torch.Tensor, x: QuantizedQKV) -> torch.Tensor:

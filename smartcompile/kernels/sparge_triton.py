@@ -30,7 +30,7 @@ from .config import SpargeConfig
 from .launch_cache import launch
 from .mask_blocks import dense_mask_lists
 from .sage_reference import KeySpans
-from .sage_quantize import _load_tile, _pool_stats, quantize
+from .sage_quantize import _load_tile, _pool_stats, quantize, recycle
 from .sage_triton import BlockLists, attend, kernel_mask, unsmoothed_lse
 from .sparge_reference import block_map_to_lists, select_from_pooled
 from .sparge_select import fused_selection_unsupported, select_block_lists, write_block_lists
@@ -167,7 +167,7 @@ def sparge_attention_triton(q, k, v, mask, is_causal: bool, scale: Optional[floa
                          "skipping would differ from the reference's (tile order); pv_threshold is allowed with no "
                          "mask, causal or key padding")
     # the quantization pass also pools the blocks (one read of Q and K for both)
-    x = quantize(q, k, v, scale, config, pool=True)
+    x = quantize(q, k, v, scale, config, pool=True, reuse_buffers=True)
     if fused_selection_unsupported(selection, x.pooled[2].shape[2]) is None:  # no mask: one launch, same blocks
         block_map, lists = select_block_lists(x.pooled, q, k, scale, is_causal, config)
         res = attend(x, is_causal, q.dtype, blocks=lists, pv_threshold=config.pv_threshold, return_lse=return_lse)
@@ -184,6 +184,7 @@ def sparge_attention_triton(q, k, v, mask, is_causal: bool, scale: Optional[floa
             res = attend(x, is_causal, q.dtype, blocks=lists, pv_threshold=config.pv_threshold,
                          return_lse=return_lse, spans=spans)
     out = (res[0], unsmoothed_lse(res[1], q, x)) if return_lse else (res,)
+    recycle(x)  # every kernel reading x is enqueued
     out = out + (block_map,) if return_block_map else out
     return out if len(out) > 1 else out[0]
 
