@@ -29,43 +29,47 @@ def _bits(t):
         if t.dtype.itemsize == 2 else t.contiguous().view(torch.int32)
 
 
-def _both_paths(fn, monkeypatch):
-    """fn() through the usual path, then twice through the cache (a miss that records, then a hit)."""
+def _both_paths(fn, inputs, other_inputs, kernel, monkeypatch):
+    """fn(*inputs) through the usual path, then fn(*other_inputs) (same shapes, other values: it records the key)
+    and fn(*inputs) again through the cache, which must hit. The first result stays alive, so a hit that
+    launched nothing cannot find the right answer left in a recycled block."""
     monkeypatch.setattr(launch_cache, "ENABLED", False)
-    want = fn()
+    want = fn(*inputs)
     monkeypatch.setattr(launch_cache, "ENABLED", True)
-    fn()
-    got = fn()
+    fn(*other_inputs)
+    hits = launch_cache.direct_launches(kernel)
+    got = fn(*inputs)
     torch.cuda.synchronize()
+    assert launch_cache.direct_launches(kernel) > hits, "the second call with the same key did not launch directly"
     return want, got
 
 
 @pytest.mark.parametrize("offset", [0, 3], ids=["aligned", "unaligned"])
 def test_quantize_and_triton_attention_hit_with_the_same_bits(offset, monkeypatch):
-    q, k, v = _inputs(1, 3, 333, 64, offset=offset)
     config = SageConfig(pv_precision="fp8")
 
-    def run():
+    def run(q, k, v):
         x = sage_quantize.quantize_fused(q, k, v, None, config)
         return x, sage_triton.attend(x, False, torch.bfloat16)
 
-    (x0, o0), (x1, o1) = _both_paths(run, monkeypatch)
+    (x0, o0), (x1, o1) = _both_paths(run, _inputs(1, 3, 333, 64, offset=offset),
+                                     _inputs(1, 3, 333, 64, offset=offset, seed=1), sage_quantize._quantize_all,
+                                     monkeypatch)
     for a, b in ((x0.q8, x1.q8), (x0.k8, x1.k8), (x0.q_scale, x1.q_scale), (x0.k_scale, x1.k_scale), (o0, o1)):
         assert torch.equal(_bits(a), _bits(b))
-    assert launch_cache.cached_keys(sage_quantize._quantize_all) >= 1
-    assert launch_cache.cached_keys(sage_triton._sage_fwd) >= 1
+    assert launch_cache.direct_launches(sage_triton._sage_fwd) >= 1
     assert launch_cache.usual_path_reason(sage_quantize._quantize_all) is None
 
 
 def test_autotuned_attention_hits_with_the_same_bits(monkeypatch):
     monkeypatch.setattr(sage_triton, "AUTOTUNE_MIN_WORK", 0)  # the tuned kernel at a small shape
-    q, k, v = _inputs(1, 2, 1000, 128)
-    x = sage_quantize.quantize(q, k, v, None, SageConfig(pv_precision="fp8"))
-    want, got = _both_paths(lambda: sage_triton.attend(x, True, torch.bfloat16), monkeypatch)
-    assert torch.equal(_bits(want), _bits(got))
+    config = SageConfig(pv_precision="fp8")
+    xs = [sage_quantize.quantize(*_inputs(1, 2, 1000, 128, seed=seed), None, config) for seed in (0, 1)]
     tuned = sage_triton._tuned_kernel()
+    want, got = _both_paths(lambda x: sage_triton.attend(x, True, torch.bfloat16), (xs[0],), (xs[1],), tuned,
+                            monkeypatch)
+    assert torch.equal(_bits(want), _bits(got))
     assert launch_cache.usual_path_reason(tuned) is None
-    assert launch_cache.cached_keys(tuned) >= 1
 
 
 def test_gluon_kernel_hits_with_the_same_bits(monkeypatch):
@@ -73,20 +77,22 @@ def test_gluon_kernel_hits_with_the_same_bits(monkeypatch):
 
     if sage_gluon.gluon_unavailable_reason() is not None:
         pytest.skip(sage_gluon.gluon_unavailable_reason())
-    q, k, v = _inputs(1, 4, 1111, 128)
-    want, got = _both_paths(lambda: sage_gluon.sage_attention_gluon(q, k, v, None, False, None,
-                                                                    sage_gluon.GLUON_CONFIG), monkeypatch)
+    want, got = _both_paths(lambda q, k, v: sage_gluon.sage_attention_gluon(q, k, v, None, False, None,
+                                                                            sage_gluon.GLUON_CONFIG),
+                            _inputs(1, 4, 1111, 128), _inputs(1, 4, 1111, 128, seed=1),
+                            sage_gluon._sage_fwd_sm90_ws2, monkeypatch)
     assert torch.equal(_bits(want), _bits(got))
-    assert launch_cache.cached_keys(sage_gluon._sage_fwd_sm90_ws2) >= 1
 
 
 def test_a_runtime_argument_by_keyword_takes_the_usual_path(monkeypatch):
-    q, k, v = _inputs(1, 2, 300, 64)
     mask = torch.rand(1, 1, 300, 300, device="cuda") > 0.3
     mask[..., 0] = True
     config = SageConfig(pv_precision="fp8")
-    want, got = _both_paths(lambda: sage_triton.sage_attention_triton(q, k, v, mask, False, None, config),
-                            monkeypatch)
-    assert torch.equal(_bits(want), _bits(got))
+    q, k, v = _inputs(1, 2, 300, 64)
+    monkeypatch.setattr(launch_cache, "ENABLED", False)
+    want = sage_triton.sage_attention_triton(q, k, v, mask, False, None, config)
+    monkeypatch.setattr(launch_cache, "ENABLED", True)
+    got = [sage_triton.sage_attention_triton(q, k, v, mask, False, None, config) for _ in range(2)]
+    assert all(torch.equal(_bits(want), _bits(g)) for g in got)
     # the dense mask's tensor is passed by keyword (MASK): those calls are never keyed
     assert any("MASK" in names for names in launch_cache._launches(sage_triton._sage_fwd).uncacheable_meta)

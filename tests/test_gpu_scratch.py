@@ -43,14 +43,32 @@ def test_reused_buffers_give_the_same_bits_as_fresh_ones(name, monkeypatch):
     want = [call(*x) for x in inputs]
     assert scratch.held_bytes() == 0
     monkeypatch.setattr(scratch, "ENABLED", True)
+    give, take = scratch.give, scratch.take
+    taken = []
+
+    def poisoning_give(device, key, buffers):  # stale values must never reach a result: fill them with junk
+        for t in buffers:
+            if t is not None:
+                t.view(torch.uint8).fill_(0x7F)
+        give(device, key, buffers)
+
+    def logging_take(device, key):
+        got = take(device, key)
+        taken.append((torch.cuda.current_stream().cuda_stream, got is not None))
+        return got
+
+    monkeypatch.setattr(scratch, "give", poisoning_give)
+    monkeypatch.setattr(scratch, "take", logging_take)
     got = [call(*x) for x in inputs]  # the 3rd and 4th calls reuse the 1st and 2nd calls' buffers
+    assert [hit for _, hit in taken] == [False, False, True, True]
     assert scratch.held_bytes() > 0
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        got_side = call(*inputs[0])  # its own buffers: the main stream's stay unused
+        got_side = call(*inputs[0])  # another stream: its own buffers
     torch.cuda.current_stream().wait_stream(side)
     torch.cuda.synchronize()
+    assert taken[-1] == (side.cuda_stream, False)
     for a, b in zip(want + want[:1], got + [got_side]):
         for ta, tb in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
             assert torch.equal(ta, tb)

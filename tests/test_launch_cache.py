@@ -19,6 +19,9 @@ def _probe(x_ptr, y_ptr, n, stride, scale, flag, maybe, BLOCK: tl.constexpr, EVE
     tl.store(y_ptr + offs * stride, tl.load(x_ptr + offs * stride, mask=offs < n) * scale, mask=offs < n)
 
 
+SETTINGS = (False, None)  # launch_cache._settings's (debug, instrumentation mode)
+
+
 def _binder():
     jit = pytest.importorskip("triton.runtime.jit")
     if not hasattr(jit, "create_function_from_signature") or not hasattr(_probe, "params"):
@@ -33,11 +36,13 @@ def _binder():
 def _random_launch(rng: random.Random):
     base = torch.zeros(64, dtype=rng.choice([torch.float32, torch.bfloat16, torch.int8]))
     x, y = base[rng.choice([0, 1, 8, 16]):], base[rng.choice([0, 3, 16]):]  # views: some addresses unaligned
-    n = rng.choice([1, 2, 15, 16, 17, 32, 4096, (1 << 31) - 16, 1 << 31, 1 << 40, -(1 << 40), 1 << 63, -16, -3])
+    # equal values of other types (True == 1 == 1.0, 16 == 16.0) in one position: Triton compiles them apart
+    n = rng.choice([1, 2, 15, 16, 17, 32, 4096, (1 << 31) - 16, 1 << 31, 1 << 40, -(1 << 40), 1 << 63, -16, -3,
+                    True, 1.0, 16.0])
     stride = rng.choice([1, 16, 48, 7])
-    args = (x, y, n, stride, rng.choice([0.5, 2.0]), rng.choice([True, False]), rng.choice([None, 3, 32]),
-            rng.choice([16, 32]))
-    meta = dict(EVEN=rng.choice([True, False]))
+    args = (x, y, n, stride, rng.choice([0.5, 2.0, 2, 1, True]), rng.choice([True, False, 1, 0]),
+            rng.choice([None, 3, 32]), rng.choice([16, 32]))
+    meta = dict(EVEN=rng.choice([True, False, 1, 0]))
     if rng.random() < 0.5:
         meta["num_warps"] = rng.choice([4, 8])
     return args, meta
@@ -51,7 +56,7 @@ def test_equal_keys_mean_equal_triton_specializations():
     seen = {}
     for _ in range(3000):
         args, meta = _random_launch(rng)
-        key = state.key(0, args, meta)
+        key = state.key(0, args, meta, SETTINGS)
         _, specialization, options = binder(*args, **meta)
         triton_view = (repr(specialization), repr(options))
         assert seen.setdefault(key, triton_view) == triton_view, (args, meta)
@@ -61,14 +66,17 @@ def test_equal_keys_mean_equal_triton_specializations():
 def test_keys_tell_dtypes_alignment_values_and_devices_apart():
     state = launch_cache._KernelLaunches(_probe)
     x = torch.zeros(64)
-    base = state.key(0, (x, x, 100, 1, 1.0, True, None, 16), {})
-    assert base == state.key(0, (torch.ones(64), x, 100, 1, 1.0, True, None, 16), {})  # another aligned tensor
-    for other in [state.key(0, (x[1:], x, 100, 1, 1.0, True, None, 16), {}),  # unaligned
-                  state.key(0, (x.half(), x, 100, 1, 1.0, True, None, 16), {}),
-                  state.key(0, (x, x, 101, 1, 1.0, True, None, 16), {}),
-                  state.key(0, (x, x, 100, 1, 1.0, True, None, 32), {}),
-                  state.key(0, (x, x, 100, 1, 1.0, True, None, 16), {"EVEN": True}),
-                  state.key(1, (x, x, 100, 1, 1.0, True, None, 16), {})]:
+    base = state.key(0, (x, x, 100, 1, 1.0, True, None, 16), {}, SETTINGS)
+    assert base == state.key(0, (torch.ones(64), x, 100, 1, 1.0, True, None, 16), {}, SETTINGS)  # aligned too
+    for other in [state.key(0, (x[1:], x, 100, 1, 1.0, True, None, 16), {}, SETTINGS),  # unaligned
+                  state.key(0, (x.half(), x, 100, 1, 1.0, True, None, 16), {}, SETTINGS),
+                  state.key(0, (x, x, 101, 1, 1.0, True, None, 16), {}, SETTINGS),
+                  state.key(0, (x, x, 100, 1, 1.0, True, None, 32), {}, SETTINGS),
+                  state.key(0, (x, x, 100, 1, 1.0, True, None, 16), {"EVEN": True}, SETTINGS),
+                  state.key(0, (x, x, 100, True, 1.0, True, None, 16), {}, SETTINGS),  # True == 1, another type
+                  state.key(0, (x, x, 100, 1, 1, True, None, 16), {}, SETTINGS),  # 1 == 1.0, another type
+                  state.key(0, (x, x, 100, 1, 1.0, True, None, 16), {}, (True, None)),  # TRITON_DEBUG
+                  state.key(1, (x, x, 100, 1, 1.0, True, None, 16), {}, SETTINGS)]:
         assert other != base
 
 
@@ -85,3 +93,12 @@ def test_launch_without_cuda_takes_the_usual_path(monkeypatch):
     launch_cache.launch(Kernel(), (3,), (1, 2), {"B": 4})
     assert calls == [((3,), (1, 2), {"B": 4})]
     assert launch_cache.cached_keys(Kernel()) == 0
+
+
+def test_interpreted_and_heuristics_kernels_take_the_usual_path():
+    from triton.runtime.interpreter import InterpretedFunction
+
+    interpreted = InterpretedFunction(_probe.fn)
+    assert launch_cache._KernelLaunches(interpreted).reason is not None
+    heuristic = triton.heuristics({"EVEN": lambda args: True})(_probe)
+    assert launch_cache._KernelLaunches(heuristic).reason is not None

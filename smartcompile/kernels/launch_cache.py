@@ -53,29 +53,34 @@ class _KernelLaunches:
         self.tuner = kernel if isinstance(kernel, Autotuner) else None
         self.jit = kernel.fn if self.tuner is not None else kernel
         self.reason = None  # why this kernel always takes the usual path
+        self.compiled: dict = {}
+        self.hits = 0
         if type(self.jit).__name__ == "InterpretedFunction" or not isinstance(self.jit, JITFunction):
-            self.reason = f"{type(self.jit).__name__} is not a compiled JITFunction"
-        elif self.tuner is not None and (self.tuner.reset_to_zero or self.tuner.restore_value
-                                         or self.tuner.user_defined_pre_hook or self.tuner.user_defined_post_hook):
+            self.reason = f"{type(self.jit).__name__} is not a compiled JITFunction"  # (heuristics, interpreter)
+            return
+        if self.tuner is not None and (self.tuner.reset_to_zero or self.tuner.restore_value
+                                       or self.tuner.user_defined_pre_hook or self.tuner.user_defined_post_hook):
             self.reason = "the autotuner has hooks"
+            return
         params = self.jit.params
         self.names = [p.name for p in params]
         self.defaults = {p.name: p.default for p in params if p.has_default}
         self.descriptors = False  # whether its launches pass TMA descriptors (keyed through Triton, slower)
         self.param_names = set(self.names)
         self.constexpr_names = {p.name for p in params if p.is_constexpr}
-        self.compiled: dict = {}
         self.uncacheable_meta: set = set()  # tuple(meta) name sets holding a runtime argument
 
-    def key(self, device: int, args: tuple, meta: dict) -> tuple:
-        """Tensors by dtype and 16-byte alignment, everything else by value: finer than Triton's specialization
-        (ints by value, not by class), so a few more misses, and a key costs ~4 us instead of ~12."""
+    def key(self, device: int, args: tuple, meta: dict, settings: tuple) -> tuple:
+        """Tensors by dtype and 16-byte alignment, everything else by type and value (True, 1 and 1.0 are
+        equal and hash alike in Python; Triton compiles them differently): finer than Triton's specialization
+        (ints by value, not by class), so a few more misses, and a key costs ~5 us instead of ~12."""
         if self.descriptors:
-            return device, tuple(meta.items()), tuple(
-                [_descriptor_key(v) if type(v).__name__ == "TensorDescriptor" else
-                 (v.dtype, v.data_ptr() & 15 == 0) if isinstance(v, torch.Tensor) else v for v in args])
-        return device, tuple(meta.items()), tuple(
-            [(v.dtype, v.data_ptr() & 15 == 0) if isinstance(v, torch.Tensor) else v for v in args])
+            spec = tuple([_descriptor_key(v) if type(v).__name__ == "TensorDescriptor" else
+                          (v.dtype, v.data_ptr() & 15 == 0) if isinstance(v, torch.Tensor) else v for v in args])
+        else:
+            spec = tuple([(v.dtype, v.data_ptr() & 15 == 0) if isinstance(v, torch.Tensor) else v for v in args])
+        return (device, settings, tuple(meta.items()), tuple(map(type, meta.values())), spec,
+                tuple(map(type, args)))
 
     def record(self, key: tuple, args: tuple, meta: dict, compiled) -> None:
         """Remember the compiled kernel Triton's usual path just ran for `key`."""
@@ -113,7 +118,7 @@ def _launches(kernel) -> _KernelLaunches:
     return entry[1]
 
 
-_RUNTIME: list = []  # [triton's runtime knobs] once a launch has seen CUDA; [None] on a machine without it
+_RUNTIME: list = []  # [triton's knobs] once a launch has seen CUDA; [None] on a machine without it
 
 
 def _runtime_knobs():
@@ -122,7 +127,7 @@ def _runtime_knobs():
 
         direct = torch.cuda.is_available() and all(hasattr(torch._C, f) for f in ("_cuda_getDevice",
                                                                                   "_cuda_getCurrentRawStream"))
-        _RUNTIME.append(knobs.runtime if direct else None)
+        _RUNTIME.append(knobs if direct else None)
     return _RUNTIME[0]
 
 
@@ -130,27 +135,35 @@ def _hooks_installed(rt) -> bool:
     return any(h is not None and getattr(h, "calls", True) for h in (rt.launch_enter_hook, rt.launch_exit_hook))
 
 
+def _settings(knobs) -> tuple:
+    """Triton settings its own cache key reads on every launch (JITFunction.run): a change compiles anew."""
+    return knobs.runtime.debug, getattr(knobs.compilation, "instrumentation_mode", None)
+
+
 def launch(kernel, grid: tuple, args: tuple, meta: dict) -> None:
     """`kernel[grid](*args, **meta)`, calling the compiled launcher directly when this key was launched before
     (module docstring). `args`: the positional arguments, runtime ones and constexprs; `meta`: constexprs and
     launch options by keyword (num_warps, num_stages)."""
-    rt = _runtime_knobs() if ENABLED else None
-    if rt is None:
+    knobs = _runtime_knobs() if ENABLED else None
+    if knobs is None:
         kernel[grid](*args, **meta)
         return
     state = _launches(kernel)
     names = tuple(meta)
     if state.reason is not None or getattr(state.jit, "pre_run_hooks", None) or names in state.uncacheable_meta \
-            or _hooks_installed(rt) or not all(type(g) is int for g in grid):
+            or _hooks_installed(knobs.runtime) or not isinstance(grid, (tuple, list)) \
+            or not all(type(g) is int for g in grid):
         kernel[grid](*args, **meta)
         return
     device = torch._C._cuda_getDevice()
+    settings = _settings(knobs)
     try:
-        key = state.key(device, args, meta)
+        key = state.key(device, args, meta, settings)
         hit = state.compiled.get(key)
     except TypeError:  # an unhashable argument: a TMA descriptor, or something the cache does not know
         key = hit = None
     if hit is not None:
+        state.hits += 1
         g = tuple(grid) + (1, 1, 1)[len(grid):]
         hit.run(g[0], g[1], g[2], torch._C._cuda_getCurrentRawStream(device), hit.function, hit.packed_metadata,
                 None, None, None, *args, *hit.tail)
@@ -161,7 +174,7 @@ def launch(kernel, grid: tuple, args: tuple, meta: dict) -> None:
         return
     if not state.descriptors and any(type(v).__name__ == "TensorDescriptor" for v in args):
         state.descriptors = True
-        key = state.key(device, args, meta)
+        key = state.key(device, args, meta, settings)
     compiled = kernel[grid](*args, **meta)
     if key is not None and compiled is not None and not hasattr(compiled, "result"):  # a future: next time
         if len(state.compiled) >= _MAX_KEYS:
@@ -173,6 +186,12 @@ def cached_keys(kernel) -> int:
     """How many keys of `kernel` launch directly (tests, benchmarks)."""
     entry = _KERNELS.get(id(kernel))
     return len(entry[1].compiled) if entry is not None and entry[0] is kernel else 0
+
+
+def direct_launches(kernel) -> int:
+    """How many launches of `kernel` took the direct path (tests)."""
+    entry = _KERNELS.get(id(kernel))
+    return entry[1].hits if entry is not None and entry[0] is kernel else 0
 
 
 def usual_path_reason(kernel) -> Optional[str]:

@@ -602,8 +602,10 @@ def quantize_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Opt
 # B1 H24 8k D128 and lost on large inputs: its stats launch streams 1/16 of a head per program, where the staged
 # launches are plain streams over many more programs. With the sliced quantize launch (session 8,
 # bench_quant_warps.py, GPU us) B1 H24 16k D128 ties without pooling (fused 284, staged 278; Gluon blocks 370
-# vs 313) and wins with it (353 vs 424): Sparge's pooled quantization always takes the fused path.
-FUSED_MAX_ELEMENTS = 3 << 24  # B1 H24 D64 8k (38M) fused; B1 H24 D128 8k (75M) staged
+# vs 313) and wins with it (353 vs 424): Sparge's pooled quantization always takes the fused path. With the
+# stats launch's prefetch (session 9, results/h200/session9/quant_stats.log) fused wins at B1 H24 16k D128 without
+# pooling too: 227 against 278 us (Gluon blocks 227 against 278). Larger inputs are not measured: staged.
+FUSED_MAX_ELEMENTS = 3 * 24 * 16384 * 128  # up to B1 H24 16k D128 (151M elements) fused
 
 
 def quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None,

@@ -28,7 +28,10 @@ MAX_ENTRIES = 8
 MAX_BYTES = 1 << 28  # 256 MiB: B1 H24 16k D128 Sage quantization is ~160 MB
 # Off until tests/test_gpu_scratch.py has passed on a GPU and bench_host.py has measured it (written in session 9
 # after that session's device time was spent): the entry points already take and give back, so turning it on
-# is this flag.
+# is this flag. Also open before turning it on (review, session 9): under cudagraph trees (torch.compile
+# "reduce-overhead") a warm-up runs outside capture but allocates from the graph's private pool on its stream;
+# buffers kept here from such a run could later alias a graph output. Our ops are tagged cudagraph_unsafe, so
+# Inductor should keep them out of graphs, but that is not tested: reuse must be off inside that pool first.
 ENABLED = False
 
 _FREE: collections.OrderedDict = collections.OrderedDict()
