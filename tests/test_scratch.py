@@ -42,7 +42,9 @@ def test_entries_and_sizes_are_bounded(on_stream, monkeypatch):
     assert scratch.held_bytes() == 0
 
 
-def test_cpu_tensors_are_never_kept():
+def test_cpu_tensors_are_never_kept(monkeypatch):
+    monkeypatch.setattr(scratch, "ENABLED", True)  # on: only the device keeps them out
+    monkeypatch.setattr(scratch, "_FREE", type(scratch._FREE)())
     cpu = torch.device("cpu")
     scratch.give(cpu, ("k",), (torch.zeros(4),))
     assert scratch.take(cpu, ("k",)) is None

@@ -10,12 +10,12 @@ the launcher directly, of which 4.8 us went to `torch.cuda.current_stream()`.
 path and records the compiled kernel it ran; later calls with the same key call that kernel's launcher
 directly. The key holds every fact Triton's specialization reads, so a hit is the kernel Triton would pick:
 
-- the current CUDA device;
-- `meta` exactly (constexprs by value and launch options; a runtime argument passed by keyword makes the call
+- the current CUDA device, and Triton's debug and instrumentation settings;
+- `meta` exactly, each value with its type (constexprs by value and launch options; a runtime argument passed by keyword makes the call
   uncacheable: every such call takes the usual path);
 - per positional argument: for a tensor its dtype and whether its address is 16-byte aligned; TMA descriptors
   by Triton's own specialization (dtype, block shape, layout); everything else (ints, floats, constexprs,
-  autotuning keys) by value. Ints by value are finer than Triton's classes (1, multiple of 16, width): a new
+  autotuning keys) by type and value (True == 1 == 1.0 in Python; Triton compiles them apart). Ints by value are finer than Triton's classes (1, multiple of 16, width): a new
   shape misses once more, and the key costs a few us instead of ~12 (one list comprehension).
 
 The direct path is taken only where Triton's would do nothing more: a JITFunction (or an Autotuner over one,

@@ -213,7 +213,7 @@ class QuantizedQKV:
 
 
 def recycle(x: QuantizedQKV) -> None:
-    """Give x's buffers back for the next call of its shape (quantized with scratch=True): call it only once
+    """Give x's buffers back for the next call of its shape (quantized with reuse_buffers=True): call it only once
     every kernel that reads x is enqueued, and never read x afterwards."""
     if x.scratch is not None:
         scratch.give(x.q8.device, *x.scratch)
