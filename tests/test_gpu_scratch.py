@@ -1,11 +1,12 @@
 """GPU tests of the reused intermediate buffers (kernels/scratch.py): a Sage/Sparge call with buffers a previous
 call of the same shape gave back writes the same bits as one with fresh buffers, shapes interleaved and another
-stream included."""
+stream included, and CUDA graphs (torch.compile "reduce-overhead") beside eager calls."""
 import pytest
 import torch
 
 from smartcompile.kernels import scratch
 from smartcompile.kernels.config import SageConfig, SpargeConfig
+from smartcompile.kernels.sage_gluon import GLUON_CONFIG, gluon_unavailable_reason, sage_attention_gluon
 from smartcompile.kernels.sage_triton import sage_attention_triton
 from smartcompile.kernels.sparge_triton import sparge_attention_triton
 
@@ -32,11 +33,16 @@ CALLS = {
                                                       return_lse=True),
     "sparge": lambda q, k, v: sparge_attention_triton(q, k, v, None, False, None,
                                                       SpargeConfig(sparsity_ratio=0.5, sim_threshold=-1.0)),
+    "gluon": lambda q, k, v: sage_attention_gluon(q, k, v, None, False, None, GLUON_CONFIG),
+    "gluon-causal-lse": lambda q, k, v: sage_attention_gluon(q, k, v, None, True, None, GLUON_CONFIG,
+                                                             return_lse=True),
 }
 
 
 @pytest.mark.parametrize("name", list(CALLS))
 def test_reused_buffers_give_the_same_bits_as_fresh_ones(name, monkeypatch):
+    if name.startswith("gluon") and gluon_unavailable_reason() is not None:
+        pytest.skip(gluon_unavailable_reason())
     call = CALLS[name]
     inputs = [_qkv(s, d, seed) for seed, (s, d) in enumerate([(300, 64), (513, 128), (300, 64), (513, 128)])]
     monkeypatch.setattr(scratch, "ENABLED", False)
@@ -62,13 +68,39 @@ def test_reused_buffers_give_the_same_bits_as_fresh_ones(name, monkeypatch):
     got = [call(*x) for x in inputs]  # the 3rd and 4th calls reuse the 1st and 2nd calls' buffers
     assert [hit for _, hit in taken] == [False, False, True, True]
     assert scratch.held_bytes() > 0
+    held = scratch.held_bytes()
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        got_side = call(*inputs[0])  # another stream: its own buffers
+        got_side = call(*inputs[0])  # another stream: fresh buffers, none kept
     torch.cuda.current_stream().wait_stream(side)
     torch.cuda.synchronize()
     assert taken[-1] == (side.cuda_stream, False)
+    assert scratch.held_bytes() == held
     for a, b in zip(want + want[:1], got + [got_side]):
         for ta, tb in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
             assert torch.equal(ta, tb)
+
+
+def test_cuda_graph_replays_are_not_disturbed_by_eager_calls_that_reuse():
+    """mode="reduce-overhead" captures our op in a CUDA graph (its warm-up allocates from the graph's pool on
+    a side stream, where nothing is kept); eager calls of the same shape in between, which take and give back
+    on the default stream, must not change what a replay writes."""
+    class Attend(torch.nn.Module):
+        def forward(self, q, k, v):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v) * 2
+
+    policy = {"default": {"backend": "sage"}}
+    shape_inputs = [_qkv(1024, 64, seed) for seed in range(3)]
+    torch._dynamo.reset()
+    compiled = torch.compile(Attend(), backend="smartattn", options={"policy": policy, "mode": "reduce-overhead"})
+    with torch.no_grad():
+        want = [compiled(*x).clone() for x in shape_inputs for _ in range(3)]  # warm-up, capture, replays
+        for i, x in enumerate(shape_inputs):
+            sage_attention_triton(*x, None, False, None, SageConfig(pv_precision="fp8"))  # eager, reusing
+            got = compiled(*x).clone()
+            sage_attention_triton(*reversed(x), None, False, None, SageConfig(pv_precision="fp8"))
+            assert torch.equal(got, want[3 * i + 2]), f"input {i}"
+        assert torch.equal(compiled(*shape_inputs[0]), want[2])
+    assert scratch.held_bytes() > 0  # the eager calls did keep buffers
+    torch._dynamo.reset()

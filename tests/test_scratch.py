@@ -48,3 +48,31 @@ def test_cpu_tensors_are_never_kept(monkeypatch):
     cpu = torch.device("cpu")
     scratch.give(cpu, ("k",), (torch.zeros(4),))
     assert scratch.take(cpu, ("k",)) is None
+
+
+def test_only_the_default_stream_outside_capture_reuses(monkeypatch):
+    """Side streams (CUDA-graph trees' warm-up runs on one, allocating from a graph's pool) and capture keep
+    nothing: the CUDA calls `_where` makes are stubbed with a device whose default stream is handle 0."""
+    class Stream:
+        def __init__(self, handle):
+            self.cuda_stream = handle
+
+    state = {"stream": 0, "capturing": False}
+    monkeypatch.setattr(scratch, "ENABLED", True)
+    monkeypatch.setattr(scratch, "_FREE", type(scratch._FREE)())
+    monkeypatch.setattr(scratch, "_DEFAULT_STREAM", {})
+    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda index: state["stream"], raising=False)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "default_stream", lambda index: Stream(0))
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: state["capturing"])
+    bufs = (torch.zeros(4),)
+    for stream, capturing in [(7, False), (0, True)]:
+        state.update(stream=stream, capturing=capturing)
+        scratch.give(CUDA, ("k",), bufs)
+        assert scratch.held_bytes() == 0, (stream, capturing)
+    state.update(stream=0, capturing=False)
+    scratch.give(CUDA, ("k",), bufs)
+    state["stream"] = 7
+    assert scratch.take(CUDA, ("k",)) is None
+    state["stream"] = 0
+    assert scratch.take(CUDA, ("k",)) is bufs
