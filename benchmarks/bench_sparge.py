@@ -8,6 +8,11 @@ prediction adds, including its pooling inside the quantization pass), and relati
 exact fp32 attention on a slice of queries.
 
     python benchmarks/bench_sparge.py --out DIR [--lens 8192,16384,32768] [--dims 64,128] [--graphs]
+        [--impls triton,triton128,gluon128]
+
+--impls: `triton` is sparge_triton with the default config (query blocks of 64), `triton128` the same kernel with
+query blocks of 128, `gluon128` sparge_gluon (sm90, query blocks of 128: the same blocks as triton128). The
+prediction share is measured for `triton` only.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from smartcompile.bench.measure import attention_flops, do_bench_ms  # noqa: E40
 from smartcompile.bench.quality import sliced_error  # noqa: E402
 from smartcompile.kernels.config import SageConfig, SpargeConfig  # noqa: E402
 from smartcompile.kernels.sage_triton import attend, quantize, sage_attention_triton  # noqa: E402
+from smartcompile.kernels.sparge_gluon import sparge_attention_gluon  # noqa: E402
 from smartcompile.kernels.sparge_triton import block_lists, sparge_attention_triton  # noqa: E402
 from smartcompile.synthetic import random_qkv, structured_qkv  # noqa: E402
 
@@ -62,6 +68,7 @@ def main():
     ap.add_argument("--densities", default="1.0,0.75,0.5,0.25")
     ap.add_argument("--kinds", default="structured,random")
     ap.add_argument("--graphs", action="store_true", help="time CUDA-graph replays (no host launch cost)")
+    ap.add_argument("--impls", default="triton", help="triton, triton128, gluon128 (comma-separated)")
     args = ap.parse_args()
     global GRAPHS
     GRAPHS = args.graphs
@@ -80,21 +87,28 @@ def main():
                     t_cudnn = bench(lambda: F.scaled_dot_product_attention(q, k, v))
                 t_dense = bench(lambda: sage_attention_triton(q, k, v, None, False, None, SageConfig()))
                 for density in (float(x) for x in args.densities.split(",")):
-                    config = SpargeConfig(sparsity_ratio=1.0 - density, sim_threshold=-1.0)
-                    t_sparse = bench(lambda: sparge_attention_triton(q, k, v, None, False, None, config))
-                    out, block_map = sparge_attention_triton(q, k, v, None, False, None, config, return_block_map=True)
-                    lists = block_lists(block_map, k.shape[2], 64, 128, False)
-                    t_given = bench(lambda: attend(quantize(q, k, v), False, q.dtype, blocks=lists))
-                    t_pred = max(t_sparse - t_given, 0.0)
-                    row = dict(D=d, N=q.shape[2], H=h, inputs=kind, density=density, graphs=GRAPHS, ms_sparse=t_sparse,
-                               ms_dense_sage=t_dense, ms_cudnn=t_cudnn, ms_predict=t_pred,
-                               tflops_equiv=flops / t_sparse / 1e9, vs_dense_sage=t_dense / t_sparse,
-                               vs_cudnn=t_cudnn / t_sparse, predict_share=t_pred / t_sparse,
-                               rel_l1=rel_l1(out, q, k, v))
-                    rows.append(row)
-                    print(f"D{d} N{row['N']:>6} {kind:<10} density {density:.2f}: {row['tflops_equiv']:.0f} TF-equiv, "
-                          f"{row['vs_dense_sage']:.2f}x dense sage, {row['vs_cudnn']:.2f}x cuDNN, "
-                          f"predict {100 * row['predict_share']:.1f}%, rel L1 {row['rel_l1']:.4f}", flush=True)
+                    for impl in args.impls.split(","):
+                        block_q = 64 if impl == "triton" else 128
+                        config = SpargeConfig(sparsity_ratio=1.0 - density, sim_threshold=-1.0, block_q=block_q)
+                        run = sparge_attention_gluon if impl == "gluon128" else sparge_attention_triton
+                        t_sparse = bench(lambda: run(q, k, v, None, False, None, config))
+                        out, block_map = run(q, k, v, None, False, None, config, return_block_map=True)
+                        t_pred = None
+                        if impl == "triton":
+                            lists = block_lists(block_map, k.shape[2], 64, 128, False)
+                            t_given = bench(lambda: attend(quantize(q, k, v), False, q.dtype, blocks=lists))
+                            t_pred = max(t_sparse - t_given, 0.0)
+                        row = dict(D=d, N=q.shape[2], H=h, inputs=kind, density=density, impl=impl, graphs=GRAPHS,
+                                   ms_sparse=t_sparse, ms_dense_sage=t_dense, ms_cudnn=t_cudnn, ms_predict=t_pred,
+                                   tflops_equiv=flops / t_sparse / 1e9, vs_dense_sage=t_dense / t_sparse,
+                                   vs_cudnn=t_cudnn / t_sparse,
+                                   predict_share=None if t_pred is None else t_pred / t_sparse,
+                                   rel_l1=rel_l1(out, q, k, v))
+                        rows.append(row)
+                        pred = "" if t_pred is None else f", predict {100 * row['predict_share']:.1f}%"
+                        print(f"D{d} N{row['N']:>6} {kind:<10} density {density:.2f} {impl:<9}: "
+                              f"{row['tflops_equiv']:.0f} TF-equiv, {row['vs_dense_sage']:.2f}x dense sage, "
+                              f"{row['vs_cudnn']:.2f}x cuDNN{pred}, rel L1 {row['rel_l1']:.4f}", flush=True)
                 del q, k, v
     meta = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, cuda=torch.version.cuda,
                 triton=triton.__version__)

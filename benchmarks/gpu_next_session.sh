@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Prepared for the next session's device calls (issue 13). One stage per device call:
+#   bash benchmarks/gpu_next_session.sh sparge-gluon Sparge on the Gluon kernel: GPU tests, then bench_sparge.py
 #   bash benchmarks/gpu_next_session.sh scratch      kernels/scratch.py's GPU tests, then host us and Sparge at 4k with
 #                                                    it on (it ships off: written after session 9's device time ran out)
 #   bash benchmarks/gpu_next_session.sh tests-sage   test_gpu_sage*.py (~5 min)
@@ -12,6 +13,20 @@ source benchmarks/gpu_setup.sh .whl
 with_scratch="import runpy, sys; from smartcompile.kernels import scratch; scratch.ENABLED = True; \
 sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
 case ${1:?stage: scratch, tests-sage, tests-other or wan32k} in
+  sparge-gluon)  # Sparge on the Gluon kernel: its tests, the dense Gluon kernel's quick ones, then the timing
+    timeout 240 python3 -m pytest -q -p no:cacheprovider -rf -x tests/test_gpu_sparge_gluon.py \
+        tests/test_gpu_sage_gluon.py -k "sparge or matches_triton or lse" > $OUT/gpu_tests_sparge_gluon.log 2>&1
+    echo "tests: rc=$? $(tail -1 $OUT/gpu_tests_sparge_gluon.log)"; grep -h -B2 -A12 "^E " $OUT/gpu_tests_sparge_gluon.log | head -30
+    timeout 200 python3 benchmarks/bench_sparge.py --lens 4096,16384 --dims 64,128 --densities 0.5 --kinds structured \
+        --impls triton,triton128,gluon128 --out $OUT/sparge_gluon > $OUT/bench_sparge_gluon.log 2>&1
+    echo "bench rc=$?"; grep "D[0-9]" $OUT/bench_sparge_gluon.log; tail -3 $OUT/bench_sparge_gluon.log ;;
+  scratch-order)  # the same Sparge runs, scratch on first: is the 4k gain the scratch or the run order?
+    for on in on off; do
+      if [ $on = on ]; then run="python3 -c \"$with_scratch\""; else run=python3; fi
+      eval timeout 90 $run benchmarks/bench_sparge.py --lens 4096 --dims 64,128 --densities 0.5 \
+          --kinds structured --out $OUT/sparge2_$on > $OUT/bench_sparge2_$on.log 2>&1
+      echo "scratch $on:"; grep "D[0-9]" $OUT/bench_sparge2_$on.log
+    done ;;
   scratch)
     timeout 150 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_scratch.py > $OUT/gpu_tests_scratch.log 2>&1
     echo "scratch tests: rc=$? $(tail -1 $OUT/gpu_tests_scratch.log)"

@@ -68,11 +68,14 @@ def plot(rows, path: str) -> None:
 
 def sparge_table(rows, title: str) -> str:
     out = [f"**{title}**", "",
-           "| D | N | inputs | density | TFLOP/s (dense-equivalent) | vs our dense Sage | vs cuDNN | prediction share | rel L1 vs fp32 |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "| D | N | inputs | density | implementation | TFLOP/s (dense-equivalent) | vs our dense Sage | vs cuDNN | "
+           "prediction share | rel L1 vs fp32 |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        out.append(f"| {r['D']} | {r['N']} | {r['inputs']} | {r['density']:.2f} | {r['tflops_equiv']:.0f} | "
-                   f"{r['vs_dense_sage']:.2f}x | {r['vs_cudnn']:.2f}x | {100 * r['predict_share']:.1f}% | {r['rel_l1']:.4f} |")
+        share = "-" if r.get("predict_share") is None else f"{100 * r['predict_share']:.1f}%"
+        out.append(f"| {r['D']} | {r['N']} | {r['inputs']} | {r['density']:.2f} | {r.get('impl', 'triton')} | "
+                   f"{r['tflops_equiv']:.0f} | {r['vs_dense_sage']:.2f}x | {r['vs_cudnn']:.2f}x | {share} | "
+                   f"{r['rel_l1']:.4f} |")
     return "\n".join(out)
 
 

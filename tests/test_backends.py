@@ -92,3 +92,27 @@ def test_params_the_implementation_cannot_honour_are_a_reason():
     reasons = impl.not_supported_reasons(cuda_spec, {"cdf_threshold": None, "topk": 3})
     assert "selects by cdf_threshold only (topk / sparsity_ratio given)" in reasons
     assert "selects by cdf_threshold only" not in " ".join(impl.not_supported_reasons(cuda_spec, {"cdf_threshold": 0.9}))
+
+
+def test_sparge_gluon_is_offered_only_where_it_was_measured_faster(monkeypatch):
+    """sparge_gluon: sm90 Gluon, D128 from 16k keys, rules with block_size 128, no pv_threshold; each refusal
+    names its reason (the implementation's own checks, with the device check stubbed: no GPU here)."""
+    from smartcompile.backends import sparge
+    from smartcompile.kernels import sage_gluon
+    from smartcompile.spec import AttentionSpec
+
+    def spec(n):
+        return AttentionSpec(1, 24, 24, n, n, 128, 128, torch.bfloat16, "cuda")
+
+    monkeypatch.setattr(sage_gluon, "gluon_unavailable_reason", lambda: None)
+    rule = sparge.SPARGE.resolve_params({"sparsity_ratio": 0.5, "block_size": 128}, spec(16384))
+    assert sparge.gluon_params_reasons(rule, spec(16384)) == [] and sparge.gluon_spec_reasons(spec(16384)) == []
+    assert "kv_len 4096" in sparge.gluon_spec_reasons(spec(4096))[0]
+    default = sparge.SPARGE.resolve_params({"sparsity_ratio": 0.5}, spec(16384))
+    assert "block_q 64" in sparge.gluon_params_reasons(default, spec(16384))[0]
+    skipping = sparge.SPARGE.resolve_params({"sparsity_ratio": 0.5, "block_size": 128, "pv_threshold": 8.0},
+                                            spec(16384))
+    assert "pv_threshold" in sparge.gluon_params_reasons(skipping, spec(16384))[0]
+    monkeypatch.setattr(sage_gluon, "gluon_unavailable_reason", lambda: "no CUDA device")
+    assert sparge.gluon_spec_reasons(spec(16384)) == ["no CUDA device"]
+    assert sparge.SPARGE.implementations[0].name == "sparge_gluon"  # tried before sparge_triton

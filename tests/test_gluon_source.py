@@ -56,31 +56,65 @@ LAUNCHES = {"default": sg.DEFAULT_LAUNCH, "pingpong-intra": dict(pingpong=True, 
             "early": dict(early=True), "pingpong-split-early": dict(pingpong=True, early=True)}
 
 
-@pytest.mark.parametrize("launch", LAUNCHES.values(), ids=LAUNCHES.keys())
-@pytest.mark.parametrize("d, causal, lse", [(64, False, False), (128, True, True)])
-def test_kernels_compile_for_sm90a_without_a_gpu(launch, d, causal, lse, monkeypatch, tmp_path):
-    triton = pytest.importorskip("triton")
-    if sg.gluon is None or not triton.__version__.startswith(sg.TESTED_TRITON):
-        pytest.skip(f"needs triton {'/'.join(sg.TESTED_TRITON)} with Gluon (have {triton.__version__})")
+def _sm90a_ptx(fn, args, kwargs) -> str:
+    """What JITFunction.run does before compiling, for a target given rather than read from a device."""
+    import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import make_backend
     from triton.experimental.gluon._runtime import GluonASTSource
     from triton.runtime.jit import create_function_from_signature
 
+    target = GPUTarget("cuda", 90, 128)
+    backend = make_backend(target)
+    bound, specialization, options = create_function_from_signature(fn.signature, fn.params, backend)(*args, **kwargs)
+    options, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound, specialization, options)
+    return triton.compile(GluonASTSource(fn, signature, constexprs, attrs), target=target,
+                          options=options.__dict__).asm["ptx"]
+
+
+def _needs_triton_36():
+    triton = pytest.importorskip("triton")
+    if sg.gluon is None or not triton.__version__.startswith(sg.TESTED_TRITON):
+        pytest.skip(f"needs triton {'/'.join(sg.TESTED_TRITON)} with Gluon (have {triton.__version__})")
+
+
+@pytest.mark.parametrize("launch", LAUNCHES.values(), ids=LAUNCHES.keys())
+@pytest.mark.parametrize("d, causal, lse", [(64, False, False), (128, True, True)])
+def test_kernels_compile_for_sm90a_without_a_gpu(launch, d, causal, lse, monkeypatch, tmp_path):
+    _needs_triton_36()
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
     calls = []
     monkeypatch.setattr(sg, "_sage_fwd_sm90_ws2", _Recorder(sg._sage_fwd_sm90_ws2, calls))
     sg.attend_gluon(_fake_quantized(d), causal, torch.bfloat16, return_lse=lse, **launch)
     [(fn, args, kwargs)] = calls
-    # what JITFunction.run does before compiling, for a target given rather than read from a device
-    target = GPUTarget("cuda", 90, 128)
-    backend = make_backend(target)
-    bound, specialization, options = create_function_from_signature(fn.signature, fn.params, backend)(*args, **kwargs)
-    options, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound, specialization, options)
-    ptx = triton.compile(GluonASTSource(fn, signature, constexprs, attrs), target=target,
-                         options=options.__dict__).asm["ptx"]
+    ptx = _sm90a_ptx(fn, args, kwargs)
     assert ".target sm_90a" in ptx and "wgmma.mma_async" in ptx
     # P reaches the P V wgmma by register renaming (V in wgmma key order): no lane shuffles per tile. A layout
     # conversion there took 32 shfl.sync.idx per softmax copy (65 in all for ws2 at D128 before, 97 at D64);
     # 1-5 remain outside the loop. The row max/sum reductions are shfl.sync.bfly.
     assert ptx.count("shfl.sync.idx") <= 8, ptx.count("shfl.sync.idx")
+
+
+@pytest.mark.parametrize("d, causal", [(64, False), (128, True)])
+def test_sparse_kernel_compiles_for_sm90a_and_reads_the_block_lists(d, causal, monkeypatch, tmp_path):
+    """Sparge on the Gluon kernel: block_q 128 quantization (Q scales per 128 rows), the kept blocks' lists."""
+    from types import SimpleNamespace
+
+    _needs_triton_36()
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(sg, "_sage_fwd_sm90_ws2", _Recorder(sg._sage_fwd_sm90_ws2, calls))
+    x = _fake_quantized(d)
+    x.block_q, nq, nk = 128, -(-1000 // 128), -(-1500 // 128)
+    x.q8 = torch.empty(4, nq * 128, d, dtype=torch.int8)
+    x.q_scale = torch.empty(4 * nq)
+    lists = SimpleNamespace(lut=torch.empty(4, nq, nk, dtype=torch.int32), count=torch.empty(4 * nq, dtype=torch.int32),
+                            count_full=torch.empty(4 * nq, dtype=torch.int32))
+    sg.attend_gluon(x, causal, torch.bfloat16, blocks=lists)
+    [(fn, args, kwargs)] = calls
+    assert kwargs["SPARSE"] and kwargs["Q_SCALE_ROWS"] == 128 and kwargs["NC"] == 2
+    ptx = _sm90a_ptx(fn, args, kwargs)
+    assert "wgmma.mma_async" in ptx and ptx.count("shfl.sync.idx") <= 8, ptx.count("shfl.sync.idx")
+    with pytest.raises(ValueError, match="block_q 128"):
+        x.block_q = 64
+        sg.attend_gluon(x, causal, torch.bfloat16, blocks=lists)

@@ -17,8 +17,8 @@ this file only replaces the attention kernel:
     into a fresh FP32 accumulator that is then added to the running FP32 output (the two-level
     accumulation: no long FP8-MMA accumulation chain).
 
-Kernel: `_sage_fwd_sm90_ws2` (constexpr flags IS_CAUSAL (top-left aligned, as SDPA) and STORE_LSE), FA3's
-layout. One producer warp (TMA K/V ring, "empty" mbarriers counted by every consumer) and NC consumer
+Kernel: `_sage_fwd_sm90_ws2` (constexpr flags IS_CAUSAL (top-left aligned, as SDPA), STORE_LSE and SPARSE:
+Sparge's kept K blocks per 128-row query block, kernels/sparge_gluon.py), FA3's layout. One producer warp (TMA K/V ring, "empty" mbarriers counted by every consumer) and NC consumer
 partitions of one warpgroup and 64 query rows each (NC=2; NC=3 at D_PAD 64 non-causal), with setmaxnreg
 (240, or 160 for NC=3, per consumer; 24 for the producer). The consumer loop is rotated so that only
 32-bit values cross its back edge; optional: PINGPONG (consumers take turns at issuing their wgmmas,
@@ -110,6 +110,15 @@ if gluon is not None:
             n_all = gl.cdiv(seq_k, BN)
         return n_full, n_all
 
+    @gluon.jit
+    def _kv_block(lut_row, j, SPARSE: gl.constexpr):
+        """The K/V block of a program's j-th tile: j, or with SPARSE the j-th kept block of its list (a row
+        that keeps none reads block 0, all masked)."""
+        if SPARSE:
+            return gl.maximum(gl.load(lut_row + j), 0)
+        else:
+            return j
+
     @gluon.constexpr_function
     def _mma_layout(num_warps, n):
         """Registers of a wgmma result with n columns (S: n = BN; O: n = D_PAD) over num_warps warps."""
@@ -128,12 +137,12 @@ if gluon is not None:
 
     @gluon.jit
     def _row_state(row0, QS, KS, pid_bh, kv_bh, n_qblk, n_kblk, s_layout: gl.constexpr, o_layout: gl.constexpr,
-                   BLOCK_M: gl.constexpr, BN: gl.constexpr, D_PAD: gl.constexpr):
-        """A consumer's start on the BLOCK_M query rows from row0: (row and key offsets, Q scales,
-        K scale pointer, running max, running sum, output accumulator)."""
+                   BLOCK_M: gl.constexpr, BN: gl.constexpr, D_PAD: gl.constexpr, Q_SCALE_ROWS: gl.constexpr):
+        """A consumer's start on the BLOCK_M query rows from row0: (row and key offsets, Q scales (one per
+        Q_SCALE_ROWS rows), K scale pointer, running max, running sum, output accumulator)."""
         offs_m = row0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, s_layout))
         offs_n = gl.arange(0, BN, layout=gl.SliceLayout(0, s_layout))
-        qblk = offs_m // _BLOCK_Q
+        qblk = offs_m // Q_SCALE_ROWS
         qs = gl.load(QS + pid_bh * n_qblk + qblk, mask=qblk < n_qblk, other=0.0)
         m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
         l_i = gl.zeros([BLOCK_M], gl.float32, gl.SliceLayout(1, s_layout))
@@ -216,26 +225,29 @@ if gluon is not None:
 
     @gluon.jit
     def _ws2_producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, q_row0, k_row0,
-                      v_row0, n_all, STAGES: gl.constexpr, BN: gl.constexpr, NC: gl.constexpr):
+                      v_row0, n_all, lut_row, STAGES: gl.constexpr, BN: gl.constexpr, NC: gl.constexpr,
+                      SPARSE: gl.constexpr):
         for c in gl.static_range(NC):
             mbarrier.expect(q_bar.index(c), q_desc.block_type.nbytes)
             tma.async_copy_global_to_shared(q_desc, [q_row0 + _BLOCK_Q * c, 0], q_bar.index(c), q_smem.index(c))
         for j in range(0, n_all):
             slot = j % STAGES
             # every consumer releases a slot (count NC); a fresh barrier passes parity 1
+            start = _kv_block(lut_row, j, SPARSE) * BN
             mbarrier.wait(empty_bar.index(slot), ((j // STAGES) & 1) ^ 1)
             mbarrier.expect(k_bar.index(slot), k_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(k_desc, [k_row0 + j * BN, 0], k_bar.index(slot), k_smem.index(slot))
+            tma.async_copy_global_to_shared(k_desc, [k_row0 + start, 0], k_bar.index(slot), k_smem.index(slot))
             mbarrier.expect(v_bar.index(slot), v_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(v_desc, [v_row0, j * BN], v_bar.index(slot), v_smem.index(slot))
+            tma.async_copy_global_to_shared(v_desc, [v_row0, start], v_bar.index(slot), v_smem.index(slot))
 
     @gluon.jit
     def _ws2_consumer(q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
                       stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
-                      n_full, n_all, C: gl.constexpr, D: gl.constexpr, BLOCK_M: gl.constexpr, BN: gl.constexpr,
-                      D_PAD: gl.constexpr, STAGES: gl.constexpr, IS_CAUSAL: gl.constexpr, STORE_LSE: gl.constexpr,
-                      PINGPONG: gl.constexpr, INTRA: gl.constexpr, NC: gl.constexpr, SPLIT: gl.constexpr,
-                      EARLY: gl.constexpr):
+                      n_full, n_all, lut_row, C: gl.constexpr, D: gl.constexpr, BLOCK_M: gl.constexpr,
+                      BN: gl.constexpr, D_PAD: gl.constexpr, STAGES: gl.constexpr, IS_CAUSAL: gl.constexpr,
+                      STORE_LSE: gl.constexpr, PINGPONG: gl.constexpr, INTRA: gl.constexpr, NC: gl.constexpr,
+                      SPLIT: gl.constexpr, EARLY: gl.constexpr, SPARSE: gl.constexpr, Q_SCALE_ROWS: gl.constexpr):
+        # seq_k: keys are masked from here on in MASK tiles (0 for a SPARSE row that keeps no block)
         # turns go round the consumers: C waits on turn C, then passes it to the next one
         FIRST: gl.constexpr = 1 if C == 0 else 0
         NEXT: gl.constexpr = (C + 1) % NC
@@ -244,7 +256,7 @@ if gluon is not None:
         p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=4)
         row0 = pid_m * (NC * BLOCK_M) + C * BLOCK_M
         offs_m, offs_n, qs, ks_ptr, m_i, l_i, acc = _row_state(row0, QS, KS, pid_bh, kv_bh, n_qblk, n_kblk,
-                                                              s_layout, o_layout, BLOCK_M, BN, D_PAD)
+                                                              s_layout, o_layout, BLOCK_M, BN, D_PAD, Q_SCALE_ROWS)
         q = q_smem.index(C)
         mbarrier.wait(q_bar.index(C), 0)
 
@@ -256,7 +268,7 @@ if gluon is not None:
         s_tok = _issue_s(q, k_smem, k_bar, 0, s_layout, BLOCK_M, BN, STAGES)
         if PINGPONG:
             mbarrier.arrive(turn_bar.index(NEXT), count=1)
-        c = qs * gl.load(ks_ptr)
+        c = qs * gl.load(ks_ptr + _kv_block(lut_row, 0, SPARSE))
         s_i32 = warpgroup_mma_wait(0, deps=(s_tok, ))
         if INTRA:
             # carried: P_j in fp32; per round: S_{j+1} and P_j V_j issued, softmax of S_{j+1} under P_j V_j
@@ -297,8 +309,8 @@ if gluon is not None:
                     p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, j * BN, seq_k, False,
                                                        IS_CAUSAL)
                 else:
-                    p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, j * BN, seq_k, True,
-                                                       IS_CAUSAL)
+                    p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n,
+                                                       _kv_block(lut_row, j, SPARSE) * BN, seq_k, True, IS_CAUSAL)
                 alpha_o = gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
                 p8 = _p_operand(p, p_layout, BLOCK_M, BN)
                 if PINGPONG:
@@ -307,7 +319,7 @@ if gluon is not None:
                 s_tok = _issue_s(q, k_smem, k_bar, j + 1, s_layout, BLOCK_M, BN, STAGES, not EARLY)
                 if PINGPONG:
                     mbarrier.arrive(turn_bar.index(NEXT), count=1)
-                c_next = qs * gl.load(ks_ptr + j + 1)
+                c_next = qs * gl.load(ks_ptr + _kv_block(lut_row, j + 1, SPARSE))
                 if SPLIT:  # groups retire in issue order: fold P_j V_j in while S_{j+1} is still running
                     pv = warpgroup_mma_wait(1, deps=(pv_tok, ))
                     acc = acc * alpha_o + pv  # one FFMA per element
@@ -326,8 +338,8 @@ if gluon is not None:
                 p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, last * BN, seq_k, False,
                                                    IS_CAUSAL)
             else:
-                p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, last * BN, seq_k, True,
-                                                   IS_CAUSAL)
+                p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n,
+                                                   _kv_block(lut_row, last, SPARSE) * BN, seq_k, True, IS_CAUSAL)
             acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
         # last round: P_{n-1} V_{n-1} alone
         p8 = _p_operand(p, p_layout, BLOCK_M, BN)
@@ -345,13 +357,17 @@ if gluon is not None:
                       seq_q, o_layout, D, BLOCK_M, D_PAD, STORE_LSE)
 
     @gluon.jit
-    def _sage_fwd_sm90_ws2(q_desc, k_desc, v_desc, QS, KS, VAMAX, O, LSE, stride_ob, stride_oh, stride_on, q_heads,
-                           group, seq_q, seq_k, n_qblk, n_kblk, D: gl.constexpr, D_PAD: gl.constexpr,
-                           BLOCK_M: gl.constexpr, BN: gl.constexpr, STAGES: gl.constexpr, IS_CAUSAL: gl.constexpr,
-                           STORE_LSE: gl.constexpr, PINGPONG: gl.constexpr, INTRA: gl.constexpr,
-                           CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr, NC: gl.constexpr,
-                           SPLIT: gl.constexpr, EARLY: gl.constexpr, num_warps: gl.constexpr):
-        # BLOCK_M: rows per consumer (64); a CTA covers NC * BLOCK_M query rows (NC = 2, or 3 non-causal)
+    def _sage_fwd_sm90_ws2(q_desc, k_desc, v_desc, QS, KS, VAMAX, O, LSE, LUT, COUNT, COUNT_FULL, stride_ob, stride_oh,
+                           stride_on, q_heads, group, seq_q, seq_k, q_rows, n_qblk, n_kblk, lut_len,
+                           D: gl.constexpr, D_PAD: gl.constexpr, BLOCK_M: gl.constexpr, BN: gl.constexpr,
+                           STAGES: gl.constexpr, IS_CAUSAL: gl.constexpr, STORE_LSE: gl.constexpr,
+                           PINGPONG: gl.constexpr, INTRA: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+                           PRODUCER_REGS: gl.constexpr, NC: gl.constexpr, SPLIT: gl.constexpr, EARLY: gl.constexpr,
+                           SPARSE: gl.constexpr, Q_SCALE_ROWS: gl.constexpr, num_warps: gl.constexpr):
+        # BLOCK_M: rows per consumer (64); a CTA covers NC * BLOCK_M query rows (NC = 2, or 3 non-causal).
+        # q_rows: Q's padded rows per head; n_qblk Q scales (one per Q_SCALE_ROWS rows) per head.
+        # SPARSE: the CTA's rows are one Sparge query block (NC * BLOCK_M rows); it walks that block's kept K
+        # blocks, LUT[row, :COUNT[row]] ascending (lut_len per row), the first COUNT_FULL[row] of them unmasked.
         pid_m, pid_bh, b, h, kv_bh = _program_tile(seq_q, q_heads, group, NC * BLOCK_M, IS_CAUSAL)
 
         q_smem = gl.allocate_shared_memory(q_desc.dtype, [NC] + q_desc.block_type.shape, q_desc.layout)
@@ -373,8 +389,18 @@ if gluon is not None:
 
         # every consumer's rows give the CTA's tile ranges: with NC = 2, 2 * BLOCK_M == BN; NC = 3 is non-causal
         gl.static_assert(NC == 2 or not IS_CAUSAL, "three consumers: non-causal only")
-        n_full, n_all = _tile_range(pid_m, seq_k, NC * BLOCK_M, BN, IS_CAUSAL)
-        q_row0 = pid_bh * (n_qblk * _BLOCK_Q) + pid_m * (NC * BLOCK_M)
+        gl.static_assert(not (SPARSE and (INTRA or NC != 2)), "SPARSE: two consumers, INTRA off")
+        if SPARSE:
+            lut_at = pid_bh * gl.cdiv(seq_q, NC * BLOCK_M) + pid_m
+            n_kept = gl.load(COUNT + lut_at)
+            n_full = gl.load(COUNT_FULL + lut_at)
+            n_all = gl.maximum(n_kept, 1)  # a row keeping no block walks block 0 with every key masked
+            seq_k = gl.where(n_kept > 0, seq_k, 0)
+            lut_row = LUT + lut_at.to(gl.int64) * lut_len
+        else:
+            n_full, n_all = _tile_range(pid_m, seq_k, NC * BLOCK_M, BN, IS_CAUSAL)
+            lut_row = KS  # never read (warp_specialize takes no None)
+        q_row0 = pid_bh * q_rows + pid_m * (NC * BLOCK_M)
         k_row0 = kv_bh * (n_kblk * BN)
         v_row0 = kv_bh * D_PAD
         # (tuples of arguments are written out: a constexpr inside a concatenated tuple stops being one)
@@ -382,31 +408,31 @@ if gluon is not None:
             gl.warp_specialize([
                 (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
                              stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
-                             n_full, n_all, 0, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE, PINGPONG, INTRA,
-                             NC, SPLIT, EARLY)),
+                             n_full, n_all, lut_row, 0, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE,
+                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS)),
                 (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
                              stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
-                             n_full, n_all, 1, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE, PINGPONG, INTRA,
-                             NC, SPLIT, EARLY)),
+                             n_full, n_all, lut_row, 1, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE,
+                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS)),
                 (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
                              stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
-                             n_full, n_all, 2, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE, PINGPONG, INTRA,
-                             NC, SPLIT, EARLY)),
+                             n_full, n_all, lut_row, 2, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE,
+                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS)),
                 (_ws2_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, q_row0,
-                             k_row0, v_row0, n_all, STAGES, BN, NC)),
+                             k_row0, v_row0, n_all, lut_row, STAGES, BN, NC, SPARSE)),
             ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
         else:
             gl.warp_specialize([
                 (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
                              stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
-                             n_full, n_all, 0, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE, PINGPONG, INTRA,
-                             NC, SPLIT, EARLY)),
+                             n_full, n_all, lut_row, 0, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE,
+                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS)),
                 (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
                              stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
-                             n_full, n_all, 1, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE, PINGPONG, INTRA,
-                             NC, SPLIT, EARLY)),
+                             n_full, n_all, lut_row, 1, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE,
+                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS)),
                 (_ws2_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, q_row0,
-                             k_row0, v_row0, n_all, STAGES, BN, NC)),
+                             k_row0, v_row0, n_all, lut_row, STAGES, BN, NC, SPARSE)),
             ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 @functools.lru_cache(maxsize=None)
@@ -438,35 +464,49 @@ def make_descriptors(x, block_m: int):
 DEFAULT_LAUNCH = dict(stages=4, pingpong=False, split=True, consumers=3)
 
 
+SPARSE_BLOCK_Q = 2 * GLUON_BLOCK_Q  # Sparge's query block on this kernel: one CTA's rows (two consumers)
+
+
 def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = False, *, stages: int = 4,
                  producer_regs: int = 24, pingpong: bool = False, intra: bool = False, consumer_regs: int = 240,
-                 consumers: int = 3, split: bool = True, early: bool = False):
-    """The Gluon attention kernel on sage_triton's quantized inputs (FP8 P.V, block_q 64, block_k 128, V in
-    wgmma key order: `quantize(..., v_wgmma_order=True)`); the defaults are DEFAULT_LAUNCH's.
-    consumers=3 applies at D_PAD 64, non-causal only (elsewhere 2), with 160 registers per consumer."""
-    if not x.fp8 or x.block_q != GLUON_BLOCK_Q or x.block_k != KV_BLOCK:
-        raise ValueError("the Gluon kernel takes FP8 P.V with block_q=64, block_k=128 quantization")
+                 consumers: int = 3, split: bool = True, early: bool = False, blocks=None):
+    """The Gluon attention kernel on sage_triton's quantized inputs (FP8 P.V, block_q 64 or 128, block_k 128, V
+    in wgmma key order: `quantize(..., v_wgmma_order=True)`); the defaults are DEFAULT_LAUNCH's.
+    consumers=3 applies at D_PAD 64, non-causal only (elsewhere 2), with 160 registers per consumer.
+    `blocks`: Sparge's kept K blocks (sage_triton.BlockLists, no key padding) per query block of
+    SPARSE_BLOCK_Q rows (x.block_q must be that); the kernel walks only those (two consumers, intra off)."""
+    if not x.fp8 or x.block_q not in (GLUON_BLOCK_Q, SPARSE_BLOCK_Q) or x.block_k != KV_BLOCK:
+        raise ValueError(f"the Gluon kernel takes FP8 P.V with block_q {GLUON_BLOCK_Q} or {SPARSE_BLOCK_Q} and "
+                         f"block_k {KV_BLOCK} quantization; got fp8={x.fp8}, block_q={x.block_q}, block_k={x.block_k}")
     if not x.v_wgmma_order:
         raise ValueError("the Gluon kernel takes V in wgmma key order: quantize with v_wgmma_order=True")
+    if blocks is not None and (x.block_q != SPARSE_BLOCK_Q or blocks.count_full.dim() != 1):
+        raise ValueError(f"attend_gluon: block lists need block_q {SPARSE_BLOCK_Q} (got {x.block_q}) and no key "
+                         "padding (count_full of one column)")
     _gluon()
     b, hq, hkv, sq, sk, d = x.shape
     d_pad = x.q8.shape[-1]
     block_m = GLUON_BLOCK_Q  # query rows per consumer warpgroup
     out = token_major_empty(b, hq, sq, d, out_dtype, x.q8.device)  # what the graph's next transpose wants
     lse = torch.empty((b, hq, sq), dtype=torch.float32, device=out.device) if return_lse else out
-    n_qblk, n_kblk = x.q8.shape[1] // GLUON_BLOCK_Q, x.k8.shape[1] // KV_BLOCK
+    n_qblk, n_kblk = x.q8.shape[1] // x.block_q, x.k8.shape[1] // KV_BLOCK
     q_desc, k_desc, v_desc = make_descriptors(x, block_m)
     # three consumers fit the register file only at D_PAD 64 (at 128 they spill ~230 bytes each)
-    nc = consumers if not is_causal and d_pad <= 64 else 2
+    nc = consumers if not is_causal and d_pad <= 64 and blocks is None else 2
+    if blocks is not None:
+        intra = False
+    lut, count, count_full = (None, None, None) if blocks is None else (blocks.lut, blocks.count, blocks.count_full)
     if nc == 3:
         consumer_regs = min(consumer_regs, 160)  # 3 x 128 x 160 + 128 x 24 registers fill the SM's 64K
     grid = (-(-sq // (nc * block_m)), b * hq)
     launch(_sage_fwd_sm90_ws2, grid,
-           (q_desc, k_desc, v_desc, x.q_scale, x.k_scale, x.v_amax, out, lse, out.stride(0), out.stride(1),
-            out.stride(2), hq, hq // hkv, sq, sk, n_qblk, n_kblk),
+           (q_desc, k_desc, v_desc, x.q_scale, x.k_scale, x.v_amax, out, lse, lut, count, count_full, out.stride(0),
+            out.stride(1), out.stride(2), hq, hq // hkv, sq, sk, x.q8.shape[1], n_qblk, n_kblk,
+            0 if lut is None else lut.shape[-1]),
            dict(D=d, D_PAD=d_pad, BLOCK_M=block_m, BN=KV_BLOCK, STAGES=stages, IS_CAUSAL=is_causal,
                 STORE_LSE=return_lse, num_warps=4, PINGPONG=pingpong, INTRA=intra, CONSUMER_REGS=consumer_regs,
-                PRODUCER_REGS=producer_regs, NC=nc, SPLIT=split, EARLY=early and not intra))
+                PRODUCER_REGS=producer_regs, NC=nc, SPLIT=split, EARLY=early and not intra, SPARSE=blocks is not None,
+                Q_SCALE_ROWS=x.block_q))
     return (out, lse) if return_lse else out
 
 
