@@ -54,6 +54,12 @@ VARIANTS = {  # name -> launch of attend_gluon (every other argument at its defa
     "ws2-nopp-split-early-s4": dict(early=True, consumers=2),
     "ws2-pp-split-early-s4": dict(pingpong=True, early=True, consumers=2),
     "ws2-nopp-split-early-c3-s4": dict(early=True),
+    # 64-key K/V tiles (session 10, compile-checked only): INTRA at D128 spilled 1360 bytes with 128-key tiles
+    # (P_j carried in fp32, 64 registers) and spills none with 64; three consumers at D128 still spill (916 bytes)
+    "ws2-nopp-intra-bn64-s4": dict(intra=True, split=False, consumers=2, block_n=64),
+    "ws2-pp-intra-bn64-s4": dict(pingpong=True, intra=True, split=False, consumers=2, block_n=64),
+    "ws2-nopp-split-bn64-s4": dict(consumers=2, block_n=64),
+    "ws2-nopp-split-c3-bn64-s4": dict(block_n=64),  # D64: three consumers, as the default there
 }
 
 

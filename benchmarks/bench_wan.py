@@ -32,6 +32,10 @@ POLICIES = {
     "sparge 50% self-attention": {"version": 1, "default": {"backend": "sparge", "sparsity_ratio": 0.5,
                                                             "sim_threshold": -1.0},
                                   "layers": {"blocks.*.attn2": "flash"}},
+    # the same on 128-row query blocks: sparge_gluon on sm90 at D128 from 16k keys (coarser blocks, higher error)
+    "sparge 50% self-attention 128-row blocks": {"version": 1, "default": {
+        "backend": "sparge", "sparsity_ratio": 0.5, "sim_threshold": -1.0, "block_size": 128},
+        "layers": {"blocks.*.attn2": "flash"}},
 }
 
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Prepared for the next session's device calls (issue 13). One stage per device call:
+# Prepared for the next session's device calls (issue 13). One stage per device call. Session 11 first: bn64, then
+# tests-sage with the changes that came after session 10's device time (test_gpu_sparge_gluon.py's selection test):
+#   bash benchmarks/gpu_next_session.sh bn64         64-key tiles (INTRA without spills at D128): GPU tests, then timing
 #   bash benchmarks/gpu_next_session.sh sparge-gluon Sparge on the Gluon kernel: GPU tests, then bench_sparge.py
 #   bash benchmarks/gpu_next_session.sh scratch      kernels/scratch.py's GPU tests, then host us and Sparge at 4k with
-#                                                    it on (it ships off: written after session 9's device time ran out)
+#                                                    it off and on (session 10: passed, turned on)
 #   bash benchmarks/gpu_next_session.sh tests-sage   test_gpu_sage*.py (~5 min)
 #   bash benchmarks/gpu_next_session.sh tests-other  every other GPU test file (~5 min)
 #   bash benchmarks/gpu_next_session.sh wan32k       the E2E targets at 32,760 tokens (auto, Sparge 50%), ~5 min
@@ -13,6 +15,14 @@ source benchmarks/gpu_setup.sh .whl
 with_scratch="import runpy, sys; from smartcompile.kernels import scratch; scratch.ENABLED = True; \
 sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
 case ${1:?stage: scratch, tests-sage, tests-other or wan32k} in
+  bn64)  # 64-key tiles: INTRA without spills at D128 (compile-checked in session 10, never run on a GPU)
+    timeout 300 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sage_gluon.py -k "bn64" \
+        > $OUT/gpu_tests_bn64.log 2>&1
+    echo "tests: rc=$? $(tail -1 $OUT/gpu_tests_bn64.log)"; grep -h -B2 -A12 "^E " $OUT/gpu_tests_bn64.log | head -30
+    timeout 280 python3 benchmarks/bench_gluon.py --dims 64,128 --lens 4096,16384 --batches 1x24 --out $OUT \
+        --variants ws2-nopp-split-c3-s4,ws2-pp-split-s4,ws2-nopp-intra-s4,ws2-nopp-intra-bn64-s4,ws2-pp-intra-bn64-s4,ws2-nopp-split-bn64-s4,ws2-nopp-split-c3-bn64-s4 \
+        > $OUT/bench_gluon_bn64.log 2>&1
+    echo "bench rc=$?"; grep -h "gluon-kernel\|^B1\|cudnn \|triton-kernel" $OUT/bench_gluon_bn64.log | grep -v "cos " | head -60 ;;
   sparge-gluon)  # Sparge on the Gluon kernel: its tests, the dense Gluon kernel's quick ones, then the timing
     timeout 240 python3 -m pytest -q -p no:cacheprovider -rf -x tests/test_gpu_sparge_gluon.py \
         tests/test_gpu_sage_gluon.py -k "sparge or matches_triton or lse" > $OUT/gpu_tests_sparge_gluon.log 2>&1
@@ -46,6 +56,7 @@ case ${1:?stage: scratch, tests-sage, tests-other or wan32k} in
         > $OUT/gpu_tests_other.log 2>&1
     echo "rc=$? $(tail -1 $OUT/gpu_tests_other.log)"; grep -h -A3 "FAILED\|Error" $OUT/gpu_tests_other.log | head -20 ;;
   wan32k)
-    timeout 560 python3 benchmarks/bench_wan.py --frames 21 --policies "auto,sparge 50% self-attention" --rounds 6 \
+    timeout 560 python3 benchmarks/bench_wan.py --frames 21 --rounds 6 \
+        --policies "auto,sparge 50% self-attention,sparge 50% self-attention 128-row blocks" \
         --repeats 3 --out $OUT > $OUT/bench_wan_32760.log 2>&1; tail -8 $OUT/bench_wan_32760.log ;;
 esac

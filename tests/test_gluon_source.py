@@ -53,7 +53,8 @@ def _fake_quantized(d: int, sq: int = 1000, sk: int = 1500, b: int = 1, hq: int 
 
 
 LAUNCHES = {"default": sg.DEFAULT_LAUNCH, "pingpong-intra": dict(pingpong=True, intra=True, split=False),
-            "early": dict(early=True), "pingpong-split-early": dict(pingpong=True, early=True)}
+            "early": dict(early=True), "pingpong-split-early": dict(pingpong=True, early=True),
+            "intra-bn64": dict(intra=True, split=False, consumers=2, block_n=64), "c3-bn64": dict(block_n=64)}
 
 
 def _sm90a_ptx(fn, args, kwargs) -> str:
@@ -118,3 +119,15 @@ def test_sparse_kernel_compiles_for_sm90a_and_reads_the_block_lists(d, causal, m
     with pytest.raises(ValueError, match="block_q 128"):
         x.block_q = 64
         sg.attend_gluon(x, causal, torch.bfloat16, blocks=lists)
+
+
+def test_tile_width_is_checked_before_anything_runs():
+    from types import SimpleNamespace
+
+    x = _fake_quantized(128)
+    with pytest.raises(ValueError, match="block_n 32: allowed 128 or 64"):
+        sg.attend_gluon(x, False, torch.bfloat16, block_n=32)
+    x.block_q = 128
+    lists = SimpleNamespace(lut=None, count=None, count_full=torch.empty(1))
+    with pytest.raises(ValueError, match="128 with block lists"):
+        sg.attend_gluon(x, False, torch.bfloat16, blocks=lists, block_n=64)

@@ -63,8 +63,10 @@ def test_gluon_vs_fp32(shape, dtype, layout, launch, seed):
 KERNEL_LAUNCHES = [DEFAULT_LAUNCH, dict(pingpong=True, split=False, consumers=2),
                    dict(pingpong=True, intra=True, split=False, consumers=2),
                    dict(pingpong=True, split=False), dict(pingpong=True, consumers=2),
-                   dict(pingpong=True, early=True, consumers=2), dict(pingpong=True, early=True)]
-KERNEL_IDS = ["default", "ws2-pp", "ws2-pp-intra", "ws2-c3", "ws2-split", "ws2-early", "ws2-early-c3"]
+                   dict(pingpong=True, early=True, consumers=2), dict(pingpong=True, early=True),
+                   dict(intra=True, split=False, consumers=2, block_n=64), dict(block_n=64)]
+KERNEL_IDS = ["default", "ws2-pp", "ws2-pp-intra", "ws2-c3", "ws2-split", "ws2-early", "ws2-early-c3",
+              "ws2-intra-bn64", "ws2-split-c3-bn64"]
 
 
 @pytest.mark.parametrize("launch", KERNEL_LAUNCHES, ids=KERNEL_IDS)

@@ -89,7 +89,8 @@ if gluon is not None:  # a global read inside @gluon.jit code must be a constexp
     _LN2 = gl.constexpr(LN2)
     _I2F_MAGIC_BITS = gl.constexpr(I2F_MAGIC_BITS)
     _I2F_MAGIC = gl.constexpr(I2F_MAGIC)
-    _BLOCK_Q = gl.constexpr(GLUON_BLOCK_Q)  # query rows per Q scale, and per consumer warpgroup
+    _BLOCK_Q = gl.constexpr(GLUON_BLOCK_Q)  # query rows per consumer warpgroup
+    _K_BLOCK = gl.constexpr(KV_BLOCK)  # keys per K scale (and per padded K row block of the quantized buffers)
 
 
 def _gluon():
@@ -118,6 +119,14 @@ if gluon is not None:
             return gl.maximum(gl.load(lut_row + j), 0)
         else:
             return j
+
+    @gluon.jit
+    def _k_scale(ks_ptr, blk, BN: gl.constexpr):
+        """K's dequantization scale for K/V tile blk of BN keys (one scale per _K_BLOCK keys)."""
+        if BN == _K_BLOCK:
+            return gl.load(ks_ptr + blk)
+        else:
+            return gl.load(ks_ptr + blk // (_K_BLOCK // BN))
 
     @gluon.constexpr_function
     def _mma_layout(num_warps, n):
@@ -268,7 +277,7 @@ if gluon is not None:
         s_tok = _issue_s(q, k_smem, k_bar, 0, s_layout, BLOCK_M, BN, STAGES)
         if PINGPONG:
             mbarrier.arrive(turn_bar.index(NEXT), count=1)
-        c = qs * gl.load(ks_ptr + _kv_block(lut_row, 0, SPARSE))
+        c = qs * _k_scale(ks_ptr, _kv_block(lut_row, 0, SPARSE), BN)
         s_i32 = warpgroup_mma_wait(0, deps=(s_tok, ))
         if INTRA:
             # carried: P_j in fp32; per round: S_{j+1} and P_j V_j issued, softmax of S_{j+1} under P_j V_j
@@ -284,7 +293,7 @@ if gluon is not None:
                 pv_tok = _issue_pv(p8, v_smem, v_bar, j, o_layout, BLOCK_M, BN, D_PAD, STAGES)
                 if PINGPONG:
                     mbarrier.arrive(turn_bar.index(NEXT), count=1)
-                c = qs * gl.load(ks_ptr + j + 1)
+                c = qs * _k_scale(ks_ptr, j + 1, BN)
                 s_i32 = warpgroup_mma_wait(1, deps=(s_tok, ))
                 if j + 1 < n_full:
                     p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, (j + 1) * BN, seq_k, False,
@@ -319,7 +328,7 @@ if gluon is not None:
                 s_tok = _issue_s(q, k_smem, k_bar, j + 1, s_layout, BLOCK_M, BN, STAGES, not EARLY)
                 if PINGPONG:
                     mbarrier.arrive(turn_bar.index(NEXT), count=1)
-                c_next = qs * gl.load(ks_ptr + _kv_block(lut_row, j + 1, SPARSE))
+                c_next = qs * _k_scale(ks_ptr, _kv_block(lut_row, j + 1, SPARSE), BN)
                 if SPLIT:  # groups retire in issue order: fold P_j V_j in while S_{j+1} is still running
                     pv = warpgroup_mma_wait(1, deps=(pv_tok, ))
                     acc = acc * alpha_o + pv  # one FFMA per element
@@ -389,7 +398,8 @@ if gluon is not None:
 
         # every consumer's rows give the CTA's tile ranges: with NC = 2, 2 * BLOCK_M == BN; NC = 3 is non-causal
         gl.static_assert(NC == 2 or not IS_CAUSAL, "three consumers: non-causal only")
-        gl.static_assert(not (SPARSE and (INTRA or NC != 2)), "SPARSE: two consumers, INTRA off")
+        gl.static_assert(not (SPARSE and (INTRA or NC != 2 or BN != _K_BLOCK)),
+                         "SPARSE: two consumers, INTRA off, K/V tiles of the sparse block size")
         if SPARSE:
             lut_at = pid_bh * gl.cdiv(seq_q, NC * BLOCK_M) + pid_m
             n_kept = gl.load(COUNT + lut_at)
@@ -401,7 +411,7 @@ if gluon is not None:
             n_full, n_all = _tile_range(pid_m, seq_k, NC * BLOCK_M, BN, IS_CAUSAL)
             lut_row = KS  # never read (warp_specialize takes no None)
         q_row0 = pid_bh * q_rows + pid_m * (NC * BLOCK_M)
-        k_row0 = kv_bh * (n_kblk * BN)
+        k_row0 = kv_bh * (n_kblk * _K_BLOCK)
         v_row0 = kv_bh * D_PAD
         # (tuples of arguments are written out: a constexpr inside a concatenated tuple stops being one)
         if NC == 3:
@@ -436,15 +446,15 @@ if gluon is not None:
             ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 @functools.lru_cache(maxsize=None)
-def _smem_layouts(block_m: int, d_pad: int) -> tuple:
+def _smem_layouts(block_m: int, d_pad: int, block_n: int) -> tuple:
     """The shared-memory layouts of the Q, K and V tiles, built once per shape (each build took ~25 us under
     cProfile on the H200 machine's CPU)."""
     return (gl.NVMMASharedLayout.get_default_for([block_m, d_pad], gl.int8),
-            gl.NVMMASharedLayout.get_default_for([KV_BLOCK, d_pad], gl.int8),
-            gl.NVMMASharedLayout.get_default_for([d_pad, KV_BLOCK], gl.float8e4nv))
+            gl.NVMMASharedLayout.get_default_for([block_n, d_pad], gl.int8),
+            gl.NVMMASharedLayout.get_default_for([d_pad, block_n], gl.float8e4nv))
 
 
-def make_descriptors(x, block_m: int):
+def make_descriptors(x, block_m: int, block_n: int = KV_BLOCK):
     """TMA descriptors over sage_triton's quantized buffers: Q (B*Hq*nQpad, D_PAD) int8,
     K (B*Hkv*nKpad, D_PAD) int8, V K-major (B*Hkv*D_PAD, nKpad) fp8."""
     _gluon()
@@ -452,11 +462,11 @@ def make_descriptors(x, block_m: int):
     q2 = x.q8.view(-1, d_pad)
     k2 = x.k8.view(-1, d_pad)
     v2 = x.v.view(-1, x.v.shape[-1])
-    q_lay, k_lay, v_lay = _smem_layouts(block_m, d_pad)
+    q_lay, k_lay, v_lay = _smem_layouts(block_m, d_pad, block_n)
     TD = TensorDescriptor
     return (TD(q2, list(q2.shape), list(q2.stride()), [block_m, d_pad], q_lay),
-            TD(k2, list(k2.shape), list(k2.stride()), [KV_BLOCK, d_pad], k_lay),
-            TD(v2, list(v2.shape), list(v2.stride()), [d_pad, KV_BLOCK], v_lay))
+            TD(k2, list(k2.shape), list(k2.stride()), [block_n, d_pad], k_lay),
+            TD(v2, list(v2.shape), list(v2.stride()), [d_pad, block_n], v_lay))
 
 
 # Fastest measured on the H200 (benchmarks/gluon_notes.md, step 2): two consumer warpgroups (three
@@ -469,17 +479,23 @@ SPARSE_BLOCK_Q = 2 * GLUON_BLOCK_Q  # Sparge's query block on this kernel: one C
 
 def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = False, *, stages: int = 4,
                  producer_regs: int = 24, pingpong: bool = False, intra: bool = False, consumer_regs: int = 240,
-                 consumers: int = 3, split: bool = True, early: bool = False, blocks=None):
+                 consumers: int = 3, split: bool = True, early: bool = False, blocks=None,
+                 block_n: int = KV_BLOCK):
     """The Gluon attention kernel on sage_triton's quantized inputs (FP8 P.V, block_q 64 or 128, block_k 128, V
     in wgmma key order: `quantize(..., v_wgmma_order=True)`); the defaults are DEFAULT_LAUNCH's.
     consumers=3 applies at D_PAD 64, non-causal only (elsewhere 2), with 160 registers per consumer.
     `blocks`: Sparge's kept K blocks (sage_triton.BlockLists, no key padding) per query block of
-    SPARSE_BLOCK_Q rows (x.block_q must be that); the kernel walks only those (two consumers, intra off)."""
+    SPARSE_BLOCK_Q rows (x.block_q must be that); the kernel walks only those (two consumers, intra off).
+    `block_n`: keys per K/V tile, 128 or 64 (64: the S tile takes half the registers, so three consumers fit at
+    D_PAD 128 as well; not with `blocks`)."""
     if not x.fp8 or x.block_q not in (GLUON_BLOCK_Q, SPARSE_BLOCK_Q) or x.block_k != KV_BLOCK:
         raise ValueError(f"the Gluon kernel takes FP8 P.V with block_q {GLUON_BLOCK_Q} or {SPARSE_BLOCK_Q} and "
                          f"block_k {KV_BLOCK} quantization; got fp8={x.fp8}, block_q={x.block_q}, block_k={x.block_k}")
     if not x.v_wgmma_order:
         raise ValueError("the Gluon kernel takes V in wgmma key order: quantize with v_wgmma_order=True")
+    if block_n not in (KV_BLOCK, KV_BLOCK // 2) or (blocks is not None and block_n != KV_BLOCK):
+        raise ValueError(f"attend_gluon: block_n {block_n}: allowed {KV_BLOCK} or {KV_BLOCK // 2} "
+                         f"({KV_BLOCK} with block lists)")
     if blocks is not None and (x.block_q != SPARSE_BLOCK_Q or blocks.count_full.dim() != 1):
         raise ValueError(f"attend_gluon: block lists need block_q {SPARSE_BLOCK_Q} (got {x.block_q}) and no key "
                          "padding (count_full of one column)")
@@ -490,9 +506,10 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
     out = token_major_empty(b, hq, sq, d, out_dtype, x.q8.device)  # what the graph's next transpose wants
     lse = torch.empty((b, hq, sq), dtype=torch.float32, device=out.device) if return_lse else out
     n_qblk, n_kblk = x.q8.shape[1] // x.block_q, x.k8.shape[1] // KV_BLOCK
-    q_desc, k_desc, v_desc = make_descriptors(x, block_m)
-    # three consumers fit the register file only at D_PAD 64 (at 128 they spill ~230 bytes each)
-    nc = consumers if not is_causal and d_pad <= 64 and blocks is None else 2
+    q_desc, k_desc, v_desc = make_descriptors(x, block_m, block_n)
+    # three consumers fit the register file at D_PAD 64, or with 64-key tiles (at D_PAD 128 with 128-key tiles
+    # they spill ~230 bytes each)
+    nc = consumers if not is_causal and (d_pad <= 64 or block_n < KV_BLOCK) and blocks is None else 2
     if blocks is not None:
         intra = False
     lut, count, count_full = (None, None, None) if blocks is None else (blocks.lut, blocks.count, blocks.count_full)
@@ -503,7 +520,7 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
            (q_desc, k_desc, v_desc, x.q_scale, x.k_scale, x.v_amax, out, lse, lut, count, count_full, out.stride(0),
             out.stride(1), out.stride(2), hq, hq // hkv, sq, sk, x.q8.shape[1], n_qblk, n_kblk,
             0 if lut is None else lut.shape[-1]),
-           dict(D=d, D_PAD=d_pad, BLOCK_M=block_m, BN=KV_BLOCK, STAGES=stages, IS_CAUSAL=is_causal,
+           dict(D=d, D_PAD=d_pad, BLOCK_M=block_m, BN=block_n, STAGES=stages, IS_CAUSAL=is_causal,
                 STORE_LSE=return_lse, num_warps=4, PINGPONG=pingpong, INTRA=intra, CONSUMER_REGS=consumer_regs,
                 PRODUCER_REGS=producer_regs, NC=nc, SPLIT=split, EARLY=early and not intra, SPARSE=blocks is not None,
                 Q_SCALE_ROWS=x.block_q))
