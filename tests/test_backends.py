@@ -116,3 +116,28 @@ def test_sparge_gluon_is_offered_only_where_it_was_measured_faster(monkeypatch):
     monkeypatch.setattr(sage_gluon, "gluon_unavailable_reason", lambda: "no CUDA device")
     assert sparge.gluon_spec_reasons(spec(16384)) == ["no CUDA device"]
     assert sparge.SPARGE.implementations[0].name == "sparge_gluon"  # tried before sparge_triton
+
+
+def test_selection_works_without_triton():
+    """Triton is optional (the `gpu` extra): choosing a backend must not import it. A fresh interpreter with
+    triton blocked selects every backend for a CPU spec and a CUDA spec (the CUDA one refused, with reasons)."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+sys.modules["triton"] = None  # import triton raises ImportError
+import torch
+from smartcompile.backends.registry import select
+from smartcompile.spec import AttentionSpec
+for device in ("cpu", "cuda"):
+    spec = AttentionSpec(1, 4, 4, 16384, 16384, 128, 128, torch.bfloat16, device)
+    for backend, params in (("sage", {}), ("sparge", {"sparsity_ratio": 0.5}),
+                            ("sparge", {"sparsity_ratio": 0.5, "block_size": 128})):
+        sel = select(spec, backend, params, "static")
+        print(device, backend, sel.implementation)
+assert "triton" not in [m for m in sys.modules if sys.modules[m] is not None]
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "cpu sparge sparge_reference" in done.stdout, done.stdout

@@ -94,8 +94,12 @@ def test_cuda_graph_replays_are_not_disturbed_by_eager_calls_that_reuse():
     shape_inputs = [_qkv(1024, 64, seed) for seed in range(3)]
     torch._dynamo.reset()
     compiled = torch.compile(Attend(), backend="smartattn", options={"policy": policy, "mode": "reduce-overhead"})
+    scratch.clear()
     with torch.no_grad():
         want = [compiled(*x).clone() for x in shape_inputs for _ in range(3)]  # warm-up, capture, replays
+        # the warm-up ran on the tree's own stream (allocating from the graph's pool) and the capture on a side
+        # stream: neither may keep buffers
+        assert scratch.held_bytes() == 0
         for i, x in enumerate(shape_inputs):
             sage_attention_triton(*x, None, False, None, SageConfig(pv_precision="fp8"))  # eager, reusing
             got = compiled(*x).clone()

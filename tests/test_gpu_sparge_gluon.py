@@ -1,5 +1,6 @@
 """GPU tests of Sparge on the sm90 Gluon kernel (kernels/sparge_gluon.py): the reference's blocks and numerics,
-sparge_triton's outputs on the same config, empty and partial rows, GQA, Sq != Sk, causal, large magnitudes."""
+sparge_triton's outputs on the same config, rows keeping no block (hand-made lists), GQA, Sq != Sk, causal,
+large magnitudes."""
 import pytest
 import torch
 
@@ -126,3 +127,26 @@ def test_sparge_backend_selects_gluon_where_it_was_measured_faster(d, n, block, 
     out = get_implementation("sparge", sel.implementation).run(q, k, v, None, False, d ** -0.5, sel.params)
     tri = sparge_attention_triton(q, k, v, None, False, d ** -0.5, sparge_config(sel.params))
     assert_close_to(out.float(), tri.float(), 0.9999, 0.01, f"{want} D{d} N{n}")
+
+
+def test_rows_keeping_no_block_output_zero_and_the_rest_match_triton():
+    """The selection always keeps a block per row, so hand-made lists: query blocks 1 and 3 keep none (they
+    walk block 0 with every key masked), the others keep every other block; the Triton kernel on the same lists."""
+    from smartcompile.kernels.sage_gluon import attend_gluon
+    from smartcompile.kernels.sage_quantize import quantize
+    from smartcompile.kernels.sage_triton import attend
+    from smartcompile.kernels.sparge_triton import block_lists
+
+    q, k, v = _qkv(1, 2, 2, 600, 1100, 128, 5)
+    config = SpargeConfig(block_q=128, sparsity_ratio=0.5)
+    block_map = torch.zeros(1, 2, 5, 9, dtype=torch.bool, device="cuda")
+    block_map[..., ::2] = True
+    block_map[:, :, [1, 3]] = False
+    lists = block_lists(block_map, 1100, 128, 128, False)
+    assert (lists.count.view(2, 5)[:, [1, 3]] == 0).all()
+    out = attend_gluon(quantize(q, k, v, None, config, v_wgmma_order=True), False, q.dtype, blocks=lists)
+    tri = attend(quantize(q, k, v, None, config), False, q.dtype, blocks=lists)
+    rows = torch.arange(600, device="cuda") // 128
+    empty = (rows == 1) | (rows == 3)
+    assert torch.equal(out[:, :, empty], torch.zeros_like(out[:, :, empty]))
+    assert_close_to(out[:, :, ~empty].float(), tri[:, :, ~empty].float(), 0.9999, 0.01, "kept rows vs Triton")

@@ -23,6 +23,7 @@ PV_PRECISIONS = ("fp8", "fp16")  # precision of P and V in the P.V product
 SUPPORTED_HEAD_DIMS = (64, 96, 128)  # head dims the Triton and Gluon kernels are built for
 KV_BLOCK = 128  # K tokens per INT8 scale, per sparsity block and per K/V tile of the kernels
 GLUON_BLOCK_Q = 64  # query rows per INT8 scale in the Gluon kernel (one warpgroup's rows)
+GLUON_SPARSE_BLOCK_Q = 2 * GLUON_BLOCK_Q  # Sparge's query block on the Gluon kernel: one CTA's rows (two consumers)
 
 assert math.log2(FP8_E4M3_MAX) == LOG2_FP8_E4M3_MAX and 1 / math.log(2) == LOG2E and math.log(2) == LN2
 assert I2F_MAGIC == 1.5 * 2 ** 23

@@ -40,7 +40,7 @@ from typing import Optional
 import torch
 
 from .config import SageConfig
-from .constants import (FP8_E4M3_MAX, GLUON_BLOCK_Q, I2F_MAGIC, I2F_MAGIC_BITS, KV_BLOCK, LN2, LOG2_FP8_E4M3_MAX,
+from .constants import (FP8_E4M3_MAX, GLUON_BLOCK_Q, GLUON_SPARSE_BLOCK_Q, I2F_MAGIC, I2F_MAGIC_BITS, KV_BLOCK, LN2, LOG2_FP8_E4M3_MAX,
                         SUPPORTED_HEAD_DIMS)
 from .launch_cache import launch
 from .output_layout import token_major_empty
@@ -396,7 +396,7 @@ if gluon is not None:
             mbarrier.init(empty_bar.index(i), count=NC)
         fence_async_shared()
 
-        # every consumer's rows give the CTA's tile ranges: with NC = 2, 2 * BLOCK_M == BN; NC = 3 is non-causal
+        # the CTA's rows (NC * BLOCK_M) give its tile ranges; NC = 3 is non-causal
         gl.static_assert(NC == 2 or not IS_CAUSAL, "three consumers: non-causal only")
         gl.static_assert(not (SPARSE and (INTRA or NC != 2 or BN != _K_BLOCK)),
                          "SPARSE: two consumers, INTRA off, K/V tiles of the sparse block size")
@@ -474,7 +474,7 @@ def make_descriptors(x, block_m: int, block_n: int = KV_BLOCK):
 DEFAULT_LAUNCH = dict(stages=4, pingpong=False, split=True, consumers=3)
 
 
-SPARSE_BLOCK_Q = 2 * GLUON_BLOCK_Q  # Sparge's query block on this kernel: one CTA's rows (two consumers)
+SPARSE_BLOCK_Q = GLUON_SPARSE_BLOCK_Q  # Sparge's query block on this kernel: one CTA's rows (two consumers)
 
 
 def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = False, *, stages: int = 4,

@@ -69,8 +69,9 @@ def give(device: torch.device, key: tuple, buffers: tuple) -> None:
     size = sum(t.numel() * t.element_size() for t in buffers if t is not None)
     if size > MAX_BYTES:
         return
+    # pop, then insert: the entry goes last (most recent) with no step another thread's take could break
+    _FREE.pop((where, key), None)
     _FREE[(where, key)] = buffers
-    _FREE.move_to_end((where, key))
     while len(_FREE) > MAX_ENTRIES:
         _FREE.popitem(last=False)
 

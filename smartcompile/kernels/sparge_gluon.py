@@ -15,13 +15,7 @@ from typing import Optional
 import torch
 
 from .config import SpargeConfig
-from .constants import KV_BLOCK, SUPPORTED_HEAD_DIMS
-from .sage_gluon import SPARSE_BLOCK_Q, attend_gluon
-from .sage_quantize import quantize, recycle
-from .sage_triton import no_mask, unsmoothed_lse
-from .sparge_reference import select_from_pooled
-from .sparge_select import fused_selection_unsupported, select_block_lists
-from .sparge_triton import block_lists
+from .constants import GLUON_SPARSE_BLOCK_Q, KV_BLOCK, SUPPORTED_HEAD_DIMS
 
 # the Gluon kernel's launch for block lists: 4-deep ring, P.V retired before the next Q K^T (DEFAULT_LAUNCH's
 # choices that apply with two consumers)
@@ -32,9 +26,9 @@ def sparge_gluon_unsupported(config: SpargeConfig, head_dim: int) -> Optional[st
     """Why sparge_attention_gluon cannot take this config (None: it can)."""
     if config.pv_precision != "fp8":
         return f"pv_precision {config.pv_precision!r}: the Gluon kernel has FP8 P.V only"
-    if config.block_q != SPARSE_BLOCK_Q or config.block_k != KV_BLOCK:
+    if config.block_q != GLUON_SPARSE_BLOCK_Q or config.block_k != KV_BLOCK:
         return (f"block_q {config.block_q}, block_k {config.block_k}: the Gluon kernel's sparse blocks are "
-                f"{SPARSE_BLOCK_Q} x {KV_BLOCK} (one CTA's query rows)")
+                f"{GLUON_SPARSE_BLOCK_Q} x {KV_BLOCK} (one CTA's query rows)")
     if config.pv_threshold is not None:
         return f"pv_threshold {config.pv_threshold}: P.V skipping is sparge_triton's"
     if head_dim not in SUPPORTED_HEAD_DIMS:
@@ -47,6 +41,14 @@ def sparge_attention_gluon(q, k, v, mask, is_causal: bool, scale: Optional[float
     """Same arguments, numerics and outputs as sparge_triton.sparge_attention_triton for the configs
     `sparge_gluon_unsupported` accepts, with no mask (None) or `is_causal`. `launch`: attend_gluon's keyword
     arguments (SPARSE_LAUNCH when None)."""
+    # the kernels import triton: imported here, so that sparge_gluon_unsupported stays importable without it
+    from .sage_gluon import attend_gluon
+    from .sage_quantize import quantize, recycle
+    from .sage_triton import no_mask, unsmoothed_lse
+    from .sparge_reference import select_from_pooled
+    from .sparge_select import fused_selection_unsupported, select_block_lists
+    from .sparge_triton import block_lists
+
     no_mask(mask, "sparge_attention_gluon")
     why = sparge_gluon_unsupported(config, q.shape[-1])
     if why is not None:
