@@ -60,6 +60,11 @@ VARIANTS = {  # name -> launch of attend_gluon (every other argument at its defa
     "ws2-pp-intra-bn64-s4": dict(pingpong=True, intra=True, split=False, consumers=2, block_n=64),
     "ws2-nopp-split-bn64-s4": dict(consumers=2, block_n=64),
     "ws2-nopp-split-c3-bn64-s4": dict(block_n=64),  # D64: three consumers, as the default there
+    # the same prefetch depth in keys as 4 stages of 128 (148 KB of shared memory at D128); at D64 three
+    # consumers with INTRA (with 128-key tiles they spill 1,372 bytes; with 64 none)
+    "ws2-nopp-intra-bn64-s8": dict(intra=True, split=False, consumers=2, block_n=64, stages=8),
+    "ws2-pp-intra-bn64-s8": dict(pingpong=True, intra=True, split=False, consumers=2, block_n=64, stages=8),
+    "ws2-nopp-intra-c3-bn64-s8": dict(intra=True, split=False, block_n=64, stages=8),
 }
 
 

@@ -20,7 +20,7 @@ case ${1:?stage: scratch, tests-sage, tests-other or wan32k} in
         > $OUT/gpu_tests_bn64.log 2>&1
     echo "tests: rc=$? $(tail -1 $OUT/gpu_tests_bn64.log)"; grep -h -B2 -A12 "^E " $OUT/gpu_tests_bn64.log | head -30
     timeout 280 python3 benchmarks/bench_gluon.py --dims 64,128 --lens 4096,16384 --batches 1x24 --out $OUT \
-        --variants ws2-nopp-split-c3-s4,ws2-pp-split-s4,ws2-nopp-intra-s4,ws2-nopp-intra-bn64-s4,ws2-pp-intra-bn64-s4,ws2-nopp-split-bn64-s4,ws2-nopp-split-c3-bn64-s4 \
+        --variants ws2-nopp-split-c3-s4,ws2-pp-split-s4,ws2-nopp-intra-s4,ws2-nopp-intra-bn64-s4,ws2-pp-intra-bn64-s4,ws2-nopp-split-bn64-s4,ws2-nopp-split-c3-bn64-s4,ws2-nopp-intra-bn64-s8,ws2-pp-intra-bn64-s8,ws2-nopp-intra-c3-bn64-s8 \
         > $OUT/bench_gluon_bn64.log 2>&1
     echo "bench rc=$?"; grep -h "gluon-kernel\|^B1\|cudnn \|triton-kernel" $OUT/bench_gluon_bn64.log | grep -v "cos " | head -60 ;;
   sparge-gluon)  # Sparge on the Gluon kernel: its tests, the dense Gluon kernel's quick ones, then the timing
