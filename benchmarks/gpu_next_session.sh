@@ -2,12 +2,17 @@
 # Prepared for the next session's device calls (issue 13). One stage per device call. Session 11 first: bn64, then
 # tests-sage with the changes that came after session 10's device time (test_gpu_sparge_gluon.py's selection test):
 #   bash benchmarks/gpu_next_session.sh bn64         64-key tiles (INTRA without spills at D128): GPU tests, then timing
+#   bash benchmarks/gpu_next_session.sh anchors      cuDNN BF16/FP8, flash, ours in one run (bench_cudnn_fp8.py)
 #   bash benchmarks/gpu_next_session.sh sparge-gluon Sparge on the Gluon kernel: GPU tests, then bench_sparge.py
 #   bash benchmarks/gpu_next_session.sh scratch      kernels/scratch.py's GPU tests, then host us and Sparge at 4k with
 #                                                    it off and on (session 10: passed, turned on)
 #   bash benchmarks/gpu_next_session.sh tests-sage   test_gpu_sage*.py (~5 min)
 #   bash benchmarks/gpu_next_session.sh tests-other  every other GPU test file (~5 min)
 #   bash benchmarks/gpu_next_session.sh wan32k       the E2E targets at 32,760 tokens (auto, Sparge 50%), ~5 min
+# Wheels to carry in .whl (the device has no network): pip download -d .whl --no-deps --only-binary=:all:
+#   --python-version 3.12 --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform any
+#   transformers==5.24.0 diffusers==0.42.1 jsonschema jsonschema-specifications referencing rpds-py attrs
+#   importlib_metadata zipp nvidia-cudnn-frontend==1.16.0
 # pytest and the scripts must run inside this script: it sources gpu_setup.sh (PYTHONPATH, entry points), and a
 # command after `bash script.sh` in the same device call does not see them.
 set -o pipefail
@@ -23,6 +28,10 @@ case ${1:?stage: scratch, tests-sage, tests-other or wan32k} in
         --variants ws2-nopp-split-c3-s4,ws2-pp-split-s4,ws2-nopp-intra-s4,ws2-nopp-intra-bn64-s4,ws2-pp-intra-bn64-s4,ws2-nopp-split-bn64-s4,ws2-nopp-split-c3-bn64-s4,ws2-nopp-intra-bn64-s8,ws2-pp-intra-bn64-s8,ws2-nopp-intra-c3-bn64-s8 \
         > $OUT/bench_gluon_bn64.log 2>&1
     echo "bench rc=$?"; grep -h "gluon-kernel\|^B1\|cudnn \|triton-kernel" $OUT/bench_gluon_bn64.log | grep -v "cos " | head -60 ;;
+  anchors)  # issue 13's anchors in one run, cuDNN FP8 SDPA included (needs nvidia-cudnn-frontend 1.16.0 in .whl)
+    timeout 500 python3 benchmarks/bench_cudnn_fp8.py --dims 64,128 --lens 4096,16384 --batches 1x24 --out $OUT \
+        > $OUT/bench_cudnn_fp8.log 2>&1
+    echo "rc=$?"; grep -v "^{" $OUT/bench_cudnn_fp8.log | tail -45 ;;
   sparge-gluon)  # Sparge on the Gluon kernel: its tests, the dense Gluon kernel's quick ones, then the timing
     timeout 240 python3 -m pytest -q -p no:cacheprovider -rf -x tests/test_gpu_sparge_gluon.py \
         tests/test_gpu_sage_gluon.py -k "sparge or matches_triton or lse" > $OUT/gpu_tests_sparge_gluon.log 2>&1
