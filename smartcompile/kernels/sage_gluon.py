@@ -486,8 +486,8 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
     consumers=3 applies at D_PAD 64, non-causal only (elsewhere 2), with 160 registers per consumer.
     `blocks`: Sparge's kept K blocks (sage_triton.BlockLists, no key padding) per query block of
     SPARSE_BLOCK_Q rows (x.block_q must be that); the kernel walks only those (two consumers, intra off).
-    `block_n`: keys per K/V tile, 128 or 64 (64: the S tile takes half the registers, so three consumers fit at
-    D_PAD 128 as well; not with `blocks`)."""
+    `block_n`: keys per K/V tile, 128 or 64 (64: S and P take half the registers, so INTRA compiles without
+    spills at D_PAD 128; three consumers there still spill, 916 bytes: ptxas for sm_90a). Not with `blocks`."""
     if not x.fp8 or x.block_q not in (GLUON_BLOCK_Q, SPARSE_BLOCK_Q) or x.block_k != KV_BLOCK:
         raise ValueError(f"the Gluon kernel takes FP8 P.V with block_q {GLUON_BLOCK_Q} or {SPARSE_BLOCK_Q} and "
                          f"block_k {KV_BLOCK} quantization; got fp8={x.fp8}, block_q={x.block_q}, block_k={x.block_k}")
@@ -507,9 +507,9 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
     lse = torch.empty((b, hq, sq), dtype=torch.float32, device=out.device) if return_lse else out
     n_qblk, n_kblk = x.q8.shape[1] // x.block_q, x.k8.shape[1] // KV_BLOCK
     q_desc, k_desc, v_desc = make_descriptors(x, block_m, block_n)
-    # three consumers fit the register file at D_PAD 64, or with 64-key tiles (at D_PAD 128 with 128-key tiles
-    # they spill ~230 bytes each)
-    nc = consumers if not is_causal and (d_pad <= 64 or block_n < KV_BLOCK) and blocks is None else 2
+    # three consumers fit the register file only at D_PAD 64 (at 128 they spill: ~230 bytes each with 128-key
+    # tiles, 916 with 64-key ones, the fresh P.V accumulator and the running O taking 128 registers)
+    nc = consumers if not is_causal and d_pad <= 64 and blocks is None else 2
     if blocks is not None:
         intra = False
     lut, count, count_full = (None, None, None) if blocks is None else (blocks.lut, blocks.count, blocks.count_full)
