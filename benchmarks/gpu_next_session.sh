@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Prepared for the next session's device calls (issue 13). One stage per device call. Session 11 first: bn64, then
-# tests-sage with the changes that came after session 10's device time (test_gpu_sparge_gluon.py's selection test):
+# Prepared for the next session's device calls (issue 13). One stage per device call. Session 11, in this order:
+# bn64; tests-other (runs what came after session 10's device time: test_gpu_scratch.py's warm-up assertion,
+# test_gpu_sparge_gluon.py's empty-row and selection tests); anchors; wan32k (now with the 128-row Sparge policy).
 #   bash benchmarks/gpu_next_session.sh bn64         64-key tiles (INTRA without spills at D128): GPU tests, then timing
 #   bash benchmarks/gpu_next_session.sh anchors      cuDNN BF16/FP8, flash, ours in one run (bench_cudnn_fp8.py)
 #   bash benchmarks/gpu_next_session.sh sparge-gluon Sparge on the Gluon kernel: GPU tests, then bench_sparge.py
