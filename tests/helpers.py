@@ -1,6 +1,7 @@
 """Shared test helpers: compile with the smartattn passes and collect the plan."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from smartcompile.compiler.backend import compile_graph
@@ -65,3 +66,12 @@ def profile_summary(**changes) -> dict:
                                 "candidates": {fp8: {"cosine": 0.9999, "time_ms": 8.2e-05, "e2e_value": 0.998,
                                                      "e2e_cost": 0.002}}}},
     } | changes
+
+
+def skip_without_gluon() -> None:
+    """Skip the calling test where the sm90 Gluon kernel cannot run (its reason: no CUDA, not sm90, Triton)."""
+    from smartcompile.kernels.sage_gluon import gluon_unavailable_reason
+
+    reason = gluon_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)

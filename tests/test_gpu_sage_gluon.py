@@ -4,7 +4,7 @@ uses for the Triton kernel (FP8 P.V), per precision from backends/sage.py."""
 import pytest
 import torch
 
-from helpers import SAGE_KERNEL_SHAPES, assert_close_to, make_cuda_input, spec_id
+from helpers import SAGE_KERNEL_SHAPES, assert_close_to, make_cuda_input, skip_without_gluon, spec_id
 from smartcompile.backends.sage import SAGE_ACCURACY
 from smartcompile.kernels.config import SageConfig
 from smartcompile.kernels.exact_reference import attention_reference
@@ -15,11 +15,7 @@ pytestmark = pytest.mark.gpu
 
 @pytest.fixture(autouse=True)
 def _needs_gluon():
-    from smartcompile.kernels.sage_gluon import gluon_unavailable_reason
-
-    reason = gluon_unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
+    skip_without_gluon()
 
 
 SHAPES = SAGE_KERNEL_SHAPES + [  # B, Hq, Hkv, Sq, Sk, D, causal

@@ -6,7 +6,8 @@ import torch
 
 from smartcompile.kernels import scratch
 from smartcompile.kernels.config import SageConfig, SpargeConfig
-from smartcompile.kernels.sage_gluon import GLUON_CONFIG, gluon_unavailable_reason, sage_attention_gluon
+from helpers import skip_without_gluon
+from smartcompile.kernels.sage_gluon import GLUON_CONFIG, sage_attention_gluon
 from smartcompile.kernels.sage_triton import sage_attention_triton
 from smartcompile.kernels.sparge_triton import sparge_attention_triton
 
@@ -41,8 +42,8 @@ CALLS = {
 
 @pytest.mark.parametrize("name", list(CALLS))
 def test_reused_buffers_give_the_same_bits_as_fresh_ones(name, monkeypatch):
-    if name.startswith("gluon") and gluon_unavailable_reason() is not None:
-        pytest.skip(gluon_unavailable_reason())
+    if name.startswith("gluon"):
+        skip_without_gluon()
     call = CALLS[name]
     inputs = [_qkv(s, d, seed) for seed, (s, d) in enumerate([(300, 64), (513, 128), (300, 64), (513, 128)])]
     monkeypatch.setattr(scratch, "ENABLED", False)

@@ -4,7 +4,7 @@ large magnitudes."""
 import pytest
 import torch
 
-from helpers import assert_close_to, spec_id
+from helpers import assert_close_to, skip_without_gluon, spec_id
 from smartcompile.kernels.config import SpargeConfig
 from smartcompile.kernels.exact_reference import attention_reference
 from smartcompile.synthetic import random_qkv, structured_qkv
@@ -14,11 +14,7 @@ pytestmark = pytest.mark.gpu
 
 @pytest.fixture(autouse=True)
 def _needs_gluon():
-    from smartcompile.kernels.sage_gluon import gluon_unavailable_reason
-
-    reason = gluon_unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
+    skip_without_gluon()
 
 
 SHAPES = [  # B, Hq, Hkv, Sq, Sk, D, causal

@@ -100,14 +100,16 @@ def run_sage_gluon(q, k, v, mask, is_causal: bool, scale: float, params) -> torc
 GLUON_MIN_KV_LEN = 16384
 
 
-def gluon_spec_reasons(spec: AttentionSpec) -> list:
+def gluon_spec_reasons(spec: AttentionSpec, faster_below: str = "sage_triton") -> list:
+    """Why the Gluon kernel does not take `spec`: unavailable here, or fewer keys than where it was measured
+    faster than `faster_below` (the Triton implementation of the same backend)."""
     from ..kernels.sage_gluon import gluon_unavailable_reason
 
     why = gluon_unavailable_reason()
     if why is not None:
         return [why]
     if spec.kv_len < GLUON_MIN_KV_LEN:
-        return [f"kv_len {spec.kv_len} < {GLUON_MIN_KV_LEN}: sage_triton is faster there (H200)"]
+        return [f"kv_len {spec.kv_len} < {GLUON_MIN_KV_LEN}: {faster_below} is faster there (H200)"]
     return []
 
 

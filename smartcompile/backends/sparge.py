@@ -11,7 +11,8 @@ from ..kernels.sparge_reference import sparge_attention_reference
 from ..spec import AttentionSpec
 from . import key_padding
 from .base import Accuracy, Implementation
-from .sage import (GLUON_CAPS, GLUON_MIN_KV_LEN, PACKAGE_CAPS, REFERENCE_CAPS, SAGE_PARAMS, TRITON_CAPS, _SageBackend, cached_config,
+from .sage import gluon_spec_reasons as sage_gluon_spec_reasons
+from .sage import (GLUON_CAPS, PACKAGE_CAPS, REFERENCE_CAPS, SAGE_PARAMS, TRITON_CAPS, _SageBackend, cached_config,
                    config_fields, config_param, describe_sage_params, estimate_sage_ms)
 
 # At density d Sparge costs a fixed share (prediction, quantization) plus d of dense Sage's time:
@@ -79,14 +80,7 @@ def gluon_params_reasons(params: dict, spec: AttentionSpec) -> list:
 
 
 def gluon_spec_reasons(spec: AttentionSpec) -> list:
-    from ..kernels.sage_gluon import gluon_unavailable_reason
-
-    why = gluon_unavailable_reason()
-    if why is not None:
-        return [why]
-    if spec.kv_len < GLUON_MIN_KV_LEN:
-        return [f"kv_len {spec.kv_len} < {GLUON_MIN_KV_LEN}: sparge_triton is faster there (H200)"]
-    return []
+    return sage_gluon_spec_reasons(spec, faster_below="sparge_triton")
 
 
 def run_spas_sage_attn(q, k, v, mask, is_causal: bool, scale: float, params: dict) -> torch.Tensor:
