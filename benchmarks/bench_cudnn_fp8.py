@@ -108,7 +108,8 @@ def main() -> None:
     from smartcompile.kernels.sage_triton import sage_attention_triton
     try:
         from sageattention import sageattn
-    except ImportError:
+    except (ImportError, AttributeError, RuntimeError) as exc:  # absent, or built for another Triton: say so
+        print(f"sageattention not timed: {type(exc).__name__}: {exc}")
         sageattn = None
     rows = []
     for b, h, d, n, causal in shapes:

@@ -65,6 +65,10 @@ VARIANTS = {  # name -> launch of attend_gluon (every other argument at its defa
     "ws2-nopp-intra-bn64-s8": dict(intra=True, split=False, consumers=2, block_n=64, stages=8),
     "ws2-pp-intra-bn64-s8": dict(pingpong=True, intra=True, split=False, consumers=2, block_n=64, stages=8),
     "ws2-nopp-intra-c3-bn64-s8": dict(intra=True, split=False, block_n=64, stages=8),
+    # DIRECT (session 11): FA3's one-level accumulation (P V onto O in the FP8 wgmma) under INTRA's overlap
+    "ws2-nopp-intra-direct-s4": dict(intra=True, split=False, consumers=2, direct=True),
+    "ws2-pp-intra-direct-s4": dict(pingpong=True, intra=True, split=False, consumers=2, direct=True),
+    "ws2-nopp-intra-direct-c3-s4": dict(intra=True, split=False, direct=True),
 }
 
 

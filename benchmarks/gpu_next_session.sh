@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Prepared for the next session's device calls (issue 13). One stage per device call. Session 11, in this order:
-# bn64; tests-other (runs what came after session 10's device time: test_gpu_scratch.py's warm-up assertion,
-# test_gpu_sparge_gluon.py's empty-row and selection tests); anchors; wan32k (now with the 128-row Sparge policy).
+# The device-call stages of issue 13's sessions, one per device call. Session 11 ran bn64, anchors, tests-other,
+# wan32k and direct (results/h200/session11/README.md). No kernel change is queued: rerun tests-sage and tests-other
+# after any change to the shipped kernels, then wan32k and anchors for the numbers.
 #   bash benchmarks/gpu_next_session.sh bn64         64-key tiles (INTRA without spills at D128): GPU tests, then timing
+#   bash benchmarks/gpu_next_session.sh direct       INTRA with one-level accumulation: GPU tests, then timing to 32k
 #   bash benchmarks/gpu_next_session.sh anchors      cuDNN BF16/FP8, flash, ours in one run (bench_cudnn_fp8.py)
 #   bash benchmarks/gpu_next_session.sh sparge-gluon Sparge on the Gluon kernel: GPU tests, then bench_sparge.py
 #   bash benchmarks/gpu_next_session.sh scratch      kernels/scratch.py's GPU tests, then host us and Sparge at 4k with
@@ -13,14 +14,14 @@
 # Wheels to carry in .whl (the device has no network): pip download -d .whl --no-deps --only-binary=:all:
 #   --python-version 3.12 --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform any
 #   transformers==5.24.0 diffusers==0.42.1 jsonschema jsonschema-specifications referencing rpds-py attrs
-#   importlib_metadata zipp nvidia-cudnn-frontend==1.16.0
+#   importlib_metadata zipp nvidia-cudnn-frontend==1.16.0; and `pip download -d .whl --no-deps sageattention==1.0.6`
 # pytest and the scripts must run inside this script: it sources gpu_setup.sh (PYTHONPATH, entry points), and a
 # command after `bash script.sh` in the same device call does not see them.
 set -o pipefail
 source benchmarks/gpu_setup.sh .whl
 with_scratch="import runpy, sys; from smartcompile.kernels import scratch; scratch.ENABLED = True; \
 sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
-case ${1:?stage: scratch, tests-sage, tests-other or wan32k} in
+case ${1:?stage: bn64, direct, anchors, sparge-gluon, scratch, scratch-order, tests-sage, tests-other or wan32k} in
   bn64)  # 64-key tiles: INTRA without spills at D128 (compile-checked in session 10, never run on a GPU)
     timeout 300 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sage_gluon.py -k "bn64" \
         > $OUT/gpu_tests_bn64.log 2>&1
@@ -29,8 +30,16 @@ case ${1:?stage: scratch, tests-sage, tests-other or wan32k} in
         --variants ws2-nopp-split-c3-s4,ws2-pp-split-s4,ws2-nopp-intra-s4,ws2-nopp-intra-bn64-s4,ws2-pp-intra-bn64-s4,ws2-nopp-split-bn64-s4,ws2-nopp-split-c3-bn64-s4,ws2-nopp-intra-bn64-s8,ws2-pp-intra-bn64-s8,ws2-nopp-intra-c3-bn64-s8 \
         > $OUT/bench_gluon_bn64.log 2>&1
     echo "bench rc=$?"; grep -h "gluon-kernel\|^B1\|cudnn \|triton-kernel" $OUT/bench_gluon_bn64.log | grep -v "cos " | head -60 ;;
+  direct)  # session 11: INTRA with one-level accumulation (P V onto O in the FP8 wgmma), spill-free at D128
+    timeout 170 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sage_gluon.py -k "direct" \
+        > $OUT/gpu_tests_direct.log 2>&1
+    echo "tests: rc=$? $(tail -1 $OUT/gpu_tests_direct.log)"; grep -h "^FAILED\|^E  .*cos" $OUT/gpu_tests_direct.log | head -20
+    timeout 230 python3 benchmarks/bench_gluon.py --dims 64,128 --lens 4096,16384,32768 --batches 1x24 --out $OUT \
+        --variants ws2-nopp-split-c3-s4,ws2-nopp-intra-direct-s4,ws2-pp-intra-direct-s4 \
+        > $OUT/bench_gluon_direct.log 2>&1
+    echo "bench rc=$?"; grep -h "gluon-kernel\|^B1\|cudnn \|triton-kernel\|cos" $OUT/bench_gluon_direct.log | head -70 ;;
   anchors)  # issue 13's anchors in one run, cuDNN FP8 SDPA included (needs nvidia-cudnn-frontend 1.16.0 in .whl)
-    timeout 500 python3 benchmarks/bench_cudnn_fp8.py --dims 64,128 --lens 4096,16384 --batches 1x24 --out $OUT \
+    timeout 500 python3 benchmarks/bench_cudnn_fp8.py --dims 64,128 --lens 4096,16384 --batches 1x24,4x32 --out $OUT \
         > $OUT/bench_cudnn_fp8.log 2>&1
     echo "rc=$?"; grep -v "^{" $OUT/bench_cudnn_fp8.log | tail -45 ;;
   sparge-gluon)  # Sparge on the Gluon kernel: its tests, the dense Gluon kernel's quick ones, then the timing

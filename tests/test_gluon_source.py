@@ -54,7 +54,8 @@ def _fake_quantized(d: int, sq: int = 1000, sk: int = 1500, b: int = 1, hq: int 
 
 LAUNCHES = {"default": sg.DEFAULT_LAUNCH, "pingpong-intra": dict(pingpong=True, intra=True, split=False),
             "early": dict(early=True), "pingpong-split-early": dict(pingpong=True, early=True),
-            "intra-bn64": dict(intra=True, split=False, consumers=2, block_n=64), "c3-bn64": dict(block_n=64)}
+            "intra-bn64": dict(intra=True, split=False, consumers=2, block_n=64), "c3-bn64": dict(block_n=64),
+            "intra-direct": dict(intra=True, split=False, consumers=2, direct=True)}
 
 
 def _sm90a_ptx(fn, args, kwargs) -> str:
@@ -131,3 +132,35 @@ def test_tile_width_is_checked_before_anything_runs():
     lists = SimpleNamespace(lut=None, count=None, count_full=torch.empty(1))
     with pytest.raises(ValueError, match="128 with block lists"):
         sg.attend_gluon(x, False, torch.bfloat16, blocks=lists, block_n=64)
+
+
+def test_direct_accumulation_needs_intra():
+    x = _fake_quantized(128)
+    with pytest.raises(ValueError, match="direct=True needs intra=True"):
+        sg.attend_gluon(x, False, torch.bfloat16, direct=True)
+
+
+def test_one_level_accumulation_keeps_the_wgmmas_asynchronous(monkeypatch, tmp_path):
+    """INTRA with P V onto O (direct) at D128: no spills and no serialised wgmmas (ptxas for sm_90a). Passing
+    max_num_imprecise_acc to a wgmma that accumulates (use_acc) made Triton add each K chunk into the accumulator
+    between wgmmas, and ptxas then serialised every wgmma of the kernel (its C7514 note): session 11's finding."""
+    import os
+    import subprocess
+
+    _needs_triton_36()
+    import triton
+
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(sg, "_sage_fwd_sm90_ws2", _Recorder(sg._sage_fwd_sm90_ws2, calls))
+    sg.attend_gluon(_fake_quantized(128), False, torch.bfloat16, intra=True, split=False, consumers=2, direct=True)
+    [(fn, args, kwargs)] = calls
+    ptx_path = tmp_path / "k.ptx"
+    ptx_path.write_text(_sm90a_ptx(fn, args, kwargs))
+    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    res = subprocess.run([ptxas, "-arch=sm_90a", "-v", str(ptx_path), "-o", str(tmp_path / "k.o")],
+                         capture_output=True, text=True, timeout=300)
+    report = res.stdout + res.stderr
+    assert res.returncode == 0, report
+    assert "C7514" not in report, report  # "wgmma.mma_async instructions are serialized"
+    assert "0 bytes spill stores" in report, report

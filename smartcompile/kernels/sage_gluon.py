@@ -24,7 +24,8 @@ partitions of one warpgroup and 64 query rows each (NC=2; NC=3 at D_PAD 64 non-c
 32-bit values cross its back edge; optional: PINGPONG (consumers take turns at issuing their wgmmas,
 mbarrier ring), INTRA (P V under the next softmax, FA3's intra-warpgroup overlap), SPLIT (P V waited for
 first, so the O update runs under the next Q K^T), EARLY (next round's ready-waits moved next to the slot
-release). Measured on the H200: benchmarks/gluon_notes.md. Step 1's kernels (one CTA of warpgroups that
+release), DIRECT (with INTRA: P V onto O in the FP8 wgmma, one-level accumulation; spill-free at D128).
+Measured on the H200: benchmarks/gluon_notes.md. Step 1's kernels (one CTA of warpgroups that
 issue their own TMA loads; a producer warp with the consumers in one partition) were slower and are in
 the history only (gluon_notes.md, step 4).
 
@@ -211,6 +212,16 @@ if gluon is not None:
                              use_acc=False, is_async=True, max_num_imprecise_acc=BN)
 
     @gluon.jit
+    def _issue_pv_onto_o(p8, v_smem, v_bar, acc, j, STAGES: gl.constexpr):
+        """P_j V_j accumulated onto the running O by the FP8 wgmma itself (DIRECT: FA3's one-level accumulation),
+        issued after waiting for V_j's slot. No max_num_imprecise_acc: with use_acc and a bound <= K, Triton adds
+        each K chunk into the accumulator in fp32 between the wgmmas, and ptxas then serialises every wgmma of the
+        kernel (C7514, sm_90a compile check)."""
+        slot = j % STAGES
+        mbarrier.wait(v_bar.index(slot), (j // STAGES) & 1)
+        return warpgroup_mma(p8, v_smem.index(slot).permute((1, 0)), acc, use_acc=True, is_async=True)
+
+    @gluon.jit
     def _store_output(acc, m_i, l_i, offs_m, row0, VAMAX, O, LSE, b, h, pid_bh, kv_bh, stride_ob, stride_oh, stride_on,
                       seq_q, o_layout: gl.constexpr, D: gl.constexpr, BLOCK_M: gl.constexpr, D_PAD: gl.constexpr,
                       STORE_LSE: gl.constexpr):
@@ -255,7 +266,9 @@ if gluon is not None:
                       n_full, n_all, lut_row, C: gl.constexpr, D: gl.constexpr, BLOCK_M: gl.constexpr,
                       BN: gl.constexpr, D_PAD: gl.constexpr, STAGES: gl.constexpr, IS_CAUSAL: gl.constexpr,
                       STORE_LSE: gl.constexpr, PINGPONG: gl.constexpr, INTRA: gl.constexpr, NC: gl.constexpr,
-                      SPLIT: gl.constexpr, EARLY: gl.constexpr, SPARSE: gl.constexpr, Q_SCALE_ROWS: gl.constexpr):
+                      SPLIT: gl.constexpr, EARLY: gl.constexpr, SPARSE: gl.constexpr, Q_SCALE_ROWS: gl.constexpr,
+                      DIRECT: gl.constexpr):
+        # DIRECT (with INTRA): one-level accumulation, P V onto O in the FP8 wgmma's own accumulator
         # seq_k: keys are masked from here on in MASK tiles (0 for a SPARSE row that keeps no block)
         # turns go round the consumers: C waits on turn C, then passes it to the next one
         FIRST: gl.constexpr = 1 if C == 0 else 0
@@ -290,7 +303,10 @@ if gluon is not None:
                 if PINGPONG:
                     mbarrier.wait(turn_bar.index(C), ((j + 1) & 1) ^ FIRST)
                 s_tok = _issue_s(q, k_smem, k_bar, j + 1, s_layout, BLOCK_M, BN, STAGES)
-                pv_tok = _issue_pv(p8, v_smem, v_bar, j, o_layout, BLOCK_M, BN, D_PAD, STAGES)
+                if DIRECT:  # P_j V_j onto O itself (rescaled last round): no second accumulator to hold
+                    pv_tok = _issue_pv_onto_o(p8, v_smem, v_bar, acc, j, STAGES)
+                else:
+                    pv_tok = _issue_pv(p8, v_smem, v_bar, j, o_layout, BLOCK_M, BN, D_PAD, STAGES)
                 if PINGPONG:
                     mbarrier.arrive(turn_bar.index(NEXT), count=1)
                 c = qs * _k_scale(ks_ptr, j + 1, BN)
@@ -303,7 +319,10 @@ if gluon is not None:
                                                        IS_CAUSAL)
                 alpha_o = gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
                 pv = warpgroup_mma_wait(0, deps=(pv_tok, ))
-                acc = (acc + pv) * alpha_o
+                if DIRECT:
+                    acc = pv * alpha_o
+                else:
+                    acc = (acc + pv) * alpha_o
                 mbarrier.arrive(empty_bar.index(j % STAGES), count=1)
         else:
             # carried: S_j (int32); per round: P_j V_j and S_{j+1} issued and waited for, then added.
@@ -372,7 +391,8 @@ if gluon is not None:
                            STAGES: gl.constexpr, IS_CAUSAL: gl.constexpr, STORE_LSE: gl.constexpr,
                            PINGPONG: gl.constexpr, INTRA: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                            PRODUCER_REGS: gl.constexpr, NC: gl.constexpr, SPLIT: gl.constexpr, EARLY: gl.constexpr,
-                           SPARSE: gl.constexpr, Q_SCALE_ROWS: gl.constexpr, num_warps: gl.constexpr):
+                           SPARSE: gl.constexpr, Q_SCALE_ROWS: gl.constexpr, DIRECT: gl.constexpr,
+                           num_warps: gl.constexpr):
         # BLOCK_M: rows per consumer (64); a CTA covers NC * BLOCK_M query rows (NC = 2, or 3 non-causal).
         # q_rows: Q's padded rows per head; n_qblk Q scales (one per Q_SCALE_ROWS rows) per head.
         # SPARSE: the CTA's rows are one Sparge query block (NC * BLOCK_M rows); it walks that block's kept K
@@ -400,6 +420,7 @@ if gluon is not None:
         gl.static_assert(NC == 2 or not IS_CAUSAL, "three consumers: non-causal only")
         gl.static_assert(not (SPARSE and (INTRA or NC != 2 or BN != _K_BLOCK)),
                          "SPARSE: two consumers, INTRA off, K/V tiles of the sparse block size")
+        gl.static_assert(not DIRECT or INTRA, "DIRECT: with INTRA only")
         if SPARSE:
             lut_at = pid_bh * gl.cdiv(seq_q, NC * BLOCK_M) + pid_m
             n_kept = gl.load(COUNT + lut_at)
@@ -419,15 +440,15 @@ if gluon is not None:
                 (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
                              stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
                              n_full, n_all, lut_row, 0, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE,
-                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS)),
+                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS, DIRECT)),
                 (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
                              stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
                              n_full, n_all, lut_row, 1, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE,
-                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS)),
+                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS, DIRECT)),
                 (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
                              stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
                              n_full, n_all, lut_row, 2, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE,
-                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS)),
+                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS, DIRECT)),
                 (_ws2_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, q_row0,
                              k_row0, v_row0, n_all, lut_row, STAGES, BN, NC, SPARSE)),
             ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
@@ -436,11 +457,11 @@ if gluon is not None:
                 (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
                              stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
                              n_full, n_all, lut_row, 0, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE,
-                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS)),
+                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS, DIRECT)),
                 (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
                              stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
                              n_full, n_all, lut_row, 1, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE,
-                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS)),
+                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS, DIRECT)),
                 (_ws2_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, q_row0,
                              k_row0, v_row0, n_all, lut_row, STAGES, BN, NC, SPARSE)),
             ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -480,14 +501,16 @@ SPARSE_BLOCK_Q = GLUON_SPARSE_BLOCK_Q  # Sparge's query block on this kernel: on
 def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = False, *, stages: int = 4,
                  producer_regs: int = 24, pingpong: bool = False, intra: bool = False, consumer_regs: int = 240,
                  consumers: int = 3, split: bool = True, early: bool = False, blocks=None,
-                 block_n: int = KV_BLOCK):
+                 block_n: int = KV_BLOCK, direct: bool = False):
     """The Gluon attention kernel on sage_triton's quantized inputs (FP8 P.V, block_q 64 or 128, block_k 128, V
     in wgmma key order: `quantize(..., v_wgmma_order=True)`); the defaults are DEFAULT_LAUNCH's.
     consumers=3 applies at D_PAD 64, non-causal only (elsewhere 2), with 160 registers per consumer.
     `blocks`: Sparge's kept K blocks (sage_triton.BlockLists, no key padding) per query block of
     SPARSE_BLOCK_Q rows (x.block_q must be that); the kernel walks only those (two consumers, intra off).
     `block_n`: keys per K/V tile, 128 or 64 (64: S and P take half the registers, so INTRA compiles without
-    spills at D_PAD 128; three consumers there still spill, 916 bytes: ptxas for sm_90a). Not with `blocks`."""
+    spills at D_PAD 128; three consumers there still spill, 916 bytes: ptxas for sm_90a). Not with `blocks`.
+    `direct` (with `intra`, two consumers): P V accumulated onto O by the FP8 wgmma itself, FA3's one-level
+    accumulation instead of SageAttention2's two-level one; spill-free with 128-key tiles at D_PAD 128."""
     if not x.fp8 or x.block_q not in (GLUON_BLOCK_Q, SPARSE_BLOCK_Q) or x.block_k != KV_BLOCK:
         raise ValueError(f"the Gluon kernel takes FP8 P.V with block_q {GLUON_BLOCK_Q} or {SPARSE_BLOCK_Q} and "
                          f"block_k {KV_BLOCK} quantization; got fp8={x.fp8}, block_q={x.block_q}, block_k={x.block_k}")
@@ -496,6 +519,8 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
     if block_n not in (KV_BLOCK, KV_BLOCK // 2) or (blocks is not None and block_n != KV_BLOCK):
         raise ValueError(f"attend_gluon: block_n {block_n}: allowed {KV_BLOCK} or {KV_BLOCK // 2} "
                          f"({KV_BLOCK} with block lists)")
+    if direct and (not intra or blocks is not None):
+        raise ValueError("attend_gluon: direct=True needs intra=True and no block lists")
     if blocks is not None and (x.block_q != SPARSE_BLOCK_Q or blocks.count_full.dim() != 1):
         raise ValueError(f"attend_gluon: block lists need block_q {SPARSE_BLOCK_Q} (got {x.block_q}) and no key "
                          "padding (count_full of one column)")
@@ -523,7 +548,7 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
            dict(D=d, D_PAD=d_pad, BLOCK_M=block_m, BN=block_n, STAGES=stages, IS_CAUSAL=is_causal,
                 STORE_LSE=return_lse, num_warps=4, PINGPONG=pingpong, INTRA=intra, CONSUMER_REGS=consumer_regs,
                 PRODUCER_REGS=producer_regs, NC=nc, SPLIT=split, EARLY=early and not intra, SPARSE=blocks is not None,
-                Q_SCALE_ROWS=x.block_q))
+                Q_SCALE_ROWS=x.block_q, DIRECT=direct))
     return (out, lse) if return_lse else out
 
 

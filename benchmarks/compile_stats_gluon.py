@@ -1,0 +1,102 @@
+"""Registers, spills and shared memory of Gluon kernel launches, compiled for sm_90a without a GPU (issue 13).
+
+Run with Triton 3.6 (the GPU machine's version), e.g. from a venv holding triton==3.6.0 and torch:
+    PYTHONPATH=$PWD python benchmarks/compile_stats_gluon.py --dims 64,128 --launches default,pair1-s3,pair2-s3
+Prints one line per (launch, D, causal): registers per thread (the launch's; setmaxnreg gives the consumers more),
+spill stores/loads (bytes), whether ptxas serialised the wgmmas (its C7514 note), shared memory, and the count of
+wgmma instructions, read from Triton's own ptxas.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from types import SimpleNamespace
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from bench_gluon import VARIANTS  # noqa: E402  the launches are named as in the timing script (it puts the repo on the path)
+
+from smartcompile.kernels import sage_gluon as sg  # noqa: E402
+
+
+def fake_quantized(d: int, sq: int = 1000, sk: int = 1500, b: int = 1, hq: int = 4, hkv: int = 2):
+    """The fields of sage_triton's QuantizedQKV that attend_gluon reads, as CPU tensors (never read)."""
+    nq, nk = -(-sq // 64) * 64, -(-sk // 128) * 128
+    return SimpleNamespace(fp8=True, block_q=64, block_k=128, shape=(b, hq, hkv, sq, sk, d), v_wgmma_order=True,
+                           q8=torch.empty(b * hq, nq, d, dtype=torch.int8),
+                           k8=torch.empty(b * hkv, nk, d, dtype=torch.int8),
+                           v=torch.empty(b * hkv * d, nk, dtype=torch.float8_e4m3fn),
+                           q_scale=torch.empty(b * hq * nq // 64), k_scale=torch.empty(b * hkv * nk // 128),
+                           v_amax=torch.empty(b * hkv * d))
+
+
+def compile_sm90a(fn, args, kwargs):
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import make_backend
+    from triton.experimental.gluon._runtime import GluonASTSource
+    from triton.runtime.jit import create_function_from_signature
+
+    target = GPUTarget("cuda", 90, 128)
+    backend = make_backend(target)
+    bound, specialization, options = create_function_from_signature(fn.signature, fn.params, backend)(*args, **kwargs)
+    options, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound, specialization, options)
+    return triton.compile(GluonASTSource(fn, signature, constexprs, attrs), target=target, options=options.__dict__)
+
+
+def ptxas_stats(ptx: str) -> str:
+    import triton
+    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "k.ptx")
+        with open(src, "w") as f:
+            f.write(ptx)
+        res = subprocess.run([ptxas, "-arch=sm_90a", "-v", src, "-o", os.path.join(tmp, "k.o")],
+                             capture_output=True, text=True)
+    text = res.stdout + res.stderr
+    regs = re.findall(r"Used (\d+) registers", text)
+    spill = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", text)
+    serial = " SERIALISED (C7514)" if "C7514" in text else ""
+    return f"regs {','.join(regs) or '?'} spill st/ld {'/'.join(spill[0]) if spill else '?'}{serial}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dims", default="64,128")
+    ap.add_argument("--launches", default="ws2-nopp-split-c3-s4")
+    ap.add_argument("--causal", default="0,1")
+    args = ap.parse_args()
+    for name in args.launches.split(","):
+        for d in (int(x) for x in args.dims.split(",")):
+            for causal in (bool(int(c)) for c in args.causal.split(",")):
+                calls = []
+
+                class Recorder:
+                    def __getitem__(self, grid):
+                        return lambda *a, **k: calls.append((a, k))
+
+                real = sg._sage_fwd_sm90_ws2
+                sg._sage_fwd_sm90_ws2 = Recorder()
+                try:
+                    sg.attend_gluon(fake_quantized(d), causal, torch.bfloat16, **VARIANTS[name])
+                finally:
+                    sg._sage_fwd_sm90_ws2 = real
+                [(a, k)] = calls
+                from triton.compiler.errors import CompilationError
+                try:
+                    kernel = compile_sm90a(real, a, k)
+                except (CompilationError, RuntimeError, ValueError) as exc:  # a compile error is this launch's answer
+                    print(f"{name:28s} D{d:<3d} causal={int(causal)}  FAILED: {str(exc).splitlines()[-1][:200]}")
+                    continue
+                ptx = kernel.asm["ptx"]
+                print(f"{name:28s} D{d:<3d} causal={int(causal)}  {ptxas_stats(ptx)}  smem {kernel.metadata.shared} "
+                      f"wgmma {ptx.count('wgmma.mma_async')}")
+
+
+if __name__ == "__main__":
+    main()
