@@ -69,6 +69,8 @@ VARIANTS = {  # name -> launch of attend_gluon (every other argument at its defa
     "ws2-nopp-intra-direct-s4": dict(intra=True, split=False, consumers=2, direct=True),
     "ws2-pp-intra-direct-s4": dict(pingpong=True, intra=True, split=False, consumers=2, direct=True),
     "ws2-nopp-intra-direct-c3-s4": dict(intra=True, split=False, direct=True),
+    "ws2-nopp-split-direct-s4": dict(consumers=2, direct=True),
+    "ws2-nopp-split-direct-c3-s4": dict(direct=True),  # three consumers at D128 too: 160 registers each
 }
 
 

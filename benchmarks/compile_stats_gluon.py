@@ -19,7 +19,8 @@ from types import SimpleNamespace
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_gluon import VARIANTS  # noqa: E402  the launches are named as in the timing script (it puts the repo on the path)
+# the launches are named as in the timing script, which also puts the repository on the path
+from bench_gluon import VARIANTS  # noqa: E402
 
 from smartcompile.kernels import sage_gluon as sg  # noqa: E402
 

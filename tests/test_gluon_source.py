@@ -55,7 +55,8 @@ def _fake_quantized(d: int, sq: int = 1000, sk: int = 1500, b: int = 1, hq: int 
 LAUNCHES = {"default": sg.DEFAULT_LAUNCH, "pingpong-intra": dict(pingpong=True, intra=True, split=False),
             "early": dict(early=True), "pingpong-split-early": dict(pingpong=True, early=True),
             "intra-bn64": dict(intra=True, split=False, consumers=2, block_n=64), "c3-bn64": dict(block_n=64),
-            "intra-direct": dict(intra=True, split=False, consumers=2, direct=True)}
+            "intra-direct": dict(intra=True, split=False, consumers=2, direct=True),
+            "split-direct-c3": dict(direct=True)}
 
 
 def _sm90a_ptx(fn, args, kwargs) -> str:
@@ -134,10 +135,10 @@ def test_tile_width_is_checked_before_anything_runs():
         sg.attend_gluon(x, False, torch.bfloat16, blocks=lists, block_n=64)
 
 
-def test_direct_accumulation_needs_intra():
+def test_direct_accumulation_refuses_early_waits():
     x = _fake_quantized(128)
-    with pytest.raises(ValueError, match="direct=True needs intra=True"):
-        sg.attend_gluon(x, False, torch.bfloat16, direct=True)
+    with pytest.raises(ValueError, match="direct=True: not with early=True"):
+        sg.attend_gluon(x, False, torch.bfloat16, direct=True, early=True)
 
 
 def test_one_level_accumulation_keeps_the_wgmmas_asynchronous(monkeypatch, tmp_path):

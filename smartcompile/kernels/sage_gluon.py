@@ -343,19 +343,29 @@ if gluon is not None:
                 p8 = _p_operand(p, p_layout, BLOCK_M, BN)
                 if PINGPONG:
                     mbarrier.wait(turn_bar.index(C), ((j + 1) & 1) ^ FIRST)
-                pv_tok = _issue_pv(p8, v_smem, v_bar, j, o_layout, BLOCK_M, BN, D_PAD, STAGES, not EARLY)
+                if DIRECT:  # O rescaled first, then P_j V_j onto it: no fresh accumulator beside O
+                    acc = acc * alpha_o
+                    pv_tok = _issue_pv_onto_o(p8, v_smem, v_bar, acc, j, STAGES)
+                else:
+                    pv_tok = _issue_pv(p8, v_smem, v_bar, j, o_layout, BLOCK_M, BN, D_PAD, STAGES, not EARLY)
                 s_tok = _issue_s(q, k_smem, k_bar, j + 1, s_layout, BLOCK_M, BN, STAGES, not EARLY)
                 if PINGPONG:
                     mbarrier.arrive(turn_bar.index(NEXT), count=1)
                 c_next = qs * _k_scale(ks_ptr, _kv_block(lut_row, j + 1, SPARSE), BN)
                 if SPLIT:  # groups retire in issue order: fold P_j V_j in while S_{j+1} is still running
                     pv = warpgroup_mma_wait(1, deps=(pv_tok, ))
-                    acc = acc * alpha_o + pv  # one FFMA per element
+                    if DIRECT:
+                        acc = pv
+                    else:
+                        acc = acc * alpha_o + pv  # one FFMA per element
                     mbarrier.arrive(empty_bar.index(j % STAGES), count=1)
                     s_i32 = warpgroup_mma_wait(0, deps=(s_tok, ))
                 else:
                     pv, s_i32 = warpgroup_mma_wait(0, deps=(pv_tok, s_tok))
-                    acc = acc * alpha_o + pv  # one FFMA per element
+                    if DIRECT:
+                        acc = pv
+                    else:
+                        acc = acc * alpha_o + pv  # one FFMA per element
                     mbarrier.arrive(empty_bar.index(j % STAGES), count=1)
                 if EARLY:
                     mbarrier.wait(v_bar.index((j + 1) % STAGES), ((j + 1) // STAGES) & 1)
@@ -420,7 +430,7 @@ if gluon is not None:
         gl.static_assert(NC == 2 or not IS_CAUSAL, "three consumers: non-causal only")
         gl.static_assert(not (SPARSE and (INTRA or NC != 2 or BN != _K_BLOCK)),
                          "SPARSE: two consumers, INTRA off, K/V tiles of the sparse block size")
-        gl.static_assert(not DIRECT or INTRA, "DIRECT: with INTRA only")
+        gl.static_assert(not (DIRECT and (EARLY or SPARSE)), "DIRECT: not with EARLY or SPARSE")
         if SPARSE:
             lut_at = pid_bh * gl.cdiv(seq_q, NC * BLOCK_M) + pid_m
             n_kept = gl.load(COUNT + lut_at)
@@ -519,8 +529,8 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
     if block_n not in (KV_BLOCK, KV_BLOCK // 2) or (blocks is not None and block_n != KV_BLOCK):
         raise ValueError(f"attend_gluon: block_n {block_n}: allowed {KV_BLOCK} or {KV_BLOCK // 2} "
                          f"({KV_BLOCK} with block lists)")
-    if direct and (not intra or blocks is not None):
-        raise ValueError("attend_gluon: direct=True needs intra=True and no block lists")
+    if direct and (early or blocks is not None):
+        raise ValueError("attend_gluon: direct=True: not with early=True or block lists")
     if blocks is not None and (x.block_q != SPARSE_BLOCK_Q or blocks.count_full.dim() != 1):
         raise ValueError(f"attend_gluon: block lists need block_q {SPARSE_BLOCK_Q} (got {x.block_q}) and no key "
                          "padding (count_full of one column)")
@@ -534,7 +544,7 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
     q_desc, k_desc, v_desc = make_descriptors(x, block_m, block_n)
     # three consumers fit the register file only at D_PAD 64 (at 128 they spill: ~230 bytes each with 128-key
     # tiles, 916 with 64-key ones, the fresh P.V accumulator and the running O taking 128 registers)
-    nc = consumers if not is_causal and d_pad <= 64 and blocks is None else 2
+    nc = consumers if not is_causal and (d_pad <= 64 or direct) and blocks is None else 2
     if blocks is not None:
         intra = False
     lut, count, count_full = (None, None, None) if blocks is None else (blocks.lut, blocks.count, blocks.count_full)
