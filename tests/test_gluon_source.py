@@ -56,7 +56,8 @@ LAUNCHES = {"default": sg.DEFAULT_LAUNCH, "pingpong-intra": dict(pingpong=True, 
             "early": dict(early=True), "pingpong-split-early": dict(pingpong=True, early=True),
             "intra-bn64": dict(intra=True, split=False, consumers=2, block_n=64), "c3-bn64": dict(block_n=64),
             "intra-direct": dict(intra=True, split=False, consumers=2, direct=True),
-            "split-direct-c3": dict(direct=True)}
+            "split-direct-c3": dict(direct=True), "sum-mma": dict(sum_mma=True),
+            "pingpong-sum-mma": dict(pingpong=True, split=False, sum_mma=True)}
 
 
 def _sm90a_ptx(fn, args, kwargs) -> str:
@@ -165,3 +166,23 @@ def test_one_level_accumulation_keeps_the_wgmmas_asynchronous(monkeypatch, tmp_p
     assert res.returncode == 0, report
     assert "C7514" not in report, report  # "wgmma.mma_async instructions are serialized"
     assert "0 bytes spill stores" in report, report
+
+
+def test_row_sums_by_wgmma_replace_the_fadds(monkeypatch, tmp_path):
+    """sum_mma at D128: the row sums come from a wgmma against ones, so the FP32 adds of the softmax's row sums
+    (64 per tile and thread) leave the PTX, and the converted P is the P V operand's registers (no shuffles)."""
+    _needs_triton_36()
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    ptx = {}
+    for name, launch in (("default", dict(consumers=2)), ("sum", dict(consumers=2, sum_mma=True))):
+        calls = []
+        monkeypatch.setattr(sg, "_sage_fwd_sm90_ws2", _Recorder(sg._sage_fwd_sm90_ws2, calls))
+        sg.attend_gluon(_fake_quantized(128), False, torch.bfloat16, **launch)
+        monkeypatch.undo()
+        monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+        [(fn, args, kwargs)] = calls
+        ptx[name] = _sm90a_ptx(fn, args, kwargs)
+    adds = {name: text.count("add.f32") for name, text in ptx.items()}
+    assert adds["sum"] < adds["default"] - 100, adds  # two consumer copies of the loop and the last round
+    assert ptx["sum"].count("wgmma.mma_async") > ptx["default"].count("wgmma.mma_async")
+    assert ptx["sum"].count("shfl.sync.idx") <= 8

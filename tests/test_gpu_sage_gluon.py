@@ -32,9 +32,11 @@ LAUNCHES = [dict(stages=4, pingpong=True, split=False, consumers=2),
             dict(stages=4, pingpong=True, split=True, early=True, consumers=2),
             dict(stages=4, pingpong=False, split=True, early=True),
             dict(stages=8, intra=True, split=False, consumers=2, block_n=64), dict(block_n=64),
-            dict(intra=True, split=False, consumers=2, direct=True), dict(direct=True)]
+            dict(intra=True, split=False, consumers=2, direct=True), dict(direct=True), dict(sum_mma=True),
+            dict(direct=True, sum_mma=True)]
 LAUNCH_IDS = ["ws2-pp", "ws2-intra", "ws2-c3", "ws2-split-c3", "ws2-pp-early", "ws2-early-c3", "ws2-intra-bn64",
-              "ws2-split-c3-bn64", "ws2-intra-direct", "ws2-split-c3-direct"]
+              "ws2-split-c3-bn64", "ws2-intra-direct", "ws2-split-c3-direct", "ws2-split-c3-sum",
+              "ws2-split-c3-direct-sum"]
 SHIPPED = LAUNCH_IDS[LAUNCHES.index(DEFAULT_LAUNCH)]
 # the shipped launch on every dtype and layout; the others (measured alternatives) on bf16 HND (GPU time)
 COMBOS = [(dtype, layout, launch, f"{name}-{layout}-{dname}")
@@ -67,10 +69,12 @@ KERNEL_LAUNCHES = [DEFAULT_LAUNCH, dict(pingpong=True, split=False, consumers=2)
                    dict(pingpong=True, intra=True, split=False, block_n=64, stages=8),
                    dict(intra=True, split=False, consumers=2, direct=True),
                    dict(pingpong=True, intra=True, split=False, consumers=2, direct=True),
-                   dict(direct=True), dict(consumers=2, direct=True)]
+                   dict(direct=True), dict(consumers=2, direct=True), dict(sum_mma=True),
+                   dict(pingpong=True, split=False, consumers=2, sum_mma=True), dict(direct=True, sum_mma=True)]
 KERNEL_IDS = ["default", "ws2-pp", "ws2-pp-intra", "ws2-c3", "ws2-split", "ws2-early", "ws2-early-c3",
               "ws2-intra-bn64", "ws2-split-c3-bn64", "ws2-pp-intra-c3-bn64-s8",
-              "ws2-intra-direct", "ws2-pp-intra-direct", "ws2-split-c3-direct", "ws2-split-direct"]
+              "ws2-intra-direct", "ws2-pp-intra-direct", "ws2-split-c3-direct", "ws2-split-direct",
+              "ws2-split-c3-sum", "ws2-pp-sum", "ws2-split-c3-direct-sum"]
 
 
 @pytest.mark.parametrize("launch", KERNEL_LAUNCHES, ids=KERNEL_IDS)
