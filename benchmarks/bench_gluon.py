@@ -70,7 +70,7 @@ VARIANTS = {  # name -> launch of attend_gluon (every other argument at its defa
     "ws2-pp-intra-direct-s4": dict(pingpong=True, intra=True, split=False, consumers=2, direct=True),
     "ws2-nopp-intra-direct-c3-s4": dict(intra=True, split=False, direct=True),
     "ws2-nopp-split-direct-s4": dict(consumers=2, direct=True),
-    "ws2-nopp-split-direct-c3-s4": dict(direct=True),  # three consumers at D128 too: 160 registers each
+    "ws2-nopp-split-direct-c3-s4": dict(direct=True),  # three consumers at D64 (at D128 two: three serialise, C7512)
     # SUM_MMA (session 11): P's row sums by a wgmma against ones instead of FADDs
     "ws2-nopp-split-sum-c3-s4": dict(sum_mma=True),
     "ws2-nopp-split-direct-sum-c3-s4": dict(direct=True, sum_mma=True),

@@ -3,7 +3,7 @@
 Run with Triton 3.6 (the GPU machine's version), e.g. from a venv holding triton==3.6.0 and torch:
     PYTHONPATH=$PWD python benchmarks/compile_stats_gluon.py --dims 64,128 --launches default,pair1-s3,pair2-s3
 Prints one line per (launch, D, causal): registers per thread (the launch's; setmaxnreg gives the consumers more),
-spill stores/loads (bytes), whether ptxas serialised the wgmmas (its C7514 note), shared memory, and the count of
+spill stores/loads (bytes), whether ptxas serialised the wgmmas (its C751x notes), shared memory, and the count of
 wgmma instructions, read from Triton's own ptxas.
 """
 from __future__ import annotations
@@ -62,7 +62,10 @@ def ptxas_stats(ptx: str) -> str:
     text = res.stdout + res.stderr
     regs = re.findall(r"Used (\d+) registers", text)
     spill = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", text)
-    serial = " SERIALISED (C7514)" if "C7514" in text else ""
+    # ptxas serialises a kernel's wgmmas with a C751x note: C7514 for accumulator chaining, C7512 when it runs
+    # out of registers ("insufficient register resources"); either costs the asynchrony the kernel is built on
+    notes = sorted(set(re.findall(r"C751\d", text)))
+    serial = f" SERIALISED ({','.join(notes)})" if notes else ""
     return f"regs {','.join(regs) or '?'} spill st/ld {'/'.join(spill[0]) if spill else '?'}{serial}"
 
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The device-call stages of issue 13's sessions, one per device call. Session 11 ran bn64, anchors, tests-other,
 # wan32k and direct (results/h200/session11/README.md). Queued for session 12, compile-checked only: sum-mma (row
-# sums by wgmma; it also covers split-direct: three consumers at D128 with one-level accumulation). Rerun tests-sage and tests-other after any change to the
-# shipped kernels, then wan32k and anchors for the numbers.
+# sums by wgmma; it also covers split-direct: SPLIT with one-level accumulation). Rerun tests-sage and tests-other
+# after any change to the shipped kernels, then wan32k and anchors for the numbers.
 #   bash benchmarks/gpu_next_session.sh sum-mma      row sums by wgmma and split-direct: GPU tests, then timing
-#   bash benchmarks/gpu_next_session.sh split-direct SPLIT + one-level accumulation, 3 consumers at D128: tests, timing
+#   bash benchmarks/gpu_next_session.sh split-direct SPLIT + one-level accumulation (3 consumers at D64): tests, timing
 #   bash benchmarks/gpu_next_session.sh bn64         64-key tiles (INTRA without spills at D128): GPU tests, then timing
 #   bash benchmarks/gpu_next_session.sh direct       INTRA with one-level accumulation: GPU tests, then timing to 32k
 #   bash benchmarks/gpu_next_session.sh anchors      cuDNN BF16/FP8, flash, ours in one run (bench_cudnn_fp8.py)
@@ -41,7 +41,7 @@ case ${1:?stage: bn64, direct, anchors, sparge-gluon, scratch, scratch-order, te
         --variants ws2-nopp-split-c3-s4,ws2-nopp-intra-direct-s4,ws2-pp-intra-direct-s4 \
         > $OUT/bench_gluon_direct.log 2>&1
     echo "bench rc=$?"; grep -h "gluon-kernel\|^B1\|cudnn \|triton-kernel\|cos" $OUT/bench_gluon_direct.log | head -70 ;;
-  split-direct)  # session 11: SPLIT with one-level accumulation, three consumers at D128 (160 registers each)
+  split-direct)  # session 11: SPLIT with one-level accumulation (three consumers at D64, two at D128)
     timeout 110 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sage_gluon.py -k "split-c3-direct or split-direct" \
         > $OUT/gpu_tests_split_direct.log 2>&1
     echo "tests: rc=$? $(tail -1 $OUT/gpu_tests_split_direct.log)"; grep -h "^FAILED\|^E  .*cos" $OUT/gpu_tests_split_direct.log | head -20
@@ -49,14 +49,15 @@ case ${1:?stage: bn64, direct, anchors, sparge-gluon, scratch, scratch-order, te
         --variants ws2-nopp-split-c3-s4,ws2-nopp-split-direct-c3-s4,ws2-nopp-split-direct-s4 \
         > $OUT/bench_gluon_split_direct.log 2>&1
     echo "bench rc=$?"; grep -h "gluon-kernel\|^B1\|cudnn \|triton-kernel\|same inputs" $OUT/bench_gluon_split_direct.log | head -60 ;;
-  sum-mma)  # session 11: row sums by wgmma (compile-checked: -8% SASS instructions at D64 and D128), with split-direct
+  sum-mma)  # session 11: row sums by wgmma (compile-checked: -8% SASS instructions at D64 and D128), with direct
+    # (one-level accumulation) on the SPLIT schedule: three consumers at D64, two at D128
     timeout 150 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sage_gluon.py -k "sum or split-c3-direct or split-direct" \
         > $OUT/gpu_tests_sum_mma.log 2>&1
     echo "tests: rc=$? $(tail -1 $OUT/gpu_tests_sum_mma.log)"; grep -h "^FAILED\|^E  .*cos" $OUT/gpu_tests_sum_mma.log | head -20
-    timeout 200 python3 benchmarks/bench_gluon.py --dims 128,64 --lens 16384,4096 --batches 1x24 --out $OUT \
+    timeout 260 python3 benchmarks/bench_gluon.py --dims 128,64 --lens 16384,4096,32768 --batches 1x24 --out $OUT \
         --variants ws2-nopp-split-c3-s4,ws2-nopp-split-sum-c3-s4,ws2-nopp-split-direct-c3-s4,ws2-nopp-split-direct-sum-c3-s4 \
         > $OUT/bench_gluon_sum_mma.log 2>&1
-    echo "bench rc=$?"; grep -h "gluon-kernel\|^B1\|cudnn \|triton-kernel\|same inputs" $OUT/bench_gluon_sum_mma.log | head -60 ;;
+    echo "bench rc=$?"; grep -h "gluon-kernel\|^B1\|cudnn \|triton-kernel\|same inputs" $OUT/bench_gluon_sum_mma.log | head -70 ;;
   anchors)  # issue 13's anchors in one run, cuDNN FP8 SDPA included (needs nvidia-cudnn-frontend 1.16.0 in .whl)
     timeout 500 python3 benchmarks/bench_cudnn_fp8.py --dims 64,128 --lens 4096,16384 --batches 1x24,4x32 --out $OUT \
         > $OUT/bench_cudnn_fp8.log 2>&1

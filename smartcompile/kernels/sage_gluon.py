@@ -569,10 +569,11 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
     SPARSE_BLOCK_Q rows (x.block_q must be that); the kernel walks only those (two consumers, intra off).
     `block_n`: keys per K/V tile, 128 or 64 (64: S and P take half the registers, so INTRA compiles without
     spills at D_PAD 128; three consumers there still spill, 916 bytes: ptxas for sm_90a). Not with `blocks`.
-    `direct` (with `intra`, two consumers): P V accumulated onto O by the FP8 wgmma itself, FA3's one-level
-    accumulation instead of SageAttention2's two-level one; spill-free with 128-key tiles at D_PAD 128.
-    `sum_mma` (not with `intra`): P's row sums by a small wgmma against ones, from the FP8 P that P V uses, instead
-    of ~64 FADDs per tile and thread (the reference sums P before its FP8 rounding)."""
+    `direct`: P V accumulated onto O by the FP8 wgmma itself, FA3's one-level accumulation instead of
+    SageAttention2's two-level one (with `intra`: spill-free with 128-key tiles at D_PAD 128).
+    `sum_mma` (not with `intra`, not with return_lse): P's row sums by a small wgmma against ones, from the FP8 P
+    that P V uses, instead of ~64 FADDs per tile and thread. The output divides by sums of the same rounded P it
+    accumulated; an LSE would carry that rounding (up to ~2e-2 off), so it is refused there."""
     if not x.fp8 or x.block_q not in (GLUON_BLOCK_Q, SPARSE_BLOCK_Q) or x.block_k != KV_BLOCK:
         raise ValueError(f"the Gluon kernel takes FP8 P.V with block_q {GLUON_BLOCK_Q} or {SPARSE_BLOCK_Q} and "
                          f"block_k {KV_BLOCK} quantization; got fp8={x.fp8}, block_q={x.block_q}, block_k={x.block_k}")
@@ -581,8 +582,9 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
     if block_n not in (KV_BLOCK, KV_BLOCK // 2) or (blocks is not None and block_n != KV_BLOCK):
         raise ValueError(f"attend_gluon: block_n {block_n}: allowed {KV_BLOCK} or {KV_BLOCK // 2} "
                          f"({KV_BLOCK} with block lists)")
-    if sum_mma and intra:
-        raise ValueError("attend_gluon: sum_mma=True: not with intra=True")
+    if sum_mma and (intra or return_lse):
+        raise ValueError(f"attend_gluon: sum_mma=True: not with intra=True or return_lse=True (got intra={intra}, "
+                         f"return_lse={return_lse}): its row sums are of FP8-rounded P, an LSE needs exact ones")
     if direct and (early or blocks is not None):
         raise ValueError("attend_gluon: direct=True: not with early=True or block lists")
     if blocks is not None and (x.block_q != SPARSE_BLOCK_Q or blocks.count_full.dim() != 1):
@@ -596,9 +598,10 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
     lse = torch.empty((b, hq, sq), dtype=torch.float32, device=out.device) if return_lse else out
     n_qblk, n_kblk = x.q8.shape[1] // x.block_q, x.k8.shape[1] // KV_BLOCK
     q_desc, k_desc, v_desc = make_descriptors(x, block_m, block_n)
-    # three consumers fit the register file only at D_PAD 64 (at 128 they spill: ~230 bytes each with 128-key
-    # tiles, 916 with 64-key ones, the fresh P.V accumulator and the running O taking 128 registers)
-    nc = consumers if not is_causal and (d_pad <= 64 or direct) and blocks is None else 2
+    # three consumers fit the register file only at D_PAD 64: at 128 they spill (~230 bytes each with 128-key
+    # tiles, 916 with 64-key ones, the fresh P.V accumulator and the running O taking 128 registers) and with
+    # `direct` (one accumulator) ptxas still runs out of registers and serialises the wgmmas (its C7512 note)
+    nc = consumers if not is_causal and d_pad <= 64 and blocks is None else 2
     if blocks is not None:
         intra = False
     lut, count, count_full = (None, None, None) if blocks is None else (blocks.lut, blocks.count, blocks.count_full)
@@ -640,7 +643,8 @@ def sage_attention_gluon(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask
         out = attend_gluon(x, is_causal, q.dtype, **cfg)
         recycle(x)  # every kernel reading x is enqueued
         return out
-    out, lse = attend_gluon(x, is_causal, q.dtype, return_lse=True, **cfg)
+    # an LSE needs exact row sums: the FADD path then, whatever the launch (same output numerics otherwise)
+    out, lse = attend_gluon(x, is_causal, q.dtype, return_lse=True, **{**cfg, "sum_mma": False})
     lse = unsmoothed_lse(lse, q, x)
     recycle(x)
     return out, lse
