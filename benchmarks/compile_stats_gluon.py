@@ -4,7 +4,7 @@ Run with Triton 3.6 (the GPU machine's version), e.g. from a venv holding triton
     PYTHONPATH=$PWD python benchmarks/compile_stats_gluon.py --dims 64,128 --launches default,pair1-s3,pair2-s3
 Prints one line per (launch, D, causal): registers per thread (the launch's; setmaxnreg gives the consumers more),
 spill stores/loads (bytes), whether ptxas serialised the wgmmas (its C751x notes), shared memory, and the count of
-wgmma instructions, read from Triton's own ptxas.
+wgmma instructions, read from Triton's own ptxas; with --sass also the SASS instruction counts (whole kernel).
 """
 from __future__ import annotations
 
@@ -69,11 +69,35 @@ def ptxas_stats(ptx: str) -> str:
     return f"regs {','.join(regs) or '?'} spill st/ld {'/'.join(spill[0]) if spill else '?'}{serial}"
 
 
+SASS_OPS = ("MUFU", "FFMA", "FADD", "FMUL", "FMNMX", "F2FP", "IADD3", "LEA", "SHF", "PRMT")
+
+
+def sass_counts(cubin: bytes) -> str:
+    """Instructions of the whole kernel in its SASS (Triton's own cuobjdump; triton.tools.disasm.get_sass stops
+    after 4,096 of them), NOPs left out: the total and the softmax's opcodes."""
+    from collections import Counter
+
+    import triton
+
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "k.cubin")
+        with open(path, "wb") as f:
+            f.write(cubin)
+        text = subprocess.run([cuobjdump, "-sass", path], capture_output=True, text=True, check=True).stdout
+    # cuobjdump's lines: "/*0a30*/  [@predicate ]OPCODE.MODIFIERS operands ;  /* encoding */"
+    ops = Counter(m.group(1).split(".")[0]
+                  for m in re.finditer(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", text))
+    ops.pop("NOP", None)
+    return f"sass {sum(ops.values())} (" + " ".join(f"{op} {ops[op]}" for op in SASS_OPS) + ")"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dims", default="64,128")
     ap.add_argument("--launches", default="ws2-nopp-split-c3-s4")
     ap.add_argument("--causal", default="0,1")
+    ap.add_argument("--sass", action="store_true", help="also count SASS instructions (cuobjdump)")
     args = ap.parse_args()
     for name in args.launches.split(","):
         for d in (int(x) for x in args.dims.split(",")):
@@ -98,8 +122,9 @@ def main():
                     print(f"{name:28s} D{d:<3d} causal={int(causal)}  FAILED: {str(exc).splitlines()[-1][:200]}")
                     continue
                 ptx = kernel.asm["ptx"]
+                sass = f"  {sass_counts(kernel.asm['cubin'])}" if args.sass else ""
                 print(f"{name:28s} D{d:<3d} causal={int(causal)}  {ptxas_stats(ptx)}  smem {kernel.metadata.shared} "
-                      f"wgmma {ptx.count('wgmma.mma_async')}")
+                      f"wgmma {ptx.count('wgmma.mma_async')}{sass}")
 
 
 if __name__ == "__main__":
