@@ -72,11 +72,7 @@ def ptxas_stats(ptx: str) -> str:
 SASS_OPS = ("MUFU", "FFMA", "FADD", "FMUL", "FMNMX", "F2FP", "IADD3", "LEA", "SHF", "PRMT")
 
 
-def sass_counts(cubin: bytes) -> str:
-    """Instructions of the whole kernel in its SASS (Triton's own cuobjdump; triton.tools.disasm.get_sass stops
-    after 4,096 of them), NOPs left out: the total and the softmax's opcodes."""
-    from collections import Counter
-
+def _sass_text(cubin: bytes) -> str:
     import triton
 
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
@@ -84,12 +80,49 @@ def sass_counts(cubin: bytes) -> str:
         path = os.path.join(tmp, "k.cubin")
         with open(path, "wb") as f:
             f.write(cubin)
-        text = subprocess.run([cuobjdump, "-sass", path], capture_output=True, text=True, check=True).stdout
-    # cuobjdump's lines: "/*0a30*/  [@predicate ]OPCODE.MODIFIERS operands ;  /* encoding */"
-    ops = Counter(m.group(1).split(".")[0]
-                  for m in re.finditer(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", text))
+        return subprocess.run([cuobjdump, "-sass", path], capture_output=True, text=True, check=True).stdout
+
+
+# cuobjdump's lines: "/*0a30*/  [@predicate ]OPCODE.MODIFIERS operands ;  /* encoding */"
+_SASS_LINE = re.compile(r"^\s+/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
+
+
+def sass_counts(cubin: bytes) -> str:
+    """Instructions of the whole kernel in its SASS (Triton's own cuobjdump; triton.tools.disasm.get_sass stops
+    after 4,096 of them), NOPs left out: the total and the softmax's opcodes."""
+    from collections import Counter
+
+    ops = Counter(m.group(2).split(".")[0] for m in map(_SASS_LINE.match, _sass_text(cubin).splitlines()) if m)
     ops.pop("NOP", None)
     return f"sass {sum(ops.values())} (" + " ".join(f"{op} {ops[op]}" for op in SASS_OPS) + ")"
+
+
+def hot_loop_blocks(cubin: bytes) -> list:
+    """The basic blocks of the first loop that issues a QK^T wgmma (IGMMA), a consumer's main loop: one
+    (instruction count, top opcodes) per block. One round runs the common blocks and one of the softmax copies
+    (masked or not), so the unmasked copy plus the rest is the per-tile issue budget of a consumer thread."""
+    from collections import Counter
+
+    rows = [(int(m.group(1), 16), m.group(2), m.group(3)) for m in map(_SASS_LINE.match, _sass_text(cubin).splitlines())
+            if m]
+    addr_index = {a: i for i, (a, _, _) in enumerate(rows)}
+    for i, (addr, op, operands) in enumerate(rows):
+        target = re.search(r"0x([0-9a-f]+)", operands) if op.startswith("BRA") else None
+        start = addr_index.get(int(target.group(1), 16)) if target else None
+        if start is None or start >= i or not any(o.startswith("IGMMA") for _, o, _ in rows[start:i + 1]):
+            continue
+        body = rows[start:i + 1]
+        targets = {int(t, 16) for _, o, x in body if o.startswith("BRA") for t in re.findall(r"0x([0-9a-f]+)", x)}
+        blocks, cur = [], []
+        for a, o, _ in body:
+            if a in targets and cur:
+                blocks.append(cur)
+                cur = []
+            if o != "NOP":
+                cur.append(o.split(".")[0])
+        blocks.append(cur)
+        return [(len(b), Counter(b).most_common(8)) for b in blocks if b]
+    return []
 
 
 def main():
@@ -98,6 +131,7 @@ def main():
     ap.add_argument("--launches", default="ws2-nopp-split-c3-s4")
     ap.add_argument("--causal", default="0,1")
     ap.add_argument("--sass", action="store_true", help="also count SASS instructions (cuobjdump)")
+    ap.add_argument("--loop", action="store_true", help="also list the basic blocks of a consumer's main loop")
     args = ap.parse_args()
     for name in args.launches.split(","):
         for d in (int(x) for x in args.dims.split(",")):
@@ -125,6 +159,9 @@ def main():
                 sass = f"  {sass_counts(kernel.asm['cubin'])}" if args.sass else ""
                 print(f"{name:28s} D{d:<3d} causal={int(causal)}  {ptxas_stats(ptx)}  smem {kernel.metadata.shared} "
                       f"wgmma {ptx.count('wgmma.mma_async')}{sass}")
+                if args.loop:
+                    for n, top in hot_loop_blocks(kernel.asm["cubin"]):
+                        print(f"    loop block {n:4d}: " + ", ".join(f"{op} {c}" for op, c in top))
 
 
 if __name__ == "__main__":
