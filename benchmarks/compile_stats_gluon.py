@@ -3,7 +3,7 @@
 Run with Triton 3.6 (the GPU machine's version), e.g. from a venv holding triton==3.6.0 and torch:
     PYTHONPATH=$PWD python benchmarks/compile_stats_gluon.py --dims 64,128 --launches default,pair1-s3,pair2-s3
 Prints one line per (launch, D, causal): registers per thread (the launch's; setmaxnreg gives the consumers more),
-spill stores/loads (bytes), whether ptxas serialised the wgmmas (its C751x notes), shared memory, and the count of
+spill stores/loads (bytes), whether ptxas serialised the wgmmas (the codes of its notes), shared memory, and the count of
 wgmma instructions, read from Triton's own ptxas; with --sass also the SASS instruction counts (whole kernel).
 """
 from __future__ import annotations
@@ -50,6 +50,13 @@ def compile_sm90a(fn, args, kwargs):
     return triton.compile(GluonASTSource(fn, signature, constexprs, attrs), target=target, options=options.__dict__)
 
 
+def serialisation_notes(ptxas_report: str) -> list:
+    """The codes of ptxas's notes that it serialised the kernel's wgmmas, e.g. "(C7512) Potential Performance Loss:
+    wgmma.mma_async instructions are serialized due to insufficient register resources" or C7514's accumulator
+    chaining: matched by the message, so whatever the reason (and code) it is caught, and advisory notes are not."""
+    return sorted(set(re.findall(r"\((C\d+)\)[^\n]*wgmma\.mma_async instructions are serialized", ptxas_report)))
+
+
 def ptxas_stats(ptx: str) -> str:
     import triton
     ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
@@ -62,9 +69,7 @@ def ptxas_stats(ptx: str) -> str:
     text = res.stdout + res.stderr
     regs = re.findall(r"Used (\d+) registers", text)
     spill = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", text)
-    # ptxas serialises a kernel's wgmmas with a C751x note: C7514 for accumulator chaining, C7512 when it runs
-    # out of registers ("insufficient register resources"); either costs the asynchrony the kernel is built on
-    notes = sorted(set(re.findall(r"C751\d", text)))
+    notes = serialisation_notes(text)
     serial = f" SERIALISED ({','.join(notes)})" if notes else ""
     return f"regs {','.join(regs) or '?'} spill st/ld {'/'.join(spill[0]) if spill else '?'}{serial}"
 
@@ -99,8 +104,9 @@ def sass_counts(cubin: bytes) -> str:
 
 def hot_loop_blocks(cubin: bytes) -> list:
     """The basic blocks of the first loop that issues a QK^T wgmma (IGMMA), a consumer's main loop: one
-    (instruction count, top opcodes) per block. One round runs the common blocks and one of the softmax copies
-    (masked or not), so the unmasked copy plus the rest is the per-tile issue budget of a consumer thread."""
+    (start address, instruction count, top opcodes) per block, blocks split at branch targets and after branches.
+    A round runs the blocks every path takes plus one softmax copy (masked or not): the unmasked path's blocks are
+    the per-tile issue budget of a consumer thread."""
     from collections import Counter
 
     rows = [(int(m.group(1), 16), m.group(2), m.group(3)) for m in map(_SASS_LINE.match, _sass_text(cubin).splitlines())
@@ -113,15 +119,21 @@ def hot_loop_blocks(cubin: bytes) -> list:
             continue
         body = rows[start:i + 1]
         targets = {int(t, 16) for _, o, x in body if o.startswith("BRA") for t in re.findall(r"0x([0-9a-f]+)", x)}
-        blocks, cur = [], []
+        blocks, cur, cur_start = [], [], body[0][0]
         for a, o, _ in body:
             if a in targets and cur:
-                blocks.append(cur)
-                cur = []
+                blocks.append((cur_start, cur))
+                cur, cur_start = [], a
             if o != "NOP":
                 cur.append(o.split(".")[0])
-        blocks.append(cur)
-        return [(len(b), Counter(b).most_common(8)) for b in blocks if b]
+            if o.startswith("BRA"):  # a branch ends its block
+                blocks.append((cur_start, cur))
+                cur, cur_start = [], None
+            elif cur_start is None:
+                cur_start = a
+        if cur:
+            blocks.append((cur_start, cur))
+        return [(a, len(b), Counter(b).most_common(8)) for a, b in blocks if b]
     return []
 
 
@@ -160,8 +172,8 @@ def main():
                 print(f"{name:28s} D{d:<3d} causal={int(causal)}  {ptxas_stats(ptx)}  smem {kernel.metadata.shared} "
                       f"wgmma {ptx.count('wgmma.mma_async')}{sass}")
                 if args.loop:
-                    for n, top in hot_loop_blocks(kernel.asm["cubin"]):
-                        print(f"    loop block {n:4d}: " + ", ".join(f"{op} {c}" for op, c in top))
+                    for at, n, top in hot_loop_blocks(kernel.asm["cubin"]):
+                        print(f"    loop block at {at:#07x} {n:4d}: " + ", ".join(f"{op} {c}" for op, c in top))
 
 
 if __name__ == "__main__":

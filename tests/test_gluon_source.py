@@ -165,7 +165,6 @@ def test_one_level_accumulation_keeps_the_wgmmas_asynchronous(monkeypatch, tmp_p
     max_num_imprecise_acc to a wgmma that accumulates (use_acc) made Triton add each K chunk into the accumulator
     between wgmmas, and ptxas then serialised every wgmma of the kernel (its C7514 note): session 11's finding."""
     import os
-    import re
     import subprocess
 
     _needs_triton_36()
@@ -183,7 +182,7 @@ def test_one_level_accumulation_keeps_the_wgmmas_asynchronous(monkeypatch, tmp_p
                          capture_output=True, text=True, timeout=300)
     report = res.stdout + res.stderr
     assert res.returncode == 0, report
-    assert not re.search(r"C751\d", report), report  # "wgmma.mma_async instructions are serialized" (any reason)
+    assert "wgmma.mma_async instructions are serialized" not in report, report  # any reason (C7512, C7514...)
     assert "0 bytes spill stores" in report, report
 
 

@@ -103,7 +103,7 @@ LONG_LAUNCHES = {"default": DEFAULT_LAUNCH, "direct": dict(direct=True), "sum-mm
 @pytest.mark.parametrize("d", [64, 128])
 @pytest.mark.parametrize("launch", LONG_LAUNCHES.values(), ids=LONG_LAUNCHES.keys())
 def test_gluon_long_rows_match_triton_kernel(launch, d, seed):
-    """Rows of 9,000 keys (70 K/V tiles, the ring wrapping many times) at both head dims: one-level accumulation
+    """Rows of 9,000 keys (71 K/V tiles, the ring wrapping many times) at both head dims: one-level accumulation
     (`direct`) drifts with the row length and the row sums by wgmma add up FP8-rounded P, so both are checked
     past the 4k keys of the other tests, with the LSE at D64 and D128 where the launch allows one."""
     from smartcompile.kernels.sage_gluon import attend_gluon
@@ -142,7 +142,8 @@ def test_gluon_large_magnitudes(dtype, seed):
 
 @pytest.mark.parametrize("launch", [None, dict(DEFAULT_LAUNCH, sum_mma=True)], ids=["default", "sum-mma"])
 def test_gluon_lse_matches_reference(launch, seed):
-    """sum_mma launches too: sage_attention_gluon takes the exact row sums whenever an LSE is asked for."""
+    """sum_mma launches too: sage_attention_gluon takes the exact row sums whenever an LSE is asked for (so the
+    sum-mma case runs the FADD kernel: it checks that the launch's sum_mma is dropped, not the sum_mma kernel)."""
     from smartcompile.kernels.sage_gluon import GLUON_CONFIG, sage_attention_gluon
     from smartcompile.kernels.sage_reference import sage_attention_reference
 

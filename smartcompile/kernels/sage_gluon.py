@@ -643,7 +643,8 @@ def sage_attention_gluon(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask
         out = attend_gluon(x, is_causal, q.dtype, **cfg)
         recycle(x)  # every kernel reading x is enqueued
         return out
-    # an LSE needs exact row sums: the FADD path then, whatever the launch (same output numerics otherwise)
+    # an LSE needs exact row sums: the FADD path then, whatever the launch (the output then divides by exact
+    # sums too, so it may differ from the same launch's output without an LSE by P's FP8 rounding)
     out, lse = attend_gluon(x, is_causal, q.dtype, return_lse=True, **{**cfg, "sum_mma": False})
     lse = unsmoothed_lse(lse, q, x)
     recycle(x)
