@@ -33,6 +33,7 @@ from smartcompile.kernels.sage_gluon import (GLUON_CONFIG, attend_gluon, gluon_u
                                              sage_attention_gluon)
 from smartcompile.kernels.sage_triton import attend, quantize, sage_attention_triton  # noqa: E402
 from smartcompile.metrics import error_stats  # noqa: E402
+from smartcompile.synthetic import structured_qkv  # noqa: E402
 
 VARIANTS = {  # name -> launch of attend_gluon (every other argument at its default, DEFAULT_LAUNCH's)
     # step 2: 64-row consumer warpgroups as separate partitions + one TMA producer warp. Step 1's kernels
@@ -74,6 +75,9 @@ VARIANTS = {  # name -> launch of attend_gluon (every other argument at its defa
     # SUM_MMA (session 11): P's row sums by a wgmma against ones instead of FADDs
     "ws2-nopp-split-sum-c3-s4": dict(sum_mma=True),
     "ws2-nopp-split-direct-sum-c3-s4": dict(direct=True, sum_mma=True),
+    # LAZY (session 12): with direct, O's rescale skipped where no row of the warpgroup moved its max (exact)
+    "ws2-nopp-split-direct-lazy-c3-s4": dict(direct=True, lazy=True),
+    "ws2-nopp-split-direct-sum-lazy-c3-s4": dict(direct=True, sum_mma=True, lazy=True),
 }
 
 
@@ -103,6 +107,8 @@ def main():
     ap.add_argument("--dims", default="64,128")
     ap.add_argument("--lens", default="4096,16384,32768")
     ap.add_argument("--batches", default="1x24,4x32", help="BxH pairs")
+    ap.add_argument("--inputs", default="random", choices=("random", "structured"),
+                    help="structured: smartcompile.synthetic.structured_qkv (local attention: row maxima settle)")
     ap.add_argument("--profile", action="store_true",
                     help="launch each kernel twice on B1 H24 N16k per --dims (for ncu -k regex:_sage_fwd), no timing")
     args = ap.parse_args()
@@ -110,6 +116,8 @@ def main():
     if why is not None:
         sys.exit(f"Gluon kernel unavailable: {why}")
     variants = {n: VARIANTS[n] for n in args.variants.split(",")}
+    if args.inputs == "structured" and any(int(n) % 1024 for n in args.lens.split(",")):
+        sys.exit(f"--inputs structured: --lens must be multiples of 1024 (frames of 32 x 32), got {args.lens}")
     if args.profile:
         for d in [int(x) for x in args.dims.split(",")]:
             q, k, v = (torch.randn(1, 24, 16384, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
@@ -135,7 +143,10 @@ def main():
     rows, acc_rows = [], []
     for b, h, d, n, causal in shapes:
         torch.manual_seed(n + d + b)
-        q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        if args.inputs == "structured":  # frames of 32 x 32 tokens (a video DiT's latent grid)
+            q, k, v = structured_qkv(b, h, h, (max(n // 1024, 1), 32, 32), d, device="cuda", dtype=torch.bfloat16)
+        else:
+            q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
         flops = 4 * b * h * n * n * d / (2 if causal else 1)
         label = f"B{b} H{h} D{d} N{n} {'causal' if causal else 'full'}"
         # the same quantized values; V's keys in each kernel's order
@@ -176,6 +187,7 @@ def main():
                 python=platform.python_version(), time=time.strftime("%Y-%m-%d %H:%M:%S"), variants=variants)
     import triton
     meta["triton"] = triton.__version__
+    meta["inputs"] = args.inputs
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "gluon_bench.json"), "w") as f:

@@ -60,3 +60,25 @@ def test_wan_benchmark_runs_on_cpu_and_auto_keeps_the_graphs_sdpa(tmp_path):
     assert rows["auto"]["chosen"] == {}
     assert "sage/sage_reference" in rows["sage"]["chosen"].values()
     assert all(r["cosine_vs_eager"] > 0.999 for r in rows.values()), rows
+
+
+def test_lazy_rescale_simulation_is_the_reference_at_tau_0_and_stays_in_fp8_range():
+    """benchmarks/sim_lazy_rescale.py: at tau 0 it is sage_reference's arithmetic bit for bit (so what it reports
+    for tau > 0 is the lazy rule's effect alone); with headroom P never passes FP8's 448 (asserted inside)."""
+    import importlib.util
+
+    import torch
+
+    from smartcompile.kernels.config import SageConfig
+    from smartcompile.kernels.sage_reference import sage_attention_reference
+
+    spec = importlib.util.spec_from_file_location("sim_lazy_rescale", ROOT / "benchmarks" / "sim_lazy_rescale.py")
+    sim = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sim)
+    q = torch.randn(1, 2, 128, 64) * 3  # peaked rows: maxima move often
+    k, v = torch.randn(1, 2, 700, 64), torch.randn(1, 2, 700, 64)
+    out, skip = sim.lazy_sage(q, k, v, 0.0)
+    ref = sage_attention_reference(q, k, v, None, False, None, SageConfig(pv_precision="fp8", block_q=64, block_k=128))
+    assert torch.equal(out, ref) and 0.0 <= skip < 1.0
+    lazy, skip8 = sim.lazy_sage(q, k, v, 8.0)
+    assert skip8 > skip and torch.isfinite(lazy).all()

@@ -57,7 +57,9 @@ LAUNCHES = {"default": sg.DEFAULT_LAUNCH, "pingpong-intra": dict(pingpong=True, 
             "intra-bn64": dict(intra=True, split=False, consumers=2, block_n=64), "c3-bn64": dict(block_n=64),
             "intra-direct": dict(intra=True, split=False, consumers=2, direct=True),
             "split-direct-c3": dict(direct=True), "sum-mma": dict(sum_mma=True),
-            "pingpong-sum-mma": dict(pingpong=True, split=False, sum_mma=True)}
+            "pingpong-sum-mma": dict(pingpong=True, split=False, sum_mma=True),
+            "split-direct-lazy": dict(direct=True, lazy=True), "split-direct-sum-lazy": dict(direct=True, sum_mma=True,
+                                                                                                lazy=True)}
 
 
 def _sm90a_ptx(fn, args, kwargs) -> str:
@@ -149,6 +151,13 @@ def test_row_sums_by_wgmma_refuse_an_lse():
         sg.attend_gluon(_fake_quantized(128), True, torch.bfloat16, return_lse=True, sum_mma=True)
     with pytest.raises(ValueError, match="got intra=True"):
         sg.attend_gluon(_fake_quantized(64), False, torch.bfloat16, intra=True, sum_mma=True)
+
+
+def test_lazy_rescale_needs_one_level_accumulation():
+    with pytest.raises(ValueError, match="lazy=True needs direct=True and intra=False \\(got direct=False"):
+        sg.attend_gluon(_fake_quantized(128), False, torch.bfloat16, lazy=True)
+    with pytest.raises(ValueError, match="got direct=True, intra=True"):
+        sg.attend_gluon(_fake_quantized(128), False, torch.bfloat16, lazy=True, direct=True, intra=True, split=False)
 
 
 def test_three_consumers_only_at_head_dim_64(monkeypatch):

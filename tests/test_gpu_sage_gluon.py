@@ -33,10 +33,10 @@ LAUNCHES = [dict(stages=4, pingpong=True, split=False, consumers=2),
             dict(stages=4, pingpong=False, split=True, early=True),
             dict(stages=8, intra=True, split=False, consumers=2, block_n=64), dict(block_n=64),
             dict(intra=True, split=False, consumers=2, direct=True), dict(direct=True), dict(sum_mma=True),
-            dict(direct=True, sum_mma=True)]
+            dict(direct=True, sum_mma=True), dict(direct=True, lazy=True)]
 LAUNCH_IDS = ["ws2-pp", "ws2-intra", "ws2-c3", "ws2-split-c3", "ws2-pp-early", "ws2-early-c3", "ws2-intra-bn64",
               "ws2-split-c3-bn64", "ws2-intra-direct", "ws2-split-c3-direct", "ws2-split-c3-sum",
-              "ws2-split-c3-direct-sum"]
+              "ws2-split-c3-direct-sum", "ws2-split-c3-direct-lazy"]
 SHIPPED = LAUNCH_IDS[LAUNCHES.index(DEFAULT_LAUNCH)]
 # the shipped launch on every dtype and layout; the others (measured alternatives) on bf16 HND (GPU time)
 COMBOS = [(dtype, layout, launch, f"{name}-{layout}-{dname}")
@@ -70,11 +70,13 @@ KERNEL_LAUNCHES = [DEFAULT_LAUNCH, dict(pingpong=True, split=False, consumers=2)
                    dict(intra=True, split=False, consumers=2, direct=True),
                    dict(pingpong=True, intra=True, split=False, consumers=2, direct=True),
                    dict(direct=True), dict(consumers=2, direct=True), dict(sum_mma=True),
-                   dict(pingpong=True, split=False, consumers=2, sum_mma=True), dict(direct=True, sum_mma=True)]
+                   dict(pingpong=True, split=False, consumers=2, sum_mma=True), dict(direct=True, sum_mma=True),
+                   dict(direct=True, lazy=True), dict(direct=True, sum_mma=True, lazy=True)]
 KERNEL_IDS = ["default", "ws2-pp", "ws2-pp-intra", "ws2-c3", "ws2-split", "ws2-early", "ws2-early-c3",
               "ws2-intra-bn64", "ws2-split-c3-bn64", "ws2-pp-intra-c3-bn64-s8",
               "ws2-intra-direct", "ws2-pp-intra-direct", "ws2-split-c3-direct", "ws2-split-direct",
-              "ws2-split-c3-sum", "ws2-pp-sum", "ws2-split-c3-direct-sum"]
+              "ws2-split-c3-sum", "ws2-pp-sum", "ws2-split-c3-direct-sum", "ws2-split-c3-direct-lazy",
+              "ws2-split-c3-direct-sum-lazy"]
 
 
 @pytest.mark.parametrize("launch", KERNEL_LAUNCHES, ids=KERNEL_IDS)
@@ -97,7 +99,8 @@ def test_gluon_matches_triton_kernel(causal, launch, seed):
 
 LONG_LAUNCHES = {"default": DEFAULT_LAUNCH, "direct": dict(direct=True), "sum-mma": dict(sum_mma=True),
                  "direct-sum-mma": dict(direct=True, sum_mma=True),
-                 "intra-direct": dict(intra=True, split=False, consumers=2, direct=True)}
+                 "intra-direct": dict(intra=True, split=False, consumers=2, direct=True),
+                 "direct-lazy": dict(direct=True, lazy=True)}
 
 
 @pytest.mark.parametrize("d", [64, 128])
@@ -122,6 +125,26 @@ def test_gluon_long_rows_match_triton_kernel(launch, d, seed):
     ref = attention_reference(q.float(), k.float(), v.float())
     bounds = SAGE_ACCURACY["fp8"]
     assert_close_to(a.float(), ref, bounds.min_cosine, bounds.max_rel_l1, f"vs fp32, seed {seed}")
+
+
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("kind", ["random", "structured"])
+def test_lazy_rescale_is_direct_bit_for_bit(kind, d, seed):
+    """`lazy` skips O's rescale only where alpha is exactly 1 on all 64 rows: the output must equal `direct`'s
+    bit for bit, on random inputs (maxima move often) and structured ones (they settle: most tiles skip)."""
+    from smartcompile.kernels.sage_gluon import attend_gluon
+    from smartcompile.kernels.sage_triton import quantize
+    from smartcompile.synthetic import random_qkv, structured_qkv
+
+    if kind == "random":
+        q, k, v = random_qkv(1, 4, 4, 5000, d, device="cuda", dtype=torch.bfloat16)
+    else:
+        q, k, v = structured_qkv(1, 4, 4, (5, 32, 32), d, device="cuda", dtype=torch.bfloat16)
+    x = quantize(q, k, v, None, SageConfig(pv_precision="fp8"), v_wgmma_order=True)
+    for extra in ({}, dict(sum_mma=True)):
+        eager = attend_gluon(x, False, q.dtype, direct=True, **extra)
+        lazy = attend_gluon(x, False, q.dtype, direct=True, lazy=True, **extra)
+        assert torch.equal(eager, lazy), (kind, extra, (eager.float() - lazy.float()).abs().max().item())
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
