@@ -75,10 +75,15 @@ def test_lazy_rescale_simulation_is_the_reference_at_tau_0_and_stays_in_fp8_rang
     spec = importlib.util.spec_from_file_location("sim_lazy_rescale", ROOT / "benchmarks" / "sim_lazy_rescale.py")
     sim = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sim)
-    q = torch.randn(1, 2, 128, 64) * 3  # peaked rows: maxima move often
-    k, v = torch.randn(1, 2, 700, 64), torch.randn(1, 2, 700, 64)
+    from smartcompile.synthetic import structured_qkv
+
+    # local attention: row maxima settle, so at tau 0 some tiles skip (alpha forced to 1) and the output must
+    # still be the reference's bit for bit
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = structured_qkv(1, 2, 2, (4, 16, 16), 64, generator=gen)
+    q = q[:, :, :128]
     out, skip = sim.lazy_sage(q, k, v, 0.0)
     ref = sage_attention_reference(q, k, v, None, False, None, SageConfig(pv_precision="fp8", block_q=64, block_k=128))
-    assert torch.equal(out, ref) and 0.0 <= skip < 1.0
+    assert torch.equal(out, ref) and 0.0 < skip < 1.0, skip
     lazy, skip8 = sim.lazy_sage(q, k, v, 8.0)
-    assert skip8 > skip and torch.isfinite(lazy).all()
+    assert skip8 >= skip and torch.isfinite(lazy).all()

@@ -153,6 +153,30 @@ def test_row_sums_by_wgmma_refuse_an_lse():
         sg.attend_gluon(_fake_quantized(64), False, torch.bfloat16, intra=True, sum_mma=True)
 
 
+def test_lazy_rescale_compiles_to_a_branch_around_the_rescale(monkeypatch, tmp_path):
+    """`lazy` is not dropped on the way to the kernel: its PTX has the 64-row minimum of alpha (min.f32 and the
+    reduction's barriers) and one more conditional branch per consumer than `direct`'s, the same multiplies."""
+    import re
+
+    _needs_triton_36()
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    ptx = {}
+    for name, launch in (("direct", dict(direct=True)), ("lazy", dict(direct=True, lazy=True))):
+        calls = []
+        monkeypatch.setattr(sg, "_sage_fwd_sm90_ws2", _Recorder(sg._sage_fwd_sm90_ws2, calls))
+        sg.attend_gluon(_fake_quantized(128), False, torch.bfloat16, **launch)
+        monkeypatch.undo()
+        monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+        [(fn, args, kwargs)] = calls
+        assert kwargs["LAZY"] == (name == "lazy")
+        ptx[name] = _sm90a_ptx(fn, args, kwargs)
+    branches = {name: len(re.findall(r"@%p\d+ bra", text)) for name, text in ptx.items()}
+    assert ptx["direct"].count("min.f32") == 0 < ptx["lazy"].count("min.f32")
+    assert ptx["lazy"].count("bar.sync") > ptx["direct"].count("bar.sync")
+    assert branches["lazy"] >= branches["direct"] + 2, branches  # two consumers at D128
+    assert ptx["lazy"].count("mul.f32") == ptx["direct"].count("mul.f32")
+
+
 def test_lazy_rescale_needs_one_level_accumulation():
     with pytest.raises(ValueError, match="lazy=True needs direct=True and intra=False \\(got direct=False"):
         sg.attend_gluon(_fake_quantized(128), False, torch.bfloat16, lazy=True)

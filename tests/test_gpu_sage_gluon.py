@@ -127,11 +127,13 @@ def test_gluon_long_rows_match_triton_kernel(launch, d, seed):
     assert_close_to(a.float(), ref, bounds.min_cosine, bounds.max_rel_l1, f"vs fp32, seed {seed}")
 
 
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("d", [64, 128])
 @pytest.mark.parametrize("kind", ["random", "structured"])
-def test_lazy_rescale_is_direct_bit_for_bit(kind, d, seed):
+def test_lazy_rescale_is_direct_bit_for_bit(kind, d, causal, seed):
     """`lazy` skips O's rescale only where alpha is exactly 1 on all 64 rows: the output must equal `direct`'s
-    bit for bit, on random inputs (maxima move often) and structured ones (they settle: most tiles skip)."""
+    bit for bit, on random inputs (maxima move often) and structured ones (they settle: most tiles skip; the
+    CPU simulation puts it at ~85% here). That the kernel does take the lazy branch is test_gluon_source's."""
     from smartcompile.kernels.sage_gluon import attend_gluon
     from smartcompile.kernels.sage_triton import quantize
     from smartcompile.synthetic import random_qkv, structured_qkv
@@ -142,8 +144,8 @@ def test_lazy_rescale_is_direct_bit_for_bit(kind, d, seed):
         q, k, v = structured_qkv(1, 4, 4, (5, 32, 32), d, device="cuda", dtype=torch.bfloat16)
     x = quantize(q, k, v, None, SageConfig(pv_precision="fp8"), v_wgmma_order=True)
     for extra in ({}, dict(sum_mma=True)):
-        eager = attend_gluon(x, False, q.dtype, direct=True, **extra)
-        lazy = attend_gluon(x, False, q.dtype, direct=True, lazy=True, **extra)
+        eager = attend_gluon(x, causal, q.dtype, direct=True, **extra)
+        lazy = attend_gluon(x, causal, q.dtype, direct=True, lazy=True, **extra)
         assert torch.equal(eager, lazy), (kind, extra, (eager.float() - lazy.float()).abs().max().item())
 
 
