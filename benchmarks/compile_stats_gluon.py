@@ -57,15 +57,22 @@ def serialisation_notes(ptxas_report: str) -> list:
     return sorted(set(re.findall(r"\((C\d+)\)[^\n]*wgmma\.mma_async instructions are serialized", ptxas_report)))
 
 
-def ptxas_stats(ptx: str) -> str:
+def _run_triton_tool(tool: str, data: bytes, suffix: str, args: list) -> subprocess.CompletedProcess:
+    """One of the NVIDIA tools Triton ships (ptxas, cuobjdump) on `data` written to a temporary file; `args` may
+    name the output path as "{out}"."""
     import triton
-    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+
+    exe = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", tool)
     with tempfile.TemporaryDirectory() as tmp:
-        src = os.path.join(tmp, "k.ptx")
-        with open(src, "w") as f:
-            f.write(ptx)
-        res = subprocess.run([ptxas, "-arch=sm_90a", "-v", src, "-o", os.path.join(tmp, "k.o")],
-                             capture_output=True, text=True)
+        path = os.path.join(tmp, "k" + suffix)
+        with open(path, "wb") as f:
+            f.write(data)
+        argv = [exe, *(a.replace("{out}", os.path.join(tmp, "k.o")) for a in args), path]
+        return subprocess.run(argv, capture_output=True, text=True)
+
+
+def ptxas_stats(ptx: str) -> str:
+    res = _run_triton_tool("ptxas", ptx.encode(), ".ptx", ["-arch=sm_90a", "-v", "-o", "{out}"])
     text = res.stdout + res.stderr
     regs = re.findall(r"Used (\d+) registers", text)
     spill = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", text)
@@ -78,14 +85,9 @@ SASS_OPS = ("MUFU", "FFMA", "FADD", "FMUL", "FMNMX", "F2FP", "IADD3", "LEA", "SH
 
 
 def _sass_text(cubin: bytes) -> str:
-    import triton
-
-    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "k.cubin")
-        with open(path, "wb") as f:
-            f.write(cubin)
-        return subprocess.run([cuobjdump, "-sass", path], capture_output=True, text=True, check=True).stdout
+    res = _run_triton_tool("cuobjdump", cubin, ".cubin", ["-sass"])
+    res.check_returncode()
+    return res.stdout
 
 
 # cuobjdump's lines: "/*0a30*/  [@predicate ]OPCODE.MODIFIERS operands ;  /* encoding */"

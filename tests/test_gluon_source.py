@@ -84,6 +84,17 @@ def _needs_triton_36():
         pytest.skip(f"needs triton {'/'.join(sg.TESTED_TRITON)} with Gluon (have {triton.__version__})")
 
 
+def _launch_ptx(monkeypatch, tmp_path, d: int, launch: dict) -> tuple:
+    """(the kernel's constexpr/launch kwargs, its sm_90a PTX) for attend_gluon(launch) at head dim d, non-causal."""
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    calls = []
+    with monkeypatch.context() as patch:
+        patch.setattr(sg, "_sage_fwd_sm90_ws2", _Recorder(sg._sage_fwd_sm90_ws2, calls))
+        sg.attend_gluon(_fake_quantized(d), False, torch.bfloat16, **launch)
+    [(fn, args, kwargs)] = calls
+    return kwargs, _sm90a_ptx(fn, args, kwargs)
+
+
 @pytest.mark.parametrize("launch", LAUNCHES.values(), ids=LAUNCHES.keys())
 @pytest.mark.parametrize("d, causal, lse", [(64, False, False), (128, True, True)])
 def test_kernels_compile_for_sm90a_without_a_gpu(launch, d, causal, lse, monkeypatch, tmp_path):
@@ -159,17 +170,10 @@ def test_lazy_rescale_compiles_to_a_branch_around_the_rescale(monkeypatch, tmp_p
     import re
 
     _needs_triton_36()
-    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
     ptx = {}
     for name, launch in (("direct", dict(direct=True)), ("lazy", dict(direct=True, lazy=True))):
-        calls = []
-        monkeypatch.setattr(sg, "_sage_fwd_sm90_ws2", _Recorder(sg._sage_fwd_sm90_ws2, calls))
-        sg.attend_gluon(_fake_quantized(128), False, torch.bfloat16, **launch)
-        monkeypatch.undo()
-        monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
-        [(fn, args, kwargs)] = calls
+        kwargs, ptx[name] = _launch_ptx(monkeypatch, tmp_path, 128, launch)
         assert kwargs["LAZY"] == (name == "lazy")
-        ptx[name] = _sm90a_ptx(fn, args, kwargs)
     branches = {name: len(re.findall(r"@%p\d+ bra", text)) for name, text in ptx.items()}
     assert ptx["direct"].count("min.f32") == 0 < ptx["lazy"].count("min.f32")
     assert ptx["lazy"].count("bar.sync") > ptx["direct"].count("bar.sync")
@@ -203,13 +207,9 @@ def test_one_level_accumulation_keeps_the_wgmmas_asynchronous(monkeypatch, tmp_p
     _needs_triton_36()
     import triton
 
-    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
-    calls = []
-    monkeypatch.setattr(sg, "_sage_fwd_sm90_ws2", _Recorder(sg._sage_fwd_sm90_ws2, calls))
-    sg.attend_gluon(_fake_quantized(128), False, torch.bfloat16, intra=True, split=False, consumers=2, direct=True)
-    [(fn, args, kwargs)] = calls
     ptx_path = tmp_path / "k.ptx"
-    ptx_path.write_text(_sm90a_ptx(fn, args, kwargs))
+    ptx_path.write_text(_launch_ptx(monkeypatch, tmp_path, 128, dict(intra=True, split=False, consumers=2,
+                                                                      direct=True))[1])
     ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
     res = subprocess.run([ptxas, "-arch=sm_90a", "-v", str(ptx_path), "-o", str(tmp_path / "k.o")],
                          capture_output=True, text=True, timeout=300)
@@ -223,16 +223,8 @@ def test_row_sums_by_wgmma_replace_the_fadds(monkeypatch, tmp_path):
     """sum_mma at D128: the row sums come from a wgmma against ones, so the FP32 adds of the softmax's row sums
     (64 per tile and thread) leave the PTX, and the converted P is the P V operand's registers (no shuffles)."""
     _needs_triton_36()
-    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
-    ptx = {}
-    for name, launch in (("default", dict(consumers=2)), ("sum", dict(consumers=2, sum_mma=True))):
-        calls = []
-        monkeypatch.setattr(sg, "_sage_fwd_sm90_ws2", _Recorder(sg._sage_fwd_sm90_ws2, calls))
-        sg.attend_gluon(_fake_quantized(128), False, torch.bfloat16, **launch)
-        monkeypatch.undo()
-        monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
-        [(fn, args, kwargs)] = calls
-        ptx[name] = _sm90a_ptx(fn, args, kwargs)
+    ptx = {name: _launch_ptx(monkeypatch, tmp_path, 128, launch)[1]
+           for name, launch in (("default", dict(consumers=2)), ("sum", dict(consumers=2, sum_mma=True)))}
     adds = {name: text.count("add.f32") for name, text in ptx.items()}
     assert adds["sum"] < adds["default"] - 100, adds  # two consumer copies of the loop and the last round
     assert ptx["sum"].count("wgmma.mma_async") > ptx["default"].count("wgmma.mma_async")

@@ -79,22 +79,30 @@ KERNEL_IDS = ["default", "ws2-pp", "ws2-pp-intra", "ws2-c3", "ws2-split", "ws2-e
               "ws2-split-c3-direct-sum-lazy"]
 
 
-@pytest.mark.parametrize("launch", KERNEL_LAUNCHES, ids=KERNEL_IDS)
-@pytest.mark.parametrize("causal", [False, True])
-def test_gluon_matches_triton_kernel(causal, launch, seed):
-    """Same quantized inputs, same numerics: the Gluon and Triton kernels agree far closer than either to fp32."""
+def _assert_gluon_matches_triton(q, k, v, causal: bool, launch: dict, seed: int) -> torch.Tensor:
+    """The Gluon and Triton kernels on the same quantized values (V's keys in each kernel's order): outputs far
+    closer than either to fp32, and the LSEs within 1e-3 where the launch gives one (sum_mma refuses it: its row
+    sums are of FP8-rounded P). Returns the Gluon output."""
     from smartcompile.kernels.sage_gluon import attend_gluon
     from smartcompile.kernels.sage_triton import attend, quantize
 
-    q, k, v = (torch.randn(2, 4, 1537, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-    config = SageConfig(pv_precision="fp8")  # the same quantized values: V's keys in each kernel's order
-    lse = not launch.get("sum_mma")  # sum_mma refuses an LSE (its row sums are of FP8-rounded P)
+    config = SageConfig(pv_precision="fp8")
+    lse = not launch.get("sum_mma")
     a = attend_gluon(quantize(q, k, v, None, config, v_wgmma_order=True), causal, q.dtype, return_lse=lse, **launch)
     b = attend(quantize(q, k, v, None, config), causal, q.dtype, return_lse=lse, launch=dict(num_warps=4, num_stages=3))
     (a, lse_a), (b, lse_b) = (a, b) if lse else ((a, None), (b, None))
     assert_close_to(a.float(), b.float(), 0.9999, 0.01, f"seed {seed}")
     if lse:
         assert (lse_a - lse_b).abs().max().item() < 1e-3
+    return a
+
+
+@pytest.mark.parametrize("launch", KERNEL_LAUNCHES, ids=KERNEL_IDS)
+@pytest.mark.parametrize("causal", [False, True])
+def test_gluon_matches_triton_kernel(causal, launch, seed):
+    """Same quantized inputs, same numerics: the Gluon and Triton kernels agree far closer than either to fp32."""
+    q, k, v = (torch.randn(2, 4, 1537, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    _assert_gluon_matches_triton(q, k, v, causal, launch, seed)
 
 
 LONG_LAUNCHES = {"default": DEFAULT_LAUNCH, "direct": dict(direct=True), "sum-mma": dict(sum_mma=True),
@@ -109,19 +117,9 @@ def test_gluon_long_rows_match_triton_kernel(launch, d, seed):
     """Rows of 9,000 keys (71 K/V tiles, the ring wrapping many times) at both head dims: one-level accumulation
     (`direct`) drifts with the row length and the row sums by wgmma add up FP8-rounded P, so both are checked
     past the 4k keys of the other tests, with the LSE at D64 and D128 where the launch allows one."""
-    from smartcompile.kernels.sage_gluon import attend_gluon
-    from smartcompile.kernels.sage_triton import attend, quantize
-
     q = torch.randn(1, 4, 700, d, device="cuda", dtype=torch.bfloat16)
     k, v = (torch.randn(1, 2, 9000, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
-    config = SageConfig(pv_precision="fp8")
-    lse = not launch.get("sum_mma")
-    a = attend_gluon(quantize(q, k, v, None, config, v_wgmma_order=True), False, q.dtype, return_lse=lse, **launch)
-    b = attend(quantize(q, k, v, None, config), False, q.dtype, return_lse=lse, launch=dict(num_warps=4, num_stages=3))
-    (a, lse_a), (b, lse_b) = (a, b) if lse else ((a, None), (b, None))
-    assert_close_to(a.float(), b.float(), 0.9999, 0.01, f"seed {seed}")
-    if lse:
-        assert (lse_a - lse_b).abs().max().item() < 1e-3
+    a = _assert_gluon_matches_triton(q, k, v, False, launch, seed)
     ref = attention_reference(q.float(), k.float(), v.float())
     bounds = SAGE_ACCURACY["fp8"]
     assert_close_to(a.float(), ref, bounds.min_cosine, bounds.max_rel_l1, f"vs fp32, seed {seed}")
