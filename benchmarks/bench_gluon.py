@@ -72,12 +72,8 @@ VARIANTS = {  # name -> launch of attend_gluon (every other argument at its defa
     "ws2-nopp-intra-direct-c3-s4": dict(intra=True, split=False, direct=True),
     "ws2-nopp-split-direct-s4": dict(consumers=2, direct=True),
     "ws2-nopp-split-direct-c3-s4": dict(direct=True),  # three consumers at D64 (at D128 two: three serialise, C7512)
-    # SUM_MMA (session 11): P's row sums by a wgmma against ones instead of FADDs
-    "ws2-nopp-split-sum-c3-s4": dict(sum_mma=True),
-    "ws2-nopp-split-direct-sum-c3-s4": dict(direct=True, sum_mma=True),
-    # LAZY (session 12): with direct, O's rescale skipped where no row of the warpgroup moved its max (exact)
-    "ws2-nopp-split-direct-lazy-c3-s4": dict(direct=True, lazy=True),
-    "ws2-nopp-split-direct-sum-lazy-c3-s4": dict(direct=True, sum_mma=True, lazy=True),
+    # SUM_MMA (session 11, removed in 13: wrong row sums on the GPU) and LAZY (session 12, removed in 13: exact,
+    # slower everywhere it ran): gluon_notes.md, step 10
 }
 
 

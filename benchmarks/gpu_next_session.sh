@@ -1,11 +1,9 @@
 #!/usr/bin/env bash
 # The device-call stages of issue 13's sessions, one per device call. Session 11 ran bn64, anchors, tests-other,
-# wan32k and direct (results/h200/session11/README.md). Session 12 had no device time. Queued, compile-checked only:
-# sum-mma (row sums by wgmma, SPLIT with one-level accumulation). Rerun tests-sage and
-# tests-other after any change to the shipped kernels, then wan32k and anchors for the numbers.
-#   bash benchmarks/gpu_next_session.sh sum-mma      row sums by wgmma and split-direct: timing (~5 min)
-#   bash benchmarks/gpu_next_session.sh sum-mma-tests their GPU tests (~5 min)
-#   bash benchmarks/gpu_next_session.sh lazy         the exact lazy O rescale on structured inputs (~3 min)
+# wan32k and direct (results/h200/session11/README.md); session 12 had no device time; session 13 measured the
+# row sums by wgmma (wrong on the GPU), `direct` on SPLIT and the exact lazy rescale (both slower) and removed
+# the two (results/h200/session13/README.md). Rerun tests-sage and tests-other after any change to the shipped
+# kernels, then wan32k and anchors for the numbers.
 #   bash benchmarks/gpu_next_session.sh split-direct SPLIT + one-level accumulation (3 consumers at D64): tests, timing
 #   bash benchmarks/gpu_next_session.sh bn64         64-key tiles (INTRA without spills at D128): GPU tests, then timing
 #   bash benchmarks/gpu_next_session.sh direct       INTRA with one-level accumulation: GPU tests, then timing to 32k
@@ -26,7 +24,7 @@ set -o pipefail
 source benchmarks/gpu_setup.sh .whl
 with_scratch="import runpy, sys; from smartcompile.kernels import scratch; scratch.ENABLED = True; \
 sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
-case ${1:?stage: sum-mma, sum-mma-tests, lazy, split-direct, bn64, direct, anchors, sparge-gluon, scratch, scratch-order, tests-sage, tests-other or wan32k} in
+case ${1:?stage: split-direct, bn64, direct, anchors, sparge-gluon, scratch, scratch-order, tests-sage, tests-other or wan32k} in
   bn64)  # 64-key tiles: INTRA without spills at D128 (compile-checked in session 10, never run on a GPU)
     timeout 300 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sage_gluon.py -k "bn64" \
         > $OUT/gpu_tests_bn64.log 2>&1
@@ -51,22 +49,6 @@ case ${1:?stage: sum-mma, sum-mma-tests, lazy, split-direct, bn64, direct, ancho
         --variants ws2-nopp-split-c3-s4,ws2-nopp-split-direct-c3-s4,ws2-nopp-split-direct-s4 \
         > $OUT/bench_gluon_split_direct.log 2>&1
     echo "bench rc=$?"; grep -h "gluon-kernel\|^B1\|cudnn \|triton-kernel\|same inputs" $OUT/bench_gluon_split_direct.log | head -60 ;;
-  sum-mma)  # sessions 11-12, compile-checked only: row sums by wgmma (-8% SASS at D64/D128), direct (one-level
-    # accumulation) on the SPLIT schedule, and with it the exact lazy O rescale: timing
-    timeout 420 python3 benchmarks/bench_gluon.py --dims 64,128 --lens 16384,4096 --batches 1x24 --out $OUT \
-        --variants ws2-nopp-split-c3-s4,ws2-nopp-split-sum-c3-s4,ws2-nopp-split-direct-c3-s4,ws2-nopp-split-direct-sum-c3-s4,ws2-nopp-split-direct-lazy-c3-s4,ws2-nopp-split-direct-sum-lazy-c3-s4 \
-        > $OUT/bench_gluon_sum_mma.log 2>&1
-    echo "bench rc=$?"; grep -h "gluon-kernel\|^B1\|cudnn \|triton-kernel\|same inputs" $OUT/bench_gluon_sum_mma.log | head -80 ;;
-  lazy)  # session 12: the exact lazy O rescale where it should pay, structured (local) inputs: 95-96% of the
-    # rescales skip there against 33% on random ones (benchmarks/sim_lazy_rescale.py)
-    timeout 300 python3 benchmarks/bench_gluon.py --inputs structured --dims 128,64 --lens 16384 --batches 1x24 \
-        --out $OUT --variants ws2-nopp-split-c3-s4,ws2-nopp-split-direct-c3-s4,ws2-nopp-split-direct-lazy-c3-s4,ws2-nopp-split-direct-sum-c3-s4,ws2-nopp-split-direct-sum-lazy-c3-s4 \
-        > $OUT/bench_gluon_lazy.log 2>&1
-    echo "bench rc=$?"; grep -h "gluon-kernel\|^B1\|cudnn \|triton-kernel\|same inputs" $OUT/bench_gluon_lazy.log | head -60 ;;
-  sum-mma-tests)  # the GPU tests of sum-mma's launches (run before any of them ships)
-    timeout 420 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sage_gluon.py \
-        -k "sum or split-c3-direct or split-direct or long_rows or lazy" > $OUT/gpu_tests_sum_mma.log 2>&1
-    echo "tests: rc=$? $(tail -1 $OUT/gpu_tests_sum_mma.log)"; grep -h "^FAILED\|^E  .*cos" $OUT/gpu_tests_sum_mma.log | head -20 ;;
   anchors)  # issue 13's anchors in one run, cuDNN FP8 SDPA included (needs nvidia-cudnn-frontend 1.16.0 in .whl)
     timeout 500 python3 benchmarks/bench_cudnn_fp8.py --dims 64,128 --lens 4096,16384 --batches 1x24,4x32 --out $OUT \
         > $OUT/bench_cudnn_fp8.log 2>&1

@@ -56,10 +56,7 @@ LAUNCHES = {"default": sg.DEFAULT_LAUNCH, "pingpong-intra": dict(pingpong=True, 
             "early": dict(early=True), "pingpong-split-early": dict(pingpong=True, early=True),
             "intra-bn64": dict(intra=True, split=False, consumers=2, block_n=64), "c3-bn64": dict(block_n=64),
             "intra-direct": dict(intra=True, split=False, consumers=2, direct=True),
-            "split-direct-c3": dict(direct=True), "sum-mma": dict(sum_mma=True),
-            "pingpong-sum-mma": dict(pingpong=True, split=False, sum_mma=True),
-            "split-direct-lazy": dict(direct=True, lazy=True), "split-direct-sum-lazy": dict(direct=True, sum_mma=True,
-                                                                                                lazy=True)}
+            "split-direct-c3": dict(direct=True)}
 
 
 def _sm90a_ptx(fn, args, kwargs) -> str:
@@ -102,7 +99,7 @@ def test_kernels_compile_for_sm90a_without_a_gpu(launch, d, causal, lse, monkeyp
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
     calls = []
     monkeypatch.setattr(sg, "_sage_fwd_sm90_ws2", _Recorder(sg._sage_fwd_sm90_ws2, calls))
-    sg.attend_gluon(_fake_quantized(d), causal, torch.bfloat16, return_lse=lse and not launch.get("sum_mma"), **launch)
+    sg.attend_gluon(_fake_quantized(d), causal, torch.bfloat16, return_lse=lse, **launch)
     [(fn, args, kwargs)] = calls
     ptx = _sm90a_ptx(fn, args, kwargs)
     assert ".target sm_90a" in ptx and "wgmma.mma_async" in ptx
@@ -155,39 +152,6 @@ def test_direct_accumulation_refuses_early_waits():
         sg.attend_gluon(x, False, torch.bfloat16, direct=True, early=True)
 
 
-def test_row_sums_by_wgmma_refuse_an_lse():
-    """sum_mma's row sums are of FP8-rounded P: fine for the output (it divides the same rounded P V), not for
-    an LSE, which would be off by up to ~2e-2 (session 11's review): refused before anything runs."""
-    with pytest.raises(ValueError, match="sum_mma=True: not with intra=True or return_lse=True"):
-        sg.attend_gluon(_fake_quantized(128), True, torch.bfloat16, return_lse=True, sum_mma=True)
-    with pytest.raises(ValueError, match="got intra=True"):
-        sg.attend_gluon(_fake_quantized(64), False, torch.bfloat16, intra=True, sum_mma=True)
-
-
-def test_lazy_rescale_compiles_to_a_branch_around_the_rescale(monkeypatch, tmp_path):
-    """`lazy` is not dropped on the way to the kernel: its PTX has the 64-row minimum of alpha (min.f32 and the
-    reduction's barriers) and one more conditional branch per consumer than `direct`'s, the same multiplies."""
-    import re
-
-    _needs_triton_36()
-    ptx = {}
-    for name, launch in (("direct", dict(direct=True)), ("lazy", dict(direct=True, lazy=True))):
-        kwargs, ptx[name] = _launch_ptx(monkeypatch, tmp_path, 128, launch)
-        assert kwargs["LAZY"] == (name == "lazy")
-    branches = {name: len(re.findall(r"@%p\d+ bra", text)) for name, text in ptx.items()}
-    assert ptx["direct"].count("min.f32") == 0 < ptx["lazy"].count("min.f32")
-    assert ptx["lazy"].count("bar.sync") > ptx["direct"].count("bar.sync")
-    assert branches["lazy"] >= branches["direct"] + 2, branches  # two consumers at D128
-    assert ptx["lazy"].count("mul.f32") == ptx["direct"].count("mul.f32")
-
-
-def test_lazy_rescale_needs_one_level_accumulation():
-    with pytest.raises(ValueError, match="lazy=True needs direct=True and intra=False \\(got direct=False"):
-        sg.attend_gluon(_fake_quantized(128), False, torch.bfloat16, lazy=True)
-    with pytest.raises(ValueError, match="got direct=True, intra=True"):
-        sg.attend_gluon(_fake_quantized(128), False, torch.bfloat16, lazy=True, direct=True, intra=True, split=False)
-
-
 def test_three_consumers_only_at_head_dim_64(monkeypatch):
     """At D_PAD 128 three consumers spill, and with `direct` ptxas serialises the wgmmas (C7512): two there."""
     calls = []
@@ -217,15 +181,3 @@ def test_one_level_accumulation_keeps_the_wgmmas_asynchronous(monkeypatch, tmp_p
     assert res.returncode == 0, report
     assert "wgmma.mma_async instructions are serialized" not in report, report  # any reason (C7512, C7514...)
     assert "0 bytes spill stores" in report, report
-
-
-def test_row_sums_by_wgmma_replace_the_fadds(monkeypatch, tmp_path):
-    """sum_mma at D128: the row sums come from a wgmma against ones, so the FP32 adds of the softmax's row sums
-    (64 per tile and thread) leave the PTX, and the converted P is the P V operand's registers (no shuffles)."""
-    _needs_triton_36()
-    ptx = {name: _launch_ptx(monkeypatch, tmp_path, 128, launch)[1]
-           for name, launch in (("default", dict(consumers=2)), ("sum", dict(consumers=2, sum_mma=True)))}
-    adds = {name: text.count("add.f32") for name, text in ptx.items()}
-    assert adds["sum"] < adds["default"] - 100, adds  # two consumer copies of the loop and the last round
-    assert ptx["sum"].count("wgmma.mma_async") > ptx["default"].count("wgmma.mma_async")
-    assert ptx["sum"].count("shfl.sync.idx") <= 8

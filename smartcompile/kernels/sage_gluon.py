@@ -24,8 +24,7 @@ partitions of one warpgroup and 64 query rows each (NC=2; NC=3 at D_PAD 64 non-c
 32-bit values cross its back edge; optional: PINGPONG (consumers take turns at issuing their wgmmas,
 mbarrier ring), INTRA (P V under the next softmax, FA3's intra-warpgroup overlap), SPLIT (P V waited for
 first, so the O update runs under the next Q K^T), EARLY (next round's ready-waits moved next to the slot
-release), DIRECT (P V onto O in the FP8 wgmma, one-level accumulation; with INTRA spill-free at D128), SUM_MMA
-(P's row sums by a wgmma against ones instead of FADDs).
+release), DIRECT (P V onto O in the FP8 wgmma, one-level accumulation; with INTRA spill-free at D128).
 Measured on the H200: benchmarks/gluon_notes.md. Step 1's kernels (one CTA of warpgroups that
 issue their own TMA loads; a producer warp with the consumers in one partition) were slower and are in
 the history only (gluon_notes.md, step 4).
@@ -162,9 +161,8 @@ if gluon is not None:
 
     @gluon.jit
     def _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, start_n, seq_k, MASK: gl.constexpr,
-                      IS_CAUSAL: gl.constexpr, ROWSUM: gl.constexpr = True):
-        """Scores of one tile -> (P in [0, 448] fp32, alpha, new m, new l); sage_triton's arithmetic.
-        ROWSUM False: l is only rescaled (SUM_MMA adds P's row sums from a wgmma later)."""
+                      IS_CAUSAL: gl.constexpr):
+        """Scores of one tile -> (P in [0, 448] fp32, alpha, new m, new l); sage_triton's arithmetic."""
         # int32 -> fp32 without the quarter-rate I2F: |s| < 2^22, so 1.5 * 2^23 + s is exact in fp32
         s = (s_i32 + _I2F_MAGIC_BITS).to(gl.float32, bitcast=True)
         if MASK:
@@ -178,10 +176,7 @@ if gluon is not None:
         bias = _I2F_MAGIC * c + m_safe - _LOG2_FP8_MAX  # P lands in [0, 448]
         p = gl.exp2(s * gl.expand_dims(c, 1) - gl.expand_dims(bias, 1))
         alpha = gl.exp2(m_i - m_safe)
-        if ROWSUM:
-            l_new = l_i * alpha + gl.sum(p, axis=1)
-        else:
-            l_new = l_i * alpha
+        l_new = l_i * alpha + gl.sum(p, axis=1)
         return p, alpha, m_new, l_new
 
     @gluon.jit
@@ -215,20 +210,6 @@ if gluon is not None:
             mbarrier.wait(v_bar.index(slot), (j // STAGES) & 1)
         return warpgroup_mma(p8, v_smem.index(slot).permute((1, 0)), gl.zeros([BLOCK_M, D_PAD], gl.float32, o_layout),
                              use_acc=False, is_async=True, max_num_imprecise_acc=BN)
-
-    @gluon.jit
-    def _issue_rowsum(p8, ones_smem, BLOCK_M: gl.constexpr, BN: gl.constexpr):
-        """SUM_MMA: the row sums of the FP8 P by a wgmma against a [BN, 8] block of ones in shared memory (async),
-        instead of ~64 FADDs and 4 shuffles per tile and thread; every one of the 8 columns holds the sum."""
-        sum_layout: gl.constexpr = _mma_layout(4, 8)
-        p8s = gl.convert_layout(p8, gl.DotOperandLayout(operand_index=0, parent=sum_layout, k_width=4))
-        return warpgroup_mma(p8s, ones_smem.permute((1, 0)), gl.zeros([BLOCK_M, 8], gl.float32, sum_layout),
-                             use_acc=False, is_async=True, max_num_imprecise_acc=BN)
-
-    @gluon.jit
-    def _row_sums(rs, s_layout: gl.constexpr):
-        """The row sums out of _issue_rowsum's result (8 equal columns: the max is exact), in m/l's layout."""
-        return gl.convert_layout(gl.max(rs, axis=1), gl.SliceLayout(1, s_layout))
 
     @gluon.jit
     def _issue_pv_onto_o(p8, v_smem, v_bar, acc, j, STAGES: gl.constexpr):
@@ -286,10 +267,8 @@ if gluon is not None:
                       BN: gl.constexpr, D_PAD: gl.constexpr, STAGES: gl.constexpr, IS_CAUSAL: gl.constexpr,
                       STORE_LSE: gl.constexpr, PINGPONG: gl.constexpr, INTRA: gl.constexpr, NC: gl.constexpr,
                       SPLIT: gl.constexpr, EARLY: gl.constexpr, SPARSE: gl.constexpr, Q_SCALE_ROWS: gl.constexpr,
-                      DIRECT: gl.constexpr, SUM_MMA: gl.constexpr, ones_smem, LAZY: gl.constexpr):
-        # DIRECT: one-level accumulation, P V onto O in the FP8 wgmma's own accumulator. SUM_MMA (not INTRA): P's row
-        # sums by a wgmma against ones_smem, issued with P V
-        ROWSUM: gl.constexpr = not SUM_MMA
+                      DIRECT: gl.constexpr):
+        # DIRECT: one-level accumulation, P V onto O in the FP8 wgmma's own accumulator
         # seq_k: keys are masked from here on in MASK tiles (0 for a SPARSE row that keeps no block)
         # turns go round the consumers: C waits on turn C, then passes it to the next one
         FIRST: gl.constexpr = 1 if C == 0 else 0
@@ -356,37 +335,25 @@ if gluon is not None:
             for j in range(0, n_all - 1):
                 if j < n_full:
                     p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, j * BN, seq_k, False,
-                                                       IS_CAUSAL, ROWSUM)
+                                                       IS_CAUSAL)
                 else:
                     p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n,
-                                                       _kv_block(lut_row, j, SPARSE) * BN, seq_k, True, IS_CAUSAL,
-                                                       ROWSUM)
+                                                       _kv_block(lut_row, j, SPARSE) * BN, seq_k, True, IS_CAUSAL)
                 alpha_o = gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
-                if LAZY:  # no row's max moved: alpha is exactly 1 on all 64 rows, skip the multiply. Before P's
-                    # FP8 packing: FP8 values live across a branch one byte per register (repacked: ~135 more)
-                    if gl.min(alpha, axis=0) < 1.0:
-                        acc = acc * alpha_o
                 p8 = _p_operand(p, p_layout, BLOCK_M, BN)
                 if PINGPONG:
                     mbarrier.wait(turn_bar.index(C), ((j + 1) & 1) ^ FIRST)
                 if DIRECT:  # O rescaled first, then P_j V_j onto it: no fresh accumulator beside O
-                    if not LAZY:
-                        acc = acc * alpha_o
+                    acc = acc * alpha_o
                     pv_tok = _issue_pv_onto_o(p8, v_smem, v_bar, acc, j, STAGES)
                 else:
                     pv_tok = _issue_pv(p8, v_smem, v_bar, j, o_layout, BLOCK_M, BN, D_PAD, STAGES, not EARLY)
-                if SUM_MMA:
-                    sum_tok = _issue_rowsum(p8, ones_smem, BLOCK_M, BN)
                 s_tok = _issue_s(q, k_smem, k_bar, j + 1, s_layout, BLOCK_M, BN, STAGES, not EARLY)
                 if PINGPONG:
                     mbarrier.arrive(turn_bar.index(NEXT), count=1)
                 c_next = qs * _k_scale(ks_ptr, _kv_block(lut_row, j + 1, SPARSE), BN)
                 if SPLIT:  # groups retire in issue order: fold P_j V_j in while S_{j+1} is still running
-                    if SUM_MMA:
-                        pv, rs = warpgroup_mma_wait(1, deps=(pv_tok, sum_tok))
-                        l_i = l_i + _row_sums(rs, s_layout)
-                    else:
-                        pv = warpgroup_mma_wait(1, deps=(pv_tok, ))
+                    pv = warpgroup_mma_wait(1, deps=(pv_tok, ))
                     if DIRECT:
                         acc = pv
                     else:
@@ -394,11 +361,7 @@ if gluon is not None:
                     mbarrier.arrive(empty_bar.index(j % STAGES), count=1)
                     s_i32 = warpgroup_mma_wait(0, deps=(s_tok, ))
                 else:
-                    if SUM_MMA:
-                        pv, rs, s_i32 = warpgroup_mma_wait(0, deps=(pv_tok, sum_tok, s_tok))
-                        l_i = l_i + _row_sums(rs, s_layout)
-                    else:
-                        pv, s_i32 = warpgroup_mma_wait(0, deps=(pv_tok, s_tok))
+                    pv, s_i32 = warpgroup_mma_wait(0, deps=(pv_tok, s_tok))
                     if DIRECT:
                         acc = pv
                     else:
@@ -411,11 +374,10 @@ if gluon is not None:
             last = n_all - 1
             if last < n_full:
                 p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, last * BN, seq_k, False,
-                                                   IS_CAUSAL, ROWSUM)
+                                                   IS_CAUSAL)
             else:
                 p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n,
-                                                   _kv_block(lut_row, last, SPARSE) * BN, seq_k, True, IS_CAUSAL,
-                                                   ROWSUM)
+                                                   _kv_block(lut_row, last, SPARSE) * BN, seq_k, True, IS_CAUSAL)
             acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
         # last round: P_{n-1} V_{n-1} alone
         p8 = _p_operand(p, p_layout, BLOCK_M, BN)
@@ -423,15 +385,9 @@ if gluon is not None:
             mbarrier.wait(turn_bar.index(C), (n_all & 1) ^ FIRST)
         pv_tok = _issue_pv(p8, v_smem, v_bar, n_all - 1, o_layout, BLOCK_M, BN, D_PAD, STAGES,
                                INTRA or not EARLY)
-        if SUM_MMA:
-            sum_tok = _issue_rowsum(p8, ones_smem, BLOCK_M, BN)
         if PINGPONG:
             mbarrier.arrive(turn_bar.index(NEXT), count=1)
-        if SUM_MMA:
-            pv, rs = warpgroup_mma_wait(0, deps=(pv_tok, sum_tok))
-            l_i = l_i + _row_sums(rs, s_layout)
-        else:
-            pv = warpgroup_mma_wait(0, deps=(pv_tok, ))
+        pv = warpgroup_mma_wait(0, deps=(pv_tok, ))
         acc = acc + pv
         mbarrier.arrive(empty_bar.index((n_all - 1) % STAGES), count=1)
 
@@ -446,7 +402,7 @@ if gluon is not None:
                            PINGPONG: gl.constexpr, INTRA: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                            PRODUCER_REGS: gl.constexpr, NC: gl.constexpr, SPLIT: gl.constexpr, EARLY: gl.constexpr,
                            SPARSE: gl.constexpr, Q_SCALE_ROWS: gl.constexpr, DIRECT: gl.constexpr,
-                           SUM_MMA: gl.constexpr, LAZY: gl.constexpr, num_warps: gl.constexpr):
+                           num_warps: gl.constexpr):
         # BLOCK_M: rows per consumer (64); a CTA covers NC * BLOCK_M query rows (NC = 2, or 3 non-causal).
         # q_rows: Q's padded rows per head; n_qblk Q scales (one per Q_SCALE_ROWS rows) per head.
         # SPARSE: the CTA's rows are one Sparge query block (NC * BLOCK_M rows); it walks that block's kept K
@@ -468,11 +424,6 @@ if gluon is not None:
             mbarrier.init(k_bar.index(i), count=1)
             mbarrier.init(v_bar.index(i), count=1)
             mbarrier.init(empty_bar.index(i), count=NC)
-        # SUM_MMA: 8 x BN ones (FP8, V's swizzled layout: the same BN-byte rows), B operand of the row-sum wgmma
-        ones_smem = gl.allocate_shared_memory(gl.float8e4nv, [8, BN], v_desc.layout)
-        if SUM_MMA:
-            ones_layout: gl.constexpr = gl.BlockedLayout([1, BN // 32], [1, 32], [num_warps, 1], [1, 0])
-            ones_smem.store(gl.full([8, BN], 1.0, gl.float32, ones_layout).to(gl.float8e4nv))
         fence_async_shared()
 
         # the CTA's rows (NC * BLOCK_M) give its tile ranges; NC = 3 is non-causal
@@ -480,8 +431,6 @@ if gluon is not None:
         gl.static_assert(not (SPARSE and (INTRA or NC != 2 or BN != _K_BLOCK)),
                          "SPARSE: two consumers, INTRA off, K/V tiles of the sparse block size")
         gl.static_assert(not (DIRECT and (EARLY or SPARSE)), "DIRECT: not with EARLY or SPARSE")
-        gl.static_assert(not (SUM_MMA and INTRA), "SUM_MMA: not with INTRA")
-        gl.static_assert(not LAZY or (DIRECT and not INTRA), "LAZY: DIRECT without INTRA")
         if SPARSE:
             lut_at = pid_bh * gl.cdiv(seq_q, NC * BLOCK_M) + pid_m
             n_kept = gl.load(COUNT + lut_at)
@@ -501,18 +450,15 @@ if gluon is not None:
                 (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
                              stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
                              n_full, n_all, lut_row, 0, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE,
-                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS, DIRECT, SUM_MMA,
-                             ones_smem, LAZY)),
+                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS, DIRECT)),
                 (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
                              stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
                              n_full, n_all, lut_row, 1, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE,
-                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS, DIRECT, SUM_MMA,
-                             ones_smem, LAZY)),
+                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS, DIRECT)),
                 (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
                              stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
                              n_full, n_all, lut_row, 2, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE,
-                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS, DIRECT, SUM_MMA,
-                             ones_smem, LAZY)),
+                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS, DIRECT)),
                 (_ws2_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, q_row0,
                              k_row0, v_row0, n_all, lut_row, STAGES, BN, NC, SPARSE)),
             ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
@@ -521,13 +467,11 @@ if gluon is not None:
                 (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
                              stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
                              n_full, n_all, lut_row, 0, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE,
-                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS, DIRECT, SUM_MMA,
-                             ones_smem, LAZY)),
+                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS, DIRECT)),
                 (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
                              stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
                              n_full, n_all, lut_row, 1, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE,
-                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS, DIRECT, SUM_MMA,
-                             ones_smem, LAZY)),
+                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS, DIRECT)),
                 (_ws2_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, q_row0,
                              k_row0, v_row0, n_all, lut_row, STAGES, BN, NC, SPARSE)),
             ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -567,7 +511,7 @@ SPARSE_BLOCK_Q = GLUON_SPARSE_BLOCK_Q  # Sparge's query block on this kernel: on
 def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = False, *, stages: int = 4,
                  producer_regs: int = 24, pingpong: bool = False, intra: bool = False, consumer_regs: int = 240,
                  consumers: int = 3, split: bool = True, early: bool = False, blocks=None,
-                 block_n: int = KV_BLOCK, direct: bool = False, sum_mma: bool = False, lazy: bool = False):
+                 block_n: int = KV_BLOCK, direct: bool = False):
     """The Gluon attention kernel on sage_triton's quantized inputs (FP8 P.V, block_q 64 or 128, block_k 128, V
     in wgmma key order: `quantize(..., v_wgmma_order=True)`); the defaults are DEFAULT_LAUNCH's.
     consumers=3 applies at D_PAD 64, non-causal only (elsewhere 2), with 160 registers per consumer.
@@ -576,13 +520,7 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
     `block_n`: keys per K/V tile, 128 or 64 (64: S and P take half the registers, so INTRA compiles without
     spills at D_PAD 128; three consumers there still spill, 916 bytes: ptxas for sm_90a). Not with `blocks`.
     `direct`: P V accumulated onto O by the FP8 wgmma itself, FA3's one-level accumulation instead of
-    SageAttention2's two-level one (with `intra`: spill-free with 128-key tiles at D_PAD 128).
-    `sum_mma` (not with `intra`, not with return_lse): P's row sums by a small wgmma against ones, from the FP8 P
-    that P V uses, instead of ~64 FADDs per tile and thread. The output divides by sums of the same rounded P it
-    accumulated; an LSE would carry that rounding (up to ~2e-2 off), so it is refused there.
-    `lazy` (with `direct`, not `intra`): O's rescale skipped on tiles where no row of the consumer's 64 moved its
-    max (alpha exactly 1 on every row: the same output bit for bit). benchmarks/sim_lazy_rescale.py: 33% of the
-    tiles on random inputs, 95-96% on structured (local) ones, at 16k keys."""
+    SageAttention2's two-level one (with `intra`: spill-free with 128-key tiles at D_PAD 128)."""
     if not x.fp8 or x.block_q not in (GLUON_BLOCK_Q, SPARSE_BLOCK_Q) or x.block_k != KV_BLOCK:
         raise ValueError(f"the Gluon kernel takes FP8 P.V with block_q {GLUON_BLOCK_Q} or {SPARSE_BLOCK_Q} and "
                          f"block_k {KV_BLOCK} quantization; got fp8={x.fp8}, block_q={x.block_q}, block_k={x.block_k}")
@@ -591,12 +529,6 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
     if block_n not in (KV_BLOCK, KV_BLOCK // 2) or (blocks is not None and block_n != KV_BLOCK):
         raise ValueError(f"attend_gluon: block_n {block_n}: allowed {KV_BLOCK} or {KV_BLOCK // 2} "
                          f"({KV_BLOCK} with block lists)")
-    if sum_mma and (intra or return_lse):
-        raise ValueError(f"attend_gluon: sum_mma=True: not with intra=True or return_lse=True (got intra={intra}, "
-                         f"return_lse={return_lse}): its row sums are of FP8-rounded P, an LSE needs exact ones")
-    if lazy and (not direct or intra):
-        raise ValueError(f"attend_gluon: lazy=True needs direct=True and intra=False (got direct={direct}, "
-                         f"intra={intra}): it skips the one-level accumulation's O rescale")
     if direct and (early or blocks is not None):
         raise ValueError("attend_gluon: direct=True: not with early=True or block lists")
     if blocks is not None and (x.block_q != SPARSE_BLOCK_Q or blocks.count_full.dim() != 1):
@@ -627,7 +559,7 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
            dict(D=d, D_PAD=d_pad, BLOCK_M=block_m, BN=block_n, STAGES=stages, IS_CAUSAL=is_causal,
                 STORE_LSE=return_lse, num_warps=4, PINGPONG=pingpong, INTRA=intra, CONSUMER_REGS=consumer_regs,
                 PRODUCER_REGS=producer_regs, NC=nc, SPLIT=split, EARLY=early and not intra, SPARSE=blocks is not None,
-                Q_SCALE_ROWS=x.block_q, DIRECT=direct, SUM_MMA=sum_mma, LAZY=lazy))
+                Q_SCALE_ROWS=x.block_q, DIRECT=direct))
     return (out, lse) if return_lse else out
 
 
@@ -655,9 +587,7 @@ def sage_attention_gluon(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask
         out = attend_gluon(x, is_causal, q.dtype, **cfg)
         recycle(x)  # every kernel reading x is enqueued
         return out
-    # an LSE needs exact row sums: the FADD path then, whatever the launch (the output then divides by exact
-    # sums too, so it may differ from the same launch's output without an LSE by P's FP8 rounding)
-    out, lse = attend_gluon(x, is_causal, q.dtype, return_lse=True, **{**cfg, "sum_mma": False})
+    out, lse = attend_gluon(x, is_causal, q.dtype, return_lse=True, **cfg)
     lse = unsmoothed_lse(lse, q, x)
     recycle(x)
     return out, lse
