@@ -72,8 +72,13 @@ VARIANTS = {  # name -> launch of attend_gluon (every other argument at its defa
     "ws2-nopp-intra-direct-c3-s4": dict(intra=True, split=False, direct=True),
     "ws2-nopp-split-direct-s4": dict(consumers=2, direct=True),
     "ws2-nopp-split-direct-c3-s4": dict(direct=True),  # three consumers at D64 (at D128 two: three serialise, C7512)
-    # SUM_MMA (session 11, removed in 13: wrong row sums on the GPU) and LAZY (session 12, removed in 13: exact,
-    # slower everywhere it ran): gluon_notes.md, step 10
+    # SUM_MMA (session 11): P's row sums by a wgmma against ones instead of FADDs. Wrong on the GPU in sessions 13-14
+    # while the ones tile was written from registers; right since it is loaded by TMA (session 14). Shipped by
+    # sage_attention_gluon's default_launch: `sum` at D128 non-causal, `direct-sum` at D64 and causal.
+    # LAZY (session 12, removed in 13: exact, slower everywhere it ran) and KV1 (session 14, one ready-barrier per K/V
+    # slot: 0.96-1.03x, removed): gluon_notes.md, steps 10-11
+    "ws2-nopp-split-sum-c3-s4": dict(sum_mma=True),
+    "ws2-nopp-split-direct-sum-c3-s4": dict(direct=True, sum_mma=True),
 }
 
 

@@ -2,8 +2,11 @@
 # The device-call stages of issue 13's sessions, one per device call. Session 11 ran bn64, anchors, tests-other,
 # wan32k and direct (results/h200/session11/README.md); session 12 had no device time; session 13 measured the
 # row sums by wgmma (wrong on the GPU), `direct` on SPLIT and the exact lazy rescale (both slower) and removed
-# the two (results/h200/session13/README.md). Rerun tests-sage and tests-other after any change to the shipped
-# kernels, then wan32k and anchors for the numbers.
+# the two (results/h200/session13/README.md); session 14 found the row sums' fault (a ones tile written from
+# registers), shipped them with TMA-loaded ones and ran `sum` (results/h200/session14/README.md). Rerun tests-sage and
+# tests-other after any change to the shipped kernels, then wan32k and anchors for the numbers.
+#   bash benchmarks/gpu_next_session.sh sum          the shipped default_launch's GPU tests (sage_gluon, sparge_gluon)
+#   bash benchmarks/gpu_next_session.sh probe        small-N wgmma probe, then the sum_mma launches timed
 #   bash benchmarks/gpu_next_session.sh split-direct SPLIT + one-level accumulation (3 consumers at D64): tests, timing
 #   bash benchmarks/gpu_next_session.sh bn64         64-key tiles (INTRA without spills at D128): GPU tests, then timing
 #   bash benchmarks/gpu_next_session.sh direct       INTRA with one-level accumulation: GPU tests, then timing to 32k
@@ -24,7 +27,19 @@ set -o pipefail
 source benchmarks/gpu_setup.sh .whl
 with_scratch="import runpy, sys; from smartcompile.kernels import scratch; scratch.ENABLED = True; \
 sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
-case ${1:?stage: split-direct, bn64, direct, anchors, sparge-gluon, scratch, scratch-order, tests-sage, tests-other or wan32k} in
+case ${1:?stage: sum, probe, split-direct, bn64, direct, anchors, sparge-gluon, scratch, scratch-order, tests-sage, tests-other or wan32k} in
+  sum)  # session 14: the shipped default_launch (row sums by wgmma, TMA ones) and its alternatives, GPU tests
+    timeout 330 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sage_gluon.py -k "default or sum or lse or large or selects" \
+        > $OUT/gpu_tests_sage_gluon.log 2>&1
+    echo "sage_gluon tests rc=$? $(tail -1 $OUT/gpu_tests_sage_gluon.log)"; grep -h "^FAILED" $OUT/gpu_tests_sage_gluon.log | head -15
+    timeout 90 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sparge_gluon.py > $OUT/gpu_tests_sparge_gluon.log 2>&1
+    echo "sparge_gluon tests rc=$? $(tail -1 $OUT/gpu_tests_sparge_gluon.log)"; grep -h "^FAILED" $OUT/gpu_tests_sparge_gluon.log | head -10 ;;
+  probe)  # session 14: small-N FP8 wgmmas alone (benchmarks/probe_small_n_wgmma.py), then the launches timed
+    timeout 70 python3 benchmarks/probe_small_n_wgmma.py --quick > $OUT/probe_small_n.log 2>&1
+    echo "probe rc=$?"; cut -c1-150 $OUT/probe_small_n.log
+    timeout 250 python3 benchmarks/bench_gluon.py --dims 128,64 --lens 16384,4096 --batches 1x24 --out $OUT \
+        --variants ws2-nopp-split-c3-s4,ws2-nopp-split-sum-c3-s4,ws2-nopp-split-direct-sum-c3-s4 > $OUT/bench_gluon_sum.log 2>&1
+    echo "bench rc=$?"; grep -h "gluon-kernel\|^B1\|cudnn \|triton-kernel\|same inputs" $OUT/bench_gluon_sum.log | head -60 ;;
   bn64)  # 64-key tiles: INTRA without spills at D128 (compile-checked in session 10, never run on a GPU)
     timeout 300 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sage_gluon.py -k "bn64" \
         > $OUT/gpu_tests_bn64.log 2>&1

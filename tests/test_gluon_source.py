@@ -56,7 +56,8 @@ LAUNCHES = {"default": sg.DEFAULT_LAUNCH, "pingpong-intra": dict(pingpong=True, 
             "early": dict(early=True), "pingpong-split-early": dict(pingpong=True, early=True),
             "intra-bn64": dict(intra=True, split=False, consumers=2, block_n=64), "c3-bn64": dict(block_n=64),
             "intra-direct": dict(intra=True, split=False, consumers=2, direct=True),
-            "split-direct-c3": dict(direct=True)}
+            "split-direct-c3": dict(direct=True), "sum": dict(sum_mma=True),
+            "direct-sum": dict(direct=True, sum_mma=True)}
 
 
 def _sm90a_ptx(fn, args, kwargs) -> str:
@@ -99,7 +100,7 @@ def test_kernels_compile_for_sm90a_without_a_gpu(launch, d, causal, lse, monkeyp
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
     calls = []
     monkeypatch.setattr(sg, "_sage_fwd_sm90_ws2", _Recorder(sg._sage_fwd_sm90_ws2, calls))
-    sg.attend_gluon(_fake_quantized(d), causal, torch.bfloat16, return_lse=lse, **launch)
+    sg.attend_gluon(_fake_quantized(d), causal, torch.bfloat16, return_lse=lse and not launch.get("sum_mma"), **launch)
     [(fn, args, kwargs)] = calls
     ptx = _sm90a_ptx(fn, args, kwargs)
     assert ".target sm_90a" in ptx and "wgmma.mma_async" in ptx
@@ -181,3 +182,33 @@ def test_one_level_accumulation_keeps_the_wgmmas_asynchronous(monkeypatch, tmp_p
     assert res.returncode == 0, report
     assert "wgmma.mma_async instructions are serialized" not in report, report  # any reason (C7512, C7514...)
     assert "0 bytes spill stores" in report, report
+
+
+def test_row_sums_by_wgmma_refuse_an_lse():
+    x = _fake_quantized(128)
+    with pytest.raises(ValueError, match="sum_mma=True: not with intra=True or return_lse=True"):
+        sg.attend_gluon(x, False, torch.bfloat16, return_lse=True, sum_mma=True)
+    with pytest.raises(ValueError, match="sum_mma=True: not with intra=True"):
+        sg.attend_gluon(x, False, torch.bfloat16, sum_mma=True, intra=True, split=False)
+
+
+def test_default_launch_sums_by_wgmma_except_with_an_lse():
+    assert sg.default_launch(128, False, False) == {**sg.DEFAULT_LAUNCH, "sum_mma": True, "direct": False}
+    assert sg.default_launch(128, True, False)["direct"] and sg.default_launch(64, False, False)["direct"]
+    assert sg.default_launch(64, True, True) == sg.DEFAULT_LAUNCH
+
+
+@pytest.mark.parametrize("d, launch", [(128, dict(sum_mma=True, consumers=2)), (64, dict(sum_mma=True)),
+                                       (128, dict(sum_mma=True, direct=True, consumers=2))],
+                         ids=["d128", "d64-c3", "d128-direct"])
+def test_ones_tiles_arrive_by_tma_not_from_registers(d, launch, monkeypatch, tmp_path):
+    """Sessions 13-14: a ones tile written from registers into shared memory (stmatrix, fenced) gave the row-sum
+    wgmma wrong sums on the H200 (l off by a constant factor), wherever it was written; loaded by TMA they are right.
+    In the PTX: no register store into shared memory at all, and one more TMA load per consumer than without."""
+    _needs_triton_36()
+    kwargs, ptx = _launch_ptx(monkeypatch, tmp_path, d, launch)
+    _, plain = _launch_ptx(monkeypatch, tmp_path, d, {**launch, "sum_mma": False})
+    assert "stmatrix" not in ptx and "st.shared.b8" not in ptx
+    loads = ptx.count("cp.async.bulk.tensor")
+    assert loads == plain.count("cp.async.bulk.tensor") + kwargs["NC"], (loads, kwargs["NC"])
+    assert ptx.count("m64n8k32.f32.e4m3.e4m3") >= 8  # the row-sum wgmma: 4 K steps, in the loop and the last round

@@ -95,8 +95,8 @@ def run_sage_gluon(q, k, v, mask, is_causal: bool, scale: float, params) -> torc
     return sage_attention_gluon(q, k, v, mask, is_causal, scale, sage_config(params))
 
 
-# benchmarks/results/h200 (benchmarks/bench_gluon.py): faster than sage_triton at D 128 from 16k
-# keys (1.04-1.10x end to end), slower at D 64 and at 4k keys (host cost): used only there
+# benchmarks/results/h200 (benchmarks/bench_gluon.py): faster than sage_triton from 16k keys at D 128 (1.04-1.10x end
+# to end) and, with the row sums by wgmma (session 14), at D 64 (1.07x); slower at 4k keys (host cost)
 GLUON_MIN_KV_LEN = 16384
 
 
@@ -150,7 +150,7 @@ TRITON_CAPS = Capabilities(
     mask_kinds=frozenset({"none", "causal", "padded", "causal-padded", "bool"}), different_v_dim=False, requires="triton",
 )
 GLUON_CAPS = Capabilities(
-    devices=frozenset({"cuda"}), min_compute_capability=(9, 0), dtypes=HALF, head_dims=(128,),
+    devices=frozenset({"cuda"}), min_compute_capability=(9, 0), dtypes=HALF, head_dims=(64, 128),
     mask_kinds=frozenset({"none", "causal"}), different_v_dim=False, requires="triton",
 )
 PACKAGE_CAPS = Capabilities(

@@ -129,7 +129,7 @@ SPARGE = _SageBackend(
         # 64 keeps sparge_triton: finer query blocks, rel L1 0.038 against 0.048 at D128 16k, 2.21x cuDNN).
         Implementation(
             name="sparge_gluon",
-            capabilities=GLUON_CAPS,
+            capabilities=dataclasses.replace(GLUON_CAPS, head_dims=(128,)),  # D64: sparge_triton measured faster
             run=run_sparge_gluon,
             params_reasons=gluon_params_reasons,
             spec_reasons=gluon_spec_reasons,

@@ -24,7 +24,8 @@ partitions of one warpgroup and 64 query rows each (NC=2; NC=3 at D_PAD 64 non-c
 32-bit values cross its back edge; optional: PINGPONG (consumers take turns at issuing their wgmmas,
 mbarrier ring), INTRA (P V under the next softmax, FA3's intra-warpgroup overlap), SPLIT (P V waited for
 first, so the O update runs under the next Q K^T), EARLY (next round's ready-waits moved next to the slot
-release), DIRECT (P V onto O in the FP8 wgmma, one-level accumulation; with INTRA spill-free at D128).
+release), DIRECT (P V onto O in the FP8 wgmma, one-level accumulation; with INTRA spill-free at D128), SUM_MMA
+(P's row sums by a wgmma against ones instead of FADDs).
 Measured on the H200: benchmarks/gluon_notes.md. Step 1's kernels (one CTA of warpgroups that
 issue their own TMA loads; a producer warp with the consumers in one partition) were slower and are in
 the history only (gluon_notes.md, step 4).
@@ -161,8 +162,9 @@ if gluon is not None:
 
     @gluon.jit
     def _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, start_n, seq_k, MASK: gl.constexpr,
-                      IS_CAUSAL: gl.constexpr):
-        """Scores of one tile -> (P in [0, 448] fp32, alpha, new m, new l); sage_triton's arithmetic."""
+                      IS_CAUSAL: gl.constexpr, ROWSUM: gl.constexpr = True):
+        """Scores of one tile -> (P in [0, 448] fp32, alpha, new m, new l); sage_triton's arithmetic.
+        ROWSUM False: l is only rescaled (SUM_MMA adds P's row sums from a wgmma later)."""
         # int32 -> fp32 without the quarter-rate I2F: |s| < 2^22, so 1.5 * 2^23 + s is exact in fp32
         s = (s_i32 + _I2F_MAGIC_BITS).to(gl.float32, bitcast=True)
         if MASK:
@@ -176,7 +178,10 @@ if gluon is not None:
         bias = _I2F_MAGIC * c + m_safe - _LOG2_FP8_MAX  # P lands in [0, 448]
         p = gl.exp2(s * gl.expand_dims(c, 1) - gl.expand_dims(bias, 1))
         alpha = gl.exp2(m_i - m_safe)
-        l_new = l_i * alpha + gl.sum(p, axis=1)
+        if ROWSUM:
+            l_new = l_i * alpha + gl.sum(p, axis=1)
+        else:
+            l_new = l_i * alpha
         return p, alpha, m_new, l_new
 
     @gluon.jit
@@ -210,6 +215,20 @@ if gluon is not None:
             mbarrier.wait(v_bar.index(slot), (j // STAGES) & 1)
         return warpgroup_mma(p8, v_smem.index(slot).permute((1, 0)), gl.zeros([BLOCK_M, D_PAD], gl.float32, o_layout),
                              use_acc=False, is_async=True, max_num_imprecise_acc=BN)
+
+    @gluon.jit
+    def _issue_rowsum(p8, ones_smem, BLOCK_M: gl.constexpr, BN: gl.constexpr):
+        """SUM_MMA: the row sums of the FP8 P by a wgmma against a [BN, 8] block of ones in shared memory (async),
+        instead of ~64 FADDs and 4 shuffles per tile and thread; every one of the 8 columns holds the sum."""
+        sum_layout: gl.constexpr = _mma_layout(4, 8)
+        p8s = gl.convert_layout(p8, gl.DotOperandLayout(operand_index=0, parent=sum_layout, k_width=4))
+        return warpgroup_mma(p8s, ones_smem.permute((1, 0)), gl.zeros([BLOCK_M, 8], gl.float32, sum_layout),
+                             use_acc=False, is_async=True, max_num_imprecise_acc=BN)
+
+    @gluon.jit
+    def _row_sums(rs, s_layout: gl.constexpr):
+        """The row sums out of _issue_rowsum's result (8 equal columns), in m/l's layout."""
+        return gl.convert_layout(gl.max(rs, axis=1), gl.SliceLayout(1, s_layout))
 
     @gluon.jit
     def _issue_pv_onto_o(p8, v_smem, v_bar, acc, j, STAGES: gl.constexpr):
@@ -246,9 +265,13 @@ if gluon is not None:
     @gluon.jit
     def _ws2_producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, q_row0, k_row0,
                       v_row0, n_all, lut_row, STAGES: gl.constexpr, BN: gl.constexpr, NC: gl.constexpr,
-                      SPARSE: gl.constexpr):
+                      SPARSE: gl.constexpr, ones_desc, ones_smem, SUM_MMA: gl.constexpr):
         for c in gl.static_range(NC):
-            mbarrier.expect(q_bar.index(c), q_desc.block_type.nbytes)
+            if SUM_MMA:  # each consumer's ones tile arrives with its Q tile (TMA: see _sage_fwd_sm90_ws2)
+                mbarrier.expect(q_bar.index(c), q_desc.block_type.nbytes + ones_desc.block_type.nbytes)
+                tma.async_copy_global_to_shared(ones_desc, [0, 0], q_bar.index(c), ones_smem.index(c))
+            else:
+                mbarrier.expect(q_bar.index(c), q_desc.block_type.nbytes)
             tma.async_copy_global_to_shared(q_desc, [q_row0 + _BLOCK_Q * c, 0], q_bar.index(c), q_smem.index(c))
         for j in range(0, n_all):
             slot = j % STAGES
@@ -267,8 +290,10 @@ if gluon is not None:
                       BN: gl.constexpr, D_PAD: gl.constexpr, STAGES: gl.constexpr, IS_CAUSAL: gl.constexpr,
                       STORE_LSE: gl.constexpr, PINGPONG: gl.constexpr, INTRA: gl.constexpr, NC: gl.constexpr,
                       SPLIT: gl.constexpr, EARLY: gl.constexpr, SPARSE: gl.constexpr, Q_SCALE_ROWS: gl.constexpr,
-                      DIRECT: gl.constexpr):
-        # DIRECT: one-level accumulation, P V onto O in the FP8 wgmma's own accumulator
+                      DIRECT: gl.constexpr, SUM_MMA: gl.constexpr, ones_smem):
+        # DIRECT: one-level accumulation, P V onto O in the FP8 wgmma's own accumulator. SUM_MMA (not INTRA): P's row
+        # sums by a wgmma against the consumer's ones tile, issued after P V
+        ROWSUM: gl.constexpr = not SUM_MMA
         # seq_k: keys are masked from here on in MASK tiles (0 for a SPARSE row that keeps no block)
         # turns go round the consumers: C waits on turn C, then passes it to the next one
         FIRST: gl.constexpr = 1 if C == 0 else 0
@@ -280,6 +305,7 @@ if gluon is not None:
         offs_m, offs_n, qs, ks_ptr, m_i, l_i, acc = _row_state(row0, QS, KS, pid_bh, kv_bh, n_qblk, n_kblk,
                                                               s_layout, o_layout, BLOCK_M, BN, D_PAD, Q_SCALE_ROWS)
         q = q_smem.index(C)
+        ones = ones_smem.index(C) if SUM_MMA else ones_smem  # (loaded with q: the wait below covers it)
         mbarrier.wait(q_bar.index(C), 0)
 
         # The loop is rotated so that only 32-bit values cross its back edge: an FP8 P carried from one
@@ -335,10 +361,11 @@ if gluon is not None:
             for j in range(0, n_all - 1):
                 if j < n_full:
                     p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, j * BN, seq_k, False,
-                                                       IS_CAUSAL)
+                                                       IS_CAUSAL, ROWSUM)
                 else:
                     p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n,
-                                                       _kv_block(lut_row, j, SPARSE) * BN, seq_k, True, IS_CAUSAL)
+                                                       _kv_block(lut_row, j, SPARSE) * BN, seq_k, True, IS_CAUSAL,
+                                                       ROWSUM)
                 alpha_o = gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
                 p8 = _p_operand(p, p_layout, BLOCK_M, BN)
                 if PINGPONG:
@@ -348,12 +375,18 @@ if gluon is not None:
                     pv_tok = _issue_pv_onto_o(p8, v_smem, v_bar, acc, j, STAGES)
                 else:
                     pv_tok = _issue_pv(p8, v_smem, v_bar, j, o_layout, BLOCK_M, BN, D_PAD, STAGES, not EARLY)
+                if SUM_MMA:
+                    sum_tok = _issue_rowsum(p8, ones, BLOCK_M, BN)
                 s_tok = _issue_s(q, k_smem, k_bar, j + 1, s_layout, BLOCK_M, BN, STAGES, not EARLY)
                 if PINGPONG:
                     mbarrier.arrive(turn_bar.index(NEXT), count=1)
                 c_next = qs * _k_scale(ks_ptr, _kv_block(lut_row, j + 1, SPARSE), BN)
                 if SPLIT:  # groups retire in issue order: fold P_j V_j in while S_{j+1} is still running
-                    pv = warpgroup_mma_wait(1, deps=(pv_tok, ))
+                    if SUM_MMA:
+                        pv, rs = warpgroup_mma_wait(1, deps=(pv_tok, sum_tok))
+                        l_i = l_i + _row_sums(rs, s_layout)
+                    else:
+                        pv = warpgroup_mma_wait(1, deps=(pv_tok, ))
                     if DIRECT:
                         acc = pv
                     else:
@@ -361,7 +394,11 @@ if gluon is not None:
                     mbarrier.arrive(empty_bar.index(j % STAGES), count=1)
                     s_i32 = warpgroup_mma_wait(0, deps=(s_tok, ))
                 else:
-                    pv, s_i32 = warpgroup_mma_wait(0, deps=(pv_tok, s_tok))
+                    if SUM_MMA:
+                        pv, rs, s_i32 = warpgroup_mma_wait(0, deps=(pv_tok, sum_tok, s_tok))
+                        l_i = l_i + _row_sums(rs, s_layout)
+                    else:
+                        pv, s_i32 = warpgroup_mma_wait(0, deps=(pv_tok, s_tok))
                     if DIRECT:
                         acc = pv
                     else:
@@ -374,20 +411,27 @@ if gluon is not None:
             last = n_all - 1
             if last < n_full:
                 p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, last * BN, seq_k, False,
-                                                   IS_CAUSAL)
+                                                   IS_CAUSAL, ROWSUM)
             else:
                 p, alpha, m_i, l_i = _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n,
-                                                   _kv_block(lut_row, last, SPARSE) * BN, seq_k, True, IS_CAUSAL)
+                                                   _kv_block(lut_row, last, SPARSE) * BN, seq_k, True, IS_CAUSAL,
+                                                   ROWSUM)
             acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
         # last round: P_{n-1} V_{n-1} alone
         p8 = _p_operand(p, p_layout, BLOCK_M, BN)
         if PINGPONG:
             mbarrier.wait(turn_bar.index(C), (n_all & 1) ^ FIRST)
         pv_tok = _issue_pv(p8, v_smem, v_bar, n_all - 1, o_layout, BLOCK_M, BN, D_PAD, STAGES,
-                               INTRA or not EARLY)
+                           INTRA or not EARLY)
+        if SUM_MMA:
+            sum_tok = _issue_rowsum(p8, ones, BLOCK_M, BN)
         if PINGPONG:
             mbarrier.arrive(turn_bar.index(NEXT), count=1)
-        pv = warpgroup_mma_wait(0, deps=(pv_tok, ))
+        if SUM_MMA:
+            pv, rs = warpgroup_mma_wait(0, deps=(pv_tok, sum_tok))
+            l_i = l_i + _row_sums(rs, s_layout)
+        else:
+            pv = warpgroup_mma_wait(0, deps=(pv_tok, ))
         acc = acc + pv
         mbarrier.arrive(empty_bar.index((n_all - 1) % STAGES), count=1)
 
@@ -396,22 +440,30 @@ if gluon is not None:
 
     @gluon.jit
     def _sage_fwd_sm90_ws2(q_desc, k_desc, v_desc, QS, KS, VAMAX, O, LSE, LUT, COUNT, COUNT_FULL, stride_ob, stride_oh,
-                           stride_on, q_heads, group, seq_q, seq_k, q_rows, n_qblk, n_kblk, lut_len,
+                           stride_on, q_heads, group, seq_q, seq_k, q_rows, n_qblk, n_kblk, lut_len, ones_desc,
                            D: gl.constexpr, D_PAD: gl.constexpr, BLOCK_M: gl.constexpr, BN: gl.constexpr,
                            STAGES: gl.constexpr, IS_CAUSAL: gl.constexpr, STORE_LSE: gl.constexpr,
                            PINGPONG: gl.constexpr, INTRA: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                            PRODUCER_REGS: gl.constexpr, NC: gl.constexpr, SPLIT: gl.constexpr, EARLY: gl.constexpr,
                            SPARSE: gl.constexpr, Q_SCALE_ROWS: gl.constexpr, DIRECT: gl.constexpr,
-                           num_warps: gl.constexpr):
+                           SUM_MMA: gl.constexpr, num_warps: gl.constexpr):
         # BLOCK_M: rows per consumer (64); a CTA covers NC * BLOCK_M query rows (NC = 2, or 3 non-causal).
         # q_rows: Q's padded rows per head; n_qblk Q scales (one per Q_SCALE_ROWS rows) per head.
         # SPARSE: the CTA's rows are one Sparge query block (NC * BLOCK_M rows); it walks that block's kept K
         # blocks, LUT[row, :COUNT[row]] ascending (lut_len per row), the first COUNT_FULL[row] of them unmasked.
         pid_m, pid_bh, b, h, kv_bh = _program_tile(seq_q, q_heads, group, NC * BLOCK_M, IS_CAUSAL)
 
+        if SUM_MMA:
+            # per consumer 8 x BN FP8 ones (V's swizzled layout), the B operand of the row-sum wgmma, loaded by TMA
+            # from global memory with the consumer's Q tile. Written from registers (smem.store, fenced), the tile
+            # gave the wgmma wrong sums on the H200 (l off by a constant factor: sessions 13-14), whether written
+            # before the partitions or by each consumer; loaded by TMA the sums are right (session 14)
+            ones_smem = gl.allocate_shared_memory(gl.float8e4nv, [NC, 8, BN], ones_desc.layout)
         q_smem = gl.allocate_shared_memory(q_desc.dtype, [NC] + q_desc.block_type.shape, q_desc.layout)
         k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
         v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
+        if not SUM_MMA:
+            ones_smem = v_smem  # never read (warp_specialize takes no None)
         q_bar = gl.allocate_shared_memory(gl.int64, [NC, 1], mbarrier.MBarrierLayout())
         turn_bar = gl.allocate_shared_memory(gl.int64, [NC, 1], mbarrier.MBarrierLayout())
         k_bar = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -431,6 +483,7 @@ if gluon is not None:
         gl.static_assert(not (SPARSE and (INTRA or NC != 2 or BN != _K_BLOCK)),
                          "SPARSE: two consumers, INTRA off, K/V tiles of the sparse block size")
         gl.static_assert(not (DIRECT and (EARLY or SPARSE)), "DIRECT: not with EARLY or SPARSE")
+        gl.static_assert(not (SUM_MMA and INTRA), "SUM_MMA: not with INTRA")
         if SPARSE:
             lut_at = pid_bh * gl.cdiv(seq_q, NC * BLOCK_M) + pid_m
             n_kept = gl.load(COUNT + lut_at)
@@ -450,30 +503,35 @@ if gluon is not None:
                 (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
                              stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
                              n_full, n_all, lut_row, 0, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE,
-                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS, DIRECT)),
+                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS, DIRECT, SUM_MMA,
+                             ones_smem)),
                 (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
                              stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
                              n_full, n_all, lut_row, 1, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE,
-                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS, DIRECT)),
+                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS, DIRECT, SUM_MMA,
+                             ones_smem)),
                 (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
                              stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
                              n_full, n_all, lut_row, 2, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE,
-                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS, DIRECT)),
+                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS, DIRECT, SUM_MMA,
+                             ones_smem)),
                 (_ws2_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, q_row0,
-                             k_row0, v_row0, n_all, lut_row, STAGES, BN, NC, SPARSE)),
+                             k_row0, v_row0, n_all, lut_row, STAGES, BN, NC, SPARSE, ones_desc, ones_smem, SUM_MMA)),
             ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
         else:
             gl.warp_specialize([
                 (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
                              stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
                              n_full, n_all, lut_row, 0, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE,
-                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS, DIRECT)),
+                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS, DIRECT, SUM_MMA,
+                             ones_smem)),
                 (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
                              stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
                              n_full, n_all, lut_row, 1, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE,
-                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS, DIRECT)),
+                             PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS, DIRECT, SUM_MMA,
+                             ones_smem)),
                 (_ws2_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, q_row0,
-                             k_row0, v_row0, n_all, lut_row, STAGES, BN, NC, SPARSE)),
+                             k_row0, v_row0, n_all, lut_row, STAGES, BN, NC, SPARSE, ones_desc, ones_smem, SUM_MMA)),
             ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 @functools.lru_cache(maxsize=None)
@@ -500,9 +558,33 @@ def make_descriptors(x, block_m: int, block_n: int = KV_BLOCK):
             TD(v2, list(v2.shape), list(v2.stride()), [d_pad, block_n], v_lay))
 
 
+_ONES: dict = {}  # (device, d_pad, block_n) -> (8 x block_n FP8 ones, its TMA descriptor), made on first use
+
+
+def _ones_descriptor(device, d_pad: int, block_n: int):
+    """The TMA descriptor of an 8 x block_n FP8 tile of ones in global memory (SUM_MMA's row-sum operand)."""
+    key = (str(device), d_pad, block_n)
+    if key not in _ONES:
+        t = torch.ones(8, block_n, device=device).to(torch.float8_e4m3fn)
+        _ONES[key] = (t, TensorDescriptor(t, [8, block_n], [block_n, 1], [8, block_n],
+                                          _smem_layouts(GLUON_BLOCK_Q, d_pad, block_n)[2]))
+    return _ONES[key][1]
+
+
 # Fastest measured on the H200 (benchmarks/gluon_notes.md, step 2): two consumer warpgroups (three
-# at D64 non-causal), no ping-pong, P V retired before Q K^T, a 4-deep K/V ring.
+# at D64 non-causal), no ping-pong, P V retired before Q K^T, a 4-deep K/V ring. The launch with an LSE (exact row
+# sums) and the base of default_launch.
 DEFAULT_LAUNCH = dict(stages=4, pingpong=False, split=True, consumers=3)
+
+
+def default_launch(d_pad: int, is_causal: bool, return_lse: bool) -> dict:
+    """The launch sage_attention_gluon uses: DEFAULT_LAUNCH plus the row sums by wgmma (`sum_mma`), and the
+    one-level accumulation (`direct`) at D_PAD 64 and causal, where the two together measured fastest (H200, session
+    14: kernel +8% D64 16k and 4k, +4% D128 16k causal, +6% D128 4k with `sum_mma` alone, D128 16k +1%; the
+    notes' step 11). With an LSE, DEFAULT_LAUNCH: `sum_mma`'s sums are of the FP8-rounded P."""
+    if return_lse:
+        return DEFAULT_LAUNCH
+    return {**DEFAULT_LAUNCH, "sum_mma": True, "direct": d_pad <= 64 or is_causal}
 
 
 SPARSE_BLOCK_Q = GLUON_SPARSE_BLOCK_Q  # Sparge's query block on this kernel: one CTA's rows (two consumers)
@@ -511,7 +593,7 @@ SPARSE_BLOCK_Q = GLUON_SPARSE_BLOCK_Q  # Sparge's query block on this kernel: on
 def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = False, *, stages: int = 4,
                  producer_regs: int = 24, pingpong: bool = False, intra: bool = False, consumer_regs: int = 240,
                  consumers: int = 3, split: bool = True, early: bool = False, blocks=None,
-                 block_n: int = KV_BLOCK, direct: bool = False):
+                 block_n: int = KV_BLOCK, direct: bool = False, sum_mma: bool = False):
     """The Gluon attention kernel on sage_triton's quantized inputs (FP8 P.V, block_q 64 or 128, block_k 128, V
     in wgmma key order: `quantize(..., v_wgmma_order=True)`); the defaults are DEFAULT_LAUNCH's.
     consumers=3 applies at D_PAD 64, non-causal only (elsewhere 2), with 160 registers per consumer.
@@ -520,7 +602,10 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
     `block_n`: keys per K/V tile, 128 or 64 (64: S and P take half the registers, so INTRA compiles without
     spills at D_PAD 128; three consumers there still spill, 916 bytes: ptxas for sm_90a). Not with `blocks`.
     `direct`: P V accumulated onto O by the FP8 wgmma itself, FA3's one-level accumulation instead of
-    SageAttention2's two-level one (with `intra`: spill-free with 128-key tiles at D_PAD 128)."""
+    SageAttention2's two-level one (with `intra`: spill-free with 128-key tiles at D_PAD 128).
+    `sum_mma` (not with `intra`, not with return_lse): P's row sums by a small wgmma against ones, from the FP8 P
+    that P V uses, instead of ~64 FADDs per tile and thread. The output divides by sums of the same rounded P it
+    accumulated; an LSE would carry that rounding, so it is refused there."""
     if not x.fp8 or x.block_q not in (GLUON_BLOCK_Q, SPARSE_BLOCK_Q) or x.block_k != KV_BLOCK:
         raise ValueError(f"the Gluon kernel takes FP8 P.V with block_q {GLUON_BLOCK_Q} or {SPARSE_BLOCK_Q} and "
                          f"block_k {KV_BLOCK} quantization; got fp8={x.fp8}, block_q={x.block_q}, block_k={x.block_k}")
@@ -529,6 +614,9 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
     if block_n not in (KV_BLOCK, KV_BLOCK // 2) or (blocks is not None and block_n != KV_BLOCK):
         raise ValueError(f"attend_gluon: block_n {block_n}: allowed {KV_BLOCK} or {KV_BLOCK // 2} "
                          f"({KV_BLOCK} with block lists)")
+    if sum_mma and (intra or return_lse):
+        raise ValueError(f"attend_gluon: sum_mma=True: not with intra=True or return_lse=True (got intra={intra}, "
+                         f"return_lse={return_lse}): its row sums are of FP8-rounded P, an LSE needs exact ones")
     if direct and (early or blocks is not None):
         raise ValueError("attend_gluon: direct=True: not with early=True or block lists")
     if blocks is not None and (x.block_q != SPARSE_BLOCK_Q or blocks.count_full.dim() != 1):
@@ -542,6 +630,7 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
     lse = torch.empty((b, hq, sq), dtype=torch.float32, device=out.device) if return_lse else out
     n_qblk, n_kblk = x.q8.shape[1] // x.block_q, x.k8.shape[1] // KV_BLOCK
     q_desc, k_desc, v_desc = make_descriptors(x, block_m, block_n)
+    ones_desc = _ones_descriptor(x.q8.device, d_pad, block_n) if sum_mma else v_desc  # (v_desc: never read)
     # three consumers fit the register file only at D_PAD 64: at 128 they spill (~230 bytes each with 128-key
     # tiles, 916 with 64-key ones, the fresh P.V accumulator and the running O taking 128 registers) and with
     # `direct` (one accumulator) ptxas still runs out of registers and serialises the wgmmas (its C7512 note)
@@ -555,11 +644,11 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
     launch(_sage_fwd_sm90_ws2, grid,
            (q_desc, k_desc, v_desc, x.q_scale, x.k_scale, x.v_amax, out, lse, lut, count, count_full, out.stride(0),
             out.stride(1), out.stride(2), hq, hq // hkv, sq, sk, x.q8.shape[1], n_qblk, n_kblk,
-            0 if lut is None else lut.shape[-1]),
+            0 if lut is None else lut.shape[-1], ones_desc),
            dict(D=d, D_PAD=d_pad, BLOCK_M=block_m, BN=block_n, STAGES=stages, IS_CAUSAL=is_causal,
                 STORE_LSE=return_lse, num_warps=4, PINGPONG=pingpong, INTRA=intra, CONSUMER_REGS=consumer_regs,
                 PRODUCER_REGS=producer_regs, NC=nc, SPLIT=split, EARLY=early and not intra, SPARSE=blocks is not None,
-                Q_SCALE_ROWS=x.block_q, DIRECT=direct))
+                Q_SCALE_ROWS=x.block_q, DIRECT=direct, SUM_MMA=sum_mma))
     return (out, lse) if return_lse else out
 
 
@@ -571,7 +660,7 @@ def sage_attention_gluon(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask
                          return_lse: bool = False, launch: Optional[dict] = None):
     """Sage attention (INT8 QK^T, FP8 P.V) on sm90 with the Gluon kernel; same arguments and
     numerics as sage_triton.sage_attention_triton with GLUON_CONFIG (any `smooth`).
-    `launch`: attend_gluon's keyword arguments (DEFAULT_LAUNCH when None)."""
+    `launch`: attend_gluon's keyword arguments (default_launch(...) when None)."""
     from .sage_quantize import recycle
     from .sage_triton import no_mask, quantize, unsmoothed_lse
 
@@ -582,12 +671,14 @@ def sage_attention_gluon(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask
     if q.shape[-1] not in SUPPORTED_HEAD_DIMS:
         raise ValueError(f"head_dim {q.shape[-1]} not in {SUPPORTED_HEAD_DIMS}")
     x = quantize(q, k, v, scale, config, v_wgmma_order=True, reuse_buffers=True)
-    cfg = DEFAULT_LAUNCH if launch is None else launch  # a given launch is taken whole (attend_gluon's defaults)
+    # a given launch is taken whole (attend_gluon's defaults)
+    cfg = default_launch(x.q8.shape[-1], is_causal, return_lse) if launch is None else launch
     if not return_lse:
         out = attend_gluon(x, is_causal, q.dtype, **cfg)
         recycle(x)  # every kernel reading x is enqueued
         return out
-    out, lse = attend_gluon(x, is_causal, q.dtype, return_lse=True, **cfg)
+    # an LSE needs exact row sums: the FADD path then, whatever the launch (same output numerics otherwise)
+    out, lse = attend_gluon(x, is_causal, q.dtype, return_lse=True, **{**cfg, "sum_mma": False})
     lse = unsmoothed_lse(lse, q, x)
     recycle(x)
     return out, lse
