@@ -44,6 +44,7 @@ import torch
 from .config import SageConfig
 from .constants import (FP8_E4M3_MAX, GLUON_BLOCK_Q, GLUON_SPARSE_BLOCK_Q, I2F_MAGIC, I2F_MAGIC_BITS, KV_BLOCK, LN2, LOG2_FP8_E4M3_MAX,
                         SUPPORTED_HEAD_DIMS)
+from . import scratch
 from .launch_cache import launch
 from .output_layout import token_major_empty
 
@@ -558,17 +559,22 @@ def make_descriptors(x, block_m: int, block_n: int = KV_BLOCK):
             TD(v2, list(v2.shape), list(v2.stride()), [d_pad, block_n], v_lay))
 
 
-_ONES: dict = {}  # (device, d_pad, block_n) -> (8 x block_n FP8 ones, its TMA descriptor), made on first use
+_ONES: dict = {}  # (device index, block_n) -> 8 x block_n FP8 ones, kept where scratch.on_default_stream allows
 
 
-def _ones_descriptor(device, d_pad: int, block_n: int):
-    """The TMA descriptor of an 8 x block_n FP8 tile of ones in global memory (SUM_MMA's row-sum operand)."""
-    key = (str(device), d_pad, block_n)
-    if key not in _ONES:
-        t = torch.ones(8, block_n, device=device).to(torch.float8_e4m3fn)
-        _ONES[key] = (t, TensorDescriptor(t, [8, block_n], [block_n, 1], [8, block_n],
-                                          _smem_layouts(GLUON_BLOCK_Q, d_pad, block_n)[2]))
-    return _ONES[key][1]
+def _ones_tile(device, d_pad: int, block_n: int):
+    """The TMA descriptor of 8 x block_n FP8 ones in global memory: SUM_MMA's row-sum operand. Kept between calls
+    only on the default stream outside CUDA-graph capture (scratch.on_default_stream: a kept tensor must never
+    live in a graph's pool, and another stream could read it before its fill ran); made per call elsewhere."""
+    where = scratch.on_default_stream(device)
+    key = None if where is None else (where[0], block_n)
+    ones = _ONES.get(key) if key is not None else None
+    if ones is None:
+        ones = torch.full((8, block_n), 1.0, device=device).to(torch.float8_e4m3fn)
+        if key is not None:
+            _ONES[key] = ones
+    return TensorDescriptor(ones, [8, block_n], [block_n, 1], [8, block_n],
+                            _smem_layouts(GLUON_BLOCK_Q, d_pad, block_n)[2])
 
 
 # Fastest measured on the H200 (benchmarks/gluon_notes.md, step 2): two consumer warpgroups (three
@@ -630,7 +636,7 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
     lse = torch.empty((b, hq, sq), dtype=torch.float32, device=out.device) if return_lse else out
     n_qblk, n_kblk = x.q8.shape[1] // x.block_q, x.k8.shape[1] // KV_BLOCK
     q_desc, k_desc, v_desc = make_descriptors(x, block_m, block_n)
-    ones_desc = _ones_descriptor(x.q8.device, d_pad, block_n) if sum_mma else v_desc  # (v_desc: never read)
+    ones_desc = _ones_tile(x.q8.device, d_pad, block_n) if sum_mma else v_desc  # (v_desc: never read)
     # three consumers fit the register file only at D_PAD 64: at 128 they spill (~230 bytes each with 128-key
     # tiles, 916 with 64-key ones, the fresh P.V accumulator and the running O taking 128 registers) and with
     # `direct` (one accumulator) ptxas still runs out of registers and serialises the wgmmas (its C7512 note)

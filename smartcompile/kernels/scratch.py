@@ -40,7 +40,13 @@ _DEFAULT_STREAM: dict = {}  # device index -> raw handle of its default stream
 def _where(device: torch.device) -> Optional[tuple]:
     """(device index, raw stream) when the current stream on `device` is its default stream; None where reuse
     is off (disabled, not CUDA, or another stream: see the module docstring)."""
-    if not ENABLED or device.type != "cuda":
+    return on_default_stream(device) if ENABLED else None
+
+
+def on_default_stream(device: torch.device) -> Optional[tuple]:
+    """(device index, raw stream) when work on `device` goes to its default stream and no CUDA graph is being
+    captured: where a tensor may be kept across calls (the module docstring says why nowhere else); None elsewhere."""
+    if device.type != "cuda":
         return None
     index = device.index if device.index is not None else torch.cuda.current_device()
     raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
