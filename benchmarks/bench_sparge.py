@@ -11,12 +11,13 @@ exact fp32 attention on a slice of queries.
         [--impls triton,triton128,gluon128]
 
 --impls: `triton` is sparge_triton with the default config (query blocks of 64), `triton128` the same kernel with
-query blocks of 128, `gluon128` sparge_gluon (sm90, query blocks of 128: the same blocks as triton128). The
-prediction share is measured for `triton` only.
+query blocks of 128, `gluon128` sparge_gluon (sm90, query blocks of 128: the same blocks as triton128),
+`gluon128-sum` the same with the row sums by wgmma (`sum_mma`). The prediction share is measured for `triton` only.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -31,7 +32,7 @@ from smartcompile.bench.measure import attention_flops, do_bench_ms  # noqa: E40
 from smartcompile.bench.quality import sliced_error  # noqa: E402
 from smartcompile.kernels.config import SageConfig, SpargeConfig  # noqa: E402
 from smartcompile.kernels.sage_triton import attend, quantize, sage_attention_triton  # noqa: E402
-from smartcompile.kernels.sparge_gluon import sparge_attention_gluon  # noqa: E402
+from smartcompile.kernels.sparge_gluon import SPARSE_LAUNCH, sparge_attention_gluon  # noqa: E402
 from smartcompile.kernels.sparge_triton import block_lists, sparge_attention_triton  # noqa: E402
 from smartcompile.synthetic import random_qkv, structured_qkv  # noqa: E402
 
@@ -68,7 +69,7 @@ def main():
     ap.add_argument("--densities", default="1.0,0.75,0.5,0.25")
     ap.add_argument("--kinds", default="structured,random")
     ap.add_argument("--graphs", action="store_true", help="time CUDA-graph replays (no host launch cost)")
-    ap.add_argument("--impls", default="triton", help="triton, triton128, gluon128 (comma-separated)")
+    ap.add_argument("--impls", default="triton", help="triton, triton128, gluon128, gluon128-sum (comma-separated)")
     args = ap.parse_args()
     global GRAPHS
     GRAPHS = args.graphs
@@ -90,7 +91,11 @@ def main():
                     for impl in args.impls.split(","):
                         block_q = 64 if impl == "triton" else 128
                         config = SpargeConfig(sparsity_ratio=1.0 - density, sim_threshold=-1.0, block_q=block_q)
-                        run = sparge_attention_gluon if impl == "gluon128" else sparge_attention_triton
+                        if impl.startswith("gluon128"):  # gluon128-sum: the row sums by wgmma (session 14)
+                            launch = {**SPARSE_LAUNCH, "sum_mma": True} if impl == "gluon128-sum" else None
+                            run = functools.partial(sparge_attention_gluon, launch=launch)
+                        else:
+                            run = sparge_attention_triton
                         t_sparse = bench(lambda: run(q, k, v, None, False, None, config))
                         out, block_map = run(q, k, v, None, False, None, config, return_block_map=True)
                         t_pred = None

@@ -7,6 +7,7 @@
 # tests-other after any change to the shipped kernels, then wan32k and anchors for the numbers.
 #   bash benchmarks/gpu_next_session.sh sum          the shipped default_launch's GPU tests (sage_gluon, sparge_gluon)
 #   bash benchmarks/gpu_next_session.sh probe        small-N wgmma probe, then the sum_mma launches timed
+#   bash benchmarks/gpu_next_session.sh sparge-sum   the row sums by wgmma on Sparge's block lists (not yet run)
 #   bash benchmarks/gpu_next_session.sh split-direct SPLIT + one-level accumulation (3 consumers at D64): tests, timing
 #   bash benchmarks/gpu_next_session.sh bn64         64-key tiles (INTRA without spills at D128): GPU tests, then timing
 #   bash benchmarks/gpu_next_session.sh direct       INTRA with one-level accumulation: GPU tests, then timing to 32k
@@ -27,13 +28,20 @@ set -o pipefail
 source benchmarks/gpu_setup.sh .whl
 with_scratch="import runpy, sys; from smartcompile.kernels import scratch; scratch.ENABLED = True; \
 sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
-case ${1:?stage: sum, probe, split-direct, bn64, direct, anchors, sparge-gluon, scratch, scratch-order, tests-sage, tests-other or wan32k} in
+case ${1:?stage: sum, probe, sparge-sum, split-direct, bn64, direct, anchors, sparge-gluon, scratch, scratch-order, tests-sage, tests-other or wan32k} in
   sum)  # session 14: the shipped default_launch (row sums by wgmma, TMA ones) and its alternatives, GPU tests
     timeout 330 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sage_gluon.py -k "default or sum or lse or large or selects" \
         > $OUT/gpu_tests_sage_gluon.log 2>&1
     echo "sage_gluon tests rc=$? $(tail -1 $OUT/gpu_tests_sage_gluon.log)"; grep -h "^FAILED" $OUT/gpu_tests_sage_gluon.log | head -15
     timeout 90 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sparge_gluon.py > $OUT/gpu_tests_sparge_gluon.log 2>&1
     echo "sparge_gluon tests rc=$? $(tail -1 $OUT/gpu_tests_sparge_gluon.log)"; grep -h "^FAILED" $OUT/gpu_tests_sparge_gluon.log | head -10 ;;
+  sparge-sum)  # session 14 (written, not run): the row sums by wgmma on Sparge's block lists: its GPU test, then timing
+    timeout 150 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sparge_gluon.py -k "row_sums" \
+        > $OUT/gpu_tests_sparge_sum.log 2>&1
+    echo "tests: rc=$? $(tail -1 $OUT/gpu_tests_sparge_sum.log)"; grep -h "^FAILED" $OUT/gpu_tests_sparge_sum.log | head
+    timeout 200 python3 benchmarks/bench_sparge.py --lens 4096,16384 --dims 128 --densities 0.5 --kinds structured \
+        --impls triton,gluon128,gluon128-sum --out $OUT/sparge_sum > $OUT/bench_sparge_sum.log 2>&1
+    echo "bench rc=$?"; grep "D[0-9]" $OUT/bench_sparge_sum.log ;;
   probe)  # session 14: small-N FP8 wgmmas alone (benchmarks/probe_small_n_wgmma.py), then the launches timed
     timeout 70 python3 benchmarks/probe_small_n_wgmma.py --quick > $OUT/probe_small_n.log 2>&1
     echo "probe rc=$?"; cut -c1-150 $OUT/probe_small_n.log
