@@ -184,18 +184,42 @@ def test_one_level_accumulation_keeps_the_wgmmas_asynchronous(monkeypatch, tmp_p
     assert "0 bytes spill stores" in report, report
 
 
-def test_row_sums_by_wgmma_refuse_an_lse():
-    x = _fake_quantized(128)
-    with pytest.raises(ValueError, match="sum_mma=True: not with intra=True or return_lse=True"):
-        sg.attend_gluon(x, False, torch.bfloat16, return_lse=True, sum_mma=True)
-    with pytest.raises(ValueError, match="sum_mma=True: not with intra=True"):
-        sg.attend_gluon(x, False, torch.bfloat16, sum_mma=True, intra=True, split=False)
+@pytest.mark.parametrize("other", [dict(return_lse=True), dict(intra=True, split=False), dict(early=True),
+                                   dict(block_n=64)], ids=["lse", "intra", "early", "bn64"])
+def test_row_sums_by_wgmma_refuse_an_lse_and_unrun_combinations(other):
+    with pytest.raises(ValueError, match="sum_mma=True: not with intra=True, return_lse=True, early=True or block_n 64"):
+        sg.attend_gluon(_fake_quantized(128), False, torch.bfloat16, sum_mma=True, **other)
 
 
 def test_default_launch_sums_by_wgmma_except_with_an_lse():
-    assert sg.default_launch(128, False, False) == {**sg.DEFAULT_LAUNCH, "sum_mma": True, "direct": False}
-    assert sg.default_launch(128, True, False)["direct"] and sg.default_launch(64, False, False)["direct"]
-    assert sg.default_launch(64, True, True) == sg.DEFAULT_LAUNCH
+    assert sg.default_launch(128, False, False, 16384) == {**sg.DEFAULT_LAUNCH, "sum_mma": True, "direct": False}
+    assert sg.default_launch(128, True, False, 4096)["direct"] and sg.default_launch(64, False, False, 16384)["direct"]
+    # one-level accumulation only where its error was measured (up to DIRECT_MAX_KEYS keys)
+    assert not sg.default_launch(64, False, False, sg.DIRECT_MAX_KEYS + 1)["direct"]
+    lse = sg.default_launch(64, True, True, 4096)
+    assert lse == sg.DEFAULT_LAUNCH and lse is not sg.DEFAULT_LAUNCH
+
+
+@pytest.mark.parametrize("return_lse", [False, True])
+def test_sage_attention_gluon_launches_the_default_launch(return_lse, monkeypatch):
+    """What sage_attention_gluon hands attend_gluon: default_launch's row sums without an LSE, never with one."""
+    from smartcompile.kernels import sage_quantize, sage_triton
+
+    seen = []
+    x = _fake_quantized(128, sq=300, sk=5000)
+    monkeypatch.setattr(sage_triton, "quantize", lambda *args, **kwargs: x)
+    monkeypatch.setattr(sage_triton, "unsmoothed_lse", lambda lse, q, x: lse)
+    monkeypatch.setattr(sage_quantize, "recycle", lambda x: None)
+    monkeypatch.setattr(sg, "attend_gluon", lambda x, causal, dtype, return_lse=False, **launch: (
+        seen.append((return_lse, launch)) or ((None, None) if return_lse else None)))
+    q, k, v = torch.empty(1, 4, 300, 128), torch.empty(1, 2, 5000, 128), torch.empty(1, 2, 5000, 128)
+    sg.sage_attention_gluon(q, k, v, None, True, None, sg.GLUON_CONFIG, return_lse=return_lse)
+    [(lse, launch)] = seen
+    assert lse == return_lse
+    if return_lse:
+        assert not launch.get("sum_mma")
+    else:
+        assert launch == {**sg.DEFAULT_LAUNCH, "sum_mma": True, "direct": True}  # causal, 5000 keys
 
 
 @pytest.mark.parametrize("d, launch", [(128, dict(sum_mma=True, consumers=2)), (64, dict(sum_mma=True)),
@@ -204,11 +228,28 @@ def test_default_launch_sums_by_wgmma_except_with_an_lse():
 def test_ones_tiles_arrive_by_tma_not_from_registers(d, launch, monkeypatch, tmp_path):
     """Sessions 13-14: a ones tile written from registers into shared memory (stmatrix, fenced) gave the row-sum
     wgmma wrong sums on the H200 (l off by a constant factor), wherever it was written; loaded by TMA they are right.
-    In the PTX: no register store into shared memory at all, and one more TMA load per consumer than without."""
+    In the PTX: no stmatrix (how the register-written tile was stored) and no more shared-memory stores than
+    without the row sums, one more TMA load per consumer, and the Q barrier expecting Q's and the ones' bytes."""
     _needs_triton_36()
     kwargs, ptx = _launch_ptx(monkeypatch, tmp_path, d, launch)
     _, plain = _launch_ptx(monkeypatch, tmp_path, d, {**launch, "sum_mma": False})
-    assert "stmatrix" not in ptx and "st.shared.b8" not in ptx
+    assert "stmatrix" not in ptx and ptx.count("st.shared") == plain.count("st.shared")
+    q_bytes = 64 * d + 8 * 128  # a consumer's Q tile (64 rows of D_PAD int8) and its ones tile (8 x 128 FP8)
+    assert f"mbarrier.arrive.expect_tx.shared.b64 _, [%r" in ptx and f"], {q_bytes};" in ptx, q_bytes
     loads = ptx.count("cp.async.bulk.tensor")
     assert loads == plain.count("cp.async.bulk.tensor") + kwargs["NC"], (loads, kwargs["NC"])
     assert ptx.count("m64n8k32.f32.e4m3.e4m3") >= 8  # the row-sum wgmma: 4 K steps, in the loop and the last round
+
+
+def test_gluon_selection_leaves_head_dim_64_causal_to_triton(monkeypatch):
+    """sage_gluon was measured faster than sage_triton at D64 only without a causal mask (session 14)."""
+    import dataclasses
+
+    from smartcompile.backends.sage import gluon_spec_reasons
+    from smartcompile.spec import AttentionSpec
+
+    monkeypatch.setattr(sg, "gluon_unavailable_reason", lambda: None)
+    spec = AttentionSpec(1, 4, 4, 16384, 16384, 64, 64, torch.bfloat16, "cuda", mask_kind="causal")
+    assert "not measured" in " ".join(gluon_spec_reasons(spec))
+    assert gluon_spec_reasons(dataclasses.replace(spec, mask_kind="none")) == []
+    assert gluon_spec_reasons(dataclasses.replace(spec, head_dim=128, v_head_dim=128)) == []

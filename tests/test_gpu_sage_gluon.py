@@ -112,8 +112,8 @@ LONG_LAUNCHES = {"default": DEFAULT_LAUNCH, "direct": dict(direct=True),
 @pytest.mark.parametrize("launch", LONG_LAUNCHES.values(), ids=LONG_LAUNCHES.keys())
 def test_gluon_long_rows_match_triton_kernel(launch, d, seed):
     """Rows of 9,000 keys (71 K/V tiles, the ring wrapping many times) at both head dims: one-level accumulation
-    (`direct`) drifts with the row length, so it is checked past the 4k keys of the other tests, with the LSE, at D64
-    and D128."""
+    (`direct`) drifts with the row length, so it is checked past the 4k keys of the other tests, at D64 and D128, with
+    the LSE where the launch allows one (not with `sum_mma`)."""
     q = torch.randn(1, 4, 700, d, device="cuda", dtype=torch.bfloat16)
     k, v = (torch.randn(1, 2, 9000, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
     a = _assert_gluon_matches_triton(q, k, v, False, launch, seed)
@@ -199,7 +199,7 @@ def test_default_launch_row_sums_match_the_fadd_ones(d, causal, seed):
 
     q, k, v = (torch.randn(1, 6, n, d, device="cuda", dtype=torch.bfloat16) for n in (2001, 3001, 3001))
     x = quantize(q, k, v, None, SageConfig(pv_precision="fp8"), v_wgmma_order=True)
-    launch = default_launch(x.q8.shape[-1], causal, False)
+    launch = default_launch(x.q8.shape[-1], causal, False, 3001)
     assert launch["sum_mma"] and launch["direct"] == (d == 64 or causal)
     a = attend_gluon(x, causal, q.dtype, **launch)
     b = attend_gluon(x, causal, q.dtype, **DEFAULT_LAUNCH)
@@ -209,13 +209,21 @@ def test_default_launch_row_sums_match_the_fadd_ones(d, causal, seed):
 
 def test_default_launch_same_bits_on_a_side_stream_and_in_a_cuda_graph():
     """The ones tile of the row sums is kept only on the default stream outside capture: a side stream and a
-    captured CUDA graph make their own, and all three give the same bits."""
+    captured CUDA graph make their own (nothing is kept from them), and all three give the same bits."""
+    from smartcompile.kernels import sage_gluon as sg
     from smartcompile.kernels.sage_gluon import GLUON_CONFIG, sage_attention_gluon
 
     q, k, v = (torch.randn(1, 4, 1500, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     run = lambda: sage_attention_gluon(q, k, v, None, False, None, GLUON_CONFIG)  # noqa: E731
-    want = run()
+    sg._ONES.clear()
     side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        run()
+    torch.cuda.current_stream().wait_stream(side)
+    assert not sg._ONES  # a side stream keeps nothing
+    want = run()
+    assert len(sg._ONES) == 1  # the default stream keeps its tile
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         got_side = run()
@@ -226,6 +234,7 @@ def test_default_launch_same_bits_on_a_side_stream_and_in_a_cuda_graph():
         with torch.cuda.graph(graph, stream=side):
             got_graph = run()
     torch.cuda.current_stream().wait_stream(side)
+    assert len(sg._ONES) == 1  # nothing kept from the capture
     got_graph.zero_()
     graph.replay()
     torch.cuda.synchronize()

@@ -95,8 +95,9 @@ def run_sage_gluon(q, k, v, mask, is_causal: bool, scale: float, params) -> torc
     return sage_attention_gluon(q, k, v, mask, is_causal, scale, sage_config(params))
 
 
-# benchmarks/results/h200 (benchmarks/bench_gluon.py): faster than sage_triton from 16k keys at D 128 (1.04-1.10x end
-# to end) and, with the row sums by wgmma (session 14), at D 64 (1.07x); slower at 4k keys (host cost)
+# benchmarks/results/h200 (benchmarks/bench_gluon.py): faster than sage_triton from 16k keys at D 128 (1.04-1.11x end
+# to end) and, with the row sums by wgmma (session 14), at D 64 non-causal (1.07x; D64 causal not measured);
+# slower at 4k keys (host cost)
 GLUON_MIN_KV_LEN = 16384
 
 
@@ -110,6 +111,8 @@ def gluon_spec_reasons(spec: AttentionSpec, faster_below: str = "sage_triton") -
         return [why]
     if spec.kv_len < GLUON_MIN_KV_LEN:
         return [f"kv_len {spec.kv_len} < {GLUON_MIN_KV_LEN}: {faster_below} is faster there (H200)"]
+    if spec.head_dim <= 64 and spec.is_causal:
+        return [f"head_dim {spec.head_dim} causal: not measured against {faster_below} on the H200 (D64 non-causal was)"]
     return []
 
 

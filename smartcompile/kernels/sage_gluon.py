@@ -1,6 +1,7 @@
 """Sage attention for Hopper (sm90) in Gluon: TMA + mbarrier ring, INT8 and FP8 wgmma.
 
-Same numerics as kernels/sage_triton.py (and kernels/sage_reference.py): the Q/K/V quantization
+The numerics of kernels/sage_triton.py (and kernels/sage_reference.py), but for the row sums of the
+shipped launch (below, SUM_MMA) and its one-level accumulation where chosen (DIRECT): the Q/K/V quantization
 launches of sage_triton are reused (INT8 Q per 64 tokens with the softmax scale and log2(e) folded
 in, INT8 K per 128 tokens after smoothing, FP8 e4m3 V per channel stored K-major, its keys permuted
 within every 16 with v_wgmma_order=True);
@@ -15,7 +16,9 @@ this file only replaces the attention kernel:
     where a layout conversion took ~30 shuffles/selects per tile;
   * O += P V by an FP8 wgmma with P from registers and V from shared memory, each tile's product
     into a fresh FP32 accumulator that is then added to the running FP32 output (the two-level
-    accumulation: no long FP8-MMA accumulation chain).
+    accumulation: no long FP8-MMA accumulation chain; DIRECT accumulates onto O in the wgmma instead);
+  * SUM_MMA (default_launch without an LSE): P's row sums by a second small FP8 wgmma of the same P against an
+    8-column tile of ones that TMA loads with each consumer's Q tile, i.e. sums of the FP8-rounded P.
 
 Kernel: `_sage_fwd_sm90_ws2` (constexpr flags IS_CAUSAL (top-left aligned, as SDPA), STORE_LSE and SPARSE:
 Sparge's kept K blocks per 128-row query block, kernels/sparge_gluon.py), FA3's layout. One producer warp (TMA K/V ring, "empty" mbarriers counted by every consumer) and NC consumer
@@ -559,7 +562,7 @@ def make_descriptors(x, block_m: int, block_n: int = KV_BLOCK):
             TD(v2, list(v2.shape), list(v2.stride()), [d_pad, block_n], v_lay))
 
 
-_ONES: dict = {}  # (device index, block_n) -> 8 x block_n FP8 ones, kept where scratch.on_default_stream allows
+_ONES: dict = {}  # (device index, d_pad, block_n) -> TMA descriptor of 8 x block_n FP8 ones (it holds the tensor)
 
 
 def _ones_tile(device, d_pad: int, block_n: int):
@@ -567,14 +570,15 @@ def _ones_tile(device, d_pad: int, block_n: int):
     only on the default stream outside CUDA-graph capture (scratch.on_default_stream: a kept tensor must never
     live in a graph's pool, and another stream could read it before its fill ran); made per call elsewhere."""
     where = scratch.on_default_stream(device)
-    key = None if where is None else (where[0], block_n)
-    ones = _ONES.get(key) if key is not None else None
-    if ones is None:
+    key = None if where is None else (where[0], d_pad, block_n)
+    desc = _ONES.get(key) if key is not None else None
+    if desc is None:
         ones = torch.full((8, block_n), 1.0, device=device).to(torch.float8_e4m3fn)
+        desc = TensorDescriptor(ones, [8, block_n], [block_n, 1], [8, block_n],
+                                _smem_layouts(GLUON_BLOCK_Q, d_pad, block_n)[2])
         if key is not None:
-            _ONES[key] = ones
-    return TensorDescriptor(ones, [8, block_n], [block_n, 1], [8, block_n],
-                            _smem_layouts(GLUON_BLOCK_Q, d_pad, block_n)[2])
+            _ONES[key] = desc
+    return desc
 
 
 # Fastest measured on the H200 (benchmarks/gluon_notes.md, step 2): two consumer warpgroups (three
@@ -583,14 +587,19 @@ def _ones_tile(device, d_pad: int, block_n: int):
 DEFAULT_LAUNCH = dict(stages=4, pingpong=False, split=True, consumers=3)
 
 
-def default_launch(d_pad: int, is_causal: bool, return_lse: bool) -> dict:
+# One-level accumulation (`direct`) adds an error that grows with the row: against sage_triton on the same inputs
+# rel L1 0.0014 at 4k keys, 0.0028 at 16k (H200, session 14); not checked beyond, so not used beyond
+DIRECT_MAX_KEYS = 16384
+
+
+def default_launch(d_pad: int, is_causal: bool, return_lse: bool, seq_k: int) -> dict:
     """The launch sage_attention_gluon uses: DEFAULT_LAUNCH plus the row sums by wgmma (`sum_mma`), and the
-    one-level accumulation (`direct`) at D_PAD 64 and causal, where the two together measured fastest (H200, session
-    14: kernel +8% D64 16k and 4k, +4% D128 16k causal, +6% D128 4k with `sum_mma` alone, D128 16k +1%; the
-    notes' step 11). With an LSE, DEFAULT_LAUNCH: `sum_mma`'s sums are of the FP8-rounded P."""
+    one-level accumulation (`direct`) at D_PAD 64 and causal up to DIRECT_MAX_KEYS keys, where the two together
+    measured fastest (H200, session 14: kernel +8% D64 16k and 4k, +4% D128 16k causal; `sum_mma` alone +6% D128 4k,
+    +1% D128 16k; the notes' step 11). With an LSE, DEFAULT_LAUNCH: `sum_mma`'s sums are of the FP8-rounded P."""
     if return_lse:
-        return DEFAULT_LAUNCH
-    return {**DEFAULT_LAUNCH, "sum_mma": True, "direct": d_pad <= 64 or is_causal}
+        return dict(DEFAULT_LAUNCH)
+    return {**DEFAULT_LAUNCH, "sum_mma": True, "direct": (d_pad <= 64 or is_causal) and seq_k <= DIRECT_MAX_KEYS}
 
 
 SPARSE_BLOCK_Q = GLUON_SPARSE_BLOCK_Q  # Sparge's query block on this kernel: one CTA's rows (two consumers)
@@ -620,9 +629,10 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
     if block_n not in (KV_BLOCK, KV_BLOCK // 2) or (blocks is not None and block_n != KV_BLOCK):
         raise ValueError(f"attend_gluon: block_n {block_n}: allowed {KV_BLOCK} or {KV_BLOCK // 2} "
                          f"({KV_BLOCK} with block lists)")
-    if sum_mma and (intra or return_lse):
-        raise ValueError(f"attend_gluon: sum_mma=True: not with intra=True or return_lse=True (got intra={intra}, "
-                         f"return_lse={return_lse}): its row sums are of FP8-rounded P, an LSE needs exact ones")
+    if sum_mma and (intra or return_lse or early or block_n != KV_BLOCK):
+        raise ValueError(f"attend_gluon: sum_mma=True: not with intra=True, return_lse=True, early=True or block_n "
+                         f"{KV_BLOCK // 2} (got intra={intra}, return_lse={return_lse}, early={early}, "
+                         f"block_n={block_n}): an LSE needs exact row sums; the others were never run with it")
     if direct and (early or blocks is not None):
         raise ValueError("attend_gluon: direct=True: not with early=True or block lists")
     if blocks is not None and (x.block_q != SPARSE_BLOCK_Q or blocks.count_full.dim() != 1):
@@ -664,8 +674,10 @@ GLUON_CONFIG = SageConfig(pv_precision="fp8", block_q=GLUON_BLOCK_Q, block_k=KV_
 def sage_attention_gluon(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
                          is_causal: bool, scale: Optional[float], config: SageConfig, *,
                          return_lse: bool = False, launch: Optional[dict] = None):
-    """Sage attention (INT8 QK^T, FP8 P.V) on sm90 with the Gluon kernel; same arguments and
-    numerics as sage_triton.sage_attention_triton with GLUON_CONFIG (any `smooth`).
+    """Sage attention (INT8 QK^T, FP8 P.V) on sm90 with the Gluon kernel; same arguments and numerics as
+    sage_triton.sage_attention_triton with GLUON_CONFIG (any `smooth`), except that without an LSE the default
+    launch divides by the row sums of the FP8-rounded P it accumulated (rel L1 ~1e-3 from the FADD sums, the same
+    error against fp32), so outputs with and without `return_lse` differ by that much.
     `launch`: attend_gluon's keyword arguments (default_launch(...) when None)."""
     from .sage_quantize import recycle
     from .sage_triton import no_mask, quantize, unsmoothed_lse
@@ -678,7 +690,7 @@ def sage_attention_gluon(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask
         raise ValueError(f"head_dim {q.shape[-1]} not in {SUPPORTED_HEAD_DIMS}")
     x = quantize(q, k, v, scale, config, v_wgmma_order=True, reuse_buffers=True)
     # a given launch is taken whole (attend_gluon's defaults)
-    cfg = default_launch(x.q8.shape[-1], is_causal, return_lse) if launch is None else launch
+    cfg = default_launch(x.q8.shape[-1], is_causal, return_lse, k.shape[-2]) if launch is None else launch
     if not return_lse:
         out = attend_gluon(x, is_causal, q.dtype, **cfg)
         recycle(x)  # every kernel reading x is enqueued
