@@ -215,19 +215,21 @@ def test_default_launch_same_bits_on_a_side_stream_and_in_a_cuda_graph():
 
     q, k, v = (torch.randn(1, 4, 1500, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     run = lambda: sage_attention_gluon(q, k, v, None, False, None, GLUON_CONFIG)  # noqa: E731
-    sg._ONES.clear()
     side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        run()
-    torch.cuda.current_stream().wait_stream(side)
+
+    def on_side():
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            out = run()
+        torch.cuda.current_stream().wait_stream(side)
+        return out
+
+    sg._ONES.clear()
+    on_side()
     assert not sg._ONES  # a side stream keeps nothing
     want = run()
     assert len(sg._ONES) == 1  # the default stream keeps its tile
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        got_side = run()
-    torch.cuda.current_stream().wait_stream(side)
+    got_side = on_side()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.stream(side):
         run()  # warm-up on the capture stream
