@@ -11,8 +11,9 @@ exact fp32 attention on a slice of queries.
         [--impls triton,triton128,gluon128]
 
 --impls: `triton` is sparge_triton with the default config (query blocks of 64), `triton128` the same kernel with
-query blocks of 128, `gluon128` sparge_gluon (sm90, query blocks of 128: the same blocks as triton128),
-`gluon128-sum` the same with the row sums by wgmma (`sum_mma`). The prediction share is measured for `triton` only.
+query blocks of 128, `gluon128` sparge_gluon (sm90, query blocks of 128: the same blocks as triton128) with the
+FADD row sums (SPARSE_LAUNCH), `gluon128-sum` with the row sums by wgmma (`sum_mma`, what `sparse_launch` ships).
+The prediction share is measured for `triton` only.
 """
 from __future__ import annotations
 
@@ -92,7 +93,7 @@ def main():
                         block_q = 64 if impl == "triton" else 128
                         config = SpargeConfig(sparsity_ratio=1.0 - density, sim_threshold=-1.0, block_q=block_q)
                         if impl.startswith("gluon128"):  # gluon128-sum: the row sums by wgmma (session 14)
-                            launch = {**SPARSE_LAUNCH, "sum_mma": True} if impl == "gluon128-sum" else None
+                            launch = {**SPARSE_LAUNCH, "sum_mma": True} if impl == "gluon128-sum" else SPARSE_LAUNCH
                             run = functools.partial(sparge_attention_gluon, launch=launch)
                         else:
                             run = sparge_attention_triton

@@ -3,11 +3,12 @@
 # wan32k and direct (results/h200/session11/README.md); session 12 had no device time; session 13 measured the
 # row sums by wgmma (wrong on the GPU), `direct` on SPLIT and the exact lazy rescale (both slower) and removed
 # the two (results/h200/session13/README.md); session 14 found the row sums' fault (a ones tile written from
-# registers), shipped them with TMA-loaded ones and ran `sum` (results/h200/session14/README.md). Rerun tests-sage and
-# tests-other after any change to the shipped kernels, then wan32k and anchors for the numbers.
+# registers), shipped them with TMA-loaded ones and ran `sum` (results/h200/session14/README.md); session 15 ran the
+# GPU tests, wan32k and sparge-sum and shipped the row sums for Sparge too (results/h200/session15/README.md). Rerun
+# the tests-* stages after any change to the shipped kernels, then wan32k and anchors for the numbers.
 #   bash benchmarks/gpu_next_session.sh sum          the shipped default_launch's GPU tests (sage_gluon, sparge_gluon)
 #   bash benchmarks/gpu_next_session.sh probe        small-N wgmma probe, then the sum_mma launches timed
-#   bash benchmarks/gpu_next_session.sh sparge-sum   the row sums by wgmma on Sparge's block lists (not yet run)
+#   bash benchmarks/gpu_next_session.sh sparge-sum   the row sums by wgmma on Sparge's block lists (session 15: shipped)
 #   bash benchmarks/gpu_next_session.sh split-direct SPLIT + one-level accumulation (3 consumers at D64): tests, timing
 #   bash benchmarks/gpu_next_session.sh bn64         64-key tiles (INTRA without spills at D128): GPU tests, then timing
 #   bash benchmarks/gpu_next_session.sh direct       INTRA with one-level accumulation: GPU tests, then timing to 32k
@@ -15,8 +16,10 @@
 #   bash benchmarks/gpu_next_session.sh sparge-gluon Sparge on the Gluon kernel: GPU tests, then bench_sparge.py
 #   bash benchmarks/gpu_next_session.sh scratch      kernels/scratch.py's GPU tests, then host us and Sparge at 4k with
 #                                                    it off and on (session 10: passed, turned on)
-#   bash benchmarks/gpu_next_session.sh tests-sage   test_gpu_sage*.py (~5 min)
-#   bash benchmarks/gpu_next_session.sh tests-other  every other GPU test file (~5 min)
+#   bash benchmarks/gpu_next_session.sh tests-sage   test_gpu_sage.py and the shipped launches of test_gpu_sage_gluon.py
+#   bash benchmarks/gpu_next_session.sh tests-gluon-launches   the other launches of test_gpu_sage_gluon.py
+#   bash benchmarks/gpu_next_session.sh tests-other  every other GPU test file but test_gpu_sparge.py
+#   bash benchmarks/gpu_next_session.sh tests-sparge test_gpu_sparge.py (the Triton Sparge kernel, 142 tests)
 #   bash benchmarks/gpu_next_session.sh wan32k       the E2E targets at 32,760 tokens (auto, Sparge 50%), ~5 min
 # Wheels to carry in .whl (the device has no network): pip download -d .whl --no-deps --only-binary=:all:
 #   --python-version 3.12 --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform any
@@ -28,14 +31,14 @@ set -o pipefail
 source benchmarks/gpu_setup.sh .whl
 with_scratch="import runpy, sys; from smartcompile.kernels import scratch; scratch.ENABLED = True; \
 sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
-case ${1:?stage: sum, probe, sparge-sum, split-direct, bn64, direct, anchors, sparge-gluon, scratch, scratch-order, tests-sage, tests-other or wan32k} in
+case ${1:?stage: sum, probe, sparge-sum, split-direct, bn64, direct, anchors, sparge-gluon, scratch, scratch-order, tests-sage, tests-gluon-launches, tests-other, tests-sparge or wan32k} in
   sum)  # session 14: the shipped default_launch (row sums by wgmma, TMA ones) and its alternatives, GPU tests
     timeout 330 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sage_gluon.py -k "default or sum or lse or large or selects" \
         > $OUT/gpu_tests_sage_gluon.log 2>&1
     echo "sage_gluon tests rc=$? $(tail -1 $OUT/gpu_tests_sage_gluon.log)"; grep -h "^FAILED" $OUT/gpu_tests_sage_gluon.log | head -15
     timeout 90 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sparge_gluon.py > $OUT/gpu_tests_sparge_gluon.log 2>&1
     echo "sparge_gluon tests rc=$? $(tail -1 $OUT/gpu_tests_sparge_gluon.log)"; grep -h "^FAILED" $OUT/gpu_tests_sparge_gluon.log | head -10 ;;
-  sparge-sum)  # session 14 (written, not run): the row sums by wgmma on Sparge's block lists: its GPU test, then timing
+  sparge-sum)  # the row sums by wgmma on Sparge's block lists (shipped in session 15): its GPU test, then timing
     timeout 150 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sparge_gluon.py -k "row_sums" \
         > $OUT/gpu_tests_sparge_sum.log 2>&1
     echo "tests: rc=$? $(tail -1 $OUT/gpu_tests_sparge_sum.log)"; grep -h "^FAILED" $OUT/gpu_tests_sparge_sum.log | head
@@ -100,14 +103,22 @@ case ${1:?stage: sum, probe, sparge-sum, split-direct, bn64, direct, anchors, sp
           --kinds structured --out $OUT/sparge_$on > $OUT/bench_sparge_$on.log 2>&1
       echo "scratch $on:"; grep "D[0-9]" $OUT/bench_sparge_$on.log
     done ;;
-  tests-sage)
-    timeout 580 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sage.py tests/test_gpu_sage_gluon.py \
+  tests-sage)  # session 15: the two sage files together ran past 580 s (270 of 274 passed): now two stages
+    timeout 580 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sage.py \
+        tests/test_gpu_sage_gluon.py -k "test_gpu_sage.py or default or sum or lse or large or selects" \
         > $OUT/gpu_tests_sage.log 2>&1
     echo "rc=$? $(tail -1 $OUT/gpu_tests_sage.log)"; grep -h -A3 "FAILED\|Error" $OUT/gpu_tests_sage.log | head -20 ;;
-  tests-other)
-    timeout 580 python3 -m pytest -q -p no:cacheprovider -rf $(ls tests/test_gpu_*.py | grep -v sage) \
+  tests-gluon-launches)  # the launches of test_gpu_sage_gluon.py that are not shipped
+    timeout 580 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sage_gluon.py \
+        -k "not (default or sum or lse or large or selects)" > $OUT/gpu_tests_gluon_launches.log 2>&1
+    echo "rc=$? $(tail -1 $OUT/gpu_tests_gluon_launches.log)"; grep -h -A3 "FAILED\|Error" $OUT/gpu_tests_gluon_launches.log | head -20 ;;
+  tests-other)  # session 15: ran past 380 s with test_gpu_sparge.py in it: that file is now tests-sparge
+    timeout 580 python3 -m pytest -q -p no:cacheprovider -rf $(ls tests/test_gpu_*.py | grep -v "sage\|sparge.py") \
         > $OUT/gpu_tests_other.log 2>&1
     echo "rc=$? $(tail -1 $OUT/gpu_tests_other.log)"; grep -h -A3 "FAILED\|Error" $OUT/gpu_tests_other.log | head -20 ;;
+  tests-sparge)
+    timeout 580 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sparge.py > $OUT/gpu_tests_sparge.log 2>&1
+    echo "rc=$? $(tail -1 $OUT/gpu_tests_sparge.log)"; grep -h -A3 "FAILED\|Error" $OUT/gpu_tests_sparge.log | head -20 ;;
   wan32k)
     timeout 560 python3 benchmarks/bench_wan.py --frames 21 --rounds 6 \
         --policies "auto,sparge 50% self-attention,sparge 50% self-attention 128-row blocks" \

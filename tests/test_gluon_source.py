@@ -253,3 +253,35 @@ def test_gluon_selection_leaves_head_dim_64_causal_to_triton(monkeypatch):
     assert "not measured" in " ".join(gluon_spec_reasons(spec))
     assert gluon_spec_reasons(dataclasses.replace(spec, mask_kind="none")) == []
     assert gluon_spec_reasons(dataclasses.replace(spec, head_dim=128, v_head_dim=128)) == []
+
+
+def test_sparse_launch_sums_by_wgmma_except_with_an_lse():
+    from smartcompile.kernels.sparge_gluon import SPARSE_LAUNCH, sparse_launch
+
+    assert sparse_launch(False) == {**SPARSE_LAUNCH, "sum_mma": True}
+    assert sparse_launch(True) == SPARSE_LAUNCH and sparse_launch(True) is not SPARSE_LAUNCH
+    assert "sum_mma" not in SPARSE_LAUNCH  # the FADD launch stays what bench_sparge's `gluon128` times
+
+
+@pytest.mark.parametrize("return_lse", [False, True])
+def test_sparge_attention_gluon_launches_the_sparse_launch(return_lse, monkeypatch):
+    """What sparge_attention_gluon hands attend_gluon: the row sums by wgmma without an LSE, never with one."""
+    from smartcompile.kernels import sage_quantize, sage_triton, sparge_gluon, sparge_select
+    from smartcompile.kernels.config import SpargeConfig
+
+    seen = []
+    x = _fake_quantized(128, sq=300, sk=5000)
+    monkeypatch.setattr(sage_quantize, "quantize", lambda *args, **kwargs: x)
+    monkeypatch.setattr(sage_quantize, "recycle", lambda x: None)
+    monkeypatch.setattr(sparge_select, "fused_selection_unsupported", lambda *args: None)
+    monkeypatch.setattr(sparge_select, "select_block_lists", lambda *args: ("map", "lists"))
+    monkeypatch.setattr(sage_triton, "unsmoothed_lse", lambda lse, q, x: lse)
+    monkeypatch.setattr(sg, "attend_gluon", lambda x, causal, dtype, return_lse=False, blocks=None, **launch: (
+        seen.append((return_lse, blocks, launch)) or (("out", "lse") if return_lse else "out")))
+    x.pooled = (None, None, torch.empty(1, 2, 40, 128))
+    q, k, v = torch.empty(1, 4, 300, 128), torch.empty(1, 2, 5000, 128), torch.empty(1, 2, 5000, 128)
+    config = SpargeConfig(block_q=128, sparsity_ratio=0.5)
+    sparge_gluon.sparge_attention_gluon(q, k, v, None, False, None, config, return_lse=return_lse)
+    [(lse, blocks, launch)] = seen
+    assert lse == return_lse and blocks == "lists"
+    assert launch == sparge_gluon.sparse_launch(return_lse) and launch.get("sum_mma", False) != return_lse

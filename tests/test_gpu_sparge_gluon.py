@@ -152,7 +152,7 @@ def test_rows_keeping_no_block_output_zero_and_the_rest_match_triton():
 def test_row_sums_by_wgmma_match_the_fadd_ones_on_block_lists(causal, seed):
     """`sum_mma` (the row sums by a wgmma against TMA-loaded ones, shipped for dense Sage in session 14) on Sparge's
     block lists: the same output as the FADD sums up to P's FP8 rounding in the sums, and rows keeping no block
-    still output 0. Compile-checked only when written (session 14); `gpu_next_session.sh sparge-sum` runs it."""
+    still output 0. Passed on the H200 in session 15 and shipped there (`sparse_launch`)."""
     from smartcompile.kernels.sage_gluon import attend_gluon
     from smartcompile.kernels.sage_quantize import quantize
     from smartcompile.kernels.sparge_gluon import SPARSE_LAUNCH, sparge_attention_gluon
@@ -160,8 +160,8 @@ def test_row_sums_by_wgmma_match_the_fadd_ones_on_block_lists(causal, seed):
 
     q, k, v = _qkv(1, 4, 2, 2049, 2049, 128, seed % 1000)
     config = SpargeConfig(block_q=128, sparsity_ratio=0.5)
-    a = sparge_attention_gluon(q, k, v, None, causal, None, config, launch={**SPARSE_LAUNCH, "sum_mma": True})
-    b = sparge_attention_gluon(q, k, v, None, causal, None, config)
+    a = sparge_attention_gluon(q, k, v, None, causal, None, config)  # the shipped launch: sum_mma
+    b = sparge_attention_gluon(q, k, v, None, causal, None, config, launch=SPARSE_LAUNCH)
     assert torch.isfinite(a).all()
     assert_close_to(a.float(), b.float(), 0.99995, 0.005, f"seed {seed}")
     block_map = torch.zeros(1, 4, 17, 17, dtype=torch.bool, device="cuda")

@@ -22,6 +22,13 @@ from .constants import GLUON_SPARSE_BLOCK_Q, KV_BLOCK, SUPPORTED_HEAD_DIMS
 SPARSE_LAUNCH = dict(stages=4, pingpong=False, split=True)
 
 
+def sparse_launch(return_lse: bool) -> dict:
+    """The launch for block lists: SPARSE_LAUNCH with the row sums by wgmma (`sum_mma`) when no LSE is asked for
+    (attend_gluon has no LSE with them). Measured on the H200 (session 15, D128 density 0.5, kernel alone): 2.32x
+    cuDNN at 16k against 2.28x with the FADD sums, 0.97x against 0.94x at 4k."""
+    return dict(SPARSE_LAUNCH) if return_lse else {**SPARSE_LAUNCH, "sum_mma": True}
+
+
 def sparge_gluon_unsupported(config: SpargeConfig, head_dim: int) -> Optional[str]:
     """Why sparge_attention_gluon cannot take this config (None: it can)."""
     if config.pv_precision != "fp8":
@@ -40,7 +47,7 @@ def sparge_attention_gluon(q, k, v, mask, is_causal: bool, scale: Optional[float
                            return_block_map: bool = False, return_lse: bool = False, launch: Optional[dict] = None):
     """Same arguments, numerics and outputs as sparge_triton.sparge_attention_triton for the configs
     `sparge_gluon_unsupported` accepts, with no mask (None) or `is_causal`. `launch`: attend_gluon's keyword
-    arguments (SPARSE_LAUNCH when None)."""
+    arguments (`sparse_launch(return_lse)` when None)."""
     # the kernels import triton: imported here, so that sparge_gluon_unsupported stays importable without it
     from .sage_gluon import attend_gluon
     from .sage_quantize import quantize, recycle
@@ -60,7 +67,7 @@ def sparge_attention_gluon(q, k, v, mask, is_causal: bool, scale: Optional[float
     else:  # more K blocks than the fused selection sorts in registers
         block_map = select_from_pooled(x.pooled, q, k, scale, is_causal, config, None)
         lists = block_lists(block_map, k.shape[2], config.block_q, config.block_k, is_causal)
-    res = attend_gluon(x, is_causal, q.dtype, return_lse, blocks=lists, **(SPARSE_LAUNCH if launch is None else launch))
+    res = attend_gluon(x, is_causal, q.dtype, return_lse, blocks=lists, **(sparse_launch(return_lse) if launch is None else launch))
     out = (res[0], unsmoothed_lse(res[1], q, x)) if return_lse else (res,)
     recycle(x)  # every kernel reading x is enqueued
     out = out + (block_map,) if return_block_map else out
