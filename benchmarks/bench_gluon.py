@@ -10,6 +10,7 @@
     python benchmarks/bench_gluon.py --out $OUT                   # the grid of issue 13
     python benchmarks/bench_gluon.py --quick                       # B1 H24, D64/D128, 16k + causal
     python benchmarks/bench_gluon.py --batches 1x24 --variants ws2-nopp-split-s4,ws2-nopp-split-c3-s4   # step 2
+    python benchmarks/bench_gluon.py --dims 64 --lens 16384 --causal-dims 64,128 --causal-lens 4096,16384
     ncu --clock-control none -k regex:_sage_fwd --launch-skip 3 --launch-count 6 \
         python benchmarks/bench_gluon.py --profile --dims 128,64 --variants ws2-nopp-split-s4,ws2-nopp-split-c3-s4
 Variants and their measured outcomes: benchmarks/gluon_notes.md.
@@ -108,6 +109,8 @@ def main():
     ap.add_argument("--dims", default="64,128")
     ap.add_argument("--lens", default="4096,16384,32768")
     ap.add_argument("--batches", default="1x24,4x32", help="BxH pairs")
+    ap.add_argument("--causal-dims", default="128", help="head dims of the causal shapes ('' for none)")
+    ap.add_argument("--causal-lens", default="16384", help="lengths of the causal shapes")
     ap.add_argument("--inputs", default="random", choices=("random", "structured"),
                     help="structured: smartcompile.synthetic.structured_qkv (local attention: row maxima settle)")
     ap.add_argument("--profile", action="store_true",
@@ -133,7 +136,8 @@ def main():
     lens = [16384] if args.quick else [int(x) for x in args.lens.split(",")]
     dims = [int(x) for x in args.dims.split(",")]
     shapes = [(b, h, d, n, False) for b, h in bhs for d in dims for n in lens]
-    shapes += [(b, h, 128, 16384, True) for b, h in bhs]
+    shapes += [(b, h, d, n, True) for b, h in bhs for d in (int(x) for x in args.causal_dims.split(",") if x)
+               for n in ([16384] if args.quick else [int(x) for x in args.causal_lens.split(",")])]
 
     impls = {"cudnn": cudnn,
              "triton": lambda q, k, v, c: sage_attention_triton(q, k, v, None, c, None, GLUON_CONFIG)}

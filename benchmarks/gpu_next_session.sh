@@ -7,6 +7,7 @@
 # GPU tests, wan32k and sparge-sum and shipped the row sums for Sparge too (results/h200/session15/README.md). Rerun
 # the tests-* stages after any change to the shipped kernels, then wan32k and anchors for the numbers.
 #   bash benchmarks/gpu_next_session.sh sum          the shipped default_launch's GPU tests (sage_gluon, sparge_gluon)
+#   bash benchmarks/gpu_next_session.sh long-rows    `direct` on 16k-64k-key rows vs fp32; D64 causal timed (not run)
 #   bash benchmarks/gpu_next_session.sh probe        small-N wgmma probe, then the sum_mma launches timed
 #   bash benchmarks/gpu_next_session.sh sparge-sum   the row sums by wgmma on Sparge's block lists (session 15: shipped)
 #   bash benchmarks/gpu_next_session.sh split-direct SPLIT + one-level accumulation (3 consumers at D64): tests, timing
@@ -31,7 +32,7 @@ set -o pipefail
 source benchmarks/gpu_setup.sh .whl
 with_scratch="import runpy, sys; from smartcompile.kernels import scratch; scratch.ENABLED = True; \
 sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
-case ${1:?stage: sum, probe, sparge-sum, split-direct, bn64, direct, anchors, sparge-gluon, scratch, scratch-order, tests-sage, tests-gluon-launches, tests-other, tests-sparge or wan32k} in
+case ${1:?stage: sum, long-rows, probe, sparge-sum, split-direct, bn64, direct, anchors, sparge-gluon, scratch, scratch-order, tests-sage, tests-gluon-launches, tests-other, tests-sparge or wan32k} in
   sum)  # session 14: the shipped default_launch (row sums by wgmma, TMA ones) and its alternatives, GPU tests
     timeout 330 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sage_gluon.py -k "default or sum or lse or large or selects" \
         > $OUT/gpu_tests_sage_gluon.log 2>&1
@@ -45,6 +46,15 @@ case ${1:?stage: sum, probe, sparge-sum, split-direct, bn64, direct, anchors, sp
     timeout 200 python3 benchmarks/bench_sparge.py --lens 4096,16384 --dims 128 --densities 0.5 --kinds structured \
         --impls triton,gluon128,gluon128-sum --out $OUT/sparge_sum > $OUT/bench_sparge_sum.log 2>&1
     echo "bench rc=$?"; grep "D[0-9]" $OUT/bench_sparge_sum.log ;;
+  long-rows)  # (written in session 15, not run) `direct` against fp32 on rows of 16k-64k keys (DIRECT_MAX_KEYS), then
+    # D64 causal (left to sage_triton: never measured) and D128 causal at 4k and 16k, the shipped launch against the
+    # others and sage_triton
+    timeout 250 python3 benchmarks/check_direct_long_rows.py --out $OUT > $OUT/check_direct_long_rows.log 2>&1
+    echo "long rows rc=$?"; grep -h "^H\|passes up" $OUT/check_direct_long_rows.log | cut -c1-230
+    timeout 290 python3 benchmarks/bench_gluon.py --dims 64 --lens 4096,16384 --batches 1x24 --causal-dims 64,128 \
+        --causal-lens 4096,16384 --out $OUT --variants ws2-nopp-split-c3-s4,ws2-nopp-split-sum-c3-s4,ws2-nopp-split-direct-sum-c3-s4 \
+        > $OUT/bench_gluon_causal.log 2>&1
+    echo "bench rc=$?"; grep -h "cudnn \|^B1\|causal.*cos\|triton-kernel\|^    gluon" $OUT/bench_gluon_causal.log | head -70 ;;
   probe)  # session 14: small-N FP8 wgmmas alone (benchmarks/probe_small_n_wgmma.py), then the launches timed
     timeout 70 python3 benchmarks/probe_small_n_wgmma.py --quick > $OUT/probe_small_n.log 2>&1
     echo "probe rc=$?"; cut -c1-150 $OUT/probe_small_n.log

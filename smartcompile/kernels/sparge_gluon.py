@@ -67,7 +67,8 @@ def sparge_attention_gluon(q, k, v, mask, is_causal: bool, scale: Optional[float
     else:  # more K blocks than the fused selection sorts in registers
         block_map = select_from_pooled(x.pooled, q, k, scale, is_causal, config, None)
         lists = block_lists(block_map, k.shape[2], config.block_q, config.block_k, is_causal)
-    res = attend_gluon(x, is_causal, q.dtype, return_lse, blocks=lists, **(sparse_launch(return_lse) if launch is None else launch))
+    launch = sparse_launch(return_lse) if launch is None else launch
+    res = attend_gluon(x, is_causal, q.dtype, return_lse, blocks=lists, **launch)
     out = (res[0], unsmoothed_lse(res[1], q, x)) if return_lse else (res,)
     recycle(x)  # every kernel reading x is enqueued
     out = out + (block_map,) if return_block_map else out
