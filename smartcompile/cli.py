@@ -61,10 +61,14 @@ def _calibration_items(made: tuple, spec: str) -> list:
     """[(args, kwargs), ...]: one item, or the factory's list of calibration items."""
     if len(made) == 2 and isinstance(made[1], list) and made[1] and all(_is_item(x) for x in made[1]):
         return [(tuple(a), dict(k)) for a, k in made[1]]
-    try:
-        return [(tuple(made[1]), dict(made[2]) if len(made) == 3 else {})]
-    except (TypeError, ValueError) as exc:
-        raise CliError(f"--model: {spec}: args must be a sequence and kwargs a mapping ({exc})") from None
+    args, kwargs = made[1], made[2] if len(made) == 3 else {}
+    # a tensor, string or dict is iterable too: tuple() would silently split it into arguments
+    if not isinstance(args, (tuple, list)):
+        raise CliError(f"--model: {spec}: args must be a tuple or list, got {type(args).__name__} (one tensor "
+                       "argument: return (model, (x,)))")
+    if not isinstance(kwargs, dict):
+        raise CliError(f"--model: {spec}: kwargs must be a dict, got {type(kwargs).__name__}")
+    return [(tuple(args), dict(kwargs))]
 
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -95,14 +99,53 @@ def _add_placement(parser) -> None:
                         help="cast the model and its floating-point inputs (default: as the factory made them)")
 
 
+def _eager_failure(model, items: list) -> Optional[str]:
+    """What the model raises on its own inputs without smartcompile (None: it runs)."""
+    try:
+        with torch.no_grad():
+            for args, kwargs in items:
+                model(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 -- user code: any failure is reported, not a traceback
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        return f"{type(exc).__name__}: {first}"
+    return None
+
+
+def _on_the_model(call, model, items: list):
+    """`call()`; a failure that the model also raises eagerly on its inputs is the factory's, reported as an
+    error (exit 2); any other failure is ours and keeps its traceback. The eager check runs only after a
+    failure, so a working model is not run twice."""
+    try:
+        return call()
+    except SmartCompileError:
+        raise
+    except Exception:
+        why = _eager_failure(model, items)
+        if why is None:
+            raise
+        raise CliError(f"--model: the model fails on its own inputs without smartcompile ({why}); check the "
+                       "inputs the factory returns") from None
+
+
 def cmd_explain(ns) -> int:
     from .api import explain
 
     model, _, _, items = _load_factory(ns.model)
     model, items = _placed(model, items, ns.device, ns.dtype)
-    plan = explain(model, *items[0][0], policy=ns.policy, kwargs=items[0][1])
+    plan = _on_the_model(lambda: explain(model, *items[0][0], policy=ns.policy, kwargs=items[0][1]), model,
+                         items[:1])
     print(json.dumps(plan.to_dict(), indent=2, default=str) if ns.json else plan.table(verbose=ns.verbose))
     return 0
+
+
+def _output_file(text: str, flag: str) -> Path:
+    """A file the command writes at its end: not a folder, in a folder that exists."""
+    path = Path(text)
+    if path.is_dir():
+        raise CliError(f"{flag}: {text!r} is a folder; give a file path")
+    if not path.parent.is_dir():
+        raise CliError(f"{flag}: {text!r}: the folder {str(path.parent)!r} does not exist")
+    return path
 
 
 def _json_arg(text: Optional[str], flag: str):
@@ -118,14 +161,17 @@ def _json_arg(text: Optional[str], flag: str):
 
 def cmd_profile(ns) -> int:
     from .profiling import profile
-    from .profiling.report import ProfileReport, require_matplotlib
+    from .profiling.report import ProfileReport, check_plot_path
 
+    # the paths written at the end, checked now, not after the whole profile has run
+    _output_file(ns.output, "-o/--output")
     if ns.report:
-        require_matplotlib()  # now, not after the whole profile has run
+        check_plot_path(ns.report, "--report")
     model, _, _, items = _load_factory(ns.model)
     model, items = _placed(model, items, ns.device, ns.dtype)
-    policy = profile(model, items, budget=ns.budget, metric=ns.metric, candidates=_json_arg(ns.candidates, "--candidates"),
-                     out=ns.output, cache=not ns.no_cache, progress=not ns.quiet)
+    candidates = _json_arg(ns.candidates, "--candidates")
+    policy = _on_the_model(lambda: profile(model, items, budget=ns.budget, metric=ns.metric, candidates=candidates,
+                                           out=ns.output, cache=not ns.no_cache, progress=not ns.quiet), model, items)
     report = ProfileReport.from_policy(policy)
     print(report.table())
     print(f"policy written to {ns.output}")
@@ -136,8 +182,10 @@ def cmd_profile(ns) -> int:
 
 def cmd_report(ns) -> int:
     from .policies import Policy
-    from .profiling.report import ProfileReport
+    from .profiling.report import ProfileReport, check_plot_path
 
+    if ns.plot:
+        check_plot_path(ns.plot, "--plot")
     report = ProfileReport.from_policy(Policy.load(ns.policy))
     print(report.table())
     if ns.plot:
@@ -232,14 +280,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="output metric vs the exact model (cosine/psnr: higher is better; rel_l1: lower)")
     pr.add_argument("--candidates", default=None,
                     help='JSON list of sage/sparge rules to try, e.g. \'[{"backend": "sparge", "sparsity_ratio": 0.5}]\'')
-    pr.add_argument("--report", default=None, help="also write a plot (PNG) of sensitivity, time saved and choices")
+    pr.add_argument("--report", default=None,
+                    help="also write a plot of sensitivity, time saved and choices (format from the suffix: .png, .pdf...)")
     pr.add_argument("--no-cache", action="store_true", help="do not reuse or keep measurements")
     pr.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     _add_placement(pr)
     pr.set_defaults(fn=cmd_profile)
     rp = sub.add_parser("report", help="table (and --plot) of a profiled policy's measurements")
     rp.add_argument("policy", help="a policy JSON written by `smartcompile profile`")
-    rp.add_argument("--plot", default=None, help="write a PNG plot here")
+    rp.add_argument("--plot", default=None, help="write a plot here (format from the suffix: .png, .pdf, .svg...)")
     rp.set_defaults(fn=cmd_report)
     b = sub.add_parser("bench", help="speed, peak memory and quality of flash / sage / sparge here (or --model end to end)")
     add_bench_arguments(b)

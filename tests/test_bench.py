@@ -116,6 +116,7 @@ def test_cannot_run_and_failing_kernels_are_rows_not_crashes(monkeypatch):
     (["--model", "tinyattn:factory", "--seq-lens", "128"], "--seq-lens: kernel-grid options"),
     (["--model", "nocolon"], "--model: 'nocolon' is not of the form pkg.module:factory"),
     (["--quiet"], "--quiet prints no tables"),
+    (["--seq-lens", "\u00b2"], "--seq-lens: '\u00b2' is not a positive integer"),  # '²'.isdigit() is True
 ])
 def test_bad_options_are_errors_with_exit_2(argv, message, capsys):
     assert main(["bench", *argv]) == 2
@@ -162,3 +163,17 @@ def test_tflops_are_whole_numbers_on_a_gpu_and_three_digits_on_a_cpu():
                status="ok", reason="")
     assert "| 1437 |" in speed_table([dict(row, tflops=1436.6)])
     assert "| 0.0123 |" in speed_table([dict(row, tflops=0.012345)])
+
+
+def test_inputs_that_cannot_be_made_are_rows_not_crashes(monkeypatch):
+    """bench's promise: out of memory is a row with the error. Making the shape's inputs can run out too."""
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 262144000000 bytes")
+
+    monkeypatch.setattr(grid, "structured_qkv", no_memory)
+    cfg = build_config(device="cpu", seq_lens="64", head_dims="16", heads=1)
+    rows = grid.run_grid(cfg, timer=lambda fn, label: 1.0, progress=False)
+    assert len(rows) == len(cfg.variants) and all(r["status"] == "failed" for r in rows)
+    assert all(r["reason"].startswith("inputs: RuntimeError: DefaultCPUAllocator") for r in rows)
+    assert "failed: inputs: RuntimeError" in speed_table(rows)
+

@@ -70,8 +70,10 @@ def test_demo_on_the_trained_model_writes_frames_gif_and_summary(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(steps=0), "steps must be a positive integer, got 0"),
-    (dict(frames=-2), "frames must be a positive integer, got -2"),
+    (dict(steps=0), "steps must be an integer from 1 to 1000, got 0"),
+    (dict(frames=-2), "frames must be an integer from 1 to 64, got -2"),
+    (dict(frames=100_000), "frames must be an integer from 1 to 64, got 100000"),  # was killed for memory
+    (dict(repeats=101), "repeats must be an integer from 1 to 100, got 101"),
     (dict(policies=["sage", "fast"]), "unknown policies ['fast']"),
 ])
 def test_demo_bad_arguments_are_named(kwargs, message):

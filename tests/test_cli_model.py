@@ -28,6 +28,17 @@ def broken():
 
 def not_a_tuple():
     return Tiny()
+
+def bare_tensor():
+    return Tiny(), torch.randn(3, 2, 16, 8)
+
+class Projected(torch.nn.Module):
+    def forward(self, q, k, v):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v) @ torch.ones(9, 4)
+
+def wrong_shape():  # the model's own failure: (..., 8) @ (9, 4)
+    q = torch.randn(1, 2, 16, 8)
+    return Projected(), (q, q, q)
 """
 
 
@@ -58,6 +69,15 @@ def test_cli_model_from_the_current_directory(model_in_cwd, capsys):
     (["profile", "--model", f"{MODULE}:factory", "-o", "p.json", "--candidates", "[" * 100_000],
      "--candidates: invalid JSON"),
     (["report", "missing.json"], "cannot read 'missing.json'"),
+    (["explain", "--model", f"{MODULE}:bare_tensor"], "args must be a tuple or list, got Tensor"),
+    (["explain", "--model", f"{MODULE}:wrong_shape"], "the model fails on its own inputs without smartcompile"),
+    (["profile", "--model", f"{MODULE}:wrong_shape", "-o", "p.json", "-q"], "fails on its own inputs"),
+    (["bench", "--model", f"{MODULE}:wrong_shape", "--quiet", "--out", "b"], "fails on its own inputs"),
+    # the paths written at the end are checked before the run
+    (["profile", "--model", f"{MODULE}:factory", "-o", "no/such/folder/p.json"], "the folder 'no/such/folder' does not"),
+    (["profile", "--model", f"{MODULE}:factory", "-o", "."], "-o/--output: '.' is a folder"),
+    (["profile", "--model", f"{MODULE}:factory", "-o", "p.json", "--report", "r.txt"], "allowed: "),
+    (["report", "missing.json", "--plot", "plot"], "--plot: 'plot': the format comes from the file's suffix (none)"),
 ])
 def test_cli_bad_input_exits_2_without_traceback(model_in_cwd, capsys, argv, message):
     assert main(argv) == 2

@@ -209,3 +209,21 @@ def test_load_of_a_missing_file_or_a_directory_names_the_path(tmp_path, make_pat
     with pytest.raises(PolicyError) as info:
         Policy.load(path)
     assert f"cannot read {str(path)!r}" in str(info.value)
+
+
+@pytest.mark.parametrize("text, key", [('{"layers": {"blocks.0": "flash", "blocks.0": "sage"}}', "blocks.0"),
+                                       ('{"default": "flash", "default": "sage"}', "default")])
+def test_a_key_given_twice_is_an_error_not_last_wins(text, key):
+    assert f"the key {key!r} appears twice in one object" in _error(text)
+
+
+def test_off_is_a_backend_in_the_object_form_too():
+    policy = Policy.from_dict({"version": 2, "default": {"backend": "off"},
+                               "layers": {"a": {"by_step": {"0": {"backend": "off"}}, "otherwise": {"backend": "off"}}}})
+    assert policy.to_dict()["default"] == "off" and policy.to_dict()["layers"]["a"]["otherwise"] == "off"
+    assert "backend 'off' takes no parameters" in _error({"default": {"backend": "off", "block_size": 64}})
+
+
+def test_step_ranges_take_ascii_digits_only():
+    # Python's \d and int() take any Unicode digit; JSON Schema's regexes (the shipped schema) do not
+    assert "step range '٣-٥' is not allowed" in _error({"version": 2, "default": {"by_step": {"٣-٥": "sage"}}})

@@ -200,3 +200,35 @@ def test_cli_profile_and_report(tmp_path, capsys):
     assert "budget cosine >= 0.9995" in capsys.readouterr().out
     assert main(["profile", "--model", "profile_models:factory", "-o", str(out), "--candidates", "[sage"]) == 2
     assert "smartcompile: error: --candidates: invalid JSON" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("field, value", [("implementation", "bogus"), ("params", {"block_size": "x"}),
+                                          ("backend", "flash"), ("backend", "nonexistent"), ("runnable", False)])
+def test_a_wellformed_but_wrong_cache_record_is_measured_again(tmp_path, caplog, field, value):
+    """A cache line can parse and still name what would not run here (edited, another version): it is measured
+    again with a warning, never run or trusted."""
+    model, calibration = sensitive_net()
+    first = smartcompile.profile(model, calibration, budget=BUDGET, progress=False)
+    [path] = (tmp_path / "cache" / "profile").glob("*.jsonl")
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    victim = next(r for r in lines if r["stage"] == "local" and r.get("runnable"))
+    victim[field] = value
+    if field == "runnable":
+        victim["why"] = "edited"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    with caplog.at_level("WARNING", logger="smartcompile"):
+        again = smartcompile.profile(model, calibration, budget=BUDGET, progress=False)
+    assert any("measuring it again" in r.getMessage() and victim["label"] in r.getMessage() for r in caplog.records)
+    assert again.to_dict()["layers"] == first.to_dict()["layers"]
+
+
+@pytest.mark.parametrize("cands", [[{"by_step": {"0": "sparge"}, "otherwise": "sage"}], [{"by_step": {"0": "sage"}}]])
+def test_a_per_step_rule_is_not_a_candidate(cands):
+    # it was reduced to its `otherwise` rule (or to flash, "not a candidate") without a word
+    with pytest.raises(PolicyError, match=r"candidates\[0\]: per-step rules .* are not candidates"):
+        smartcompile.profile(*sensitive_net(), candidates=cands, progress=False)
+
+
+def test_out_is_checked_before_the_run(tmp_path):
+    with pytest.raises(SmartCompileError, match="is a folder or its folder does not exist"):
+        smartcompile.profile(*sensitive_net(), out=tmp_path / "missing" / "p.json", progress=False)

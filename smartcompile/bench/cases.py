@@ -81,7 +81,7 @@ def _positive_ints(option: str, text: str) -> tuple:
         item = item.strip().lower()
         mult = 1024 if item.endswith("k") else 1
         digits = item[:-1] if mult > 1 else item
-        if not digits.isdigit() or int(digits) <= 0:
+        if not (digits.isascii() and digits.isdigit()) or int(digits) <= 0:  # ascii: '²'.isdigit() is True
             raise BenchError(f"{option}: {item!r} is not a positive integer (e.g. 4096 or 4k; comma-separated list)")
         out.append(int(digits) * mult)
     return tuple(dict.fromkeys(out))

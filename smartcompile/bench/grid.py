@@ -115,15 +115,24 @@ def run_grid(cfg: BenchConfig, timer: Optional[Timer] = None, progress: bool = T
     with torch.no_grad():
         for d, n in cfg.shapes():
             bar.set_postfix_str(f"D{d} N{n}")
-            q, k, v = structured_qkv(cfg.batch, cfg.heads, cfg.heads, token_grid(n), d, device=cfg.device,
-                                     dtype=cfg.dtype, generator=generator)
-            ref = sliced_reference(q, k, v, cfg.causal, cfg.max_ref_queries, cfg.max_ref_heads)
+            shape = dict(B=cfg.batch, H=cfg.heads, N=n, D=d, dtype=cfg.dtype_name, causal=cfg.causal)
+            try:
+                q, k, v = structured_qkv(cfg.batch, cfg.heads, cfg.heads, token_grid(n), d, device=cfg.device,
+                                         dtype=cfg.dtype, generator=generator)
+                ref = sliced_reference(q, k, v, cfg.causal, cfg.max_ref_queries, cfg.max_ref_heads)
+            except (RuntimeError, MemoryError) as exc:  # out of memory (CUDA's is a RuntimeError): rows, not a crash
+                torch.cuda.empty_cache()
+                reason = f"inputs: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+                rows += [{**shape, "variant": variant.label, "backend": variant.backend, "implementation": "-",
+                          "params": "-", **dict.fromkeys(METRICS), "status": "failed", "reason": reason}
+                         for variant in cfg.variants]
+                bar.update(len(cfg.variants))
+                continue
             spec = AttentionSpec(cfg.batch, cfg.heads, cfg.heads, n, n, d, d, cfg.dtype, cfg.device,
                                  mask_kind="causal" if cfg.causal else "none",
                                  causal_alignment="top_left" if cfg.causal else None)
             for variant in cfg.variants:
                 for job in plan_jobs(variant, spec):
-                    shape = dict(B=cfg.batch, H=cfg.heads, N=n, D=d, dtype=cfg.dtype_name, causal=cfg.causal)
                     rows.append({**shape, "variant": variant.label, "backend": variant.backend,
                                  "implementation": job.implementation or "-", "params": _params_text(job.params),
                                  **dict.fromkeys(METRICS), **_measure(job, q, k, v, ref, cfg, timer)})

@@ -94,7 +94,12 @@ def run_model_bench(model: torch.nn.Module, args: tuple, kwargs: dict, device: s
     args, kwargs = _to(tuple(args), device, dtype), _to(dict(kwargs), device, dtype)
     rows = []
     with torch.no_grad():
-        reference = _flat_output(model(*args, **kwargs))
+        try:
+            reference = _flat_output(model(*args, **kwargs))
+        except Exception as exc:  # noqa: BLE001 -- user code: its failure is reported, not a traceback
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            raise BenchError(f"--model: the model fails on its own inputs without smartcompile "
+                             f"({type(exc).__name__}: {first}); check the inputs the factory returns") from None
         if not reference.numel():
             raise BenchError("--model: the model's output holds no floating-point tensor to compare")
         steps = [(DEFAULT, None)] + list(model_policies().items())

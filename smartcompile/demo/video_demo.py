@@ -82,9 +82,14 @@ def check_device(device: str) -> None:
                                 "run without --device to use the CPU, or install a CUDA build of torch")
 
 
+# upper bounds of the demo's sizes: 64 frames are 65,536 video tokens (4x what the model was trained on; beyond
+# that a GPU's memory, not the demo, is what a user would be testing)
+DEMO_LIMITS = {"steps": 1000, "frames": 64, "repeats": 100}
+
+
 def _positive(name: str, value: Optional[int]) -> None:
-    if value is not None and (not isinstance(value, int) or value < 1):
-        raise SmartCompileError(f"demo: {name} must be a positive integer, got {value!r}")
+    if value is not None and (not isinstance(value, int) or not 1 <= value <= DEMO_LIMITS[name]):
+        raise SmartCompileError(f"demo: {name} must be an integer from 1 to {DEMO_LIMITS[name]}, got {value!r}")
 
 
 def profile_policy(model: torch.nn.Module, sampler: Callable, out: Optional[Path]) -> Policy:

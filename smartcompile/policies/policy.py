@@ -200,6 +200,22 @@ def _read_policy_bytes(p: Path) -> bytes:
     return raw
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _without_duplicate_keys(pairs: list) -> dict:
+    """json.loads' object hook: a policy file naming one layer (or "default") twice is ambiguous, not last-wins."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class Policy:
     default: Rule = Rule("auto")
@@ -260,7 +276,10 @@ class Policy:
         if not isinstance(text, str):
             raise PolicyError(f"{source}: policy: {type(text).__name__} is not allowed; expected JSON text (str or bytes)")
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_without_duplicate_keys)
+        except _DuplicateKey as exc:
+            raise PolicyError(f"{source}: the key {exc.key!r} appears twice in one object; JSON readers keep "
+                              "only one of them (which one differs between tools): keep one rule per key") from None
         except json.JSONDecodeError as exc:
             raise PolicyError(f"{source}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
         except RecursionError:

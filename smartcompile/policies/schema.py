@@ -52,7 +52,7 @@ def _rule_object_schema(backend: str) -> dict:
 def policy_schema() -> dict:
     names = rule_backends()
     step_rule = {
-        "oneOf": [{"type": "string", "enum": list(names)}] + [_rule_object_schema(b) for b in names if b != "off"]
+        "oneOf": [{"type": "string", "enum": list(names)}] + [_rule_object_schema(b) for b in names]
     }
     by_step = {  # STEP_RULES_VERSION (step_rules.py); overlaps and A <= B are checked in Python
         "type": "object",

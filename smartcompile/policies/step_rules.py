@@ -16,7 +16,7 @@ from ..backends.registry import exact_baseline
 from ..errors import PolicyError
 
 MAX_STEP = 1_000_000  # far beyond any sampler's step count; bounds the integers read
-STEP_RANGE_PATTERN = r"^(\d{1,7})(?:-(\d{1,7})?)?$"
+STEP_RANGE_PATTERN = r"^([0-9]{1,7})(?:-([0-9]{1,7})?)?$"  # ASCII: Python's \d takes any Unicode digit
 _RANGE = re.compile(STEP_RANGE_PATTERN)
 
 

@@ -67,6 +67,10 @@ def parse_candidate(value: Any, where: str) -> ProfileCandidate:
     if isinstance(value, Rule):
         value = value.to_json()
     rule = parse_rule(value, where)
+    if rule.by_step:
+        raise PolicyError(f"{where}: per-step rules ({{\"by_step\": ...}}) are not candidates: the profiler measures "
+                          f"one backend per layer; give a {_candidate_backends()} rule (a name or "
+                          "{\"backend\": ..., params})")
     if rule.backend not in BACKENDS or get_backend(rule.backend).exact:
         exact = ", ".join(b.name for b in BACKENDS.values() if b.exact)
         raise PolicyError(f"{where}: backend {rule.backend!r} is not a candidate; {exact} (exact) is always the "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Optional
 
 import torch
@@ -69,3 +70,28 @@ def measure_local(rec: LayerCapture, cand: ProfileCandidate) -> dict:
         ms = estimated_ms(rec.spec, cand.backend, sel.params, 1.0 if d is None else d)
     return {**base, **worst, "runnable": True, "implementation": sel.implementation, "params": dict(sel.params),
             "time_ms": ms, "density": d}
+
+
+def _as_read_back(params: dict):
+    """`params` as a cache line stores and reads it (tuples become lists)."""
+    return json.loads(json.dumps(params, default=str))
+
+
+def cached_record_problem(rec: LayerCapture, cand: Optional[ProfileCandidate], cached: dict) -> Optional[str]:
+    """None if a cached record of `cand` on this layer (None: the exact baseline) names what a new measurement
+    would run here (backend, implementation, parameters), else what differs. A cache line can be well-formed and
+    still wrong (edited, or written by another version): it is then measured again rather than run."""
+    backend = exact_baseline() if cand is None else cand.backend
+    sel = select(rec.spec, backend, {} if cand is None else dict(cand.params), auto_mode="static")
+    if cand is not None and cached.get("backend") != cand.backend:
+        return f"backend {cached.get('backend')!r}, not the candidate's {cand.backend!r}"
+    if cand is not None and not cached.get("runnable"):
+        return None if sel.backend != cand.backend else "marked not runnable, but it can run here"
+    if sel.backend != backend:
+        return "marked runnable, but it cannot run here"
+    if cached.get("implementation") != sel.implementation:
+        return f"implementation {cached.get('implementation')!r}, where {sel.implementation!r} runs here"
+    if cand is not None and cached.get("params") != _as_read_back(dict(sel.params)):
+        return f"params {cached.get('params')!r}, where {_as_read_back(dict(sel.params))!r} run here"
+    return None
+

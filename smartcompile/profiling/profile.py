@@ -28,7 +28,7 @@ from .calibration import detach_output, make_runner
 from .candidates import parse_candidates
 from .capture import Capture
 from .choose import Option, choose_within_budget
-from .local import exact_time_ms, measure_local, timing_is_real
+from .local import cached_record_problem, exact_time_ms, measure_local, timing_is_real
 from .metric import Metric, flat_output, resolve_metric
 from .runs import compile_exact, run_with
 from .step_units import StepRanges, split_unit
@@ -85,6 +85,9 @@ def profile(
         track_steps); a layer whose ranges choose differently gets a "by_step" rule (version 2).
     """
     units = StepRanges.parse(step_ranges)
+    if out is not None and (Path(out).is_dir() or not Path(out).parent.is_dir()):  # now, not after the run
+        raise SmartCompileError(f"out: {str(out)!r} is a folder or its folder does not exist; give a file path "
+                                "in a folder that exists")
     if isinstance(metric, (str, Metric)):  # before any model run: a wrong budget costs nothing
         budget = resolve_metric(metric).check_budget(budget)
     elif budget is None:
@@ -141,7 +144,11 @@ def _stage_local(layers, cands, store, progress) -> dict:
         for cand in [None] + cands:
             stage, label = ("exact", exact_baseline()) if cand is None else ("local", cand.label)
             r = store.get(stage, rec.layer, label)
-            if r is None:
+            why = None if r is None else cached_record_problem(rec, cand, r)
+            if why is not None:
+                logger.warning("profile cache: the %s record of %s on %s %s; measuring it again", stage, label,
+                               rec.layer, why)
+            if r is None or why is not None:
                 r = exact_time_ms(rec) if cand is None else measure_local(rec, cand)
                 store.put(r)
             out[(rec.layer, label)] = r

@@ -42,6 +42,25 @@ def require_matplotlib() -> None:
         raise SmartCompileError(f"report: the plot needs matplotlib: {PLOT_INSTALL_HINT}") from None
 
 
+def check_plot_path(path: Union[str, Path], flag: str = "plot") -> Path:
+    """`path` if a plot can be written there: matplotlib takes the format from the suffix (none: it would
+    write `path`.png instead), the folder must exist, and the path must not be a folder. Checked before any work."""
+    require_matplotlib()
+    from matplotlib.figure import Figure
+
+    formats = sorted(Figure().canvas.get_supported_filetypes())
+    p = Path(path)
+    if p.is_dir():
+        raise SmartCompileError(f"{flag}: {str(p)!r} is a folder; give a file name ending in one of "
+                                f"{', '.join('.' + f for f in formats)}")
+    if p.suffix.lower().lstrip(".") not in formats:
+        raise SmartCompileError(f"{flag}: {str(p)!r}: the format comes from the file's suffix "
+                                f"({p.suffix or 'none'}); allowed: {', '.join('.' + f for f in formats)}")
+    if not p.parent.is_dir():
+        raise SmartCompileError(f"{flag}: {str(p)!r}: the folder {str(p.parent)!r} does not exist")
+    return p
+
+
 def _fmt(x, spec: str = ".4f") -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):  # NaN is stored as null (json_safe)
         return "-"
@@ -99,8 +118,7 @@ class ProfileReport:
         return "\n".join(lines)
 
     def plot(self, path: Union[str, Path]) -> Path:
-        """Write the PNG (needs matplotlib)."""
-        require_matplotlib()
+        """Write the plot to `path`, in the format its suffix names (.png, .pdf, .svg...; needs matplotlib)."""
         from .plot import plot_report
 
-        return plot_report(self.summary, Path(path), estimated=self.estimated)
+        return plot_report(self.summary, check_plot_path(path), estimated=self.estimated)
