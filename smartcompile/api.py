@@ -6,7 +6,7 @@ from typing import Any, Optional
 import torch
 
 from .compiler.backend import compile_graph
-from .compiler.layer_dispatch import INSTANCES, forget_layers, is_named, name_layers
+from .compiler.layer_dispatch import INSTANCES, forget_layers, is_named, name_layers, user_named_modules
 from .compiler.options import CompileOptions
 from .compiler.plan import Plan
 from .policies import Policy, unmatched_rules
@@ -40,7 +40,7 @@ def explain(model: torch.nn.Module, *args: Any, policy: Any = None, kwargs: Opti
         if not named_before:
             forget_layers(model)
     plan.instances = [c for key, c in INSTANCES.items() if key not in seen]
-    modules = {name for name, _ in model.named_modules()}
+    modules = set(user_named_modules(model))
     relative = sorted({base_layer_name(s.layer) for s in plan.sites
                        if base_layer_name(s.layer) not in modules and not s.instances})
     if relative and not (len(plan.sites) == len(relative) and plan.graphs == 1 and relative[0].startswith("attention.")):

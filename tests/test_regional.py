@@ -210,3 +210,27 @@ def test_explain_on_a_submodule_leaves_a_compiled_model_alone():
     assert _calls(lambda: model(x)) == EXPECT_B1
     smartcompile.explain(model.blocks[1], x, policy=POLICY_B1)
     assert _calls(lambda: model(x)) == EXPECT_B1
+
+
+def test_rules_name_the_users_paths_through_a_compiled_wrapper():
+    """torch.compile(model) holds the model as `_orig_mod`: naming the wrapper (or a submodule replaced by its
+    compiled wrapper) must still apply the rules of the user's own paths (an exact rule ran sage before)."""
+    torch.manual_seed(0)
+    model, x = _Model().eval(), torch.randn(1, 10, 16)
+    compiled = torch.compile(model, backend="smartattn", options={"policy": POLICY_B1})
+    smartcompile.name_layers(compiled)
+    assert _calls(lambda: compiled(x)) == EXPECT_B1
+    torch._dynamo.reset()
+    model = _Model().eval()
+    model.blocks[1] = torch.compile(model.blocks[1], backend="smartattn", options={"policy": POLICY_B1})
+    smartcompile.name_layers(model)  # names blocks.1._orig_mod.attn...: the rule says blocks.1.attn
+    assert _calls(lambda: model(x))["blocks.1.attn"] == "sage"
+
+
+def test_explain_of_a_compiled_model_plans_what_it_runs():
+    torch.manual_seed(0)
+    model, x = _Model().eval(), torch.randn(1, 10, 16)
+    compiled = torch.compile(model, backend="smartattn", options={"policy": POLICY_B1})
+    plan = smartcompile.explain(compiled, x, policy=POLICY_B1)
+    assert str(plan) == str(smartcompile.explain(model, x, policy=POLICY_B1))  # it named '_orig_mod.blocks.1'...
+    assert "blocks.1.attn: sage/sage_reference (exact rule 'blocks.1.attn'" in str(plan)

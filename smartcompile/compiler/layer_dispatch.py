@@ -99,11 +99,33 @@ def named_models() -> list:
     return [m for m in (r() for r in _ROOTS) if m is not None]
 
 
+# torch.compile(module) wraps it in an OptimizedModule that holds it as `_orig_mod`: a path through the wrapper is
+# the wrapped module's own path to the user (and to their rules)
+_COMPILE_WRAPPER = "_orig_mod"
+
+
+def user_path(name: str) -> str:
+    """A module path with torch.compile's wrapper segments (`_orig_mod`) removed."""
+    if _COMPILE_WRAPPER not in name:
+        return name
+    return ".".join(part for part in name.split(".") if part != _COMPILE_WRAPPER)
+
+
+def user_named_modules(model: torch.nn.Module) -> dict:
+    """model.named_modules() by user_path (a wrapper and the module it wraps: the wrapped one)."""
+    out: dict = {}
+    for name, mod in model.named_modules():
+        if not isinstance(mod, torch._dynamo.eval_frame.OptimizedModule):
+            out[user_path(name)] = mod
+    return out
+
+
 def _names_in(model: torch.nn.Module) -> dict:
     """Parameter storage -> full name in one model; a parameter tied between two modules names
     neither (None): a rule must not be applied to a guessed layer."""
     names: dict = {}
     for name, tensor in list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers(remove_duplicate=False)):
+        name = user_path(name)
         ptr = tensor.data_ptr()
         if ptr != 0:  # 0: a tensor subclass without storage of its own
             names[ptr] = name if ptr not in names or names[ptr] == name else None
@@ -140,7 +162,7 @@ def sibling_layers(frame: str, layer: str) -> tuple:
     the instances one compiled graph may serve (for explain and unmatched-rule checks)."""
     out = []
     for model in named_models():
-        modules = dict(model.named_modules())
+        modules = user_named_modules(model)
         if frame not in modules:
             continue
         cls = type(modules[frame])

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from typing import Optional
 
 import torch
 from torch.fx import Node
 
 from .guards import finish_site
-from .masks import is_mask_fill, literal_number, symbolic_hint, symbolic_scalar
+from .masks import MASK_FILL_LIMIT, is_mask_fill, literal_number, symbolic_hint, symbolic_scalar
 from .normalize import Canon, canon, is_cast, is_inplace, meta_tensor, ndim, norm_dim
 from .site import AttentionSite, MaskTerm
 
@@ -26,6 +27,29 @@ class _Peel:
     chain: list = dataclasses.field(default_factory=list)
     spelled: list = dataclasses.field(default_factory=list)
     symbolic: list = dataclasses.field(default_factory=list)  # SymFloat/SymInt factors of the scale
+    problem: Optional[str] = None  # attention-shaped, but not rewritten: why (the site is reported with it)
+
+    def trial(self) -> "_Peel":
+        """A copy to peel one alternative with (its lists are its own)."""
+        return dataclasses.replace(self, masks=list(self.masks), chain=list(self.chain), spelled=list(self.spelled),
+                                   symbolic=list(self.symbolic))
+
+
+def _factor_text(x) -> str:
+    v = literal_number(x)
+    if v is not None:
+        return f"{v:g}"
+    return x.name if isinstance(x, Node) else type(x).__name__
+
+
+def _effective_fill_problem(value, outer: float) -> Optional[str]:
+    """Why a masked_fill / where value does not mask scores out once the scale after it is applied (None: it
+    does). Eager's softmax sees value * outer: -1e4 divided by 1000 is -10, which keeps real weight."""
+    x = literal_number(value)
+    if x is None or math.isinf(x) or x * outer <= MASK_FILL_LIMIT:
+        return None
+    return (f"masked_fill/where value {x:g} is scaled by {outer:g} after it ({x * outer:g} reaches the softmax): "
+            f"not a mask (at most {MASK_FILL_LIMIT:g} is)")
 
 
 def _positive_scalar(x, symbolic: list) -> Optional[float]:
@@ -109,17 +133,31 @@ def _peel(node, st: _Peel, outer: float) -> Optional[tuple[Node, _Peel]]:
     if is_cast(c):
         return _peel(c.get("input"), st, outer)
     if c.op == "mul":
-        for a, b in ((c.get("input"), c.get("other")), (c.get("other"), c.get("input"))):
+        orders = ((c.get("input"), c.get("other")), (c.get("other"), c.get("input")))
+        for a, b in orders:
             s = _positive_scalar(b, st.symbolic)
             if s is not None:
                 st.scale *= s
                 st.spelled.append("mul")
                 return _peel(a, st, outer * s)
+        # a factor that is not a positive constant (a learned temperature, a negative literal, a tensor): the
+        # site is still reported, not rewritten
+        for a, b in orders:
+            trial = st.trial()
+            trial.problem = trial.problem or f"scores multiplied by {_factor_text(b)}: not a positive constant"
+            trial.spelled.append("mul")
+            found = _peel(a, trial, outer)
+            if found is not None:
+                return found
         return None
     if c.op == "div":
         s = _positive_scalar(c.get("other"), st.symbolic)
         if s is None or c.get("rounding_mode") is not None:
-            return None
+            how = (f"by {_factor_text(c.get('other'))}: not a positive constant" if s is None
+                   else f"with rounding_mode {c.get('rounding_mode')!r}")
+            st.problem = st.problem or f"scores divided {how}"
+            st.spelled.append("div")
+            return _peel(c.get("input"), st, outer)
         st.scale /= s
         st.spelled.append("div")
         return _peel(c.get("input"), st, outer / s)
@@ -142,16 +180,19 @@ def _peel(node, st: _Peel, outer: float) -> Optional[tuple[Node, _Peel]]:
     if c.op == "masked_fill" and is_mask_fill(c.get("value")) and isinstance(c.get("mask"), Node):
         st.masks.append(MaskTerm(c.get("mask"), "drop", fill=_fill_in(c.get("value"), node)))
         st.spelled.append("masked_fill")
+        st.problem = st.problem or _effective_fill_problem(c.get("value"), outer)
         return _peel(c.get("input"), st, outer)
     if c.op == "where" and isinstance(c.get("condition"), Node):
         cond, a, b = c.get("condition"), c.get("input"), c.get("other")
         if is_mask_fill(b):
             st.masks.append(MaskTerm(cond, "keep", fill=_fill_in(b, node)))
             st.spelled.append("where")
+            st.problem = st.problem or _effective_fill_problem(b, outer)
             return _peel(a, st, outer)
         if is_mask_fill(a):
             st.masks.append(MaskTerm(cond, "drop", fill=_fill_in(a, node)))
             st.spelled.append("where")
+            st.problem = st.problem or _effective_fill_problem(a, outer)
             return _peel(b, st, outer)
     return None
 
@@ -228,7 +269,8 @@ def match_softmax(sm: Node) -> Optional[AttentionSite]:
         if qc.op == "baddbmm":
             alpha, beta = _positive_scalar(qc.get("alpha"), st.symbolic), literal_number(qc.get("beta"))
             if alpha is None or beta is None:
-                why = "baddbmm with non-literal alpha/beta"
+                why = (f"baddbmm with alpha {_factor_text(qc.get('alpha'))} (a positive constant is rewritten)"
+                       if alpha is None else f"baddbmm with non-literal beta {_factor_text(qc.get('beta'))}")
             else:
                 if beta != 0:  # (beta * bias + alpha * q k^T) * outer: the bias is scaled by outer too
                     st.masks.append(MaskTerm(qc.get("input"), "additive", beta * st.scale))
@@ -247,7 +289,7 @@ def match_softmax(sm: Node) -> Optional[AttentionSite]:
         core=(qk, sm, pv), chain=tuple(chain_inner), k_transposed=k_transposed, masks=tuple(st.masks),
         scale=st.scale * q_factor * k_factor, dropout=dropout, rank=rank, scale_symbols=tuple(st.symbolic),
     )
-    why = why or dropout_why or _outside_use(chain_inner, pv, sm)
+    why = st.problem or why or dropout_why or _outside_use(chain_inner, pv, sm)
     if why is None and rank not in (3, 4):
         why = f"rank {rank} attention (only 3-D and 4-D are rewritten)"
     return site.rejecting(why) if why is not None else finish_site(site)
