@@ -141,7 +141,9 @@ def _peel(node, st: _Peel, outer: float) -> Optional[tuple[Node, _Peel]]:
                 st.spelled.append("mul")
                 return _peel(a, st, outer * s)
         # a factor that is not a positive constant (a learned temperature, a negative literal, a tensor): the
-        # site is still reported, not rewritten
+        # site is still reported, not rewritten. One such factor per chain: each would try both operands
+        if st.problem is not None:
+            return None
         for a, b in orders:
             trial = st.trial()
             trial.problem = trial.problem or f"scores multiplied by {_factor_text(b)}: not a positive constant"
