@@ -150,8 +150,9 @@ def test_fully_masked_rows_match_sdpa_math(kind, seed):
     fully_masked = ~_element_valid(mask, B, H, s, s, True).any(-1)
     assert fully_masked.any()
     assert not torch.isnan(out).any() or torch.isnan(exact).any(), f"NaN where the exact path has none (seed {seed})"
-    if kind != "finfo_min":  # a finite fill gives mean(V) in eager; the Sage numerics' -inf does not
-        torch.testing.assert_close(out[fully_masked], exact[fully_masked], msg=f"seed {seed}")
+    # a finite fill gives eager's softmax over the fills (the mean of V over the causal keys): so does Sparge since
+    # session 15 (it gave 0: its selection keeps no block for such a row)
+    torch.testing.assert_close(out[fully_masked], exact[fully_masked], msg=f"seed {seed}")
 
 
 @pytest.mark.parametrize("selection", [dict(sparsity_ratio=0.0), dict(cdf_threshold=1.0)], ids=["ratio0", "cdf1"])
@@ -287,3 +288,28 @@ def test_cover_rows_in_steps_matches_the_per_row_rule(rows_shape, step_blocks, m
         scores = torch.randint(0, 3, (1, h, n_q, n_k)).float()  # broadcast over batch, as pooled scores may be
         got = sparge_reference._cover_rows(keep, scores, row_blocks, block_q, sq)
         assert torch.equal(got, _cover_rows_per_row(keep, scores, row_blocks, block_q, sq)), f"trial {trial}"
+
+
+@pytest.mark.parametrize("which", ["sage", "sparge"])
+@pytest.mark.parametrize("sq, sk", [(12, 12), (5, 12), (12, 5)])
+def test_a_row_masked_entirely_by_a_finite_fill_is_the_mean_of_v(which, sq, sk):
+    """An additive mask whose padding holds finfo(fp32).min, one sequence all padding: eager's softmax gives each
+    of that row's keys the same weight (the mean of V); the references gave 0 (finfo.min * log2(e) overflowed to
+    -inf in Sage's; Sparge's selection keeps no block for the row). Review of session 15."""
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 2, sq, 16), torch.randn(2, 2, sk, 16), torch.randn(2, 2, sk, 16)
+    mask = torch.zeros(2, 1, 1, sk)
+    mask[0, ..., sk // 2:] = torch.finfo(torch.float32).min
+    mask[1] = torch.finfo(torch.float32).min
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    if which == "sage":
+        got, lse = sage_attention_reference(q, k, v, mask, False, None, SageConfig(pv_precision="fp16"),
+                                            return_lse=True)
+    else:
+        got, lse = sparge_attention_reference(q, k, v, mask, False, None,
+                                              SpargeConfig(pv_precision="fp16", sparsity_ratio=0.5), return_lse=True)
+    assert torch.allclose(got[1], v[1].mean(dim=-2, keepdim=True).expand_as(got[1]), atol=2e-3)
+    assert torch.allclose(got, want, atol=5e-2)
+    # the row's LSE is the fill itself (eager: finfo.min); Sage's log2 domain holds at most finfo.min / log2(e):
+    # both are "masked" by the package's rule (at most finfo.min / 2), and finite
+    assert torch.isfinite(lse[1]).all() and (lse[1] <= torch.finfo(torch.float32).min / 2).all()

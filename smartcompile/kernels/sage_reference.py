@@ -29,6 +29,15 @@ from .exact_reference import causal_keep_mask, expand_kv_heads
 from .quantization import quantize_int8_per_block, round_fp8_e4m3, round_fp16, scale_v_per_channel, smooth_k
 
 
+def _log2_bias(mask: torch.Tensor) -> torch.Tensor:
+    """An additive mask in log2 units, kept finite: finfo(fp32).min * log2(e) would overflow to -inf, and a row
+    whose every key holds that finite fill would then be empty (0) where eager gives every key the same weight
+    (the mean of V)."""
+    m = mask.float()
+    bias = m * LOG2E
+    return torch.where(torch.isneginf(bias) & torch.isfinite(m), torch.finfo(torch.float32).min, bias)  # -inf stays
+
+
 def sage_attention_reference(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -67,14 +76,14 @@ def sage_attention_reference(
     if isinstance(mask, (KeyLengths, KeyPadding)):
         keep = padding_keep(mask, b, sk, q.device, "sage_attention_reference")[:, None, None, :]
     elif isinstance(mask, MaskType) and mask.needs_values:  # an additive bias given as a mask type
-        bias = mask.dense_bias(Shape(b, hq, sq, sk), q.device) * LOG2E
+        bias = _log2_bias(mask.dense_bias(Shape(b, hq, sq, sk), q.device))
     elif isinstance(mask, MaskType):
         keep = None if isinstance(mask, NoMask) else mask.dense(Shape(b, hq, sq, sk), q.device)
     elif mask is not None:
         if mask.dtype == torch.bool:
             keep = mask
         else:
-            bias = mask.float() * LOG2E
+            bias = _log2_bias(mask)
     if is_causal:
         c = causal_keep_mask(sq, sk, q.device)
         keep = c if keep is None else keep & c

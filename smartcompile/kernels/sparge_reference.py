@@ -26,7 +26,7 @@ import torch
 
 from ..masks import MaskType, Shape
 from .config import SpargeConfig
-from .exact_reference import causal_keep_mask, expand_kv_heads
+from .exact_reference import attention_reference, causal_keep_mask, expand_kv_heads
 from .sage_reference import padding_part, padding_keep, sage_attention_reference
 
 
@@ -363,5 +363,27 @@ def sparge_attention_reference(
         return_lse=return_lse,
     )
     out = out if return_lse else (out,)
+    out = _finite_fill_rows_as_eager(out, q, k, v, mask, is_causal, scale)
     out = out + (block_map,) if return_block_map else out
     return out if len(out) > 1 else out[0]
+
+
+def _finite_fill_rows_as_eager(out: tuple, q, k, v, mask, is_causal: bool, scale: Optional[float]) -> tuple:
+    """(output[, lse]) with the rows that an additive mask masks entirely, with at least one finite fill
+    (finfo.min), as eager computes them: a softmax over the fills (every key the same weight: the mean of V),
+    where the block selection keeps no block for them (0). -inf-only rows keep the kernel's 0."""
+    if not isinstance(mask, torch.Tensor) or not mask.is_floating_point():
+        return out
+    b, hq, sq, sk = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
+    m4 = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape)).expand(b, hq, sq, sk)
+    if is_causal:  # the future keys are -inf: they take no weight in eager either
+        m4 = m4.masked_fill(~causal_keep_mask(sq, sk, q.device), float("-inf"))
+    rows = ~_valid_pairs(m4).any(dim=-1) & torch.isfinite(m4).any(dim=-1)
+    if not bool(rows.any()):
+        return out
+    fixed = (torch.where(rows[..., None], attention_reference(q, k, v, m4, False, scale), out[0]),)
+    if len(out) > 1:  # the LSE of those rows: logsumexp of the masked scores, as eager's softmax normalises
+        s = (q.float() @ expand_kv_heads(k.float(), hq).transpose(-2, -1)) * (q.shape[-1] ** -0.5 if scale is None
+                                                                               else scale) + m4.float()
+        fixed += (torch.where(rows, torch.logsumexp(s, dim=-1), out[1]),)
+    return fixed
