@@ -176,4 +176,3 @@ def test_inputs_that_cannot_be_made_are_rows_not_crashes(monkeypatch):
     assert len(rows) == len(cfg.variants) and all(r["status"] == "failed" for r in rows)
     assert all(r["reason"].startswith("inputs: RuntimeError: DefaultCPUAllocator") for r in rows)
     assert "failed: inputs: RuntimeError" in speed_table(rows)
-

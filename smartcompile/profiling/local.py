@@ -94,4 +94,3 @@ def cached_record_problem(rec: LayerCapture, cand: Optional[ProfileCandidate], c
     if cand is not None and cached.get("params") != _as_read_back(dict(sel.params)):
         return f"params {cached.get('params')!r}, where {_as_read_back(dict(sel.params))!r} run here"
     return None
-
