@@ -98,12 +98,13 @@ def main() -> None:
     ap.add_argument("--dims", default="64,128")
     ap.add_argument("--lens", default="4096,16384")
     ap.add_argument("--batches", default="1x24", help="BxH pairs")
-    ap.add_argument("--causal", default="16384", help="lengths also timed causal (D128)")
+    ap.add_argument("--causal", default="16384", help="lengths also timed causal")
+    ap.add_argument("--causal-dims", default="128", help="head dims of the causal shapes")
     args = ap.parse_args()
     shapes = [(b, h, d, n, False) for b, h in (tuple(map(int, x.split("x"))) for x in args.batches.split(","))
               for d in map(int, args.dims.split(",")) for n in map(int, args.lens.split(","))]
-    shapes += [(b, h, 128, n, True) for b, h in (tuple(map(int, x.split("x"))) for x in args.batches.split(","))
-               for n in map(int, args.causal.split(",")) if n]
+    shapes += [(b, h, d, n, True) for b, h in (tuple(map(int, x.split("x"))) for x in args.batches.split(","))
+               for d in map(int, args.causal_dims.split(",")) for n in map(int, args.causal.split(",")) if n]
     from smartcompile.kernels.sage_gluon import GLUON_CONFIG, gluon_unavailable_reason, sage_attention_gluon
     from smartcompile.kernels.sage_triton import sage_attention_triton
     try:
@@ -119,7 +120,7 @@ def main() -> None:
         runs = {"cudnn bf16": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
                 "flash bf16": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal)}  # backend: below
         runs["sage_triton e2e"] = lambda: sage_attention_triton(q, k, v, None, causal, None, SageConfig())
-        if gluon_unavailable_reason() is None and d == 128:
+        if gluon_unavailable_reason() is None:
             runs["sage_gluon e2e"] = lambda: sage_attention_gluon(q, k, v, None, causal, None, GLUON_CONFIG)
         if sageattn is not None:
             runs["sageattention 1.0.6"] = lambda: sageattn(q, k, v, tensor_layout="HND", is_causal=causal)

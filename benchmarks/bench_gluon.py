@@ -30,8 +30,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from smartcompile.kernels.exact_reference import attention_reference  # noqa: E402
-from smartcompile.kernels.sage_gluon import (GLUON_CONFIG, attend_gluon, gluon_unavailable_reason,  # noqa: E402
-                                             sage_attention_gluon)
+from smartcompile.kernels.sage_gluon import (GLUON_CONFIG, attend_gluon, default_launch,  # noqa: E402
+                                             gluon_unavailable_reason, sage_attention_gluon)
 from smartcompile.kernels.sage_triton import attend, quantize, sage_attention_triton  # noqa: E402
 from smartcompile.metrics import error_stats  # noqa: E402
 from smartcompile.synthetic import structured_qkv  # noqa: E402
@@ -80,7 +80,13 @@ VARIANTS = {  # name -> launch of attend_gluon (every other argument at its defa
     # slot: 0.96-1.03x, removed): gluon_notes.md, steps 10-11
     "ws2-nopp-split-sum-c3-s4": dict(sum_mma=True),
     "ws2-nopp-split-direct-sum-c3-s4": dict(direct=True, sum_mma=True),
+    "default": None,  # sage_attention_gluon's default_launch for each shape (what the sage backend runs)
 }
+
+
+def resolved(launch, xg, causal: bool) -> dict:
+    """attend_gluon's keyword arguments: `launch`, or default_launch's for these quantized inputs."""
+    return launch if launch is not None else default_launch(xg.q8.shape[-1], causal, False, xg.shape[4])
 
 
 def cudnn(q, k, v, causal):
@@ -129,7 +135,7 @@ def main():
             for _ in range(2):  # the first launch compiles; ncu's --launch-skip can drop it
                 attend(x, False, q.dtype, launch=dict(num_warps=4, num_stages=3))
                 for launch in variants.values():
-                    attend_gluon(xg, False, q.dtype, **launch)
+                    attend_gluon(xg, False, q.dtype, **resolved(launch, xg, False))
             torch.cuda.synchronize()
         return
     bhs = [(1, 24)] if args.quick else [tuple(int(y) for y in x.split("x")) for x in args.batches.split(",")]
@@ -159,7 +165,8 @@ def main():
         fns = dict(impls)
         fns["triton-kernel"] = lambda q, k, v, c: attend(x, c, q.dtype)
         for name, launch in variants.items():
-            fns["gluon-kernel:" + name] = lambda q, k, v, c, launch=launch: attend_gluon(xg, c, q.dtype, **launch)
+            fns["gluon-kernel:" + name] = lambda q, k, v, c, launch=launch: attend_gluon(
+                xg, c, q.dtype, **resolved(launch, xg, c))
         res = {}
         for name, fn in fns.items():
             if name != "cudnn" and "kernel" not in name and n <= 16384 and b == 1:
@@ -170,7 +177,7 @@ def main():
             except Exception as exc:  # a variant that cannot run a shape: record and go on
                 print(f"  {name} failed at {label}: {type(exc).__name__}: {exc}", file=sys.stderr)
         for name in variants:  # same quantized inputs, two kernels: how far apart
-            g = attend_gluon(xg, causal, q.dtype, **variants[name])[:, :2].float()
+            g = attend_gluon(xg, causal, q.dtype, **resolved(variants[name], xg, causal))[:, :2].float()
             t = attend(x, causal, q.dtype)[:, :2].float()
             e = error_stats(g, t)
             acc_rows.append(dict(shape=label, impl=f"gluon:{name} vs triton (same inputs)", cosine=e.cosine,

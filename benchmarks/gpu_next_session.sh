@@ -8,6 +8,9 @@
 # the tests-* stages after any change to the shipped kernels, then wan32k and anchors for the numbers.
 #   bash benchmarks/gpu_next_session.sh sum          the shipped default_launch's GPU tests (sage_gluon, sparge_gluon)
 #   bash benchmarks/gpu_next_session.sh long-rows    `direct` on 16k-64k-key rows vs fp32; D64 causal timed (not run)
+#   bash benchmarks/gpu_next_session.sh host         cached TMA encodings + default_launch: GPU tests, host us (s16)
+#   bash benchmarks/gpu_next_session.sh default-timing  default_launch vs sage_triton, 4k/16k, causal (s16)
+#   bash benchmarks/gpu_next_session.sh ncu          Nsight Compute on the shipped launches at 16k (session 16)
 #   bash benchmarks/gpu_next_session.sh probe        small-N wgmma probe, then the sum_mma launches timed
 #   bash benchmarks/gpu_next_session.sh sparge-sum   the row sums by wgmma on Sparge's block lists (session 15: shipped)
 #   bash benchmarks/gpu_next_session.sh split-direct SPLIT + one-level accumulation (3 consumers at D64): tests, timing
@@ -32,7 +35,7 @@ set -o pipefail
 source benchmarks/gpu_setup.sh .whl
 with_scratch="import runpy, sys; from smartcompile.kernels import scratch; scratch.ENABLED = True; \
 sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
-case ${1:?stage: sum, long-rows, probe, sparge-sum, split-direct, bn64, direct, anchors, sparge-gluon, scratch, scratch-order, tests-sage, tests-gluon-launches, tests-other, tests-sparge or wan32k} in
+case ${1:?stage: sum, long-rows, host, default-timing, ncu, probe, sparge-sum, split-direct, bn64, direct, anchors, sparge-gluon, scratch, scratch-order, tests-sage, tests-gluon-launches, tests-other, tests-sparge or wan32k} in
   sum)  # session 14: the shipped default_launch (row sums by wgmma, TMA ones) and its alternatives, GPU tests
     timeout 330 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sage_gluon.py -k "default or sum or lse or large or selects" \
         > $OUT/gpu_tests_sage_gluon.log 2>&1
@@ -55,6 +58,30 @@ case ${1:?stage: sum, long-rows, probe, sparge-sum, split-direct, bn64, direct, 
         --causal-lens 4096,16384 --out $OUT --variants ws2-nopp-split-c3-s4,ws2-nopp-split-sum-c3-s4,ws2-nopp-split-direct-sum-c3-s4 \
         > $OUT/bench_gluon_causal.log 2>&1
     echo "bench rc=$?"; grep -h "cudnn \|^B1\|causal.*cos\|triton-kernel\|^    gluon" $OUT/bench_gluon_causal.log | head -70 ;;
+  host)  # session 16: cached TMA encodings (kernels/tma_launch.py) and the new default_launch: GPU tests, host us
+    timeout 200 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_launch_cache.py tests/test_gpu_scratch.py \
+        tests/test_gpu_sparge_gluon.py > $OUT/gpu_tests_launch.log 2>&1
+    echo "launch/scratch/sparge_gluon tests rc=$? $(tail -1 $OUT/gpu_tests_launch.log)"; grep -h -A3 "^FAILED\|Error" $OUT/gpu_tests_launch.log | head -20
+    timeout 150 python3 benchmarks/bench_host.py --out $OUT > $OUT/bench_host.log 2>&1
+    echo "bench_host rc=$?"; grep " host " $OUT/bench_host.log
+    timeout 200 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sage_gluon.py -k "default or selects or long" \
+        > $OUT/gpu_tests_default.log 2>&1
+    echo "sage_gluon default tests rc=$? $(tail -1 $OUT/gpu_tests_default.log)"; grep -h -A3 "^FAILED\|Error" $OUT/gpu_tests_default.log | head -20 ;;
+  default-timing)  # session 16: the shipped default_launch against sage_triton at 4k and 16k, causal too (selection)
+    timeout 300 python3 benchmarks/bench_gluon.py --dims 64,128 --lens 4096,16384 --batches 1x24 --causal-dims 64,128 \
+        --causal-lens 4096,16384 --out $OUT --variants default > $OUT/bench_gluon_default.log 2>&1
+    echo "bench rc=$?"; sed -n '/^TFLOP/,$p' $OUT/bench_gluon_default.log | head -60 ;;
+  ncu)  # session 16: Nsight Compute on the shipped launches (D128 16k `sum`, D64 16k `direct-sum`), kernel alone
+    NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+    [ -n "$NCU" ] || { echo "no ncu on this machine"; exit 4; }
+    for d in 128 64; do
+      timeout 240 $NCU --clock-control none -k regex:_sage_fwd_sm90 --launch-skip 1 --launch-count 1 \
+          --section SpeedOfLight --section ComputeWorkloadAnalysis --section SchedulerStats \
+          --section WarpStateStats --section InstructionStats --section Occupancy \
+          --metrics sm__inst_executed_pipe_tensor_op_gmma.avg.pct_of_peak_sustained_active \
+          python3 benchmarks/bench_gluon.py --profile --dims $d --variants default > $OUT/ncu_d${d}_16k.txt 2>&1
+      echo "ncu D$d rc=$?"; grep -h "Duration\|Compute (SM) Throughput\|Issue Slots Busy\|Eligible Warps\|gmma\|Registers Per\|Achieved Occupancy\|No Eligible" $OUT/ncu_d${d}_16k.txt
+    done ;;
   probe)  # session 14: small-N FP8 wgmmas alone (benchmarks/probe_small_n_wgmma.py), then the launches timed
     timeout 70 python3 benchmarks/probe_small_n_wgmma.py --quick > $OUT/probe_small_n.log 2>&1
     echo "probe rc=$?"; cut -c1-150 $OUT/probe_small_n.log
@@ -86,7 +113,7 @@ case ${1:?stage: sum, long-rows, probe, sparge-sum, split-direct, bn64, direct, 
         > $OUT/bench_gluon_split_direct.log 2>&1
     echo "bench rc=$?"; grep -h "gluon-kernel\|^B1\|cudnn \|triton-kernel\|same inputs" $OUT/bench_gluon_split_direct.log | head -60 ;;
   anchors)  # issue 13's anchors in one run, cuDNN FP8 SDPA included (needs nvidia-cudnn-frontend 1.16.0 in .whl)
-    timeout 500 python3 benchmarks/bench_cudnn_fp8.py --dims 64,128 --lens 4096,16384 --batches 1x24,4x32 --out $OUT \
+    timeout 560 python3 benchmarks/bench_cudnn_fp8.py --dims 64,128 --lens 4096,16384 --batches 1x24,4x32 --out $OUT \
         > $OUT/bench_cudnn_fp8.log 2>&1
     echo "rc=$?"; grep -v "^{" $OUT/bench_cudnn_fp8.log | tail -45 ;;
   sparge-gluon)  # Sparge on the Gluon kernel: its tests, the dense Gluon kernel's quick ones, then the timing

@@ -84,6 +84,39 @@ def test_gluon_kernel_hits_with_the_same_bits(monkeypatch):
     assert torch.equal(_bits(want), _bits(got))
 
 
+@pytest.mark.parametrize("reuse", [True, False], ids=["scratch", "fresh-buffers"])
+def test_gluon_descriptors_encoded_once_per_buffer_with_the_same_bits(reuse, monkeypatch):
+    """The Gluon kernel's hits pass cached descriptor encodings (kernels/tma_launch.py): a repeated call on reused
+    buffers encodes nothing new; on fresh buffers (other addresses, other shapes in between) each new address is
+    encoded and the outputs are still Triton's usual path's, bit for bit."""
+    from smartcompile.kernels import scratch, sage_gluon
+
+    if sage_gluon.gluon_unavailable_reason() is not None:
+        pytest.skip(sage_gluon.gluon_unavailable_reason())
+    monkeypatch.setattr(scratch, "ENABLED", reuse)
+    kernel = sage_gluon._sage_fwd_sm90_ws2
+    shapes = [(1, 4, 1111, 128), (2, 3, 700, 64), (1, 4, 1111, 128)]
+    inputs = [_inputs(*s, seed=i) for i, s in enumerate(shapes)]
+
+    def run(q, k, v, causal=False):
+        return sage_gluon.sage_attention_gluon(q, k, v, None, causal, None, sage_gluon.GLUON_CONFIG)
+
+    monkeypatch.setattr(launch_cache, "ENABLED", False)
+    want = [run(*x) for x in inputs] + [run(*inputs[1], causal=True)]
+    monkeypatch.setattr(launch_cache, "ENABLED", True)
+    for _ in range(2):  # the first round records the keys
+        got = [run(*x) for x in inputs] + [run(*inputs[1], causal=True)]
+    torch.cuda.synchronize()
+    assert all(torch.equal(_bits(a), _bits(b)) for a, b in zip(want, got))
+    encoded = launch_cache.tma_encodings(kernel)
+    assert encoded is not None, "the Gluon kernel's hits did not take the cached-encoding launcher"
+    again = run(*inputs[0])
+    torch.cuda.synchronize()
+    assert torch.equal(_bits(again), _bits(want[0]))
+    if reuse:  # the same scratch buffers and ones tile: every encoding cached
+        assert launch_cache.tma_encodings(kernel) == encoded
+
+
 def test_a_runtime_argument_by_keyword_takes_the_usual_path(monkeypatch):
     mask = torch.rand(1, 1, 300, 300, device="cuda") > 0.3
     mask[..., 0] = True

@@ -49,6 +49,7 @@ from .constants import (FP8_E4M3_MAX, GLUON_BLOCK_Q, GLUON_SPARSE_BLOCK_Q, I2F_M
                         SUPPORTED_HEAD_DIMS)
 from . import scratch
 from .launch_cache import launch
+from .tma_launch import TmaArg
 from .output_layout import token_major_empty
 
 TESTED_TRITON = ("3.6",)  # Gluon's API moves between releases: the versions this kernel was built with
@@ -547,25 +548,22 @@ def _smem_layouts(block_m: int, d_pad: int, block_n: int) -> tuple:
             gl.NVMMASharedLayout.get_default_for([d_pad, block_n], gl.float8e4nv))
 
 
-def make_descriptors(x, block_m: int, block_n: int = KV_BLOCK):
-    """TMA descriptors over sage_triton's quantized buffers: Q (B*Hq*nQpad, D_PAD) int8,
-    K (B*Hkv*nKpad, D_PAD) int8, V K-major (B*Hkv*D_PAD, nKpad) fp8."""
+def make_descriptors(x, block_m: int, block_n: int = KV_BLOCK) -> tuple:
+    """TMA descriptors (as tma_launch.TmaArg: built by the launch cache only where Triton's usual path runs) over
+    sage_triton's quantized buffers: Q (B*Hq*nQpad, D_PAD) int8, K (B*Hkv*nKpad, D_PAD) int8, V K-major
+    (B*Hkv*D_PAD, nKpad) fp8."""
     _gluon()
     d_pad = x.q8.shape[-1]
-    q2 = x.q8.view(-1, d_pad)
-    k2 = x.k8.view(-1, d_pad)
-    v2 = x.v.view(-1, x.v.shape[-1])
     q_lay, k_lay, v_lay = _smem_layouts(block_m, d_pad, block_n)
-    TD = TensorDescriptor
-    return (TD(q2, list(q2.shape), list(q2.stride()), [block_m, d_pad], q_lay),
-            TD(k2, list(k2.shape), list(k2.stride()), [block_n, d_pad], k_lay),
-            TD(v2, list(v2.shape), list(v2.stride()), [d_pad, block_n], v_lay))
+    return (TmaArg(x.q8.view(-1, d_pad), (block_m, d_pad), q_lay, TensorDescriptor),
+            TmaArg(x.k8.view(-1, d_pad), (block_n, d_pad), k_lay, TensorDescriptor),
+            TmaArg(x.v.view(-1, x.v.shape[-1]), (d_pad, block_n), v_lay, TensorDescriptor))
 
 
-_ONES: dict = {}  # (device index, d_pad, block_n) -> TMA descriptor of 8 x block_n FP8 ones (it holds the tensor)
+_ONES: dict = {}  # (device index, d_pad, block_n) -> TmaArg of 8 x block_n FP8 ones (it holds the tensor)
 
 
-def _ones_tile(device, d_pad: int, block_n: int):
+def _ones_tile(device, d_pad: int, block_n: int) -> TmaArg:
     """The TMA descriptor of 8 x block_n FP8 ones in global memory: SUM_MMA's row-sum operand. Kept between calls
     only on the default stream outside CUDA-graph capture (scratch.on_default_stream: a kept tensor must never
     live in a graph's pool, and another stream could read it before its fill ran); made per call elsewhere."""
@@ -574,8 +572,7 @@ def _ones_tile(device, d_pad: int, block_n: int):
     desc = _ONES.get(key) if key is not None else None
     if desc is None:
         ones = torch.full((8, block_n), 1.0, device=device).to(torch.float8_e4m3fn)
-        desc = TensorDescriptor(ones, [8, block_n], [block_n, 1], [8, block_n],
-                                _smem_layouts(GLUON_BLOCK_Q, d_pad, block_n)[2])
+        desc = TmaArg(ones, (8, block_n), _smem_layouts(GLUON_BLOCK_Q, d_pad, block_n)[2], TensorDescriptor)
         if key is not None:
             _ONES[key] = desc
     return desc
@@ -587,19 +584,25 @@ def _ones_tile(device, d_pad: int, block_n: int):
 DEFAULT_LAUNCH = dict(stages=4, pingpong=False, split=True, consumers=3)
 
 
-# One-level accumulation (`direct`) adds an error that grows with the row: against sage_triton on the same inputs
-# rel L1 0.0014 at 4k keys, 0.0028 at 16k (H200, session 14); not checked beyond, so not used beyond
-DIRECT_MAX_KEYS = 16384
+# One-level accumulation (`direct`) adds an error that grows with the row. Against fp32 on the rows that see the most
+# keys (benchmarks/check_direct_long_rows.py, H200, session 16) its rel L1 stays within 1.02x of the two-level one's
+# and its cosine >= 0.99919 at D64/D128, causal or not, up to 64k keys; not measured beyond, so not used beyond
+DIRECT_MAX_KEYS = 65536
 
 
 def default_launch(d_pad: int, is_causal: bool, return_lse: bool, seq_k: int) -> dict:
-    """The launch sage_attention_gluon uses: DEFAULT_LAUNCH plus the row sums by wgmma (`sum_mma`), and the
-    one-level accumulation (`direct`) at D_PAD 64 and causal up to DIRECT_MAX_KEYS keys, where the two together
-    measured fastest (H200, session 14: kernel +8% D64 16k and 4k, +4% D128 16k causal; `sum_mma` alone +6% D128 4k,
-    +1% D128 16k; the notes' step 11). With an LSE, DEFAULT_LAUNCH: `sum_mma`'s sums are of the FP8-rounded P."""
+    """The launch sage_attention_gluon uses, the fastest measured per case (H200, kernel alone, sessions 14 and 16;
+    the notes' steps 11 and 13): the row sums by wgmma (`sum_mma`) without an LSE, plus the one-level accumulation
+    (`direct`) at D_PAD 64 non-causal and at D_PAD 128 causal up to DIRECT_MAX_KEYS keys. D_PAD 64 causal: `sum_mma`
+    alone (+20-25% over the FADD sums, `direct` 3% slower); D_PAD 128 causal beyond DIRECT_MAX_KEYS: the FADD sums
+    (`sum_mma` alone was 2-7% slower there at 16k-64k). With an LSE, DEFAULT_LAUNCH: `sum_mma`'s sums are of the
+    FP8-rounded P."""
     if return_lse:
         return dict(DEFAULT_LAUNCH)
-    return {**DEFAULT_LAUNCH, "sum_mma": True, "direct": (d_pad <= 64 or is_causal) and seq_k <= DIRECT_MAX_KEYS}
+    direct = (d_pad <= 64) != is_causal and seq_k <= DIRECT_MAX_KEYS
+    if is_causal and d_pad > 64 and not direct:
+        return dict(DEFAULT_LAUNCH)
+    return {**DEFAULT_LAUNCH, "sum_mma": True, "direct": direct}
 
 
 SPARSE_BLOCK_Q = GLUON_SPARSE_BLOCK_Q  # Sparge's query block on this kernel: one CTA's rows (two consumers)
