@@ -247,11 +247,27 @@ def test_ones_tiles_arrive_by_tma_not_from_registers(d, launch, monkeypatch, tmp
     assert ptx.count("m64n8k32.f32.e4m3.e4m3") >= 8  # the row-sum wgmma: 4 K steps, in the loop and the last round
 
 
-def test_gluon_selection_leaves_head_dim_64_causal_to_triton(monkeypatch):
-    """sage_gluon was measured faster than sage_triton at D64 only without a causal mask (session 14)."""
+@pytest.mark.parametrize("d, causal, n, gluon", [
+    (64, False, 4096, True), (64, False, 4095, False), (64, True, 16384, True), (64, True, 4096, False),
+    (128, False, 16384, True), (128, False, 4096, False), (128, True, 16384, True), (128, True, 8192, False)])
+def test_sage_gluon_selection_follows_the_measured_lengths(d, causal, n, gluon, monkeypatch):
+    """sage_gluon where it ran faster than sage_triton end to end (H200, session 16: SAGE_GLUON_MIN_KV_LEN)."""
+    from smartcompile.backends.sage import gluon_spec_reasons
+    from smartcompile.spec import AttentionSpec
+
+    monkeypatch.setattr(sg, "gluon_unavailable_reason", lambda: None)
+    spec = AttentionSpec(1, 4, 4, n, n, d, d, torch.bfloat16, "cuda", mask_kind="causal" if causal else "none")
+    reasons = gluon_spec_reasons(spec)
+    assert (reasons == []) == gluon, reasons
+    if not gluon:
+        assert f"kv_len {n} <" in reasons[0] and "sage_triton is faster there" in reasons[0]
+
+
+def test_sparge_gluon_selection_leaves_head_dim_64_causal_to_triton(monkeypatch):
+    """Sparge's Gluon launch was measured against sparge_triton at D64 only without a causal mask."""
     import dataclasses
 
-    from smartcompile.backends.sage import gluon_spec_reasons
+    from smartcompile.backends.sparge import gluon_spec_reasons
     from smartcompile.spec import AttentionSpec
 
     monkeypatch.setattr(sg, "gluon_unavailable_reason", lambda: None)
@@ -259,6 +275,8 @@ def test_gluon_selection_leaves_head_dim_64_causal_to_triton(monkeypatch):
     assert "not measured" in " ".join(gluon_spec_reasons(spec))
     assert gluon_spec_reasons(dataclasses.replace(spec, mask_kind="none")) == []
     assert gluon_spec_reasons(dataclasses.replace(spec, head_dim=128, v_head_dim=128)) == []
+    assert "kv_len 8192 < 16384" in gluon_spec_reasons(dataclasses.replace(spec, mask_kind="none", kv_len=8192,
+                                                                           q_len=8192))[0]
 
 
 def test_sparse_launch_sums_by_wgmma_except_with_an_lse():

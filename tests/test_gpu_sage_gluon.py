@@ -172,7 +172,7 @@ def test_gluon_writes_every_output(launch):
 
 
 @pytest.mark.parametrize("d, n, want", [(128, 16384, "sage_gluon"), (128, 4096, "sage_triton"),
-                                        (64, 16384, "sage_gluon"), (64, 4096, "sage_triton")])
+                                        (64, 16384, "sage_gluon"), (64, 4096, "sage_gluon"), (64, 2048, "sage_triton")])
 def test_sage_backend_selects_gluon_where_it_was_measured_faster(d, n, want):
     from smartcompile.backends.registry import get_implementation, select
     from smartcompile.spec import AttentionSpec

@@ -95,24 +95,30 @@ def run_sage_gluon(q, k, v, mask, is_causal: bool, scale: float, params) -> torc
     return sage_attention_gluon(q, k, v, mask, is_causal, scale, sage_config(params))
 
 
-# benchmarks/results/h200 (benchmarks/bench_gluon.py): faster than sage_triton from 16k keys at D 128 (1.04-1.11x end
-# to end) and, with the row sums by wgmma (session 14), at D 64 non-causal (1.07x; D64 causal not measured);
-# slower at 4k keys (host cost)
+# Sparge's Gluon launch (backends/sparge.py): faster than sparge_triton from 16k keys, D64 causal not measured
 GLUON_MIN_KV_LEN = 16384
+# Sage's, per (D_PAD, causal): the fewest keys where sage_gluon ran faster than sage_triton end to end (H200,
+# benchmarks/bench_gluon.py --variants default, session 16, with cached TMA encodings): D64 1.03x at 4k keys and
+# 1.07x at 16k; D128 0.98x at 4k, 1.07x at 16k; causal D64 0.92x at 4k, 1.02x at 16k; causal D128 1.01x at 4k (a
+# tie: sage_triton kept), 1.14x at 16k. Fewer keys than 4k were not measured.
+SAGE_GLUON_MIN_KV_LEN = {(64, False): 4096, (64, True): 16384, (128, False): 16384, (128, True): 16384}
 
 
 def gluon_spec_reasons(spec: AttentionSpec, faster_below: str = "sage_triton") -> list:
     """Why the Gluon kernel does not take `spec`: unavailable here, or fewer keys than where it was measured
-    faster than `faster_below` (the Triton implementation of the same backend)."""
+    faster than `faster_below` (the Triton implementation of the same backend: sage_triton or sparge_triton)."""
     from ..kernels.sage_gluon import gluon_unavailable_reason
 
     why = gluon_unavailable_reason()
     if why is not None:
         return [why]
-    if spec.kv_len < GLUON_MIN_KV_LEN:
-        return [f"kv_len {spec.kv_len} < {GLUON_MIN_KV_LEN}: {faster_below} is faster there (H200)"]
-    if spec.head_dim <= 64 and spec.is_causal:
+    d_pad = 64 if spec.head_dim <= 64 else 128
+    sage = faster_below == "sage_triton"
+    if not sage and d_pad == 64 and spec.is_causal:
         return [f"head_dim {spec.head_dim} causal: not measured against {faster_below} on the H200 (D64 non-causal was)"]
+    least = SAGE_GLUON_MIN_KV_LEN[(d_pad, spec.is_causal)] if sage else GLUON_MIN_KV_LEN
+    if spec.kv_len < least:
+        return [f"kv_len {spec.kv_len} < {least}: {faster_below} is faster there (H200)"]
     return []
 
 
