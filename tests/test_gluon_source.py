@@ -3,6 +3,7 @@ their values, writes O and the LSE in one place, and (only where Triton 3.6 is i
 compile to sm_90a PTX with the arguments attend_gluon launches them with."""
 import ast
 import pathlib
+import types
 
 import pytest
 import torch
@@ -194,7 +195,8 @@ def test_row_sums_by_wgmma_refuse_an_lse_and_unrun_combinations(other):
 def test_default_launch_is_the_fastest_measured_per_case():
     base, summed = sg.DEFAULT_LAUNCH, {**sg.DEFAULT_LAUNCH, "sum_mma": True}
     assert sg.default_launch(128, False, False, 16384) == {**summed, "direct": False}
-    assert sg.default_launch(128, True, False, 4096) == {**summed, "direct": True}
+    assert sg.default_launch(128, True, False, 16384) == {**summed, "direct": True}
+    assert sg.default_launch(128, True, False, sg.CAUSAL_DIRECT_MIN_KEYS - 1) == base  # FADD 10% faster at 4k
     assert sg.default_launch(64, False, False, 65536) == {**summed, "direct": True}
     assert sg.default_launch(64, True, False, 16384) == {**summed, "direct": False}  # direct 3% slower there
     # one-level accumulation only where its error was measured (up to DIRECT_MAX_KEYS keys); D128 causal beyond it
@@ -212,20 +214,20 @@ def test_sage_attention_gluon_launches_the_default_launch(return_lse, monkeypatc
     from smartcompile.kernels import sage_quantize, sage_triton
 
     seen = []
-    x = _fake_quantized(128, sq=300, sk=5000)
+    x = _fake_quantized(128, sq=300, sk=17000)
     monkeypatch.setattr(sage_triton, "quantize", lambda *args, **kwargs: x)
     monkeypatch.setattr(sage_triton, "unsmoothed_lse", lambda lse, q, x: lse)
     monkeypatch.setattr(sage_quantize, "recycle", lambda x: None)
     monkeypatch.setattr(sg, "attend_gluon", lambda x, causal, dtype, return_lse=False, **launch: (
         seen.append((return_lse, launch)) or ((None, None) if return_lse else None)))
-    q, k, v = torch.empty(1, 4, 300, 128), torch.empty(1, 2, 5000, 128), torch.empty(1, 2, 5000, 128)
+    q, k, v = torch.empty(1, 4, 300, 128), torch.empty(1, 2, 17000, 128), torch.empty(1, 2, 17000, 128)
     sg.sage_attention_gluon(q, k, v, None, True, None, sg.GLUON_CONFIG, return_lse=return_lse)
     [(lse, launch)] = seen
     assert lse == return_lse
     if return_lse:
         assert not launch.get("sum_mma")
     else:
-        assert launch == {**sg.DEFAULT_LAUNCH, "sum_mma": True, "direct": True}  # causal, 5000 keys
+        assert launch == {**sg.DEFAULT_LAUNCH, "sum_mma": True, "direct": True}  # D128 causal, 17,000 keys
 
 
 @pytest.mark.parametrize("d, launch", [(128, dict(sum_mma=True, consumers=2)), (64, dict(sum_mma=True)),
@@ -294,7 +296,7 @@ def test_sparge_attention_gluon_launches_the_sparse_launch(return_lse, monkeypat
     from smartcompile.kernels.config import SpargeConfig
 
     seen = []
-    x = _fake_quantized(128, sq=300, sk=5000)
+    x = _fake_quantized(128, sq=300, sk=17000)
     monkeypatch.setattr(sage_quantize, "quantize", lambda *args, **kwargs: x)
     monkeypatch.setattr(sage_quantize, "recycle", lambda x: None)
     monkeypatch.setattr(sparge_select, "fused_selection_unsupported", lambda *args: None)
@@ -303,9 +305,88 @@ def test_sparge_attention_gluon_launches_the_sparse_launch(return_lse, monkeypat
     monkeypatch.setattr(sg, "attend_gluon", lambda x, causal, dtype, return_lse=False, blocks=None, **launch: (
         seen.append((return_lse, blocks, launch)) or (("out", "lse") if return_lse else "out")))
     x.pooled = (None, None, torch.empty(1, 2, 40, 128))
-    q, k, v = torch.empty(1, 4, 300, 128), torch.empty(1, 2, 5000, 128), torch.empty(1, 2, 5000, 128)
+    q, k, v = torch.empty(1, 4, 300, 128), torch.empty(1, 2, 17000, 128), torch.empty(1, 2, 17000, 128)
     config = SpargeConfig(block_q=128, sparsity_ratio=0.5)
     sparge_gluon.sparge_attention_gluon(q, k, v, None, False, None, config, return_lse=return_lse)
     [(lse, blocks, launch)] = seen
     assert lse == return_lse and blocks == "lists"
     assert launch == sparge_gluon.sparse_launch(return_lse) and launch.get("sum_mma", False) != return_lse
+
+
+def _compile_instead_of_launching(fn, received, monkeypatch) -> None:
+    """Turns the Gluon kernel `fn` into one that, on a machine without a GPU, does what JITFunction.run does for
+    `fn[grid](*args, **meta)` (bind, specialise, compile for sm_90a) and runs Triton 3.6's own CudaLauncher, whose
+    C launcher records its arguments in `received` instead of launching. It stays a JITFunction (the launch cache
+    keys only those)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.backends.nvidia import driver
+    from triton.compiler import make_backend
+    from triton.experimental.gluon._runtime import GluonASTSource
+    from triton.runtime.jit import create_function_from_signature
+
+    target = GPUTarget("cuda", 90, 128)
+    backend = make_backend(target)
+
+    def getitem(self, grid):
+        def run(*args, **meta):
+            bound, spec, options = create_function_from_signature(self.signature, self.params, backend)(*args, **meta)
+            options, signature, constexprs, attrs = self._pack_args(backend, meta, bound, spec, options)
+            compiled = triton.compile(GluonASTSource(self, signature, constexprs, attrs), target=target,
+                                      options=options.__dict__)
+            launcher = object.__new__(driver.CudaLauncher)  # its __init__ would build the C module
+            launcher.launch = driver.wrap_handle_tensordesc(lambda *a: received.append(a), signature,
+                                                            compiled.metadata.tensordesc_meta)
+            launcher.num_ctas, launcher.global_scratch_size, launcher.profile_scratch_size = 1, 0, 0
+            launcher.global_scratch_align = launcher.profile_scratch_align = 1
+            launcher.launch_cooperative_grid = launcher.launch_pdl = False
+            g = tuple(grid) + (1, 1, 1)[len(grid):]
+            launcher(g[0], g[1], g[2], 7, "function", "packed", None, None, None, *bound.values())
+            return types.SimpleNamespace(run=launcher, function="function", packed_metadata="packed")
+        return run
+
+    monkeypatch.setattr(fn, "__class__", type("Compiling" + type(fn).__name__, (type(fn),), {"__getitem__": getitem}))
+
+
+@pytest.mark.parametrize("d, causal, launch", [(64, False, dict(direct=True)), (128, True, {})],
+                         ids=["d64-direct", "d128-causal"])
+def test_launch_cache_hits_pass_what_tritons_launcher_would(d, causal, launch, monkeypatch, tmp_path):
+    """Triton 3.6 end to end without a GPU: the first attend_gluon call takes Triton's usual path (descriptors built
+    and encoded by its own wrapper), the next ones hit the launch cache and go through tma_launch.DirectLauncher
+    with cached encodings; the C launcher must receive the same arguments every time (the encoder is replaced by
+    one that records its inputs: it needs a CUDA driver)."""
+    from smartcompile.kernels import launch_cache
+    from triton.backends.nvidia import driver
+
+    _needs_triton_36()
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    encoded = []
+
+    def encode(desc, meta):
+        encoded.append(desc.base.data_ptr())
+        return [("map", desc.base.data_ptr(), tuple(desc.shape), tuple(desc.strides), desc.padding, repr(meta)),
+                *desc.shape, *desc.strides]
+
+    monkeypatch.setattr(driver, "make_tensordesc_arg", encode)
+    received = []
+    kernel = sg._sage_fwd_sm90_ws2
+    _compile_instead_of_launching(kernel, received, monkeypatch)
+    monkeypatch.setattr(launch_cache, "_KERNELS", {})
+    knobs = types.SimpleNamespace(compilation=types.SimpleNamespace(instrumentation_mode=None),
+                                  runtime=types.SimpleNamespace(launch_enter_hook=None, launch_exit_hook=None,
+                                                                debug=False))
+    monkeypatch.setattr(launch_cache, "_RUNTIME", [knobs])
+    monkeypatch.setattr(torch._C, "_cuda_getDevice", lambda: 0, raising=False)  # a CPU build has neither
+    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda device: 7, raising=False)
+    x = _fake_quantized(d)
+    for _ in range(3):
+        sg.attend_gluon(x, causal, torch.bfloat16, **launch)
+    assert launch_cache.direct_launches(kernel) == 2 and launch_cache.tma_encodings(kernel) == 4
+
+    def plain(args):  # the output tensor is new per call: compare it by dtype and shape
+        return tuple(("tensor", a.dtype, tuple(a.shape)) if isinstance(a, torch.Tensor) else a for a in args)
+
+    assert len(received) == 3 and plain(received[0]) == plain(received[1]) == plain(received[2])
+    assert received[0][:10] == (*tuple(received[0][:3]), 7, "function", False, False, None, None, "packed")
+    # four descriptors (Q, K, V, and V again for the unused ones tile) by Triton's path, once by ours, then none
+    assert len(encoded) == 8

@@ -95,7 +95,9 @@ def run_sage_gluon(q, k, v, mask, is_causal: bool, scale: float, params) -> torc
     return sage_attention_gluon(q, k, v, mask, is_causal, scale, sage_config(params))
 
 
-# Sparge's Gluon launch (backends/sparge.py): faster than sparge_triton from 16k keys, D64 causal not measured
+# auto's gate for sage_gluon (sage_triton's too: quantized attention measured slower than cuDNN below 16k keys), and
+# Sparge's Gluon launch's length rule (backends/sparge.py: faster than sparge_triton from 16k keys; D64 causal
+# not measured)
 GLUON_MIN_KV_LEN = 16384
 # Sage's, per (D_PAD, causal): the fewest keys where sage_gluon ran faster than sage_triton end to end (H200,
 # benchmarks/bench_gluon.py --variants default, session 16, with cached TMA encodings): D64 1.03x at 4k keys and
@@ -178,7 +180,7 @@ SAGE = _SageBackend(
             run=run_sage_gluon,
             description="our Gluon kernel for sm90: warp-specialised, TMA K/V ring, INT8 wgmma QK^T, FP8 wgmma P.V",
             auto_gate=AutoGate(min_kv_len=GLUON_MIN_KV_LEN, min_compute_capability=(9, 0),
-                               why="measured faster than sage_triton only there (H200, benchmarks/bench_gluon.py)"),
+                               why="quantized attention measured slower than cuDNN SDPA below (H200, benchmarks/bench_gluon.py)"),
             params_reasons=gluon_params_reasons,
             spec_reasons=gluon_spec_reasons,
         ),

@@ -190,7 +190,11 @@ def launch(kernel, grid: tuple, args: tuple, meta: dict) -> None:
         return
     if not state.descriptors and any(type(v) is TmaArg or type(v).__name__ == "TensorDescriptor" for v in args):
         state.descriptors = True
-        key = state.key(device, args, meta, settings)
+        try:
+            key = state.key(device, args, meta, settings)
+            hash(key)  # a TmaArg part that does not hash: never cached (and never a failure after the launch)
+        except TypeError:
+            key = None
     compiled = kernel[grid](*as_descriptors(args), **meta)
     if key is not None and compiled is not None and not hasattr(compiled, "result"):  # a future: next time
         if len(state.compiled) >= _MAX_KEYS:

@@ -588,20 +588,25 @@ DEFAULT_LAUNCH = dict(stages=4, pingpong=False, split=True, consumers=3)
 # keys (benchmarks/check_direct_long_rows.py, H200, session 16) its rel L1 stays within 1.02x of the two-level one's
 # and its cosine >= 0.99919 at D64/D128, causal or not, up to 64k keys; not measured beyond, so not used beyond
 DIRECT_MAX_KEYS = 65536
+# ... and at D_PAD 128 causal it was the fastest from 16k keys only (at 4k the FADD sums ran 10% faster: H200,
+# session 16, kernel alone, the same run)
+CAUSAL_DIRECT_MIN_KEYS = 16384
 
 
 def default_launch(d_pad: int, is_causal: bool, return_lse: bool, seq_k: int) -> dict:
     """The launch sage_attention_gluon uses, the fastest measured per case (H200, kernel alone, sessions 14 and 16;
     the notes' steps 11 and 13): the row sums by wgmma (`sum_mma`) without an LSE, plus the one-level accumulation
-    (`direct`) at D_PAD 64 non-causal and at D_PAD 128 causal up to DIRECT_MAX_KEYS keys. D_PAD 64 causal: `sum_mma`
-    alone (+20-25% over the FADD sums, `direct` 3% slower); D_PAD 128 causal beyond DIRECT_MAX_KEYS: the FADD sums
-    (`sum_mma` alone was 2-7% slower there at 16k-64k). With an LSE, DEFAULT_LAUNCH: `sum_mma`'s sums are of the
-    FP8-rounded P."""
+    (`direct`) at D_PAD 64 non-causal up to DIRECT_MAX_KEYS keys. D_PAD 64 causal: `sum_mma` alone (+11-25% over
+    the FADD sums, `direct` 3% slower). D_PAD 128 causal: `sum_mma` + `direct` from CAUSAL_DIRECT_MIN_KEYS to
+    DIRECT_MAX_KEYS keys, the FADD sums elsewhere (`sum_mma` alone was 2-11% slower than them at 4k-64k). With an
+    LSE, DEFAULT_LAUNCH: `sum_mma`'s sums are of the FP8-rounded P."""
     if return_lse:
         return dict(DEFAULT_LAUNCH)
-    direct = (d_pad <= 64) != is_causal and seq_k <= DIRECT_MAX_KEYS
-    if is_causal and d_pad > 64 and not direct:
+    if is_causal and d_pad > 64:
+        if CAUSAL_DIRECT_MIN_KEYS <= seq_k <= DIRECT_MAX_KEYS:
+            return {**DEFAULT_LAUNCH, "sum_mma": True, "direct": True}
         return dict(DEFAULT_LAUNCH)
+    direct = d_pad <= 64 and not is_causal and seq_k <= DIRECT_MAX_KEYS
     return {**DEFAULT_LAUNCH, "sum_mma": True, "direct": direct}
 
 

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, Optional
 import torch
 
 ENABLED = True  # False: the launch cache's hits take the compiled kernel's usual launcher (benchmarks, debugging)
-_MAX_ENCODINGS = 256  # per compiled kernel; beyond it the cache starts over (buffers at many addresses)
+_MAX_ENCODINGS = 256  # per launch-cache key (of at most 512 per kernel); beyond it that key's encodings start over
 _BASE_ARGS = 13  # Triton 3.6's launcher: grid (3), stream, function, cooperative, pdl, 2 scratch, metadata, 3 hooks
 
 
