@@ -102,3 +102,22 @@ def test_interpreted_and_heuristics_kernels_take_the_usual_path():
     assert launch_cache._KernelLaunches(interpreted).reason is not None
     heuristic = triton.heuristics({"EVEN": lambda args: True})(_probe)
     assert launch_cache._KernelLaunches(heuristic).reason is not None
+
+
+def test_a_tensor_subclass_is_keyed_by_its_type_never_by_identity():
+    """A key never holds an argument tensor (the cache would keep it alive) and equal-looking tensors of another
+    class do not share a key with plain ones."""
+    state = launch_cache._KernelLaunches(_probe)
+
+    def key(x):
+        return state.key(0, (x, x, 100, 1, 1.0, True, None, 16), {}, SETTINGS)
+
+    a, b = torch.nn.Parameter(torch.zeros(64)), torch.nn.Parameter(torch.ones(64))
+    assert key(a) == key(b) and key(a) != key(torch.zeros(64))
+
+    def parts(k):
+        for p in k:
+            yield from parts(p) if isinstance(p, tuple) else (p,)
+
+    assert not any(isinstance(p, torch.Tensor) for p in parts(key(a)))
+    assert not any(isinstance(p, torch.Tensor) for p in parts(key(torch.zeros(64))))
