@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import os
 import platform
 import sys
@@ -111,20 +112,55 @@ def _eager_failure(model, items: list) -> Optional[str]:
     return None
 
 
+class _HeldTorchLogs(logging.Filter):
+    """Holds what torch's fake-tensor logger prints while a call runs: a model that fails on its own inputs made
+    it print a 20-line traceback before our one-line error. Released (printed as it would have been) when the
+    failure is ours. A filter on the logger, not a handler: torch resets that logger's handlers when it compiles."""
+
+    LOGGER = "torch._subclasses.fake_tensor"
+
+    def __init__(self):
+        super().__init__()
+        self.records: list = []
+        self.logger = logging.getLogger(self.LOGGER)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.records.append(record)
+        return False
+
+    def __enter__(self):
+        self.logger.addFilter(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.logger.removeFilter(self)
+
+    def release(self) -> None:
+        for record in self.records:
+            self.logger.handle(record)
+        self.records.clear()
+
+
 def _on_the_model(call, model, items: list):
     """`call()`; a failure that the model also raises eagerly on its inputs is the factory's, reported as an
-    error (exit 2); any other failure is ours and keeps its traceback. The eager check runs only after a
-    failure, so a working model is not run twice."""
+    error (exit 2); any other failure is ours and keeps its traceback (and torch's log lines). The eager check
+    runs only after a failure, so a working model is not run twice."""
+    held = _HeldTorchLogs()
     try:
-        return call()
+        with held:
+            result = call()
     except SmartCompileError:
+        held.release()
         raise
     except Exception:
         why = _eager_failure(model, items)
         if why is None:
+            held.release()
             raise
         raise CliError(f"--model: the model fails on its own inputs without smartcompile ({why}); check the "
                        "inputs the factory returns") from None
+    held.release()
+    return result
 
 
 def cmd_explain(ns) -> int:

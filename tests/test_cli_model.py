@@ -2,6 +2,7 @@
 input (a spec, the factory's code, --candidates JSON, a path) prints `smartcompile: error: ...`
 and exits with status 2, never a traceback."""
 import json
+import logging
 import sys
 import textwrap
 
@@ -119,3 +120,41 @@ def test_explain_and_profile_take_device_dtype_quiet_and_several_calibration_ite
     with pytest.raises(SystemExit) as err:  # argparse: not a choice
         main(["explain", "--model", "multi_items:factory", "--dtype", "float64"])
     assert err.value.code == 2
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages: list = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def torch_fake_tensor_log(monkeypatch):
+    """What reaches the handlers of torch's fake-tensor logger (torch binds its own stderr handler at import)."""
+    import torch._dynamo  # noqa: F401 (torch sets the logger up)
+
+    logger, collect = logging.getLogger("torch._subclasses.fake_tensor"), _Collect()
+    monkeypatch.setattr(logger, "handlers", [collect])
+    return collect.messages
+
+
+def test_a_model_failing_on_its_own_inputs_prints_no_torch_traceback(model_in_cwd, capsys, torch_fake_tensor_log):
+    """torch's fake-tensor logger printed a 20-line traceback (its own stderr handler) before our one-line error;
+    it is held while the model is traced and dropped when the model's own inputs are at fault."""
+    assert main(["explain", "--model", f"{MODULE}:wrong_shape"]) == 2
+    assert "fails on its own inputs" in capsys.readouterr().err
+    assert torch_fake_tensor_log == []
+
+
+def test_held_torch_logs_are_printed_when_the_failure_is_ours(model_in_cwd, monkeypatch, torch_fake_tensor_log):
+    def failing_explain(*args, **kwargs):
+        logging.getLogger("torch._subclasses.fake_tensor").error("held line from torch")
+        raise RuntimeError("our own bug")
+
+    monkeypatch.setattr("smartcompile.api.explain", failing_explain)
+    with pytest.raises(RuntimeError, match="our own bug"):
+        main(["explain", "--model", f"{MODULE}:factory"])
+    assert torch_fake_tensor_log == ["held line from torch"]

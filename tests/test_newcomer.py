@@ -300,3 +300,25 @@ def test_options_that_are_not_a_dict_get_a_short_error():
     from smartcompile.compiler.options import CompileOptions
     with pytest.raises(smartcompile.OptionsError, match=r"options: expected a dict such as \{'policy': 'policy.json'\}, got str"):
         CompileOptions.parse("policy.json")
+
+
+def test_table_keeps_long_layer_names_whole_and_verbose_gives_the_full_reason():
+    """A layer name is what a policy rule types: two UNet sites differing only in their last characters (attn1,
+    attn2) were both cut to the same 48 characters. Whole where the line has room, else the tail; verbose adds
+    a cut reason in full."""
+    from smartcompile.compiler.plan import Plan, PlannedSite
+
+    stem = "down_blocks.0.attentions.0.transformer_blocks.0."
+    long_reason = "policy default -> flash/sdpa: " + "x" * 300
+    plan = Plan(graphs=1, sites=[PlannedSite(stem + a, "sdpa", None, "flash", "sdpa", {}, long_reason, True)
+                                 for a in ("attn1", "attn2")])
+    rows = plan.table().splitlines()[2:4]
+    assert rows[0].startswith(stem + "attn1") and rows[1].startswith(stem + "attn2")
+    assert max(len(line) for line in plan.table().splitlines()) <= 200
+    assert f"why: {long_reason}"[:150] in plan.table(verbose=True).replace("\n      ", " ")
+    huge = Plan(graphs=1, sites=[PlannedSite("m." * 120 + a, "sdpa", None, "flash", "sdpa", {}, "r", True)
+                                 for a in ("attn1", "attn2")])
+    rows = huge.table().splitlines()[2:4]
+    assert max(len(line) for line in huge.table().splitlines()) <= 200
+    assert rows[0].split()[0].endswith("attn1") and rows[1].split()[0].endswith("attn2")
+    assert "layer: " + "m." * 120 + "attn1" in huge.table(verbose=True).replace("\n      ", "")

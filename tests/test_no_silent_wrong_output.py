@@ -74,6 +74,57 @@ def test_dynamic_shapes_scale_from_the_sequence_length_stays_symbolic():
     assert "other than the head dim" in plan.sites[0].reason
 
 
+class _ScaledByAttribute(torch.nn.Module):
+    """transformers' eager attention: the scale a module's float attribute (symbolic under dynamic=True)."""
+
+    def __init__(self, scaling):
+        super().__init__()
+        self.scaling = scaling
+
+    def forward(self, q, k, v):
+        return torch.softmax((q @ k.transpose(-2, -1)) * self.scaling, dim=-1) @ v
+
+
+def test_dynamic_shapes_scale_from_a_float_attribute_is_rewritten_and_guarded():
+    """With dynamic=True torch makes a module's float attribute a symbolic graph input (specialize_float off):
+    the site used to be left alone, silently ignoring the policy (session 16 review). It is rewritten now, with
+    the float guarded: a changed attribute recompiles and stays exact, a new length reuses the graph."""
+    module = _ScaledByAttribute(16 ** -0.5)
+    plan = _dynamic_plan(module, [(r(1, 2, s, 16), r(1, 2, s + 2, 16), r(1, 2, s + 2, 16)) for s in (7, 11, 19)])
+    assert all(site.rewritten for site in plan.sites), [site.reason for site in plan.sites]
+    assert plan.graphs == 1
+    module.scaling = 0.7  # another value: a recompile with the new constant, never the old one reused
+    q, k, v = r(1, 2, 9, 16), r(1, 2, 5, 16), r(1, 2, 5, 16)
+    from smartcompile.compiler.backend import compile_graph
+    from smartcompile.compiler.options import CompileOptions
+    from smartcompile.compiler.plan import Plan
+
+    opts, plan2 = CompileOptions.parse(None, None, {"default": "flash"}), Plan()
+    compiled = torch.compile(module, dynamic=True, backend=lambda gm, ex: compile_graph(
+        gm, ex, opts, sink=plan2.extend, run_inductor=False))
+    torch.testing.assert_close(compiled(q, k, v), module(q, k, v), atol=3e-5, rtol=1e-4)
+    module.scaling = 0.2
+    torch.testing.assert_close(compiled(q, k, v), module(q, k, v), atol=3e-5, rtol=1e-4)
+    assert plan2.graphs == 2 and all(site.rewritten for site in plan2.sites)
+
+
+def test_dynamic_shapes_float_input_scale_under_sage_is_applied():
+    """The policy's backend runs on such a site (it used to be exact under any policy with dynamic=True)."""
+    from smartcompile.compiler.backend import compile_graph
+    from smartcompile.compiler.options import CompileOptions
+    from smartcompile.compiler.plan import Plan
+
+    module = _ScaledByAttribute(16 ** -0.5)
+    opts, plan = CompileOptions.parse(None, None, {"default": "sage"}), Plan()
+    compiled = torch.compile(module, dynamic=True, backend=lambda gm, ex: compile_graph(
+        gm, ex, opts, sink=plan.extend, run_inductor=False))
+    q, k, v = r(1, 2, 33, 16), r(1, 2, 40, 16), r(1, 2, 40, 16)
+    out = compiled(q, k, v)
+    assert [s.backend for s in plan.sites] == ["sage"] and all(s.rewritten for s in plan.sites)
+    cos = F.cosine_similarity(out.flatten(), module(q, k, v).flatten(), dim=0)
+    assert 0.99 < cos < 1.0  # quantized: close, and not the exact path
+
+
 def test_in_place_scale_of_q_is_applied_once():
     def fn(q, k, v):
         q = q.mul_(0.3)
@@ -214,3 +265,26 @@ def test_broadcasting_operands_are_left_alone_with_a_reason(case, inductor):
     fn, args = fns[case]
     site = _only_site(_run(fn, [args], inductor=inductor))
     assert not site.rewritten and ("broadcast" in site.reason or "ranks differ" in site.reason), site.reason
+
+
+def test_a_site_left_to_inductor_warns_when_the_policy_asked_for_a_quantized_backend(caplog, monkeypatch):
+    """The policy asked for sage but the site cannot be rewritten: exact attention runs, and a warning says so
+    (it was an info-level line only); an exact policy's rejected site stays quiet."""
+    import importlib
+    import logging
+
+    backend = importlib.import_module("smartcompile.compiler.backend")  # (the package exports a function so named)
+    fn = lambda q, k, v: (q @ k.transpose(-2, -1) / k.shape[-2]).softmax(-1) @ v  # noqa: E731
+    for default, warns in (("sage", True), ("flash", False)):
+        monkeypatch.setattr(backend, "_WARNED_SITES", set())
+        torch._dynamo.reset()
+        caplog.clear()
+        compiled = torch.compile(fn, backend="smartattn", dynamic=True,
+                                 options={"policy": {"version": 1, "default": default}})
+        with caplog.at_level(logging.WARNING, logger="smartcompile"):
+            q = r(1, 2, 9, 16)
+            torch.testing.assert_close(compiled(q, q, q), fn(q, q, q), atol=3e-5, rtol=1e-4)
+        found = [rec.getMessage() for rec in caplog.records if "left to Inductor (exact attention)" in rec.getMessage()]
+        assert bool(found) == warns, found
+        if warns:
+            assert "asks for sage" in found[0] and "other than the head dim" in found[0]

@@ -38,6 +38,7 @@ def plan_and_rewrite(gm: torch.fx.GraphModule, policy: Policy, auto_mode: str = 
         if site.rejected is not None:
             plan.sites.append(PlannedSite(**base, backend=None, implementation=None, params={},
                                           reason=f"not rewritten: {site.rejected}", rewritten=False))
+            _warn_policy_not_applied(site, policy)
             continue
         anchors, frame = _running_frame(gm, site, inputs)
         per_instance = policy.has_step_rules or bool(frame)  # one graph may serve other instances / steps
@@ -120,10 +121,26 @@ _WARNED: set = set()
 
 
 def _warn_once(message: str) -> None:
+    """A UserWarning (filterable), logged at info level: a logger.warning too printed it twice without a handler."""
     if message not in _WARNED:
         _WARNED.add(message)
-        logger.warning(message)
+        logger.info(message)
         warnings.warn(message, stacklevel=2)
+
+
+_WARNED_SITES: set = set()  # (layer, backend, reason): a recompile does not repeat it
+_APPROXIMATE = ("sage", "sparge")
+
+
+def _warn_policy_not_applied(site, policy: Policy) -> None:
+    """A site the pass leaves to Inductor runs exact attention: say so when the policy asked for a quantized or
+    sparse backend there, which the user would otherwise take as applied (explain shows it too)."""
+    backend = resolve(site.layer, policy).backend
+    key = (site.layer, backend, site.rejected)
+    if backend in _APPROXIMATE and key not in _WARNED_SITES:
+        _WARNED_SITES.add(key)
+        logger.warning("smartattn: %s: the policy asks for %s, but the site is left to Inductor (exact attention): "
+                       "%s", site.layer, backend, site.rejected)
 
 
 _WARNED_RULES: set = set()  # (policy source, rule key): a recompile or another graph does not repeat it

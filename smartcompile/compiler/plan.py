@@ -8,7 +8,7 @@ from typing import Optional
 from ..spec import AttentionSpec
 
 TABLE_WIDTH = 200  # characters per line of the printed plan
-MAX_COLUMN = 48  # layer, pattern, shape, backend, implementation: cut beyond this
+MAX_COLUMN = 48  # pattern, shape, backend, implementation: cut beyond this (the layer: only past the line's room)
 MIN_WHY = 30
 
 
@@ -74,14 +74,21 @@ class Plan:
             mask = (s.mask or "-",) if masks else ()
             rows.append((s.layer, s.pattern, s.spec.short() if s.spec else "?") + mask
                         + (backend, s.implementation or "-", why))
-        widths = [min(max(len(str(r[i])) for r in [head] + rows), MAX_COLUMN) for i in range(len(head) - 1)]
+        widths = [min(max(len(str(r[i])) for r in [head] + rows), MAX_COLUMN) for i in range(1, len(head) - 1)]
+        # the layer column is what a policy rule names: whole where it fits, else its tail (attn1 vs attn2)
+        room = width - sum(widths) - 2 * (len(widths) + 1) - MIN_WHY
+        widths.insert(0, min(max(len(str(r[0])) for r in [head] + rows), max(room, MAX_COLUMN)))
         used = sum(widths) + 2 * len(widths)
         widths.append(max(min(max(len(r[-1]) for r in [head] + rows), width - used), MIN_WHY))
         lines = [_row(head, widths), _row(tuple("-" * w for w in widths), widths)]
         for s, r in zip(self.sites, rows):
-            lines.append(_row(r, widths))
+            lines.append(_row((_cut_left(r[0], widths[0]),) + r[1:], widths))
             if verbose:
                 details = [str(step) for step in s.steps] + ([f"note: {s.note}"] if s.note else [])
+                if len(s.layer) > widths[0]:
+                    details.insert(0, f"layer: {s.layer}")
+                if len(r[-1]) > widths[-1]:
+                    details.insert(0, f"why: {s.reason}")
                 lines.extend(_wrap(d, width, "    ", "      ") for d in details)
         n_rw = len(self.rewritten)
         lines.append(f"{n_rw} of {len(self.sites)} attention sites rewritten in {max(self.graphs, 1)} graph(s)")
@@ -101,6 +108,10 @@ class Plan:
 
 def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _cut_left(text: str, width: int) -> str:
+    return text if len(text) <= width else "…" + text[len(text) - width + 1:]
 
 
 def _row(cells: tuple, widths: list) -> str:

@@ -101,19 +101,31 @@ def _free_symbols(value) -> set:
     return set(value.node.expr.free_symbols) if isinstance(value, (torch.SymInt, torch.SymFloat)) else set()
 
 
+def _is_float_input(symbol) -> bool:
+    """A backed symbolic float: a Python float the graph takes as an input (torch.compile(dynamic=True) with
+    specialize_float off, the default since torch 2.6, makes a module's float attribute such as its attention scale
+    one). Never a size."""
+    try:
+        from torch.utils._sympy.symbol import SymT, symbol_is_type
+    except ImportError:  # a torch without symbolic floats: none to find
+        return False
+    return symbol_is_type(symbol, SymT.FLOAT)
+
+
 def symbolic_scale_problem(site: AttentionSite, qt) -> Optional[str]:
-    """A scale computed from symbolic sizes is made concrete with a guard only when it depends on
-    the head dim alone: the head dim is guarded anyway (kernels are chosen per head dim), so this
-    adds no recompiles. Any other size (a sequence length) would recompile per value: such a site
-    is left to Inductor, which keeps the scale symbolic."""
+    """A scale computed from symbolic values is made concrete with a guard only when it depends on the head dim
+    and on float inputs alone. The head dim is guarded anyway (kernels are chosen per head dim), and a float input
+    in an attention scale is a model's constant (`self.scaling`): guarding it adds no recompiles in practice (another
+    value would recompile, never reuse a wrong constant). Any other size (a sequence length) would recompile per
+    value: such a site is left to Inductor, which keeps the scale symbolic."""
     head = _free_symbols(qt.shape[-1])
     for sym in site.scale_symbols:
-        extra = _free_symbols(sym) - head
+        extra = {s for s in _free_symbols(sym) - head if not _is_float_input(s)}
         if extra:
             return (f"the scale depends on symbolic sizes other than the head dim ({', '.join(sorted(map(str, extra)))}): "
                     "left to Inductor, which keeps it symbolic")
     for sym in site.scale_symbols:
-        concrete_number(sym)  # guards: the head dim's value is fixed for this graph
+        concrete_number(sym)  # guards: the head dim's value (and a float input's) is fixed for this graph
     return None
 
 
