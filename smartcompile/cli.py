@@ -232,6 +232,9 @@ def cmd_report(ns) -> int:
 def cmd_demo(ns) -> int:
     from .demo.video_demo import run_video_demo
 
+    if ns.out is not None and ns.out.exists() and not ns.out.is_dir():  # checked before minutes of sampling
+        raise CliError(f"--out: {str(ns.out)!r} exists and is not a folder (the demo writes frames.png, video.gif "
+                       "and summary.json into a folder)")
     run_video_demo(device=ns.device, out=ns.out, steps=ns.steps, frames=ns.frames, repeats=ns.repeats,
                    profile=ns.profile)
     return 0

@@ -109,7 +109,9 @@ def test_cannot_run_and_failing_kernels_are_rows_not_crashes(monkeypatch):
 @pytest.mark.parametrize("argv, message", [
     (["--seq-lens", "4k,abc"], "--seq-lens: 'abc' is not a positive integer"),
     (["--head-dims", "33"], "--head-dims: [33] must be even"),
-    (["--heads", "0"], "--heads: '0' is not a positive integer"),
+    (["--heads", "0"], "--heads: '0' is not a positive integer (one number, e.g. 4)"),
+    (["--batch", "-1"], "--batch: '-1' is not a positive integer (one number, e.g. 4)"),
+    (["--head-dims", "64,2000"], "--head-dims: 2000 is larger than any backend takes (at most 1024)"),
     (["--batch", "1,2"], "--batch: '1,2' is not one positive integer"),
     (["--dtype", "int8"], "--dtype: 'int8' is not one of"),
     (["--device", "tpu"], "--device: 'tpu' is not one of ['cpu', 'cuda']"),

@@ -259,6 +259,18 @@ def test_demo_on_cuda_without_cuda_is_a_short_error(capsys):
     assert err.startswith("smartcompile: error: demo: device 'cuda' is not available") and "Traceback" not in err
 
 
+def test_demo_out_an_existing_file_is_named_before_sampling(tmp_path, capsys):
+    from smartcompile.cli import main
+
+    existing = tmp_path / "P.json"
+    existing.write_text("{}")
+    assert main(["demo", "--out", str(existing)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"smartcompile: error: --out: {str(existing)!r} exists and is not a folder") and \
+        "Errno" not in err
+    assert existing.read_text() == "{}"
+
+
 # ---- 13. a CPU's fingerprint does not depend on GPU kernel libraries --------------------------
 def test_cpu_fingerprint_leaves_gpu_libraries_out():
     fp = hardware_fingerprint("cpu")

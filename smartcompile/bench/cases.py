@@ -16,6 +16,7 @@ from ..errors import SmartCompileError
 DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
           "float32": torch.float32, "fp32": torch.float32}
 DEVICES = ("cpu", "cuda")
+MAX_BENCH_HEAD_DIM = 1024  # Capabilities' default max_head_dim: the largest head dim any implementation takes
 GPU_DEFAULTS = dict(seq_lens=(4096, 16384, 32768), head_dims=(64, 128), heads=24, batch=1, dtype="bfloat16")
 CPU_DEFAULTS = dict(seq_lens=(256, 512), head_dims=(64,), heads=4, batch=1, dtype="float32")
 SPARSITIES = (0.5, 0.75)
@@ -74,7 +75,7 @@ class BenchConfig:
                     reference=f"fp32 exact on {self.max_ref_heads} heads x up to {self.max_ref_queries} queries")
 
 
-def _positive_ints(option: str, text: str) -> tuple:
+def _positive_ints(option: str, text: str, example: str = "e.g. 4096 or 4k; comma-separated list") -> tuple:
     """'4096,16k' -> (4096, 16384)."""
     out = []
     for item in text.split(","):
@@ -82,7 +83,7 @@ def _positive_ints(option: str, text: str) -> tuple:
         mult = 1024 if item.endswith("k") else 1
         digits = item[:-1] if mult > 1 else item
         if not (digits.isascii() and digits.isdigit()) or int(digits) <= 0:  # ascii: '²'.isdigit() is True
-            raise BenchError(f"{option}: {item!r} is not a positive integer (e.g. 4096 or 4k; comma-separated list)")
+            raise BenchError(f"{option}: {item!r} is not a positive integer ({example})")
         out.append(int(digits) * mult)
     return tuple(dict.fromkeys(out))
 
@@ -91,7 +92,7 @@ def positive_int(option: str, text: Optional[str]) -> Optional[int]:
     """A command-line count: None stays None (the default)."""
     if text is None:
         return None
-    values = _positive_ints(option, text)
+    values = _positive_ints(option, text, "one number, e.g. 4")
     if len(values) != 1 or "," in text:
         raise BenchError(f"{option}: {text!r} is not one positive integer")
     return values[0]
@@ -122,6 +123,9 @@ def build_config(device: Optional[str] = None, dtype: Optional[str] = None, seq_
     dev = resolve_device(device)
     defaults = GPU_DEFAULTS if dev == "cuda" else CPU_DEFAULTS
     dims = _positive_ints("--head-dims", head_dims) if head_dims is not None else defaults["head_dims"]
+    too_large = [d for d in dims if d > MAX_BENCH_HEAD_DIM]
+    if too_large:  # checked up front: every row would be '-' with each backend's own refusal
+        raise BenchError(f"--head-dims: {too_large[0]} is larger than any backend takes (at most {MAX_BENCH_HEAD_DIM})")
     odd = [d for d in dims if d % 2]
     if odd:
         raise BenchError(f"--head-dims: {odd} must be even (the structured inputs pair sin/cos features)")
