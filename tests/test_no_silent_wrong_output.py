@@ -288,3 +288,17 @@ def test_a_site_left_to_inductor_warns_when_the_policy_asked_for_a_quantized_bac
         assert bool(found) == warns, found
         if warns:
             assert "asks for sage" in found[0] and "other than the head dim" in found[0]
+
+
+def test_dynamic_shapes_scale_from_a_float_argument_stays_symbolic():
+    """A float passed to forward (a temperature) may change every call: guarding it would recompile per value, so
+    the site is left to Inductor with its reason, and one graph serves every value; an attribute beside it is fine."""
+    class Tempered(_ScaledByAttribute):
+        def forward(self, q, k, v, temperature: float = 1.0):
+            return torch.softmax((q @ k.transpose(-2, -1)) * self.scaling * temperature, dim=-1) @ v
+
+    module = Tempered(16 ** -0.5)
+    q = r(1, 2, 9, 16)
+    plan = _dynamic_plan(module, [(q, q, q, t) for t in (0.5, 0.7, 1.3)])
+    assert plan.graphs == 1 and not plan.sites[0].rewritten
+    assert "float argument 'temperature'" in plan.sites[0].reason, plan.sites[0].reason

@@ -112,18 +112,38 @@ def _is_float_input(symbol) -> bool:
     return symbol_is_type(symbol, SymT.FLOAT)
 
 
+def _float_argument(graph, symbol) -> Optional[str]:
+    """The name of the call argument a symbolic float comes from (Dynamo reads a float as a 0-dim tensor input and
+    `.item()`s it), or None: an attribute (`self.scaling`), or a source the graph does not record."""
+    for node in graph.nodes:
+        value = node.meta.get("example_value", node.meta.get("val"))
+        if not (isinstance(value, torch.SymFloat) and value.node.expr == symbol):
+            continue
+        for arg in node.all_input_nodes:
+            source = getattr(arg.meta.get("grapharg"), "source", None)
+            if type(source).__name__ == "LocalSource":
+                return repr(getattr(source, "local_name", None) or str(source))
+    return None
+
+
 def symbolic_scale_problem(site: AttentionSite, qt) -> Optional[str]:
     """A scale computed from symbolic values is made concrete with a guard only when it depends on the head dim
-    and on float inputs alone. The head dim is guarded anyway (kernels are chosen per head dim), and a float input
-    in an attention scale is a model's constant (`self.scaling`): guarding it adds no recompiles in practice (another
-    value would recompile, never reuse a wrong constant). Any other size (a sequence length) would recompile per
-    value: such a site is left to Inductor, which keeps the scale symbolic."""
+    and on float attributes alone. The head dim is guarded anyway (kernels are chosen per head dim), and a float
+    attribute in an attention scale is a model's constant (`self.scaling`, symbolic under dynamic=True): guarding it
+    adds no recompiles in practice (another value recompiles, never reuses a wrong constant). A float argument of
+    the call, or any other size (a sequence length), could recompile per value: such a site is left to Inductor,
+    which keeps the scale symbolic."""
     head = _free_symbols(qt.shape[-1])
     for sym in site.scale_symbols:
         extra = {s for s in _free_symbols(sym) - head if not _is_float_input(s)}
         if extra:
             return (f"the scale depends on symbolic sizes other than the head dim ({', '.join(sorted(map(str, extra)))}): "
                     "left to Inductor, which keeps it symbolic")
+        arguments = sorted(filter(None, (_float_argument(site.output.graph, s) for s in _free_symbols(sym) - head
+                                         if _is_float_input(s))))
+        if arguments:
+            return (f"the scale depends on the float argument {', '.join(arguments)} of the call: left to Inductor, "
+                    "which keeps it symbolic (a constant would recompile per value)")
     for sym in site.scale_symbols:
         concrete_number(sym)  # guards: the head dim's value (and a float input's) is fixed for this graph
     return None
