@@ -159,6 +159,9 @@ def _on_the_model(call, model, items: list):
             raise
         raise CliError(f"--model: the model fails on its own inputs without smartcompile ({why}); check the "
                        "inputs the factory returns") from None
+    except BaseException:  # Ctrl-C while tracing: what torch logged is still shown
+        held.release()
+        raise
     held.release()
     return result
 
