@@ -301,4 +301,72 @@ def test_dynamic_shapes_scale_from_a_float_argument_stays_symbolic():
     q = r(1, 2, 9, 16)
     plan = _dynamic_plan(module, [(q, q, q, t) for t in (0.5, 0.7, 1.3)])
     assert plan.graphs == 1 and not plan.sites[0].rewritten
-    assert "float argument 'temperature'" in plan.sites[0].reason, plan.sites[0].reason
+    assert "float input \"L['temperature']\"" in plan.sites[0].reason, plan.sites[0].reason
+
+
+def test_dynamic_shapes_scale_from_a_float_reached_from_an_argument_stays_symbolic():
+    """`cfg.t` or `kw["t"]` may change every call just as a plain argument (a review found them guarded: each new
+    value recompiled until Dynamo's limit)."""
+    from types import SimpleNamespace
+
+    q = r(1, 2, 9, 16)
+    by_attr = lambda q, k, v, cfg: torch.softmax(q @ k.transpose(-2, -1) * cfg.t, -1) @ v  # noqa: E731
+    plan = _dynamic_plan(by_attr, [(q, q, q, SimpleNamespace(t=t)) for t in (0.5, 0.7, 0.8)])
+    assert plan.graphs == 1 and not plan.sites[0].rewritten and "L['cfg'].t" in plan.sites[0].reason
+    by_key = lambda q, k, v, d: torch.softmax(q @ k.transpose(-2, -1) * d["t"], -1) @ v  # noqa: E731
+    plan = _dynamic_plan(by_key, [(q, q, q, {"t": t}) for t in (0.5, 0.7, 0.8)])
+    assert plan.graphs == 1 and not plan.sites[0].rewritten and "L['d']['t']" in plan.sites[0].reason
+
+
+def test_regional_site_left_exact_warns_under_its_full_layer_name(caplog, monkeypatch):
+    """Under regional compilation a rejected site's rules are the full names of the instances its graph serves:
+    a warning for the one instance a rule sends to sage, none where every instance's rule is exact."""
+    import importlib
+    import logging
+
+    import smartcompile
+
+    backend = importlib.import_module("smartcompile.compiler.backend")
+
+    class Attn(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(16, 16)
+
+        def forward(self, x):
+            q = self.proj(x).view(1, 2, -1, 8)
+            return F.scaled_dot_product_attention(q, q, q, dropout_p=0.1 if self.training else 0.0)
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = Attn()
+
+        def forward(self, x):
+            return self.attn(x).reshape(1, -1, 16) + x
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = torch.nn.ModuleList([Block(), Block()])
+
+        def forward(self, x):
+            for block in self.blocks:
+                x = block(x)
+            return x
+
+    for policy, want in (({"version": 1, "default": "flash", "layers": {"blocks.1.attn": "sage"}}, ["blocks.1.attn"]),
+                         ({"version": 1, "default": "sage", "layers": {"blocks.*": "flash"}}, [])):
+        monkeypatch.setattr(backend, "_WARNED_SITES", set())
+        torch._dynamo.reset()
+        caplog.clear()
+        model = Net().train()  # training-mode dropout: the site is left to stock SDPA
+        smartcompile.name_layers(model)
+        for block in model.blocks:
+            block.compile(backend=smartcompile.backend(policy=policy))
+        with caplog.at_level(logging.WARNING, logger="smartcompile"):
+            model(torch.randn(1, 8, 16))
+        warned = [rec.getMessage().split(":")[1].strip() for rec in caplog.records
+                  if "left to Inductor (exact attention)" in rec.getMessage()]
+        assert warned == want, caplog.text
+        assert not any("matches no attention layer" in rec.getMessage() for rec in caplog.records), caplog.text

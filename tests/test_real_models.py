@@ -103,3 +103,52 @@ def test_one_site_per_attention_module_and_exact_under_flash(factory, variant):
     want = getattr(want, "sample", want)
     got = getattr(got, "sample", got)
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def diffusers_flux(_):
+    from diffusers import FluxTransformer2DModel
+
+    m = FluxTransformer2DModel(patch_size=1, in_channels=8, num_layers=1, num_single_layers=1, attention_head_dim=16,
+                               num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=16,
+                               guidance_embeds=False, axes_dims_rope=(4, 6, 6))
+
+    def inputs(n, txt):
+        return (), dict(hidden_states=torch.randn(1, n, 8), encoder_hidden_states=torch.randn(1, txt, 32),
+                        pooled_projections=torch.randn(1, 16), timestep=torch.tensor([0.5]),
+                        img_ids=torch.randn(n, 3), txt_ids=torch.zeros(txt, 3))
+    return m, inputs
+
+
+def llama_eager(_):
+    from transformers import LlamaConfig, LlamaModel
+
+    cfg = LlamaConfig(vocab_size=100, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, attn_implementation="eager")
+    return LlamaModel(cfg), lambda n, _: ((_ids(n),), {})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("factory", [diffusers_flux, llama_eager], ids=["flux", "llama-eager"])
+def test_dynamic_true_rewrites_every_site_and_stays_exact(factory):
+    """Under dynamic=True torch reads float attributes and defaults as symbolic floats: Flux's dispatch_attention_fn
+    dropout_p (a constant) and Llama's eager `self.scaling` left their sites exact whatever the policy (session 16
+    review). Every site is rewritten now, and a flash policy equals eager at two lengths."""
+    from smartcompile.compiler.backend import compile_graph
+    from smartcompile.compiler.options import CompileOptions
+    from smartcompile.compiler.plan import Plan
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, inputs = factory(None)
+    model.eval()
+    torch._dynamo.reset()
+    opts, plan = CompileOptions.parse(None, None, FLASH), Plan()
+    compiled = torch.compile(model, dynamic=True, backend=lambda gm, ex: compile_graph(gm, ex, opts,
+                                                                                      sink=plan.extend))
+    for n, txt in ((16, 5), (24, 7)):
+        args, kwargs = inputs(n, txt)
+        with torch.no_grad():
+            want, got = model(*args, **kwargs)[0], compiled(*args, **kwargs)[0]
+        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
+    assert plan.sites and all(s.rewritten for s in plan.sites), [s.reason for s in plan.sites if not s.rewritten]

@@ -17,6 +17,7 @@ from ..errors import UnsupportedError
 from ..passes import find_attention_sites, rewrite_site
 from ..passes.anchor import find_anchors
 from ..policies import Policy, resolve, unmatched_rules
+from ..policies.resolve import matching_rule
 from ..policies.hardware_check import hardware_mismatch
 from .layer_dispatch import (DispatchSite, choose_implementation, frame_path, full_layer, named_models, register_site,
                              sibling_layers)
@@ -36,9 +37,12 @@ def plan_and_rewrite(gm: torch.fx.GraphModule, policy: Policy, auto_mode: str = 
         base = dict(layer=site.layer, pattern=site.pattern, spec=site.spec, note=site.layer_note,
                     mask=site.mask_structure.describe() if site.mask_structure is not None else "")
         if site.rejected is not None:
+            names = _layer_names(gm, site, inputs)
+            if names != (site.layer,):  # a regional graph: the instances it serves (rules name those)
+                base["instances"] = names
             plan.sites.append(PlannedSite(**base, backend=None, implementation=None, params={},
                                           reason=f"not rewritten: {site.rejected}", rewritten=False))
-            _warn_policy_not_applied(site, policy)
+            _warn_policy_not_applied(policy, names, site.rejected)
             continue
         anchors, frame = _running_frame(gm, site, inputs)
         per_instance = policy.has_step_rules or bool(frame)  # one graph may serve other instances / steps
@@ -52,6 +56,7 @@ def plan_and_rewrite(gm: torch.fx.GraphModule, policy: Policy, auto_mode: str = 
         except UnsupportedError as exc:  # e.g. float64 or head dim > 1024: stock Inductor handles it
             plan.sites.append(PlannedSite(**base, backend=None, implementation=None, params={},
                                           reason=f"not rewritten: {exc}", rewritten=False))
+            _warn_policy_not_applied(policy, _layer_names(gm, site, inputs), str(exc))
             continue
         if not per_instance and keeps_graph_sdpa(decision.backend, site, choice):
             plan.sites.append(PlannedSite(**base, backend=None, implementation=None, params={},
@@ -132,15 +137,29 @@ _WARNED_SITES: set = set()  # (layer, backend, reason): a recompile does not rep
 _APPROXIMATE = ("sage", "sparge")
 
 
-def _warn_policy_not_applied(site, policy: Policy) -> None:
-    """A site the pass leaves to Inductor runs exact attention: say so when the policy asked for a quantized or
-    sparse backend there, which the user would otherwise take as applied (explain shows it too)."""
-    backend = resolve(site.layer, policy).backend
-    key = (site.layer, backend, site.rejected)
-    if backend in _APPROXIMATE and key not in _WARNED_SITES:
-        _WARNED_SITES.add(key)
-        logger.warning("smartattn: %s: the policy asks for %s, but the site is left to Inductor (exact attention): "
-                       "%s", site.layer, backend, site.rejected)
+def _layer_names(gm, site, inputs: dict) -> tuple:
+    """The full names a site's rules see: under regional compilation every instance of the frame module's class
+    (quietly: no frame found is the relative name, as for a rewritten site), else the site's own name."""
+    if named_models():
+        for anchor in find_anchors(gm, site)[:MAX_ANCHORS]:
+            frame = frame_path(inputs.get(anchor.node), anchor.path)
+            if frame is not None:
+                return sibling_layers(frame, site.layer) or (full_layer(frame, site.layer),)
+    return (site.layer,)
+
+
+def _warn_policy_not_applied(policy: Policy, layers: tuple, why: str) -> None:
+    """A site the pass leaves to Inductor runs exact attention: say so when the policy asks for a quantized or
+    sparse backend for one of its layers (at any step), which the user would otherwise take as applied."""
+    for layer in layers:
+        found = matching_rule(layer, policy)
+        rule = policy.default if found is None else found[1]
+        asked = sorted({r.backend for r in (rule, *(step for _, _, step in rule.by_step))} & set(_APPROXIMATE))
+        key = (layer, tuple(asked), why)
+        if asked and key not in _WARNED_SITES:
+            _WARNED_SITES.add(key)
+            logger.warning("smartattn: %s: the policy asks for %s, but the site is left to Inductor (exact "
+                           "attention): %s", layer, "/".join(asked), why)
 
 
 _WARNED_RULES: set = set()  # (policy source, rule key): a recompile or another graph does not repeat it

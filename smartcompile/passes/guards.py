@@ -113,16 +113,24 @@ def _is_float_input(symbol) -> bool:
 
 
 def _float_argument(graph, symbol) -> Optional[str]:
-    """The name of the call argument a symbolic float comes from (Dynamo reads a float as a 0-dim tensor input and
-    `.item()`s it), or None: an attribute (`self.scaling`), or a source the graph does not record."""
+    """Where a symbolic float comes from when it may change from call to call: a call argument or something
+    reached from one (`cfg.t`, `kw["t"]`) or a closure variable, by its source's name; None for the module's own
+    attributes (`self.scaling`), globals, or a source the graph does not record. (Dynamo reads a float as a 0-dim
+    tensor input and `.item()`s it.)"""
     for node in graph.nodes:
         value = node.meta.get("example_value", node.meta.get("val"))
         if not (isinstance(value, torch.SymFloat) and value.node.expr == symbol):
             continue
         for arg in node.all_input_nodes:
             source = getattr(arg.meta.get("grapharg"), "source", None)
-            if type(source).__name__ == "LocalSource":
-                return repr(getattr(source, "local_name", None) or str(source))
+            chain = [source]
+            while getattr(chain[-1], "base", None) is not None:
+                chain.append(chain[-1].base)
+            module_attribute = any(type(x).__name__.endswith("NNModuleSource") for x in chain) \
+                or getattr(chain[-1], "local_name", None) == "self"  # (L['args'][0]._modules[...] when wrapped)
+            if type(chain[-1]).__name__ == "LocalSource" and not module_attribute:
+                name = source.name if isinstance(getattr(source, "name", None), str) else str(source)
+                return repr(name) if len(name) < 80 else repr(chain[-1].local_name)
     return None
 
 
@@ -130,9 +138,9 @@ def symbolic_scale_problem(site: AttentionSite, qt) -> Optional[str]:
     """A scale computed from symbolic values is made concrete with a guard only when it depends on the head dim
     and on float attributes alone. The head dim is guarded anyway (kernels are chosen per head dim), and a float
     attribute in an attention scale is a model's constant (`self.scaling`, symbolic under dynamic=True): guarding it
-    adds no recompiles in practice (another value recompiles, never reuses a wrong constant). A float argument of
-    the call, or any other size (a sequence length), could recompile per value: such a site is left to Inductor,
-    which keeps the scale symbolic."""
+    recompiles only if the attribute changes (never reusing a wrong constant; an attribute changed on every call
+    would meet Dynamo's recompile limit). A float input of the call, or any other size (a sequence length), could
+    recompile per value: such a site is left to Inductor, which keeps the scale symbolic."""
     head = _free_symbols(qt.shape[-1])
     for sym in site.scale_symbols:
         extra = {s for s in _free_symbols(sym) - head if not _is_float_input(s)}
@@ -142,8 +150,9 @@ def symbolic_scale_problem(site: AttentionSite, qt) -> Optional[str]:
         arguments = sorted(filter(None, (_float_argument(site.output.graph, s) for s in _free_symbols(sym) - head
                                          if _is_float_input(s))))
         if arguments:
-            return (f"the scale depends on the float argument {', '.join(arguments)} of the call: left to Inductor, "
-                    "which keeps it symbolic (a constant would recompile per value)")
+            return (f"the scale depends on the float input {', '.join(arguments)} (an argument of the call or a "
+                    "closure variable): left to Inductor, which keeps it symbolic (a constant would recompile per "
+                    "value)")
     for sym in site.scale_symbols:
         concrete_number(sym)  # guards: the head dim's value (and a float input's) is fixed for this graph
     return None

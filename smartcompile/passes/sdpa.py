@@ -16,7 +16,7 @@ from .site import AttentionSite, MaskTerm
 def match_sdpa(node: Node) -> Optional[AttentionSite]:
     c = canon(node)
     q, k, v = c.get("query"), c.get("key"), c.get("value")
-    mask, dropout_p = c.get("attn_mask"), c.get("dropout_p", 0.0)
+    mask, dropout_p = c.get("attn_mask"), _constant_float(c.get("dropout_p", 0.0))
     is_causal, scale = c.get("is_causal", False), c.get("scale")
     rank = ndim(q) or 0
     scale_symbols = ()
@@ -44,6 +44,16 @@ def match_sdpa(node: Node) -> Optional[AttentionSite]:
     if mask is not None and not isinstance(mask, Node):
         return site.rejecting(f"attn_mask is a constant {type(mask).__name__}")
     return finish_site(site)
+
+
+def _constant_float(value):
+    """A float argument as Dynamo may give it under dynamic=True: a float default (diffusers' dispatch_attention_fn
+    dropout_p=0.0) read as a 0-dim tensor and `.item()`ed, a symbolic float whose expression is a constant. Its
+    number then (no guard needed); anything else as it is."""
+    sym = symbolic_scalar(value)
+    if isinstance(sym, torch.SymFloat) and not sym.node.expr.free_symbols:
+        return float(sym.node.expr)
+    return value
 
 
 def _is_bool(node: Node) -> bool:
