@@ -4,10 +4,12 @@
 # row sums by wgmma (wrong on the GPU), `direct` on SPLIT and the exact lazy rescale (both slower) and removed
 # the two (results/h200/session13/README.md); session 14 found the row sums' fault (a ones tile written from
 # registers), shipped them with TMA-loaded ones and ran `sum` (results/h200/session14/README.md); session 15 ran the
-# GPU tests, wan32k and sparge-sum and shipped the row sums for Sparge too (results/h200/session15/README.md). Rerun
-# the tests-* stages after any change to the shipped kernels, then wan32k and anchors for the numbers.
+# GPU tests, wan32k and sparge-sum and shipped the row sums for Sparge too (results/h200/session15/README.md);
+# session 16 ran long-rows, host, default-timing, ncu and the anchors (results/h200/session16/README.md). Next:
+# `host` (the cheaper launch-cache key was never GPU-tested), then tests-sage / tests-other / tests-sparge, wan32k.
+# Rerun the tests-* stages after any change to the shipped kernels, then wan32k and anchors for the numbers.
 #   bash benchmarks/gpu_next_session.sh sum          the shipped default_launch's GPU tests (sage_gluon, sparge_gluon)
-#   bash benchmarks/gpu_next_session.sh long-rows    `direct` on 16k-64k-key rows vs fp32; D64 causal timed (not run)
+#   bash benchmarks/gpu_next_session.sh long-rows    `direct` on 16k-64k-key rows vs fp32; D64 causal timed (s16)
 #   bash benchmarks/gpu_next_session.sh host         cached TMA encodings + default_launch: GPU tests, host us (s16)
 #   bash benchmarks/gpu_next_session.sh default-timing  default_launch vs sage_triton, 4k/16k, causal (s16)
 #   bash benchmarks/gpu_next_session.sh ncu          Nsight Compute on the shipped launches at 16k (session 16)
