@@ -80,6 +80,10 @@ VARIANTS = {  # name -> launch of attend_gluon (every other argument at its defa
     # slot: 0.96-1.03x, removed): gluon_notes.md, steps 10-11
     "ws2-nopp-split-sum-c3-s4": dict(sum_mma=True),
     "ws2-nopp-split-direct-sum-c3-s4": dict(direct=True, sum_mma=True),
+    # PAIR (session 17): rounds of two 128-key tiles (FA3-FP8 runs 224 keys per round at D128), one-level
+    # accumulation and row sums by wgmma; two consumers; `stages` counts rounds (2 tiles each)
+    "ws2-pair-s2": dict(pair=True, direct=True, sum_mma=True, consumers=2, stages=2),
+    "ws2-pair-s3": dict(pair=True, direct=True, sum_mma=True, consumers=2, stages=3),
     "default": None,  # sage_attention_gluon's default_launch for each shape (what the sage backend runs)
 }
 

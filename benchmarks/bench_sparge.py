@@ -33,7 +33,7 @@ from smartcompile.bench.measure import attention_flops, do_bench_ms  # noqa: E40
 from smartcompile.bench.quality import sliced_error  # noqa: E402
 from smartcompile.kernels.config import SageConfig, SpargeConfig  # noqa: E402
 from smartcompile.kernels.sage_triton import attend, quantize, sage_attention_triton  # noqa: E402
-from smartcompile.kernels.sparge_gluon import SPARSE_LAUNCH, sparge_attention_gluon  # noqa: E402
+from smartcompile.kernels.sparge_gluon import SPARSE_LAUNCH, SPARSE_PAIR_LAUNCH, sparge_attention_gluon  # noqa: E402
 from smartcompile.kernels.sparge_triton import block_lists, sparge_attention_triton  # noqa: E402
 from smartcompile.synthetic import random_qkv, structured_qkv  # noqa: E402
 
@@ -70,7 +70,7 @@ def main():
     ap.add_argument("--densities", default="1.0,0.75,0.5,0.25")
     ap.add_argument("--kinds", default="structured,random")
     ap.add_argument("--graphs", action="store_true", help="time CUDA-graph replays (no host launch cost)")
-    ap.add_argument("--impls", default="triton", help="triton, triton128, gluon128, gluon128-sum (comma-separated)")
+    ap.add_argument("--impls", default="triton", help="triton, triton128, gluon128, gluon128-sum, gluon128-pair (comma-separated)")
     args = ap.parse_args()
     global GRAPHS
     GRAPHS = args.graphs
@@ -92,8 +92,9 @@ def main():
                     for impl in args.impls.split(","):
                         block_q = 64 if impl == "triton" else 128
                         config = SpargeConfig(sparsity_ratio=1.0 - density, sim_threshold=-1.0, block_q=block_q)
-                        if impl.startswith("gluon128"):  # gluon128-sum: the row sums by wgmma (session 14)
-                            launch = {**SPARSE_LAUNCH, "sum_mma": True} if impl == "gluon128-sum" else SPARSE_LAUNCH
+                        if impl.startswith("gluon128"):  # -sum: the row sums by wgmma (session 14); -pair: s17
+                            launch = {"gluon128": SPARSE_LAUNCH, "gluon128-sum": {**SPARSE_LAUNCH, "sum_mma": True},
+                                      "gluon128-pair": SPARSE_PAIR_LAUNCH}[impl]
                             run = functools.partial(sparge_attention_gluon, launch=launch)
                         else:
                             run = sparge_attention_triton

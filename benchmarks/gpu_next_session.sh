@@ -37,7 +37,7 @@ set -o pipefail
 source benchmarks/gpu_setup.sh .whl
 with_scratch="import runpy, sys; from smartcompile.kernels import scratch; scratch.ENABLED = True; \
 sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
-case ${1:?stage: sum, long-rows, host, default-timing, ncu, probe, sparge-sum, split-direct, bn64, direct, anchors, sparge-gluon, scratch, scratch-order, tests-sage, tests-gluon-launches, tests-other, tests-sparge or wan32k} in
+case ${1:?stage: sparge-pair-bench, sparge-pair, anchors-d128, wan-kernels, ship-pair, pair, sum, long-rows, host, default-timing, ncu, probe, sparge-sum, split-direct, bn64, direct, anchors, sparge-gluon, scratch, scratch-order, tests-sage, tests-gluon-launches, tests-other, tests-sparge or wan32k} in
   sum)  # session 14: the shipped default_launch (row sums by wgmma, TMA ones) and its alternatives, GPU tests
     timeout 330 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sage_gluon.py -k "default or sum or lse or large or selects" \
         > $OUT/gpu_tests_sage_gluon.log 2>&1
@@ -60,6 +60,49 @@ case ${1:?stage: sum, long-rows, host, default-timing, ncu, probe, sparge-sum, s
         --causal-lens 4096,16384 --out $OUT --variants ws2-nopp-split-c3-s4,ws2-nopp-split-sum-c3-s4,ws2-nopp-split-direct-sum-c3-s4 \
         > $OUT/bench_gluon_causal.log 2>&1
     echo "bench rc=$?"; grep -h "cudnn \|^B1\|causal.*cos\|triton-kernel\|^    gluon" $OUT/bench_gluon_causal.log | head -70 ;;
+  sparge-pair)  # session 17: rounds of two kept blocks (SPARSE_PAIR_LAUNCH): GPU tests, then timing against sum_mma
+    timeout 130 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sparge_gluon.py -k "rounds" \
+        > $OUT/gpu_tests_sparge_pair.log 2>&1
+    echo "tests rc=$? $(tail -1 $OUT/gpu_tests_sparge_pair.log)"; grep -h -A3 "^FAILED\|Error" $OUT/gpu_tests_sparge_pair.log | head -20
+    timeout 200 python3 benchmarks/bench_sparge.py --lens 4096,16384 --dims 128,64 --densities 0.5 --kinds structured \
+        --impls gluon128-sum,gluon128-pair --out $OUT > $OUT/bench_sparge_pair.log 2>&1
+    echo "bench rc=$?"; grep "D[0-9]" $OUT/bench_sparge_pair.log ;;
+  sparge-pair-bench)  # session 17: the timing half of sparge-pair alone
+    timeout 200 python3 benchmarks/bench_sparge.py --lens 4096,16384 --dims 128 --densities 0.5 --kinds structured \
+        --impls gluon128-sum,gluon128-pair --out $OUT > $OUT/bench_sparge_pair.log 2>&1
+    echo "bench rc=$?"; grep "D[0-9]" $OUT/bench_sparge_pair.log; tail -3 $OUT/bench_sparge_pair.log ;;
+  anchors-d128)  # session 17: the anchors at D128 with PAIR_LAUNCH shipped, then ncu on it (kernel alone, 16k)
+    timeout 330 python3 benchmarks/bench_cudnn_fp8.py --dims 128 --lens 4096,16384 --batches 1x24,4x32 --out $OUT \
+        > $OUT/bench_cudnn_fp8.log 2>&1
+    echo "rc=$?"; grep -v "^{" $OUT/bench_cudnn_fp8.log | tail -30
+    NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+    timeout 120 $NCU --clock-control none -k regex:_sage_fwd_sm90 --launch-skip 1 --launch-count 1 \
+        --section SpeedOfLight --section ComputeWorkloadAnalysis --section SchedulerStats --section WarpStateStats \
+        --section Occupancy python3 benchmarks/bench_gluon.py --profile --dims 128 --variants default \
+        > $OUT/ncu_d128_16k.txt 2>&1
+    echo "ncu rc=$?"; grep -h "Duration\|Compute (SM) Throughput\|Issue Slots Busy\|Eligible Warps\|No Eligible" $OUT/ncu_d128_16k.txt ;;
+  wan-kernels)  # session 17: the row-sum test on PAIR_LAUNCH, then Wan auto with each policy's costliest kernels
+    timeout 100 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sage_gluon.py -k "row_sums_match" \
+        > $OUT/gpu_tests_row_sums.log 2>&1
+    echo "row-sum tests rc=$? $(tail -1 $OUT/gpu_tests_row_sums.log)"; grep -h -A3 "^FAILED\|Error" $OUT/gpu_tests_row_sums.log | head
+    timeout 330 python3 benchmarks/bench_wan.py --frames 21 --rounds 3 --repeats 3 --policies auto --kernels \
+        --out $OUT > $OUT/bench_wan_32760_kernels.log 2>&1; grep -v Warn $OUT/bench_wan_32760_kernels.log | tail -30 ;;
+  ship-pair)  # session 17: PAIR_LAUNCH as default_launch at D128 non-causal: its tests, 64k-key rows, Wan auto
+    timeout 170 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sage_gluon.py -k "default or selects" \
+        > $OUT/gpu_tests_default.log 2>&1
+    echo "default tests rc=$? $(tail -1 $OUT/gpu_tests_default.log)"; grep -h -A3 "^FAILED\|Error" $OUT/gpu_tests_default.log | head -20
+    timeout 100 python3 benchmarks/check_direct_long_rows.py --dims 128 --causal 0 --lens 65536 --out $OUT \
+        > $OUT/check_direct_long_rows.log 2>&1
+    echo "long rows rc=$?"; grep -h "^H" $OUT/check_direct_long_rows.log | cut -c1-330
+    timeout 300 python3 benchmarks/bench_wan.py --frames 21 --rounds 4 --repeats 3 --policies auto --out $OUT \
+        > $OUT/bench_wan_32760.log 2>&1; tail -5 $OUT/bench_wan_32760.log ;;
+  pair)  # session 17: rounds of two 128-key tiles (`pair`): GPU tests, then timing against the shipped launch
+    timeout 240 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sage_gluon.py -k "pair" \
+        > $OUT/gpu_tests_pair.log 2>&1
+    echo "pair tests rc=$? $(tail -1 $OUT/gpu_tests_pair.log)"; grep -h -A3 "^FAILED\|Error" $OUT/gpu_tests_pair.log | head -20
+    timeout 280 python3 benchmarks/bench_gluon.py --dims 128,64 --lens 4096,16384 --batches 1x24 --causal-dims 128 \
+        --causal-lens 16384 --out $OUT --variants default,ws2-pair-s2,ws2-pair-s3 > $OUT/bench_gluon_pair.log 2>&1
+    echo "bench rc=$?"; sed -n '/^TFLOP/,$p' $OUT/bench_gluon_pair.log | head -60 ;;
   host)  # session 16: cached TMA encodings (kernels/tma_launch.py) and the new default_launch: GPU tests, host us
     timeout 200 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_launch_cache.py tests/test_gpu_scratch.py \
         tests/test_gpu_sparge_gluon.py > $OUT/gpu_tests_launch.log 2>&1

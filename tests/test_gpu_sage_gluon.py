@@ -26,6 +26,8 @@ SHAPES = SAGE_KERNEL_SHAPES + [  # B, Hq, Hkv, Sq, Sk, D, causal
     # 600 draws), which made the 52 draws per run fail about every other run; 16 heads: 0 of 600.
     (1, 16, 16, 1, 129, 64, False),
 ]
+# rounds of two 128-key tiles (session 17): odd tile counts (a masked second tile) come from the odd shapes
+PAIR_LAUNCH = dict(pair=True, direct=True, sum_mma=True, consumers=2, stages=2)
 LAUNCHES = [dict(stages=4, pingpong=True, split=False, consumers=2),
             dict(stages=3, pingpong=False, intra=True, split=False, consumers=2),
             dict(stages=4, pingpong=True, split=False), DEFAULT_LAUNCH,
@@ -33,10 +35,10 @@ LAUNCHES = [dict(stages=4, pingpong=True, split=False, consumers=2),
             dict(stages=4, pingpong=False, split=True, early=True),
             dict(stages=8, intra=True, split=False, consumers=2, block_n=64), dict(block_n=64),
             dict(intra=True, split=False, consumers=2, direct=True), dict(direct=True), dict(sum_mma=True),
-            dict(direct=True, sum_mma=True), None]
+            dict(direct=True, sum_mma=True), PAIR_LAUNCH, None]
 LAUNCH_IDS = ["ws2-pp", "ws2-intra", "ws2-c3", "ws2-split-c3", "ws2-pp-early", "ws2-early-c3", "ws2-intra-bn64",
               "ws2-split-c3-bn64", "ws2-intra-direct", "ws2-split-c3-direct", "ws2-split-c3-sum",
-              "ws2-split-c3-direct-sum", "default"]
+              "ws2-split-c3-direct-sum", "ws2-pair", "default"]
 SHIPPED = "default"  # launch None: sage_attention_gluon's default_launch (row sums by wgmma; direct at D64
 # non-causal and at D128 causal from 16k keys)
 # the shipped launch on every dtype and layout; the others (measured alternatives) on bf16 HND (GPU time)
@@ -71,11 +73,12 @@ KERNEL_LAUNCHES = [DEFAULT_LAUNCH, dict(pingpong=True, split=False, consumers=2)
                    dict(intra=True, split=False, consumers=2, direct=True),
                    dict(pingpong=True, intra=True, split=False, consumers=2, direct=True),
                    dict(direct=True), dict(consumers=2, direct=True), dict(sum_mma=True),
-                   dict(pingpong=True, split=False, consumers=2, sum_mma=True), dict(direct=True, sum_mma=True)]
+                   dict(pingpong=True, split=False, consumers=2, sum_mma=True), dict(direct=True, sum_mma=True),
+                   PAIR_LAUNCH, {**PAIR_LAUNCH, "stages": 3}]
 KERNEL_IDS = ["default", "ws2-pp", "ws2-pp-intra", "ws2-c3", "ws2-split", "ws2-early", "ws2-early-c3",
               "ws2-intra-bn64", "ws2-split-c3-bn64", "ws2-pp-intra-c3-bn64-s8",
               "ws2-intra-direct", "ws2-pp-intra-direct", "ws2-split-c3-direct", "ws2-split-direct",
-              "ws2-split-c3-sum", "ws2-pp-sum", "ws2-split-c3-direct-sum"]
+              "ws2-split-c3-sum", "ws2-pp-sum", "ws2-split-c3-direct-sum", "ws2-pair-s2", "ws2-pair-s3"]
 
 
 def _assert_gluon_matches_triton(q, k, v, causal: bool, launch: dict, seed: int) -> torch.Tensor:
@@ -106,7 +109,7 @@ def test_gluon_matches_triton_kernel(causal, launch, seed):
 
 LONG_LAUNCHES = {"default": DEFAULT_LAUNCH, "direct": dict(direct=True),
                  "intra-direct": dict(intra=True, split=False, consumers=2, direct=True), "sum": dict(sum_mma=True),
-                 "direct-sum": dict(direct=True, sum_mma=True)}
+                 "direct-sum": dict(direct=True, sum_mma=True), "pair": PAIR_LAUNCH}
 
 
 @pytest.mark.parametrize("d", [64, 128])
@@ -171,7 +174,7 @@ def test_gluon_writes_every_output(launch):
         assert torch.equal(attend_gluon(x, False, q.dtype, **launch), first)
 
 
-@pytest.mark.parametrize("d, n, want", [(128, 16384, "sage_gluon"), (128, 4096, "sage_triton"),
+@pytest.mark.parametrize("d, n, want", [(128, 16384, "sage_gluon"), (128, 4096, "sage_gluon"), (128, 2048, "sage_triton"),
                                         (64, 16384, "sage_gluon"), (64, 4096, "sage_gluon"), (64, 2048, "sage_triton")])
 def test_sage_backend_selects_gluon_where_it_was_measured_faster(d, n, want):
     from smartcompile.backends.registry import get_implementation, select
@@ -201,11 +204,16 @@ def test_default_launch_row_sums_match_the_fadd_ones(d, causal, seed):
     q, k, v = (torch.randn(1, 6, n, d, device="cuda", dtype=torch.bfloat16) for n in (2001, 3001, 3001))
     x = quantize(q, k, v, None, SageConfig(pv_precision="fp8"), v_wgmma_order=True)
     launch = default_launch(x.q8.shape[-1], causal, False, 16384)  # the row sums' launch (at D128 causal from 16k)
-    assert launch["sum_mma"] and launch["direct"] == ((d == 64) != causal)
+    # one-level accumulation everywhere but D64 causal; at D128 non-causal in rounds of two tiles (session 17)
+    assert launch["sum_mma"] and launch["direct"] == (d == 128 or not causal)
+    assert launch.get("pair", False) == (d == 128 and not causal)
     a = attend_gluon(x, causal, q.dtype, **launch)
     b = attend_gluon(x, causal, q.dtype, **DEFAULT_LAUNCH)
     assert torch.isfinite(a).all()
-    assert_close_to(a.float(), b.float(), 0.99995, 0.005, f"seed {seed}")
+    # rounds of two tiles scale P by the max over 256 keys: P's FP8 rounding differs more (against sage_triton on the
+    # same inputs, H200: rel L1 0.0056-0.0072, cos >= 0.99996; against fp32 the same error as the others)
+    cos, rel = (0.9999, 0.01) if launch.get("pair") else (0.99995, 0.005)
+    assert_close_to(a.float(), b.float(), cos, rel, f"seed {seed}")
 
 
 def test_default_launch_same_bits_on_a_side_stream_and_in_a_cuda_graph():

@@ -231,6 +231,13 @@ if gluon is not None:
                              use_acc=False, is_async=True, max_num_imprecise_acc=BN)
 
     @gluon.jit
+    def _issue_rowsum_onto(p8, ones_smem, rs, BN: gl.constexpr):
+        """_issue_rowsum's wgmma adding onto rs (an in-flight row-sum accumulator: PAIR's second tile)."""
+        sum_layout: gl.constexpr = _mma_layout(4, 8)
+        p8s = gl.convert_layout(p8, gl.DotOperandLayout(operand_index=0, parent=sum_layout, k_width=4))
+        return warpgroup_mma(p8s, ones_smem.permute((1, 0)), rs, use_acc=True, is_async=True)
+
+    @gluon.jit
     def _row_sums(rs, s_layout: gl.constexpr):
         """The row sums out of _issue_rowsum's result (8 equal columns), in m/l's layout."""
         return gl.convert_layout(gl.max(rs, axis=1), gl.SliceLayout(1, s_layout))
@@ -444,6 +451,150 @@ if gluon is not None:
                       seq_q, o_layout, D, BLOCK_M, D_PAD, STORE_LSE)
 
     @gluon.jit
+    def _softmax_pair(s_a, s_b, c_a, c_b, m_i, l_i, offs_m, offs_n, start_a, start_b, valid_b, seq_k,
+                      MASK: gl.constexpr, IS_CAUSAL: gl.constexpr):
+        """_softmax_tile over one round of PAIR: two 128-key tiles from keys start_a and start_b, each with its own
+        K scale (c_a, c_b per row), one running max; l only rescaled (SUM_MMA adds P's row sums). valid_b False:
+        the second tile stands in past the last one (odd tile count) and is masked whole (MASK rounds only)."""
+        sa = (s_a + _I2F_MAGIC_BITS).to(gl.float32, bitcast=True)
+        sb = (s_b + _I2F_MAGIC_BITS).to(gl.float32, bitcast=True)
+        if MASK:
+            keys_a = gl.expand_dims(start_a + offs_n, 0)
+            keys_b = gl.expand_dims(start_b + offs_n, 0)
+            keep_a = keys_a < seq_k
+            keep_b = (keys_b < seq_k) & valid_b
+            if IS_CAUSAL:
+                keep_a = keep_a & (gl.expand_dims(offs_m, 1) >= keys_a)
+                keep_b = keep_b & (gl.expand_dims(offs_m, 1) >= keys_b)
+            sa = gl.where(keep_a, sa, float("-inf"))
+            sb = gl.where(keep_b, sb, float("-inf"))
+        m_blk = gl.maximum((gl.max(sa, axis=1) - _I2F_MAGIC) * c_a, (gl.max(sb, axis=1) - _I2F_MAGIC) * c_b)
+        m_new = gl.maximum(m_i, m_blk)
+        m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
+        base = m_safe - _LOG2_FP8_MAX  # P lands in [0, 448]
+        p_a = gl.exp2(sa * gl.expand_dims(c_a, 1) - gl.expand_dims(_I2F_MAGIC * c_a + base, 1))
+        p_b = gl.exp2(sb * gl.expand_dims(c_b, 1) - gl.expand_dims(_I2F_MAGIC * c_b + base, 1))
+        alpha = gl.exp2(m_i - m_safe)
+        return p_a, p_b, alpha, m_new, l_i * alpha
+
+    @gluon.jit
+    def _pair_blocks(lut_row, r, n_all, SPARSE: gl.constexpr):
+        """(K/V block of round r's first tile, of its second, whether the second is real): tiles 2r and 2r + 1 of
+        the program's walk (with SPARSE entries of its kept-block list); past the last tile (odd n_all) the
+        second repeats the last block, to be masked whole."""
+        return (_kv_block(lut_row, 2 * r, SPARSE), _kv_block(lut_row, gl.minimum(2 * r + 1, n_all - 1), SPARSE),
+                2 * r + 1 < n_all)
+
+    @gluon.jit
+    def _pair_issue_s(q, k_smem, k_bar, r, s_layout: gl.constexpr, BLOCK_M: gl.constexpr, BN: gl.constexpr,
+                      STAGES: gl.constexpr, HALF: gl.constexpr):
+        """Tile HALF (0 or 1) of round r's Q K^T (INT8 wgmma, async); HALF 0 first waits for the round's slot."""
+        slot = r % STAGES
+        if HALF == 0:
+            mbarrier.wait(k_bar.index(slot), (r // STAGES) & 1)
+        return warpgroup_mma(q, k_smem.index(2 * slot + HALF).permute((1, 0)),
+                             gl.zeros([BLOCK_M, BN], gl.int32, s_layout), use_acc=False, is_async=True)
+
+    @gluon.jit
+    def _ws2_consumer_pair(q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, QS, KS, VAMAX, O, LSE,
+                           stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
+                           n_full, n_all, lut_row, C: gl.constexpr, D: gl.constexpr, BLOCK_M: gl.constexpr,
+                           BN: gl.constexpr, D_PAD: gl.constexpr, STAGES: gl.constexpr, IS_CAUSAL: gl.constexpr,
+                           NC: gl.constexpr, SPARSE: gl.constexpr, Q_SCALE_ROWS: gl.constexpr, ones_smem):
+        """PAIR: rounds of two 128-key tiles (FA3 runs 176-224 keys per round at D128 FP8), halving the per-round
+        work that does not scale with the keys (row reductions, alpha, O's rescale, barriers, waits). One-level
+        accumulation (DIRECT: both P V wgmmas onto O) and the row sums by wgmma (SUM_MMA). Per round: softmax of
+        S_r, O *= alpha, P V and the row sums issued, then the next round's first Q K^T; once P V is done (its P
+        registers free) the second Q K^T, so at most O + P + one S tile are in flight."""
+        s_layout: gl.constexpr = _mma_layout(4, BN)
+        o_layout: gl.constexpr = _mma_layout(4, D_PAD)
+        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=4)
+        row0 = pid_m * (NC * BLOCK_M) + C * BLOCK_M
+        offs_m, offs_n, qs, ks_ptr, m_i, l_i, acc = _row_state(row0, QS, KS, pid_bh, kv_bh, n_qblk, n_kblk,
+                                                              s_layout, o_layout, BLOCK_M, BN, D_PAD, Q_SCALE_ROWS)
+        q = q_smem.index(C)
+        ones = ones_smem.index(C)
+        mbarrier.wait(q_bar.index(C), 0)
+        n_rounds = (n_all + 1) // 2
+        n_full_r = n_full // 2  # rounds whose two tiles need no mask
+
+        sa_tok = _pair_issue_s(q, k_smem, k_bar, 0, s_layout, BLOCK_M, BN, STAGES, 0)
+        sb_tok = _pair_issue_s(q, k_smem, k_bar, 0, s_layout, BLOCK_M, BN, STAGES, 1)
+        blk_a, blk_b, valid_b = _pair_blocks(lut_row, 0, n_all, SPARSE)
+        c_a, c_b = qs * _k_scale(ks_ptr, blk_a, BN), qs * _k_scale(ks_ptr, blk_b, BN)
+        s_a, s_b = warpgroup_mma_wait(0, deps=(sa_tok, sb_tok))
+        for r in range(0, n_rounds - 1):
+            if r < n_full_r:
+                p_a, p_b, alpha, m_i, l_i = _softmax_pair(s_a, s_b, c_a, c_b, m_i, l_i, offs_m, offs_n, blk_a * BN,
+                                                          blk_b * BN, valid_b, seq_k, False, IS_CAUSAL)
+            else:
+                p_a, p_b, alpha, m_i, l_i = _softmax_pair(s_a, s_b, c_a, c_b, m_i, l_i, offs_m, offs_n, blk_a * BN,
+                                                          blk_b * BN, valid_b, seq_k, True, IS_CAUSAL)
+            acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
+            p8_a = _p_operand(p_a, p_layout, BLOCK_M, BN)
+            p8_b = _p_operand(p_b, p_layout, BLOCK_M, BN)
+            slot = r % STAGES
+            mbarrier.wait(v_bar.index(slot), (r // STAGES) & 1)
+            pv_tok = warpgroup_mma(p8_a, v_smem.index(2 * slot).permute((1, 0)), acc, use_acc=True, is_async=True)
+            pv_tok = warpgroup_mma(p8_b, v_smem.index(2 * slot + 1).permute((1, 0)), pv_tok, use_acc=True,
+                                   is_async=True)
+            rs_tok = _issue_rowsum(p8_a, ones, BLOCK_M, BN)
+            rs_tok = _issue_rowsum_onto(p8_b, ones, rs_tok, BN)
+            sa_tok = _pair_issue_s(q, k_smem, k_bar, r + 1, s_layout, BLOCK_M, BN, STAGES, 0)
+            blk_a, blk_b, valid_b = _pair_blocks(lut_row, r + 1, n_all, SPARSE)
+            c_a, c_b = qs * _k_scale(ks_ptr, blk_a, BN), qs * _k_scale(ks_ptr, blk_b, BN)
+            acc, rs = warpgroup_mma_wait(1, deps=(pv_tok, rs_tok))
+            l_i = l_i + _row_sums(rs, s_layout)
+            sb_tok = _pair_issue_s(q, k_smem, k_bar, r + 1, s_layout, BLOCK_M, BN, STAGES, 1)
+            mbarrier.arrive(empty_bar.index(slot), count=1)
+            s_a, s_b = warpgroup_mma_wait(0, deps=(sa_tok, sb_tok))
+        last = n_rounds - 1
+        if last < n_full_r:
+            p_a, p_b, alpha, m_i, l_i = _softmax_pair(s_a, s_b, c_a, c_b, m_i, l_i, offs_m, offs_n, blk_a * BN,
+                                                      blk_b * BN, valid_b, seq_k, False, IS_CAUSAL)
+        else:
+            p_a, p_b, alpha, m_i, l_i = _softmax_pair(s_a, s_b, c_a, c_b, m_i, l_i, offs_m, offs_n, blk_a * BN,
+                                                      blk_b * BN, valid_b, seq_k, True, IS_CAUSAL)
+        acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
+        p8_a = _p_operand(p_a, p_layout, BLOCK_M, BN)
+        p8_b = _p_operand(p_b, p_layout, BLOCK_M, BN)
+        slot = last % STAGES
+        mbarrier.wait(v_bar.index(slot), (last // STAGES) & 1)
+        pv_tok = warpgroup_mma(p8_a, v_smem.index(2 * slot).permute((1, 0)), acc, use_acc=True, is_async=True)
+        pv_tok = warpgroup_mma(p8_b, v_smem.index(2 * slot + 1).permute((1, 0)), pv_tok, use_acc=True, is_async=True)
+        rs_tok = _issue_rowsum(p8_a, ones, BLOCK_M, BN)
+        rs_tok = _issue_rowsum_onto(p8_b, ones, rs_tok, BN)
+        acc, rs = warpgroup_mma_wait(0, deps=(pv_tok, rs_tok))
+        l_i = l_i + _row_sums(rs, s_layout)
+        mbarrier.arrive(empty_bar.index(slot), count=1)
+        _store_output(acc, m_i, l_i, offs_m, row0, VAMAX, O, LSE, b, h, pid_bh, kv_bh, stride_ob, stride_oh, stride_on,
+                      seq_q, o_layout, D, BLOCK_M, D_PAD, False)
+
+    @gluon.jit
+    def _ws2_producer_pair(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, q_row0,
+                           k_row0, v_row0, n_all, lut_row, STAGES: gl.constexpr, BN: gl.constexpr, NC: gl.constexpr,
+                           SPARSE: gl.constexpr, ones_desc, ones_smem):
+        """PAIR's producer: one ring slot per round holds two K tiles and two V tiles (a second tile past the last
+        reloads the last: its keys are masked)."""
+        for c in gl.static_range(NC):
+            mbarrier.expect(q_bar.index(c), q_desc.block_type.nbytes + ones_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(ones_desc, [0, 0], q_bar.index(c), ones_smem.index(c))
+            tma.async_copy_global_to_shared(q_desc, [q_row0 + _BLOCK_Q * c, 0], q_bar.index(c), q_smem.index(c))
+        for r in range(0, (n_all + 1) // 2):
+            slot = r % STAGES
+            blk_a, blk_b, _ = _pair_blocks(lut_row, r, n_all, SPARSE)
+            start_a = blk_a * BN
+            start_b = blk_b * BN
+            mbarrier.wait(empty_bar.index(slot), ((r // STAGES) & 1) ^ 1)
+            mbarrier.expect(k_bar.index(slot), 2 * k_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(k_desc, [k_row0 + start_a, 0], k_bar.index(slot), k_smem.index(2 * slot))
+            tma.async_copy_global_to_shared(k_desc, [k_row0 + start_b, 0], k_bar.index(slot),
+                                            k_smem.index(2 * slot + 1))
+            mbarrier.expect(v_bar.index(slot), 2 * v_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(v_desc, [v_row0, start_a], v_bar.index(slot), v_smem.index(2 * slot))
+            tma.async_copy_global_to_shared(v_desc, [v_row0, start_b], v_bar.index(slot), v_smem.index(2 * slot + 1))
+
+    @gluon.jit
     def _sage_fwd_sm90_ws2(q_desc, k_desc, v_desc, QS, KS, VAMAX, O, LSE, LUT, COUNT, COUNT_FULL, stride_ob, stride_oh,
                            stride_on, q_heads, group, seq_q, seq_k, q_rows, n_qblk, n_kblk, lut_len, ones_desc,
                            D: gl.constexpr, D_PAD: gl.constexpr, BLOCK_M: gl.constexpr, BN: gl.constexpr,
@@ -451,7 +602,7 @@ if gluon is not None:
                            PINGPONG: gl.constexpr, INTRA: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                            PRODUCER_REGS: gl.constexpr, NC: gl.constexpr, SPLIT: gl.constexpr, EARLY: gl.constexpr,
                            SPARSE: gl.constexpr, Q_SCALE_ROWS: gl.constexpr, DIRECT: gl.constexpr,
-                           SUM_MMA: gl.constexpr, num_warps: gl.constexpr):
+                           SUM_MMA: gl.constexpr, PAIR: gl.constexpr, num_warps: gl.constexpr):
         # BLOCK_M: rows per consumer (64); a CTA covers NC * BLOCK_M query rows (NC = 2, or 3 non-causal).
         # q_rows: Q's padded rows per head; n_qblk Q scales (one per Q_SCALE_ROWS rows) per head.
         # SPARSE: the CTA's rows are one Sparge query block (NC * BLOCK_M rows); it walks that block's kept K
@@ -465,8 +616,9 @@ if gluon is not None:
             # before the partitions or by each consumer; loaded by TMA the sums are right (session 14)
             ones_smem = gl.allocate_shared_memory(gl.float8e4nv, [NC, 8, BN], ones_desc.layout)
         q_smem = gl.allocate_shared_memory(q_desc.dtype, [NC] + q_desc.block_type.shape, q_desc.layout)
-        k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
-        v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
+        TILES: gl.constexpr = 2 if PAIR else 1  # K/V tiles per ring slot (PAIR: a slot per round of two)
+        k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES * TILES] + k_desc.block_type.shape, k_desc.layout)
+        v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES * TILES] + v_desc.block_type.shape, v_desc.layout)
         if not SUM_MMA:
             ones_smem = v_smem  # never read (warp_specialize takes no None)
         q_bar = gl.allocate_shared_memory(gl.int64, [NC, 1], mbarrier.MBarrierLayout())
@@ -487,8 +639,11 @@ if gluon is not None:
         gl.static_assert(NC == 2 or not IS_CAUSAL, "three consumers: non-causal only")
         gl.static_assert(not (SPARSE and (INTRA or NC != 2 or BN != _K_BLOCK)),
                          "SPARSE: two consumers, INTRA off, K/V tiles of the sparse block size")
-        gl.static_assert(not (DIRECT and (EARLY or SPARSE)), "DIRECT: not with EARLY or SPARSE")
+        gl.static_assert(not (DIRECT and (EARLY or (SPARSE and not PAIR))), "DIRECT: not with EARLY; SPARSE with PAIR")
         gl.static_assert(not (SUM_MMA and INTRA), "SUM_MMA: not with INTRA")
+        gl.static_assert(not PAIR or (NC == 2 and DIRECT and SUM_MMA and not (INTRA or PINGPONG or EARLY)
+                                      and not STORE_LSE and BN == _K_BLOCK),
+                         "PAIR: two consumers, DIRECT and SUM_MMA, 128-key tiles; no INTRA, PINGPONG, EARLY or LSE")
         if SPARSE:
             lut_at = pid_bh * gl.cdiv(seq_q, NC * BLOCK_M) + pid_m
             n_kept = gl.load(COUNT + lut_at)
@@ -503,7 +658,21 @@ if gluon is not None:
         k_row0 = kv_bh * (n_kblk * _K_BLOCK)
         v_row0 = kv_bh * D_PAD
         # (tuples of arguments are written out: a constexpr inside a concatenated tuple stops being one)
-        if NC == 3:
+        if PAIR:
+            gl.warp_specialize([
+                (_ws2_consumer_pair, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, QS, KS, VAMAX, O, LSE,
+                                      stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k,
+                                      n_qblk, n_kblk, n_full, n_all, lut_row, 0, D, BLOCK_M, BN, D_PAD, STAGES,
+                                      IS_CAUSAL, NC, SPARSE, Q_SCALE_ROWS, ones_smem)),
+                (_ws2_consumer_pair, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, QS, KS, VAMAX, O, LSE,
+                                      stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k,
+                                      n_qblk, n_kblk, n_full, n_all, lut_row, 1, D, BLOCK_M, BN, D_PAD, STAGES,
+                                      IS_CAUSAL, NC, SPARSE, Q_SCALE_ROWS, ones_smem)),
+                (_ws2_producer_pair, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar,
+                                      q_row0, k_row0, v_row0, n_all, lut_row, STAGES, BN, NC, SPARSE, ones_desc,
+                                      ones_smem)),
+            ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
+        elif NC == 3:
             gl.warp_specialize([
                 (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
                              stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
@@ -593,19 +762,28 @@ DIRECT_MAX_KEYS = 65536
 CAUSAL_DIRECT_MIN_KEYS = 16384
 
 
+# Rounds of two 128-key tiles (`pair`, one-level accumulation and row sums by wgmma), two consumers, a ring of this
+# many rounds: D_PAD 128 non-causal kernel 855 against 760 TF at 16k keys, 770 against 689 at 4k (H200, session 17)
+PAIR_LAUNCH = dict(DEFAULT_LAUNCH, consumers=2, stages=2, pair=True, direct=True, sum_mma=True)
+
+
 def default_launch(d_pad: int, is_causal: bool, return_lse: bool, seq_k: int) -> dict:
-    """The launch sage_attention_gluon uses, the fastest measured per case (H200, kernel alone, sessions 14 and 16;
-    the notes' steps 11 and 13): the row sums by wgmma (`sum_mma`) without an LSE, plus the one-level accumulation
-    (`direct`) at D_PAD 64 non-causal up to DIRECT_MAX_KEYS keys. D_PAD 64 causal: `sum_mma` alone (+11-25% over
-    the FADD sums, `direct` 3% slower). D_PAD 128 causal: `sum_mma` + `direct` from CAUSAL_DIRECT_MIN_KEYS to
-    DIRECT_MAX_KEYS keys, the FADD sums elsewhere (`sum_mma` alone was 2-11% slower than them at 4k-64k). With an
-    LSE, DEFAULT_LAUNCH: `sum_mma`'s sums are of the FP8-rounded P."""
+    """The launch sage_attention_gluon uses, the fastest measured per case (H200, kernel alone, sessions 14, 16 and
+    17; the notes' steps 11, 13 and 14). D_PAD 128 non-causal: PAIR_LAUNCH up to DIRECT_MAX_KEYS keys (+11-13% over
+    `sum_mma`), `sum_mma` beyond. D_PAD 64 non-causal: the row sums by wgmma (`sum_mma`) and the one-level
+    accumulation (`direct`) up to DIRECT_MAX_KEYS keys, three consumers (`pair` with two: 8% slower). D_PAD 64
+    causal: `sum_mma` alone (+11-25% over the FADD sums, `direct` 3% slower). D_PAD 128 causal: `sum_mma` +
+    `direct` from CAUSAL_DIRECT_MIN_KEYS to DIRECT_MAX_KEYS keys (`pair` ties), the FADD sums elsewhere (`sum_mma`
+    alone was 2-11% slower than them at 4k-64k). With an LSE, DEFAULT_LAUNCH: `sum_mma`'s sums are of the
+    FP8-rounded P."""
     if return_lse:
         return dict(DEFAULT_LAUNCH)
     if is_causal and d_pad > 64:
         if CAUSAL_DIRECT_MIN_KEYS <= seq_k <= DIRECT_MAX_KEYS:
             return {**DEFAULT_LAUNCH, "sum_mma": True, "direct": True}
         return dict(DEFAULT_LAUNCH)
+    if d_pad > 64 and seq_k <= DIRECT_MAX_KEYS:
+        return dict(PAIR_LAUNCH)
     direct = d_pad <= 64 and not is_causal and seq_k <= DIRECT_MAX_KEYS
     return {**DEFAULT_LAUNCH, "sum_mma": True, "direct": direct}
 
@@ -616,7 +794,7 @@ SPARSE_BLOCK_Q = GLUON_SPARSE_BLOCK_Q  # Sparge's query block on this kernel: on
 def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = False, *, stages: int = 4,
                  producer_regs: int = 24, pingpong: bool = False, intra: bool = False, consumer_regs: int = 240,
                  consumers: int = 3, split: bool = True, early: bool = False, blocks=None,
-                 block_n: int = KV_BLOCK, direct: bool = False, sum_mma: bool = False):
+                 block_n: int = KV_BLOCK, direct: bool = False, sum_mma: bool = False, pair: bool = False):
     """The Gluon attention kernel on sage_triton's quantized inputs (FP8 P.V, block_q 64 or 128, block_k 128, V
     in wgmma key order: `quantize(..., v_wgmma_order=True)`); the defaults are DEFAULT_LAUNCH's.
     consumers=3 applies at D_PAD 64, non-causal only (elsewhere 2), with 160 registers per consumer.
@@ -637,12 +815,16 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
     if block_n not in (KV_BLOCK, KV_BLOCK // 2) or (blocks is not None and block_n != KV_BLOCK):
         raise ValueError(f"attend_gluon: block_n {block_n}: allowed {KV_BLOCK} or {KV_BLOCK // 2} "
                          f"({KV_BLOCK} with block lists)")
+    if pair and not (direct and sum_mma and not intra and not pingpong and block_n == KV_BLOCK):
+        raise ValueError(f"attend_gluon: pair=True needs direct=True and sum_mma=True, {KV_BLOCK}-key tiles, no "
+                         f"intra or pingpong (got direct={direct}, sum_mma={sum_mma}, intra={intra}, "
+                         f"pingpong={pingpong}, block_n={block_n})")
     if sum_mma and (intra or return_lse or early or block_n != KV_BLOCK):
         raise ValueError(f"attend_gluon: sum_mma=True: not with intra=True, return_lse=True, early=True or block_n "
                          f"{KV_BLOCK // 2} (got intra={intra}, return_lse={return_lse}, early={early}, "
                          f"block_n={block_n}): an LSE needs exact row sums; the others were never run with it")
-    if direct and (early or blocks is not None):
-        raise ValueError("attend_gluon: direct=True: not with early=True or block lists")
+    if direct and (early or (blocks is not None and not pair)):
+        raise ValueError("attend_gluon: direct=True: not with early=True, nor with block lists but with pair=True")
     if blocks is not None and (x.block_q != SPARSE_BLOCK_Q or blocks.count_full.dim() != 1):
         raise ValueError(f"attend_gluon: block lists need block_q {SPARSE_BLOCK_Q} (got {x.block_q}) and no key "
                          "padding (count_full of one column)")
@@ -658,7 +840,7 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
     # three consumers fit the register file only at D_PAD 64: at 128 they spill (~230 bytes each with 128-key
     # tiles, 916 with 64-key ones, the fresh P.V accumulator and the running O taking 128 registers) and with
     # `direct` (one accumulator) ptxas still runs out of registers and serialises the wgmmas (its C7512 note)
-    nc = consumers if not is_causal and d_pad <= 64 and blocks is None else 2
+    nc = consumers if not is_causal and d_pad <= 64 and blocks is None and not pair else 2
     if blocks is not None:
         intra = False
     lut, count, count_full = (None, None, None) if blocks is None else (blocks.lut, blocks.count, blocks.count_full)
@@ -672,7 +854,7 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
            dict(D=d, D_PAD=d_pad, BLOCK_M=block_m, BN=block_n, STAGES=stages, IS_CAUSAL=is_causal,
                 STORE_LSE=return_lse, num_warps=4, PINGPONG=pingpong, INTRA=intra, CONSUMER_REGS=consumer_regs,
                 PRODUCER_REGS=producer_regs, NC=nc, SPLIT=split, EARLY=early and not intra, SPARSE=blocks is not None,
-                Q_SCALE_ROWS=x.block_q, DIRECT=direct, SUM_MMA=sum_mma))
+                Q_SCALE_ROWS=x.block_q, DIRECT=direct, SUM_MMA=sum_mma, PAIR=pair))
     return (out, lse) if return_lse else out
 
 
@@ -704,7 +886,7 @@ def sage_attention_gluon(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask
         recycle(x)  # every kernel reading x is enqueued
         return out
     # an LSE needs exact row sums: the FADD path then, whatever the launch (same output numerics otherwise)
-    out, lse = attend_gluon(x, is_causal, q.dtype, return_lse=True, **{**cfg, "sum_mma": False})
+    out, lse = attend_gluon(x, is_causal, q.dtype, return_lse=True, **{**cfg, "sum_mma": False, "pair": False})
     lse = unsmoothed_lse(lse, q, x)
     recycle(x)
     return out, lse

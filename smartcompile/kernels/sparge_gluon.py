@@ -20,6 +20,8 @@ from .constants import GLUON_SPARSE_BLOCK_Q, KV_BLOCK, SUPPORTED_HEAD_DIMS
 # the Gluon kernel's launch for block lists: 4-deep ring, P.V retired before the next Q K^T (DEFAULT_LAUNCH's
 # choices that apply with two consumers)
 SPARSE_LAUNCH = dict(stages=4, pingpong=False, split=True)
+# rounds of two kept blocks (sage_gluon's PAIR_LAUNCH on block lists: one-level accumulation, row sums by wgmma)
+SPARSE_PAIR_LAUNCH = dict(SPARSE_LAUNCH, stages=2, pair=True, direct=True, sum_mma=True)
 
 
 def sparse_launch(return_lse: bool) -> dict:
