@@ -2,7 +2,7 @@
 
 `default_launch` uses `direct` (P V accumulated onto O by the FP8 wgmma itself) at D64 and causal only up to
 DIRECT_MAX_KEYS = 16k keys: against sage_triton on the same inputs its rel L1 was 0.0014 at 4k keys and 0.0028 at
-16k (H200, session 14), growing with the row. This script measures, per shape, three launches of the Gluon kernel
+16k (H200, session 14), growing with the row. This script measures, per shape, four launches of the Gluon kernel
 on the same quantized inputs against an fp32 reference of the rows that see the most keys (the last `--rows`
 queries; every row sees all keys without causal):
 
@@ -11,7 +11,7 @@ queries; every row sees all keys without causal):
 - `direct-sum`: the row sums by wgmma with the one-level accumulation (what it runs below);
 - `pair`: PAIR_LAUNCH, rounds of two 128-key tiles, one-level (default_launch's at D128 non-causal since session 17).
 
-and times the three kernels alone (do_bench, median). A shape passes when `direct-sum`'s cosine is >= 0.999 and
+and times the four kernels alone (do_bench, median). A shape passes when `direct-sum`'s cosine is >= 0.999 and
 its rel L1 against fp32 is at most `--tolerance` times `sum`'s: then DIRECT_MAX_KEYS may be lifted to that length
 (where `direct-sum` is also faster).
 

@@ -5,9 +5,16 @@
 # the two (results/h200/session13/README.md); session 14 found the row sums' fault (a ones tile written from
 # registers), shipped them with TMA-loaded ones and ran `sum` (results/h200/session14/README.md); session 15 ran the
 # GPU tests, wan32k and sparge-sum and shipped the row sums for Sparge too (results/h200/session15/README.md);
-# session 16 ran long-rows, host, default-timing, ncu and the anchors (results/h200/session16/README.md). Next:
-# `host` (the cheaper launch-cache key was never GPU-tested), then tests-sage / tests-other / tests-sparge, wan32k.
+# session 16 ran long-rows, host, default-timing, ncu and the anchors (results/h200/session16/README.md); session 17
+# ran host, pair, ship-pair, wan-kernels, anchors-d128 and sparge-pair and shipped PAIR_LAUNCH at D128 non-causal
+# (results/h200/session17/README.md). Next: make SPARSE_PAIR_LAUNCH sparse_launch's (then tests-sparge and the
+# sparge_gluon tests, the row-sum test's bound as the pair tests', wan32k for Sparge 50%), tests-sage / tests-other.
 # Rerun the tests-* stages after any change to the shipped kernels, then wan32k and anchors for the numbers.
+#   bash benchmarks/gpu_next_session.sh pair         rounds of two tiles: GPU tests, timing against the shipped (s17)
+#   bash benchmarks/gpu_next_session.sh ship-pair    PAIR_LAUNCH shipped: its tests, 64k-key rows, Wan auto (s17)
+#   bash benchmarks/gpu_next_session.sh wan-kernels  Wan auto with each policy's costliest GPU kernels (s17)
+#   bash benchmarks/gpu_next_session.sh anchors-d128 the anchors at D128, then ncu on the shipped launch (s17)
+#   bash benchmarks/gpu_next_session.sh sparge-pair  Sparge's block lists in pairs: GPU tests, timing (s17)
 #   bash benchmarks/gpu_next_session.sh sum          the shipped default_launch's GPU tests (sage_gluon, sparge_gluon)
 #   bash benchmarks/gpu_next_session.sh long-rows    `direct` on 16k-64k-key rows vs fp32; D64 causal timed (s16)
 #   bash benchmarks/gpu_next_session.sh host         cached TMA encodings + default_launch: GPU tests, host us (s16)

@@ -160,7 +160,8 @@ def test_direct_accumulation_refuses_early_waits():
 def test_three_consumers_only_at_head_dim_64(monkeypatch):
     """At D_PAD 128 three consumers spill, and with `direct` ptxas serialises the wgmmas (C7512): two there."""
     calls = []
-    monkeypatch.setattr(sg, "_sage_fwd_sm90_ws2", _Recorder(sg._sage_fwd_sm90_ws2, calls))
+    monkeypatch.setattr(sg, "_sage_fwd_sm90_ws2", _Recorder(getattr(sg, "_sage_fwd_sm90_ws2", None), calls),
+                        raising=False)
     for d, direct in ((64, False), (64, True), (128, False), (128, True)):
         sg.attend_gluon(_fake_quantized(d), False, torch.bfloat16, consumers=3, direct=direct)
     assert [kwargs["NC"] for _, _, kwargs in calls] == [3, 3, 2, 2]
@@ -188,6 +189,34 @@ def test_one_level_accumulation_keeps_the_wgmmas_asynchronous(monkeypatch, tmp_p
     assert "0 bytes spill stores" in report, report
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_rounds_of_two_tiles_neither_spill_nor_serialise(causal, monkeypatch, tmp_path):
+    """The shipped launch at D128 (PAIR_LAUNCH): O, P and an S tile in flight fit 240 registers; ptxas for sm_90a
+    reports no spills and no serialised wgmmas (session 17)."""
+    import os
+    import subprocess
+
+    _needs_triton_36()
+    import triton
+
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    calls = []
+    with monkeypatch.context() as patch:
+        patch.setattr(sg, "_sage_fwd_sm90_ws2", _Recorder(sg._sage_fwd_sm90_ws2, calls))
+        sg.attend_gluon(_fake_quantized(128), causal, torch.bfloat16, **sg.PAIR_LAUNCH)
+    [(fn, args, kwargs)] = calls
+    assert kwargs["PAIR"] and kwargs["NC"] == 2 and kwargs["STAGES"] == 2
+    ptx_path = tmp_path / "k.ptx"
+    ptx_path.write_text(_sm90a_ptx(fn, args, kwargs))
+    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    res = subprocess.run([ptxas, "-arch=sm_90a", "-v", str(ptx_path), "-o", str(tmp_path / "k.o")],
+                         capture_output=True, text=True, timeout=300)
+    report = res.stdout + res.stderr
+    assert res.returncode == 0, report
+    assert "wgmma.mma_async instructions are serialized" not in report, report
+    assert "0 bytes spill stores" in report, report
+
+
 @pytest.mark.parametrize("other", [dict(return_lse=True), dict(intra=True, split=False), dict(early=True),
                                    dict(block_n=64)], ids=["lse", "intra", "early", "bn64"])
 def test_row_sums_by_wgmma_refuse_an_lse_and_unrun_combinations(other):
@@ -204,9 +233,16 @@ def test_rounds_of_two_tiles_refuse_what_they_were_not_built_for(launch):
         sg.attend_gluon(_fake_quantized(128), False, torch.bfloat16, pair=True, **launch)
 
 
+def test_rounds_of_two_tiles_refuse_a_ring_past_shared_memory():
+    with pytest.raises(ValueError, match="pair=True at head dim 128: stages 4; allowed 1-3"):
+        sg.attend_gluon(_fake_quantized(128), False, torch.bfloat16, pair=True, direct=True, sum_mma=True, stages=4)
+
+
 def test_rounds_of_two_tiles_run_two_consumers_with_the_flag_set(monkeypatch):
     calls = []
-    monkeypatch.setattr(sg, "_sage_fwd_sm90_ws2", _Recorder(sg._sage_fwd_sm90_ws2, calls))
+    # (raising=False: the kernel is not defined where Gluon does not import)
+    monkeypatch.setattr(sg, "_sage_fwd_sm90_ws2", _Recorder(getattr(sg, "_sage_fwd_sm90_ws2", None), calls),
+                        raising=False)
     sg.attend_gluon(_fake_quantized(64), False, torch.bfloat16, pair=True, direct=True, sum_mma=True, consumers=3)
     [(_, _, kwargs)] = calls
     assert kwargs["PAIR"] and kwargs["NC"] == 2

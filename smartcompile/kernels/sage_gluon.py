@@ -28,7 +28,8 @@ partitions of one warpgroup and 64 query rows each (NC=2; NC=3 at D_PAD 64 non-c
 mbarrier ring), INTRA (P V under the next softmax, FA3's intra-warpgroup overlap), SPLIT (P V waited for
 first, so the O update runs under the next Q K^T), EARLY (next round's ready-waits moved next to the slot
 release), DIRECT (P V onto O in the FP8 wgmma, one-level accumulation; with INTRA spill-free at D128), SUM_MMA
-(P's row sums by a wgmma against ones instead of FADDs).
+(P's row sums by a wgmma against ones instead of FADDs), PAIR (with DIRECT and SUM_MMA: rounds of two 128-key
+tiles, one softmax and O rescale per 256 keys, `_ws2_consumer_pair`; shipped at D128 non-causal).
 Measured on the H200: benchmarks/gluon_notes.md. Step 1's kernels (one CTA of warpgroups that
 issue their own TMA loads; a producer warp with the consumers in one partition) were slower and are in
 the history only (gluon_notes.md, step 4).
@@ -505,7 +506,8 @@ if gluon is not None:
         work that does not scale with the keys (row reductions, alpha, O's rescale, barriers, waits). One-level
         accumulation (DIRECT: both P V wgmmas onto O) and the row sums by wgmma (SUM_MMA). Per round: softmax of
         S_r, O *= alpha, P V and the row sums issued, then the next round's first Q K^T; once P V is done (its P
-        registers free) the second Q K^T, so at most O + P + one S tile are in flight."""
+        registers free) the second Q K^T: O, P and the first S tile are in flight together, then O and both S
+        tiles, never O, P and both (0 spills at D64/D128: ptxas for sm_90a)."""
         s_layout: gl.constexpr = _mma_layout(4, BN)
         o_layout: gl.constexpr = _mma_layout(4, D_PAD)
         p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=4)
@@ -806,7 +808,10 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
     SageAttention2's two-level one (with `intra`: spill-free with 128-key tiles at D_PAD 128).
     `sum_mma` (not with `intra`, not with return_lse): P's row sums by a small wgmma against ones, from the FP8 P
     that P V uses, instead of ~64 FADDs per tile and thread. The output divides by sums of the same rounded P it
-    accumulated; an LSE would carry that rounding, so it is refused there."""
+    accumulated; an LSE would carry that rounding, so it is refused there.
+    `pair` (with `direct` and `sum_mma`, two consumers): rounds of two 128-key tiles, one softmax over 256 scores;
+    `stages` then counts ring slots of two tiles each (at most 3 at D_PAD 128: shared memory). With block lists a
+    round takes two kept blocks."""
     if not x.fp8 or x.block_q not in (GLUON_BLOCK_Q, SPARSE_BLOCK_Q) or x.block_k != KV_BLOCK:
         raise ValueError(f"the Gluon kernel takes FP8 P.V with block_q {GLUON_BLOCK_Q} or {SPARSE_BLOCK_Q} and "
                          f"block_k {KV_BLOCK} quantization; got fp8={x.fp8}, block_q={x.block_q}, block_k={x.block_k}")
@@ -819,6 +824,9 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
         raise ValueError(f"attend_gluon: pair=True needs direct=True and sum_mma=True, {KV_BLOCK}-key tiles, no "
                          f"intra or pingpong (got direct={direct}, sum_mma={sum_mma}, intra={intra}, "
                          f"pingpong={pingpong}, block_n={block_n})")
+    if pair and x.q8.shape[-1] > 64 and stages > 3:
+        raise ValueError(f"attend_gluon: pair=True at head dim {x.q8.shape[-1]}: stages {stages}; allowed 1-3 (a "
+                         "ring slot holds two K and two V tiles: four would pass the SM's shared memory)")
     if sum_mma and (intra or return_lse or early or block_n != KV_BLOCK):
         raise ValueError(f"attend_gluon: sum_mma=True: not with intra=True, return_lse=True, early=True or block_n "
                          f"{KV_BLOCK // 2} (got intra={intra}, return_lse={return_lse}, early={early}, "
@@ -867,7 +875,9 @@ def sage_attention_gluon(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask
     """Sage attention (INT8 QK^T, FP8 P.V) on sm90 with the Gluon kernel; same arguments and numerics as
     sage_triton.sage_attention_triton with GLUON_CONFIG (any `smooth`), except that without an LSE the default
     launch divides by the row sums of the FP8-rounded P it accumulated (rel L1 ~1e-3 from the FADD sums, the same
-    error against fp32), so outputs with and without `return_lse` differ by that much.
+    error against fp32), so outputs with and without `return_lse` differ by that much; at D128 without a mask it
+    runs rounds of two tiles (PAIR_LAUNCH), whose P is scaled by the max over 256 keys and rounds differently (rel L1
+    0.005-0.007 from sage_triton on the same inputs, H200; against fp32 the same error).
     `launch`: attend_gluon's keyword arguments (default_launch(...) when None)."""
     from .sage_quantize import recycle
     from .sage_triton import no_mask, quantize, unsmoothed_lse
@@ -885,8 +895,9 @@ def sage_attention_gluon(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask
         out = attend_gluon(x, is_causal, q.dtype, **cfg)
         recycle(x)  # every kernel reading x is enqueued
         return out
-    # an LSE needs exact row sums: the FADD path then, whatever the launch (same output numerics otherwise)
-    out, lse = attend_gluon(x, is_causal, q.dtype, return_lse=True, **{**cfg, "sum_mma": False, "pair": False})
+    # an LSE needs exact row sums: the FADD path then (a launch in pairs: DEFAULT_LAUNCH, the measured one)
+    lse_cfg = dict(DEFAULT_LAUNCH) if cfg.get("pair") else {**cfg, "sum_mma": False}
+    out, lse = attend_gluon(x, is_causal, q.dtype, return_lse=True, **lse_cfg)
     lse = unsmoothed_lse(lse, q, x)
     recycle(x)
     return out, lse
