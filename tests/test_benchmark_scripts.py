@@ -87,3 +87,23 @@ def test_lazy_rescale_simulation_is_the_reference_at_tau_0_and_stays_in_fp8_rang
     assert torch.equal(out, ref) and 0.0 < skip < 1.0, skip
     lazy, skip8 = sim.lazy_sage(q, k, v, 8.0)
     assert skip8 >= skip and torch.isfinite(lazy).all()
+
+
+def test_fp8_qk_simulation_is_the_reference_with_int8_and_differs_with_fp8():
+    """benchmarks/sim_fp8_qk.py: its `int8` scheme is sage_reference's arithmetic bit for bit (so its FP8 columns
+    measure the Q/K format alone), and e4m3 Q/K change the output."""
+    import importlib.util
+
+    import torch
+
+    from smartcompile.kernels.config import SageConfig
+    from smartcompile.kernels.sage_reference import sage_attention_reference
+
+    spec = importlib.util.spec_from_file_location("sim_fp8_qk", ROOT / "benchmarks" / "sim_fp8_qk.py")
+    sim = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sim)
+    q, k, v = sim.inputs("random", 2, 300, 64, 0)
+    ref = sage_attention_reference(q, k, v, None, False, None, SageConfig(pv_precision="fp8", block_q=64, block_k=128))
+    assert torch.equal(sim.simulated_attention(q, k, v, "int8"), ref)
+    fp8 = sim.simulated_attention(q, k, v, "fp8-block")
+    assert torch.isfinite(fp8).all() and (fp8 - ref).abs().max().item() > 1e-3

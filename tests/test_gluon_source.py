@@ -11,8 +11,9 @@ import torch
 from smartcompile.kernels import constants
 from smartcompile.kernels import sage_gluon as sg
 
-TREE = ast.parse(pathlib.Path(sg.__file__).read_text())
-JIT = [f for f in ast.walk(TREE) if isinstance(f, ast.FunctionDef)
+# the kernel's three files: sage_gluon.py, its jit building blocks and its rounds of two tiles
+FILES = [pathlib.Path(sg.__file__).with_name(n) for n in ("sage_gluon.py", "sage_gluon_parts.py", "sage_gluon_pair.py")]
+JIT = [f for path in FILES for f in ast.walk(ast.parse(path.read_text())) if isinstance(f, ast.FunctionDef)
        and any(ast.unparse(d).startswith("gluon.") for d in f.decorator_list)]
 
 

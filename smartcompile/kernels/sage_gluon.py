@@ -30,11 +30,13 @@ first, so the O update runs under the next Q K^T), EARLY (next round's ready-wai
 release), DIRECT (P V onto O in the FP8 wgmma, one-level accumulation; with INTRA spill-free at D128), SUM_MMA
 (P's row sums by a wgmma against ones instead of FADDs), PAIR (with DIRECT and SUM_MMA: rounds of two 128-key
 tiles, one softmax and O rescale per 256 keys, `_ws2_consumer_pair`; shipped at D128 non-causal).
-Measured on the H200: benchmarks/gluon_notes.md. Step 1's kernels (one CTA of warpgroups that
+Files: the jit building blocks (Gluon's imports, constants, the softmax, the wgmma issues, the epilogue) are in
+sage_gluon_parts.py, the rounds of two tiles in sage_gluon_pair.py; this file holds the 128-key consumer and
+producer, the kernel and its host side. Measured on the H200: benchmarks/gluon_notes.md. Step 1's kernels (one CTA of warpgroups that
 issue their own TMA loads; a producer warp with the consumers in one partition) were slower and are in
 the history only (gluon_notes.md, step 4).
 
-Triton 3.6's `triton.experimental.gluon` (Hopper) is imported in a try block: without Triton, or
+Triton 3.6's `triton.experimental.gluon` (Hopper) is imported in a try block (sage_gluon_parts.py): without Triton, or
 with a Triton whose Gluon API differs, the kernels are not defined, the package still imports
 (CPU machines, Triton 3.9) and `gluon_unavailable_reason()` says why the kernel cannot run.
 """
@@ -46,12 +48,17 @@ from typing import Optional
 import torch
 
 from .config import SageConfig
-from .constants import (FP8_E4M3_MAX, GLUON_BLOCK_Q, GLUON_SPARSE_BLOCK_Q, I2F_MAGIC, I2F_MAGIC_BITS, KV_BLOCK, LN2, LOG2_FP8_E4M3_MAX,
-                        SUPPORTED_HEAD_DIMS)
+from .constants import GLUON_BLOCK_Q, GLUON_SPARSE_BLOCK_Q, KV_BLOCK, SUPPORTED_HEAD_DIMS
 from . import scratch
 from .launch_cache import launch
 from .tma_launch import TmaArg
 from .output_layout import token_major_empty
+from .sage_gluon_parts import (  # noqa: F401  (globals of the jit code below; gluon and gl re-exported)
+    _BLOCK_Q, _K_BLOCK, TensorDescriptor, _gluon, _issue_pv, _issue_pv_onto_o, _issue_rowsum, _issue_s, _k_scale,
+    _kv_block, _mma_layout, _p_operand, _program_tile, _row_state, _row_sums, _softmax_tile, _store_output,
+    _tile_range, fence_async_shared, gl, gluon, mbarrier, tma, warpgroup_mma_wait,
+)
+from .sage_gluon_pair import _ws2_consumer_pair, _ws2_producer_pair
 
 TESTED_TRITON = ("3.6",)  # Gluon's API moves between releases: the versions this kernel was built with
 
@@ -79,202 +86,7 @@ def gluon_available() -> bool:
     return gluon_unavailable_reason() is None
 
 
-try:  # optional: Triton with Gluon's Hopper API (3.6); the kernels below exist only where it imports
-    from triton.experimental import gluon
-    from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon.language.nvidia.hopper import (
-        fence_async_shared, mbarrier, tma, warpgroup_mma, warpgroup_mma_wait,
-    )
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-    _GLUON_IMPORT_ERROR: Optional[BaseException] = None
-except (ImportError, AttributeError) as _exc:  # no triton, or a Triton without this Gluon API
-    gluon = gl = None
-    _GLUON_IMPORT_ERROR = _exc
-
-if gluon is not None:  # a global read inside @gluon.jit code must be a constexpr
-    _FP8_MAX = gl.constexpr(FP8_E4M3_MAX)
-    _LOG2_FP8_MAX = gl.constexpr(LOG2_FP8_E4M3_MAX)
-    _LN2 = gl.constexpr(LN2)
-    _I2F_MAGIC_BITS = gl.constexpr(I2F_MAGIC_BITS)
-    _I2F_MAGIC = gl.constexpr(I2F_MAGIC)
-    _BLOCK_Q = gl.constexpr(GLUON_BLOCK_Q)  # query rows per consumer warpgroup
-    _K_BLOCK = gl.constexpr(KV_BLOCK)  # keys per K scale (and per padded K row block of the quantized buffers)
-
-
-def _gluon():
-    """Raise the import error when Gluon is unusable here (the kernels are not defined then)."""
-    if _GLUON_IMPORT_ERROR is not None:
-        raise ImportError(f"triton.experimental.gluon (Hopper) unavailable: {_GLUON_IMPORT_ERROR}")
-
-
 if gluon is not None:
-    @gluon.jit
-    def _tile_range(pid_m, seq_k, BLOCK_M: gl.constexpr, BN: gl.constexpr, IS_CAUSAL: gl.constexpr):
-        """(K tiles needing no mask, all K tiles) of one query tile; causal skips tiles in the future."""
-        if IS_CAUSAL:
-            n_full = gl.minimum((pid_m * BLOCK_M) // BN, seq_k // BN)
-            n_all = gl.cdiv(gl.minimum((pid_m + 1) * BLOCK_M, seq_k), BN)
-        else:
-            n_full = seq_k // BN
-            n_all = gl.cdiv(seq_k, BN)
-        return n_full, n_all
-
-    @gluon.jit
-    def _kv_block(lut_row, j, SPARSE: gl.constexpr):
-        """The K/V block of a program's j-th tile: j, or with SPARSE the j-th kept block of its list (a row
-        that keeps none reads block 0, all masked)."""
-        if SPARSE:
-            return gl.maximum(gl.load(lut_row + j), 0)
-        else:
-            return j
-
-    @gluon.jit
-    def _k_scale(ks_ptr, blk, BN: gl.constexpr):
-        """K's dequantization scale for K/V tile blk of BN keys (one scale per _K_BLOCK keys)."""
-        if BN == _K_BLOCK:
-            return gl.load(ks_ptr + blk)
-        else:
-            return gl.load(ks_ptr + blk // (_K_BLOCK // BN))
-
-    @gluon.constexpr_function
-    def _mma_layout(num_warps, n):
-        """Registers of a wgmma result with n columns (S: n = BN; O: n = D_PAD) over num_warps warps."""
-        return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, n, 32])
-
-    @gluon.jit
-    def _program_tile(seq_q, q_heads, group, ROWS: gl.constexpr, IS_CAUSAL: gl.constexpr):
-        """(query tile, batch*head, batch, head, K/V batch*head) of this program; causal runs the longest
-        (last) query tiles first."""
-        n_mtiles = gl.cdiv(seq_q, ROWS)
-        pid_m = (n_mtiles - 1 - gl.program_id(0)) if IS_CAUSAL else gl.program_id(0)
-        pid_bh = gl.program_id(1)
-        b = pid_bh // q_heads
-        h = pid_bh % q_heads
-        return pid_m, pid_bh, b, h, b * (q_heads // group) + h // group
-
-    @gluon.jit
-    def _row_state(row0, QS, KS, pid_bh, kv_bh, n_qblk, n_kblk, s_layout: gl.constexpr, o_layout: gl.constexpr,
-                   BLOCK_M: gl.constexpr, BN: gl.constexpr, D_PAD: gl.constexpr, Q_SCALE_ROWS: gl.constexpr):
-        """A consumer's start on the BLOCK_M query rows from row0: (row and key offsets, Q scales (one per
-        Q_SCALE_ROWS rows), K scale pointer, running max, running sum, output accumulator)."""
-        offs_m = row0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, s_layout))
-        offs_n = gl.arange(0, BN, layout=gl.SliceLayout(0, s_layout))
-        qblk = offs_m // Q_SCALE_ROWS
-        qs = gl.load(QS + pid_bh * n_qblk + qblk, mask=qblk < n_qblk, other=0.0)
-        m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
-        l_i = gl.zeros([BLOCK_M], gl.float32, gl.SliceLayout(1, s_layout))
-        acc = gl.zeros([BLOCK_M, D_PAD], gl.float32, o_layout)
-        return offs_m, offs_n, qs, KS + kv_bh * n_kblk, m_i, l_i, acc
-
-    @gluon.jit
-    def _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, start_n, seq_k, MASK: gl.constexpr,
-                      IS_CAUSAL: gl.constexpr, ROWSUM: gl.constexpr = True):
-        """Scores of one tile -> (P in [0, 448] fp32, alpha, new m, new l); sage_triton's arithmetic.
-        ROWSUM False: l is only rescaled (SUM_MMA adds P's row sums from a wgmma later)."""
-        # int32 -> fp32 without the quarter-rate I2F: |s| < 2^22, so 1.5 * 2^23 + s is exact in fp32
-        s = (s_i32 + _I2F_MAGIC_BITS).to(gl.float32, bitcast=True)
-        if MASK:
-            keep = gl.expand_dims(start_n + offs_n, 0) < seq_k
-            if IS_CAUSAL:
-                keep = keep & (gl.expand_dims(offs_m, 1) >= gl.expand_dims(start_n + offs_n, 0))
-            s = gl.where(keep, s, float("-inf"))
-        m_blk = (gl.max(s, axis=1) - _I2F_MAGIC) * c
-        m_new = gl.maximum(m_i, m_blk)
-        m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
-        bias = _I2F_MAGIC * c + m_safe - _LOG2_FP8_MAX  # P lands in [0, 448]
-        p = gl.exp2(s * gl.expand_dims(c, 1) - gl.expand_dims(bias, 1))
-        alpha = gl.exp2(m_i - m_safe)
-        if ROWSUM:
-            l_new = l_i * alpha + gl.sum(p, axis=1)
-        else:
-            l_new = l_i * alpha
-        return p, alpha, m_new, l_new
-
-    @gluon.jit
-    def _p_operand(p, p_layout: gl.constexpr, BLOCK_M: gl.constexpr, BN: gl.constexpr):
-        """P (fp32, wgmma accumulator layout) -> FP8 wgmma A operand. Within every 32 keys a thread's
-        accumulator holds columns 16*g1 + 8*g0 + 2*q + e and the operand wants 16*g1 + 4*q + 2*g0 + e (q: lane % 4):
-        the columns are renamed in registers (no shuffles) and V's keys are stored in the same order."""
-        p8 = p.to(gl.float8e4nv)
-        p8 = gl.reshape(p8, [BLOCK_M, BN // 32, 2, 2, 4, 2])
-        p8 = gl.permute(p8, (0, 1, 2, 4, 3, 5))
-        p8 = gl.reshape(p8, [BLOCK_M, BN])
-        return gl.convert_layout(p8, p_layout)
-
-    @gluon.jit
-    def _issue_s(q, k_smem, k_bar, j, s_layout: gl.constexpr, BLOCK_M: gl.constexpr, BN: gl.constexpr,
-                 STAGES: gl.constexpr, WAIT: gl.constexpr = True):
-        """S_j = Q K_j^T, issued (INT8 wgmma, async); WAIT: first wait for K_j's slot to be loaded."""
-        slot = j % STAGES
-        if WAIT:
-            mbarrier.wait(k_bar.index(slot), (j // STAGES) & 1)
-        return warpgroup_mma(q, k_smem.index(slot).permute((1, 0)), gl.zeros([BLOCK_M, BN], gl.int32, s_layout),
-                             use_acc=False, is_async=True)
-
-    @gluon.jit
-    def _issue_pv(p8, v_smem, v_bar, j, o_layout: gl.constexpr, BLOCK_M: gl.constexpr, BN: gl.constexpr,
-                  D_PAD: gl.constexpr, STAGES: gl.constexpr, WAIT: gl.constexpr = True):
-        """P_j V_j into a fresh FP32 accumulator (the two-level accumulation), issued (FP8 wgmma, async);
-        WAIT: first wait for V_j's slot to be loaded."""
-        slot = j % STAGES
-        if WAIT:
-            mbarrier.wait(v_bar.index(slot), (j // STAGES) & 1)
-        return warpgroup_mma(p8, v_smem.index(slot).permute((1, 0)), gl.zeros([BLOCK_M, D_PAD], gl.float32, o_layout),
-                             use_acc=False, is_async=True, max_num_imprecise_acc=BN)
-
-    @gluon.jit
-    def _issue_rowsum(p8, ones_smem, BLOCK_M: gl.constexpr, BN: gl.constexpr):
-        """SUM_MMA: the row sums of the FP8 P by a wgmma against a [BN, 8] block of ones in shared memory (async),
-        instead of ~64 FADDs and 4 shuffles per tile and thread; every one of the 8 columns holds the sum."""
-        sum_layout: gl.constexpr = _mma_layout(4, 8)
-        p8s = gl.convert_layout(p8, gl.DotOperandLayout(operand_index=0, parent=sum_layout, k_width=4))
-        return warpgroup_mma(p8s, ones_smem.permute((1, 0)), gl.zeros([BLOCK_M, 8], gl.float32, sum_layout),
-                             use_acc=False, is_async=True, max_num_imprecise_acc=BN)
-
-    @gluon.jit
-    def _issue_rowsum_onto(p8, ones_smem, rs, BN: gl.constexpr):
-        """_issue_rowsum's wgmma adding onto rs (an in-flight row-sum accumulator: PAIR's second tile)."""
-        sum_layout: gl.constexpr = _mma_layout(4, 8)
-        p8s = gl.convert_layout(p8, gl.DotOperandLayout(operand_index=0, parent=sum_layout, k_width=4))
-        return warpgroup_mma(p8s, ones_smem.permute((1, 0)), rs, use_acc=True, is_async=True)
-
-    @gluon.jit
-    def _row_sums(rs, s_layout: gl.constexpr):
-        """The row sums out of _issue_rowsum's result (8 equal columns), in m/l's layout."""
-        return gl.convert_layout(gl.max(rs, axis=1), gl.SliceLayout(1, s_layout))
-
-    @gluon.jit
-    def _issue_pv_onto_o(p8, v_smem, v_bar, acc, j, STAGES: gl.constexpr):
-        """P_j V_j accumulated onto the running O by the FP8 wgmma itself (DIRECT: FA3's one-level accumulation),
-        issued after waiting for V_j's slot. No max_num_imprecise_acc: with use_acc and a bound <= K, Triton adds
-        each K chunk into the accumulator in fp32 between the wgmmas, and ptxas then serialises every wgmma of the
-        kernel (C7514, sm_90a compile check)."""
-        slot = j % STAGES
-        mbarrier.wait(v_bar.index(slot), (j // STAGES) & 1)
-        return warpgroup_mma(p8, v_smem.index(slot).permute((1, 0)), acc, use_acc=True, is_async=True)
-
-    @gluon.jit
-    def _store_output(acc, m_i, l_i, offs_m, row0, VAMAX, O, LSE, b, h, pid_bh, kv_bh, stride_ob, stride_oh, stride_on,
-                      seq_q, o_layout: gl.constexpr, D: gl.constexpr, BLOCK_M: gl.constexpr, D_PAD: gl.constexpr,
-                      STORE_LSE: gl.constexpr):
-        """O = acc / l times V's per-channel scale (V was scaled into [-448, 448]) for the BLOCK_M rows from
-        row0, and with STORE_LSE their log-sum-exp (natural log) at offs_m (the same rows, in m_i's layout)."""
-        offs_mo = row0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, o_layout))
-        offs_d = gl.arange(0, D_PAD, layout=gl.SliceLayout(0, o_layout))
-        vs = gl.maximum(gl.load(VAMAX + kv_bh * D + offs_d, mask=offs_d < D, other=0.0), 1e-30) / _FP8_MAX
-        l_safe = gl.where(l_i == 0.0, 1.0, l_i)
-        l_o = gl.convert_layout(l_safe, gl.SliceLayout(1, o_layout))
-        out = acc * (gl.expand_dims(vs, 0) / gl.expand_dims(l_o, 1))
-        # int64 rows: token-major outputs step H*D elements per token (S*H*D passes 2^31 at ~420k tokens)
-        o_ptrs = (O + b.to(gl.int64) * stride_ob + h * stride_oh + gl.expand_dims(offs_mo, 1).to(gl.int64) * stride_on
-                  + gl.expand_dims(offs_d, 0))
-        o_mask = (gl.expand_dims(offs_mo, 1) < seq_q) & (gl.expand_dims(offs_d, 0) < D)
-        gl.store(o_ptrs, out.to(O.dtype.element_ty), mask=o_mask)
-        if STORE_LSE:  # l is in units of 448 (P was scaled into [0, 448])
-            m_safe = gl.where(m_i == float("-inf"), 0.0, m_i)
-            lse = (m_safe + gl.log2(l_safe) - _LOG2_FP8_MAX) * _LN2
-            gl.store(LSE + pid_bh.to(gl.int64) * seq_q + offs_m, lse, mask=offs_m < seq_q)
-
     @gluon.jit
     def _ws2_producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, q_row0, k_row0,
                       v_row0, n_all, lut_row, STAGES: gl.constexpr, BN: gl.constexpr, NC: gl.constexpr,
@@ -450,151 +262,6 @@ if gluon is not None:
 
         _store_output(acc, m_i, l_i, offs_m, row0, VAMAX, O, LSE, b, h, pid_bh, kv_bh, stride_ob, stride_oh, stride_on,
                       seq_q, o_layout, D, BLOCK_M, D_PAD, STORE_LSE)
-
-    @gluon.jit
-    def _softmax_pair(s_a, s_b, c_a, c_b, m_i, l_i, offs_m, offs_n, start_a, start_b, valid_b, seq_k,
-                      MASK: gl.constexpr, IS_CAUSAL: gl.constexpr):
-        """_softmax_tile over one round of PAIR: two 128-key tiles from keys start_a and start_b, each with its own
-        K scale (c_a, c_b per row), one running max; l only rescaled (SUM_MMA adds P's row sums). valid_b False:
-        the second tile stands in past the last one (odd tile count) and is masked whole (MASK rounds only)."""
-        sa = (s_a + _I2F_MAGIC_BITS).to(gl.float32, bitcast=True)
-        sb = (s_b + _I2F_MAGIC_BITS).to(gl.float32, bitcast=True)
-        if MASK:
-            keys_a = gl.expand_dims(start_a + offs_n, 0)
-            keys_b = gl.expand_dims(start_b + offs_n, 0)
-            keep_a = keys_a < seq_k
-            keep_b = (keys_b < seq_k) & valid_b
-            if IS_CAUSAL:
-                keep_a = keep_a & (gl.expand_dims(offs_m, 1) >= keys_a)
-                keep_b = keep_b & (gl.expand_dims(offs_m, 1) >= keys_b)
-            sa = gl.where(keep_a, sa, float("-inf"))
-            sb = gl.where(keep_b, sb, float("-inf"))
-        m_blk = gl.maximum((gl.max(sa, axis=1) - _I2F_MAGIC) * c_a, (gl.max(sb, axis=1) - _I2F_MAGIC) * c_b)
-        m_new = gl.maximum(m_i, m_blk)
-        m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
-        base = m_safe - _LOG2_FP8_MAX  # P lands in [0, 448]
-        p_a = gl.exp2(sa * gl.expand_dims(c_a, 1) - gl.expand_dims(_I2F_MAGIC * c_a + base, 1))
-        p_b = gl.exp2(sb * gl.expand_dims(c_b, 1) - gl.expand_dims(_I2F_MAGIC * c_b + base, 1))
-        alpha = gl.exp2(m_i - m_safe)
-        return p_a, p_b, alpha, m_new, l_i * alpha
-
-    @gluon.jit
-    def _pair_blocks(lut_row, r, n_all, SPARSE: gl.constexpr):
-        """(K/V block of round r's first tile, of its second, whether the second is real): tiles 2r and 2r + 1 of
-        the program's walk (with SPARSE entries of its kept-block list); past the last tile (odd n_all) the
-        second repeats the last block, to be masked whole."""
-        return (_kv_block(lut_row, 2 * r, SPARSE), _kv_block(lut_row, gl.minimum(2 * r + 1, n_all - 1), SPARSE),
-                2 * r + 1 < n_all)
-
-    @gluon.jit
-    def _pair_issue_s(q, k_smem, k_bar, r, s_layout: gl.constexpr, BLOCK_M: gl.constexpr, BN: gl.constexpr,
-                      STAGES: gl.constexpr, HALF: gl.constexpr):
-        """Tile HALF (0 or 1) of round r's Q K^T (INT8 wgmma, async); HALF 0 first waits for the round's slot."""
-        slot = r % STAGES
-        if HALF == 0:
-            mbarrier.wait(k_bar.index(slot), (r // STAGES) & 1)
-        return warpgroup_mma(q, k_smem.index(2 * slot + HALF).permute((1, 0)),
-                             gl.zeros([BLOCK_M, BN], gl.int32, s_layout), use_acc=False, is_async=True)
-
-    @gluon.jit
-    def _ws2_consumer_pair(q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, QS, KS, VAMAX, O, LSE,
-                           stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
-                           n_full, n_all, lut_row, C: gl.constexpr, D: gl.constexpr, BLOCK_M: gl.constexpr,
-                           BN: gl.constexpr, D_PAD: gl.constexpr, STAGES: gl.constexpr, IS_CAUSAL: gl.constexpr,
-                           NC: gl.constexpr, SPARSE: gl.constexpr, Q_SCALE_ROWS: gl.constexpr, ones_smem):
-        """PAIR: rounds of two 128-key tiles (FA3 runs 176-224 keys per round at D128 FP8), halving the per-round
-        work that does not scale with the keys (row reductions, alpha, O's rescale, barriers, waits). One-level
-        accumulation (DIRECT: both P V wgmmas onto O) and the row sums by wgmma (SUM_MMA). Per round: softmax of
-        S_r, O *= alpha, P V and the row sums issued, then the next round's first Q K^T; once P V is done (its P
-        registers free) the second Q K^T: O, P and the first S tile are in flight together, then O and both S
-        tiles, never O, P and both (0 spills at D64/D128: ptxas for sm_90a)."""
-        s_layout: gl.constexpr = _mma_layout(4, BN)
-        o_layout: gl.constexpr = _mma_layout(4, D_PAD)
-        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=4)
-        row0 = pid_m * (NC * BLOCK_M) + C * BLOCK_M
-        offs_m, offs_n, qs, ks_ptr, m_i, l_i, acc = _row_state(row0, QS, KS, pid_bh, kv_bh, n_qblk, n_kblk,
-                                                              s_layout, o_layout, BLOCK_M, BN, D_PAD, Q_SCALE_ROWS)
-        q = q_smem.index(C)
-        ones = ones_smem.index(C)
-        mbarrier.wait(q_bar.index(C), 0)
-        n_rounds = (n_all + 1) // 2
-        n_full_r = n_full // 2  # rounds whose two tiles need no mask
-
-        sa_tok = _pair_issue_s(q, k_smem, k_bar, 0, s_layout, BLOCK_M, BN, STAGES, 0)
-        sb_tok = _pair_issue_s(q, k_smem, k_bar, 0, s_layout, BLOCK_M, BN, STAGES, 1)
-        blk_a, blk_b, valid_b = _pair_blocks(lut_row, 0, n_all, SPARSE)
-        c_a, c_b = qs * _k_scale(ks_ptr, blk_a, BN), qs * _k_scale(ks_ptr, blk_b, BN)
-        s_a, s_b = warpgroup_mma_wait(0, deps=(sa_tok, sb_tok))
-        for r in range(0, n_rounds - 1):
-            if r < n_full_r:
-                p_a, p_b, alpha, m_i, l_i = _softmax_pair(s_a, s_b, c_a, c_b, m_i, l_i, offs_m, offs_n, blk_a * BN,
-                                                          blk_b * BN, valid_b, seq_k, False, IS_CAUSAL)
-            else:
-                p_a, p_b, alpha, m_i, l_i = _softmax_pair(s_a, s_b, c_a, c_b, m_i, l_i, offs_m, offs_n, blk_a * BN,
-                                                          blk_b * BN, valid_b, seq_k, True, IS_CAUSAL)
-            acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
-            p8_a = _p_operand(p_a, p_layout, BLOCK_M, BN)
-            p8_b = _p_operand(p_b, p_layout, BLOCK_M, BN)
-            slot = r % STAGES
-            mbarrier.wait(v_bar.index(slot), (r // STAGES) & 1)
-            pv_tok = warpgroup_mma(p8_a, v_smem.index(2 * slot).permute((1, 0)), acc, use_acc=True, is_async=True)
-            pv_tok = warpgroup_mma(p8_b, v_smem.index(2 * slot + 1).permute((1, 0)), pv_tok, use_acc=True,
-                                   is_async=True)
-            rs_tok = _issue_rowsum(p8_a, ones, BLOCK_M, BN)
-            rs_tok = _issue_rowsum_onto(p8_b, ones, rs_tok, BN)
-            sa_tok = _pair_issue_s(q, k_smem, k_bar, r + 1, s_layout, BLOCK_M, BN, STAGES, 0)
-            blk_a, blk_b, valid_b = _pair_blocks(lut_row, r + 1, n_all, SPARSE)
-            c_a, c_b = qs * _k_scale(ks_ptr, blk_a, BN), qs * _k_scale(ks_ptr, blk_b, BN)
-            acc, rs = warpgroup_mma_wait(1, deps=(pv_tok, rs_tok))
-            l_i = l_i + _row_sums(rs, s_layout)
-            sb_tok = _pair_issue_s(q, k_smem, k_bar, r + 1, s_layout, BLOCK_M, BN, STAGES, 1)
-            mbarrier.arrive(empty_bar.index(slot), count=1)
-            s_a, s_b = warpgroup_mma_wait(0, deps=(sa_tok, sb_tok))
-        last = n_rounds - 1
-        if last < n_full_r:
-            p_a, p_b, alpha, m_i, l_i = _softmax_pair(s_a, s_b, c_a, c_b, m_i, l_i, offs_m, offs_n, blk_a * BN,
-                                                      blk_b * BN, valid_b, seq_k, False, IS_CAUSAL)
-        else:
-            p_a, p_b, alpha, m_i, l_i = _softmax_pair(s_a, s_b, c_a, c_b, m_i, l_i, offs_m, offs_n, blk_a * BN,
-                                                      blk_b * BN, valid_b, seq_k, True, IS_CAUSAL)
-        acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
-        p8_a = _p_operand(p_a, p_layout, BLOCK_M, BN)
-        p8_b = _p_operand(p_b, p_layout, BLOCK_M, BN)
-        slot = last % STAGES
-        mbarrier.wait(v_bar.index(slot), (last // STAGES) & 1)
-        pv_tok = warpgroup_mma(p8_a, v_smem.index(2 * slot).permute((1, 0)), acc, use_acc=True, is_async=True)
-        pv_tok = warpgroup_mma(p8_b, v_smem.index(2 * slot + 1).permute((1, 0)), pv_tok, use_acc=True, is_async=True)
-        rs_tok = _issue_rowsum(p8_a, ones, BLOCK_M, BN)
-        rs_tok = _issue_rowsum_onto(p8_b, ones, rs_tok, BN)
-        acc, rs = warpgroup_mma_wait(0, deps=(pv_tok, rs_tok))
-        l_i = l_i + _row_sums(rs, s_layout)
-        mbarrier.arrive(empty_bar.index(slot), count=1)
-        _store_output(acc, m_i, l_i, offs_m, row0, VAMAX, O, LSE, b, h, pid_bh, kv_bh, stride_ob, stride_oh, stride_on,
-                      seq_q, o_layout, D, BLOCK_M, D_PAD, False)
-
-    @gluon.jit
-    def _ws2_producer_pair(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, q_row0,
-                           k_row0, v_row0, n_all, lut_row, STAGES: gl.constexpr, BN: gl.constexpr, NC: gl.constexpr,
-                           SPARSE: gl.constexpr, ones_desc, ones_smem):
-        """PAIR's producer: one ring slot per round holds two K tiles and two V tiles (a second tile past the last
-        reloads the last: its keys are masked)."""
-        for c in gl.static_range(NC):
-            mbarrier.expect(q_bar.index(c), q_desc.block_type.nbytes + ones_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(ones_desc, [0, 0], q_bar.index(c), ones_smem.index(c))
-            tma.async_copy_global_to_shared(q_desc, [q_row0 + _BLOCK_Q * c, 0], q_bar.index(c), q_smem.index(c))
-        for r in range(0, (n_all + 1) // 2):
-            slot = r % STAGES
-            blk_a, blk_b, _ = _pair_blocks(lut_row, r, n_all, SPARSE)
-            start_a = blk_a * BN
-            start_b = blk_b * BN
-            mbarrier.wait(empty_bar.index(slot), ((r // STAGES) & 1) ^ 1)
-            mbarrier.expect(k_bar.index(slot), 2 * k_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(k_desc, [k_row0 + start_a, 0], k_bar.index(slot), k_smem.index(2 * slot))
-            tma.async_copy_global_to_shared(k_desc, [k_row0 + start_b, 0], k_bar.index(slot),
-                                            k_smem.index(2 * slot + 1))
-            mbarrier.expect(v_bar.index(slot), 2 * v_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(v_desc, [v_row0, start_a], v_bar.index(slot), v_smem.index(2 * slot))
-            tma.async_copy_global_to_shared(v_desc, [v_row0, start_b], v_bar.index(slot), v_smem.index(2 * slot + 1))
 
     @gluon.jit
     def _sage_fwd_sm90_ws2(q_desc, k_desc, v_desc, QS, KS, VAMAX, O, LSE, LUT, COUNT, COUNT_FULL, stride_ob, stride_oh,
