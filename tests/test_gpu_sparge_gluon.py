@@ -160,10 +160,14 @@ def test_row_sums_by_wgmma_match_the_fadd_ones_on_block_lists(causal, seed):
 
     q, k, v = _qkv(1, 4, 2, 2049, 2049, 128, seed % 1000)
     config = SpargeConfig(block_q=128, sparsity_ratio=0.5)
+    from smartcompile.kernels.sparge_gluon import sparse_launch
+
     a = sparge_attention_gluon(q, k, v, None, causal, None, config)  # the shipped launch: sum_mma
     b = sparge_attention_gluon(q, k, v, None, causal, None, config, launch=SPARSE_LAUNCH)
     assert torch.isfinite(a).all()
-    assert_close_to(a.float(), b.float(), 0.99995, 0.005, f"seed {seed}")
+    # a shipped launch in pairs rounds P against a two-block max (the pair tests' bound, session 17)
+    cos, rel = (0.9998, 0.015) if sparse_launch(False).get("pair") else (0.99995, 0.005)
+    assert_close_to(a.float(), b.float(), cos, rel, f"seed {seed}")
     block_map = torch.zeros(1, 4, 17, 17, dtype=torch.bool, device="cuda")
     block_map[..., ::2] = True
     block_map[:, :, [1, 3]] = False
