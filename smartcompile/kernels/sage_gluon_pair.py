@@ -59,6 +59,29 @@ if gluon is not None:
                              gl.zeros([BLOCK_M, BN], gl.int32, s_layout), use_acc=False, is_async=True)
 
     @gluon.jit
+    def _pair_round(s_a, s_b, c_a, c_b, m_i, l_i, acc, offs_m, offs_n, blk_a, blk_b, valid_b, seq_k, unmasked, r,
+                    ones, v_smem, v_bar, o_layout: gl.constexpr, p_layout: gl.constexpr, BLOCK_M: gl.constexpr,
+                    BN: gl.constexpr, STAGES: gl.constexpr, IS_CAUSAL: gl.constexpr):
+        """Round r's softmax (the mask only where not `unmasked`), O's rescale, then, once its V tiles are in, P V of
+        both tiles onto O and their row sums issued: (P V token, row-sum token, m, l)."""
+        if unmasked:
+            p_a, p_b, alpha, m_i, l_i = _softmax_pair(s_a, s_b, c_a, c_b, m_i, l_i, offs_m, offs_n, blk_a * BN,
+                                                      blk_b * BN, valid_b, seq_k, False, IS_CAUSAL)
+        else:
+            p_a, p_b, alpha, m_i, l_i = _softmax_pair(s_a, s_b, c_a, c_b, m_i, l_i, offs_m, offs_n, blk_a * BN,
+                                                      blk_b * BN, valid_b, seq_k, True, IS_CAUSAL)
+        acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
+        p8_a = _p_operand(p_a, p_layout, BLOCK_M, BN)
+        p8_b = _p_operand(p_b, p_layout, BLOCK_M, BN)
+        slot = r % STAGES
+        mbarrier.wait(v_bar.index(slot), (r // STAGES) & 1)
+        pv_tok = warpgroup_mma(p8_a, v_smem.index(2 * slot).permute((1, 0)), acc, use_acc=True, is_async=True)
+        pv_tok = warpgroup_mma(p8_b, v_smem.index(2 * slot + 1).permute((1, 0)), pv_tok, use_acc=True, is_async=True)
+        rs_tok = _issue_rowsum(p8_a, ones, BLOCK_M, BN)
+        rs_tok = _issue_rowsum_onto(p8_b, ones, rs_tok, BN)
+        return pv_tok, rs_tok, m_i, l_i
+
+    @gluon.jit
     def _ws2_consumer_pair(q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, QS, KS, VAMAX, O, LSE,
                            stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
                            n_full, n_all, lut_row, C: gl.constexpr, D: gl.constexpr, BLOCK_M: gl.constexpr,
@@ -88,22 +111,10 @@ if gluon is not None:
         c_a, c_b = qs * _k_scale(ks_ptr, blk_a, BN), qs * _k_scale(ks_ptr, blk_b, BN)
         s_a, s_b = warpgroup_mma_wait(0, deps=(sa_tok, sb_tok))
         for r in range(0, n_rounds - 1):
-            if r < n_full_r:
-                p_a, p_b, alpha, m_i, l_i = _softmax_pair(s_a, s_b, c_a, c_b, m_i, l_i, offs_m, offs_n, blk_a * BN,
-                                                          blk_b * BN, valid_b, seq_k, False, IS_CAUSAL)
-            else:
-                p_a, p_b, alpha, m_i, l_i = _softmax_pair(s_a, s_b, c_a, c_b, m_i, l_i, offs_m, offs_n, blk_a * BN,
-                                                          blk_b * BN, valid_b, seq_k, True, IS_CAUSAL)
-            acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
-            p8_a = _p_operand(p_a, p_layout, BLOCK_M, BN)
-            p8_b = _p_operand(p_b, p_layout, BLOCK_M, BN)
+            pv_tok, rs_tok, m_i, l_i = _pair_round(s_a, s_b, c_a, c_b, m_i, l_i, acc, offs_m, offs_n, blk_a, blk_b,
+                                                   valid_b, seq_k, r < n_full_r, r, ones, v_smem, v_bar, o_layout,
+                                                   p_layout, BLOCK_M, BN, STAGES, IS_CAUSAL)
             slot = r % STAGES
-            mbarrier.wait(v_bar.index(slot), (r // STAGES) & 1)
-            pv_tok = warpgroup_mma(p8_a, v_smem.index(2 * slot).permute((1, 0)), acc, use_acc=True, is_async=True)
-            pv_tok = warpgroup_mma(p8_b, v_smem.index(2 * slot + 1).permute((1, 0)), pv_tok, use_acc=True,
-                                   is_async=True)
-            rs_tok = _issue_rowsum(p8_a, ones, BLOCK_M, BN)
-            rs_tok = _issue_rowsum_onto(p8_b, ones, rs_tok, BN)
             sa_tok = _pair_issue_s(q, k_smem, k_bar, r + 1, s_layout, BLOCK_M, BN, STAGES, 0)
             blk_a, blk_b, valid_b = _pair_blocks(lut_row, r + 1, n_all, SPARSE)
             c_a, c_b = qs * _k_scale(ks_ptr, blk_a, BN), qs * _k_scale(ks_ptr, blk_b, BN)
@@ -113,21 +124,10 @@ if gluon is not None:
             mbarrier.arrive(empty_bar.index(slot), count=1)
             s_a, s_b = warpgroup_mma_wait(0, deps=(sa_tok, sb_tok))
         last = n_rounds - 1
-        if last < n_full_r:
-            p_a, p_b, alpha, m_i, l_i = _softmax_pair(s_a, s_b, c_a, c_b, m_i, l_i, offs_m, offs_n, blk_a * BN,
-                                                      blk_b * BN, valid_b, seq_k, False, IS_CAUSAL)
-        else:
-            p_a, p_b, alpha, m_i, l_i = _softmax_pair(s_a, s_b, c_a, c_b, m_i, l_i, offs_m, offs_n, blk_a * BN,
-                                                      blk_b * BN, valid_b, seq_k, True, IS_CAUSAL)
-        acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
-        p8_a = _p_operand(p_a, p_layout, BLOCK_M, BN)
-        p8_b = _p_operand(p_b, p_layout, BLOCK_M, BN)
+        pv_tok, rs_tok, m_i, l_i = _pair_round(s_a, s_b, c_a, c_b, m_i, l_i, acc, offs_m, offs_n, blk_a, blk_b,
+                                               valid_b, seq_k, last < n_full_r, last, ones, v_smem, v_bar, o_layout,
+                                               p_layout, BLOCK_M, BN, STAGES, IS_CAUSAL)
         slot = last % STAGES
-        mbarrier.wait(v_bar.index(slot), (last // STAGES) & 1)
-        pv_tok = warpgroup_mma(p8_a, v_smem.index(2 * slot).permute((1, 0)), acc, use_acc=True, is_async=True)
-        pv_tok = warpgroup_mma(p8_b, v_smem.index(2 * slot + 1).permute((1, 0)), pv_tok, use_acc=True, is_async=True)
-        rs_tok = _issue_rowsum(p8_a, ones, BLOCK_M, BN)
-        rs_tok = _issue_rowsum_onto(p8_b, ones, rs_tok, BN)
         acc, rs = warpgroup_mma_wait(0, deps=(pv_tok, rs_tok))
         l_i = l_i + _row_sums(rs, s_layout)
         mbarrier.arrive(empty_bar.index(slot), count=1)
