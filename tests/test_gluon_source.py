@@ -452,3 +452,32 @@ def test_launch_cache_hits_pass_what_tritons_launcher_would(d, causal, launch, m
     assert received[0][:10] == (*tuple(received[0][:3]), 7, "function", False, False, None, None, "packed")
     # four descriptors (Q, K, V, and V again for the unused ones tile) by Triton's path, once by ours, then none
     assert len(encoded) == 8
+
+
+def test_the_package_imports_without_triton_and_says_why():
+    """Without Triton (a blocked import, in a fresh interpreter) the Gluon modules import, define no kernels and
+    give the reason; the backends and a compile through the `smartattn` backend on the CPU still work. Session 17's
+    file split first broke this (names of the jit code imported at module level)."""
+    import subprocess
+    import sys
+
+    code = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "triton" or name.startswith("triton."):
+            raise ImportError("triton blocked by the test")
+sys.meta_path.insert(0, Block())
+import torch
+import smartcompile
+from smartcompile.kernels import sage_gluon, sage_gluon_pair, sage_gluon_parts, sparge_gluon
+assert sage_gluon.gluon is None and not hasattr(sage_gluon, "_sage_fwd_sm90_ws2")
+assert "triton" in sage_gluon.gluon_unavailable_reason()
+m = torch.nn.Linear(8, 8)
+x = torch.randn(2, 8)
+out = torch.compile(m, backend="smartattn")(x)
+assert torch.allclose(out, m(x))
+print("imported")
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0 and "imported" in res.stdout, res.stdout + res.stderr

@@ -53,12 +53,15 @@ from . import scratch
 from .launch_cache import launch
 from .tma_launch import TmaArg
 from .output_layout import token_major_empty
-from .sage_gluon_parts import (  # noqa: F401  (globals of the jit code below; gluon and gl re-exported)
-    _BLOCK_Q, _K_BLOCK, TensorDescriptor, _gluon, _issue_pv, _issue_pv_onto_o, _issue_rowsum, _issue_s, _k_scale,
-    _kv_block, _mma_layout, _p_operand, _program_tile, _row_state, _row_sums, _softmax_tile, _store_output,
-    _tile_range, fence_async_shared, gl, gluon, mbarrier, tma, warpgroup_mma_wait,
-)
-from .sage_gluon_pair import _ws2_consumer_pair, _ws2_producer_pair
+from .sage_gluon_parts import _gluon, gl, gluon  # noqa: F401  (gluon and gl re-exported)
+
+if gluon is not None:  # the jit code's globals, defined only where Gluon imports
+    from .sage_gluon_parts import (  # noqa: F401
+        _BLOCK_Q, _K_BLOCK, TensorDescriptor, _issue_pv, _issue_pv_onto_o, _issue_rowsum, _issue_s, _k_scale,
+        _kv_block, _mma_layout, _p_operand, _program_tile, _row_state, _row_sums, _softmax_tile, _store_output,
+        _tile_range, fence_async_shared, mbarrier, tma, warpgroup_mma_wait,
+    )
+    from .sage_gluon_pair import _ws2_consumer_pair, _ws2_producer_pair
 
 TESTED_TRITON = ("3.6",)  # Gluon's API moves between releases: the versions this kernel was built with
 

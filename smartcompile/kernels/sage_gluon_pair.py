@@ -6,11 +6,14 @@ quantization is sage_triton's; with Sparge's block lists a round takes two kept 
 """
 from __future__ import annotations
 
-from .sage_gluon_parts import (  # noqa: F401  (globals of the jit code below)
-    _BLOCK_Q, _I2F_MAGIC, _I2F_MAGIC_BITS, _LOG2_FP8_MAX, _issue_rowsum, _issue_rowsum_onto, _k_scale, _kv_block,
-    _mma_layout, _p_operand, _row_state, _row_sums, _store_output, gl, gluon, mbarrier, tma, warpgroup_mma,
-    warpgroup_mma_wait,
-)
+from .sage_gluon_parts import gluon
+
+if gluon is not None:  # the jit code's globals, defined only where Gluon imports
+    from .sage_gluon_parts import (  # noqa: F401
+        _BLOCK_Q, _I2F_MAGIC, _I2F_MAGIC_BITS, _LOG2_FP8_MAX, _issue_rowsum, _issue_rowsum_onto, _k_scale,
+        _kv_block, _mma_layout, _p_operand, _row_state, _row_sums, _store_output, gl, mbarrier, tma, warpgroup_mma,
+        warpgroup_mma_wait,
+    )
 
 if gluon is not None:
     @gluon.jit
