@@ -8,18 +8,20 @@ P rounded to e4m3 in [0, 448], fp32 accumulation, tiles of 128 keys) with the Q/
 
 - `int8`: the shipped one: INT8 per block (Q per 64 rows with the softmax scale and log2(e) folded in, K per 128);
 - `fp8-block`: e4m3 with the same blocks, each scaled so its amax lands on 448;
-- `fp8-tensor`: e4m3 with one scale per (batch, head) tensor (cuDNN's recipe, with Sage's K smoothing kept);
+- `fp8-tensor`: e4m3 with one scale per (batch, head) (close to cuDNN's per-tensor recipe; Sage's K smoothing kept);
 - `fp8-block-nosmooth`: `fp8-block` without smoothing K.
 
 and reports cosine / relative L1 against fp32 attention on random, peaked (q x 4), biased-K (a per-channel offset
-of 4 standard deviations: what smoothing is for) and structured (local, video-like) inputs.
+of 4 standard deviations: what smoothing is for) and structured (local, video-like) inputs. The products are
+accumulated in exact fp32 (Hopper's FP8 wgmma accumulates with less precision: the real kernel would do no better)
+and no Hadamard rotation is applied (FA3's FP8 path can rotate Q and K to spread outliers; not modelled).
+Structured inputs use whole frames of 1,024 tokens (kv-len rounded down).
 
     python benchmarks/sim_fp8_qk.py [--kv-len 4096] [--heads 4] [--dims 64,128]
 """
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 

@@ -107,3 +107,9 @@ def test_fp8_qk_simulation_is_the_reference_with_int8_and_differs_with_fp8():
     assert torch.equal(sim.simulated_attention(q, k, v, "int8"), ref)
     fp8 = sim.simulated_attention(q, k, v, "fp8-block")
     assert torch.isfinite(fp8).all() and (fp8 - ref).abs().max().item() > 1e-3
+    # the script end to end on tiny inputs: every scheme and input kind runs
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sim_fp8_qk.py"), "--kv-len", "1024",
+                          "--q-len", "64", "--heads", "1", "--dims", "64"], capture_output=True, text=True,
+                         timeout=300, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert len([line for line in res.stdout.splitlines() if line.startswith(("random", "peaked", "biased", "struct"))]) == 5

@@ -3,6 +3,7 @@ their values, writes O and the LSE in one place, and (only where Triton 3.6 is i
 compile to sm_90a PTX with the arguments attend_gluon launches them with."""
 import ast
 import pathlib
+import re
 import types
 
 import pytest
@@ -11,10 +12,21 @@ import torch
 from smartcompile.kernels import constants
 from smartcompile.kernels import sage_gluon as sg
 
-# the kernel's three files: sage_gluon.py, its jit building blocks and its rounds of two tiles
-FILES = [pathlib.Path(sg.__file__).with_name(n) for n in ("sage_gluon.py", "sage_gluon_parts.py", "sage_gluon_pair.py")]
-JIT = [f for path in FILES for f in ast.walk(ast.parse(path.read_text())) if isinstance(f, ast.FunctionDef)
-       and any(ast.unparse(d).startswith("gluon.") for d in f.decorator_list)]
+# the kernel's files: sage_gluon.py, its jit building blocks (_parts) and its rounds of two tiles (_pair)
+FILES = sorted(pathlib.Path(sg.__file__).parent.glob("sage_gluon*.py"))
+
+
+def _jit_functions(path: pathlib.Path) -> list:
+    return [f for f in ast.walk(ast.parse(path.read_text())) if isinstance(f, ast.FunctionDef)
+            and any(ast.unparse(d).startswith("gluon.") for d in f.decorator_list)]
+
+
+JIT = [f for path in FILES for f in _jit_functions(path)]
+
+
+def test_every_kernel_file_holds_jit_code():
+    assert [p.name for p in FILES] == ["sage_gluon.py", "sage_gluon_pair.py", "sage_gluon_parts.py"]
+    assert all(_jit_functions(p) for p in FILES)
 
 
 def test_jit_code_names_the_shared_constants():
@@ -161,8 +173,7 @@ def test_direct_accumulation_refuses_early_waits():
 def test_three_consumers_only_at_head_dim_64(monkeypatch):
     """At D_PAD 128 three consumers spill, and with `direct` ptxas serialises the wgmmas (C7512): two there."""
     calls = []
-    monkeypatch.setattr(sg, "_sage_fwd_sm90_ws2", _Recorder(getattr(sg, "_sage_fwd_sm90_ws2", None), calls),
-                        raising=False)
+    monkeypatch.setattr(sg, "_sage_fwd_sm90_ws2", _Recorder(sg._sage_fwd_sm90_ws2, calls))
     for d, direct in ((64, False), (64, True), (128, False), (128, True)):
         sg.attend_gluon(_fake_quantized(d), False, torch.bfloat16, consumers=3, direct=direct)
     assert [kwargs["NC"] for _, _, kwargs in calls] == [3, 3, 2, 2]
@@ -187,13 +198,14 @@ def test_one_level_accumulation_keeps_the_wgmmas_asynchronous(monkeypatch, tmp_p
     report = res.stdout + res.stderr
     assert res.returncode == 0, report
     assert "wgmma.mma_async instructions are serialized" not in report, report  # any reason (C7512, C7514...)
-    assert "0 bytes spill stores" in report, report
+    assert "bytes spill stores" in report and not re.search(r"[1-9]\d* bytes spill stores", report), report
 
 
-@pytest.mark.parametrize("causal", [False, True])
-def test_rounds_of_two_tiles_neither_spill_nor_serialise(causal, monkeypatch, tmp_path):
-    """The shipped launch at D128 (PAIR_LAUNCH): O, P and an S tile in flight fit 240 registers; ptxas for sm_90a
-    reports no spills and no serialised wgmmas (session 17)."""
+def test_rounds_of_two_tiles_neither_spill_nor_serialise(monkeypatch, tmp_path):
+    """The shipped launch at D128 without a mask (PAIR_LAUNCH): O, P and an S tile in flight fit 240 registers;
+    ptxas for sm_90a reports no spills and no serialised wgmmas (session 17). (Causal, not shipped in pairs, spills
+    40 bytes since the rounds take block lists; not serialised.)"""
+    causal = False
     import os
     import subprocess
 
@@ -215,7 +227,7 @@ def test_rounds_of_two_tiles_neither_spill_nor_serialise(causal, monkeypatch, tm
     report = res.stdout + res.stderr
     assert res.returncode == 0, report
     assert "wgmma.mma_async instructions are serialized" not in report, report
-    assert "0 bytes spill stores" in report, report
+    assert "bytes spill stores" in report and not re.search(r"[1-9]\d* bytes spill stores", report), report
 
 
 @pytest.mark.parametrize("other", [dict(return_lse=True), dict(intra=True, split=False), dict(early=True),
@@ -241,9 +253,7 @@ def test_rounds_of_two_tiles_refuse_a_ring_past_shared_memory():
 
 def test_rounds_of_two_tiles_run_two_consumers_with_the_flag_set(monkeypatch):
     calls = []
-    # (raising=False: the kernel is not defined where Gluon does not import)
-    monkeypatch.setattr(sg, "_sage_fwd_sm90_ws2", _Recorder(getattr(sg, "_sage_fwd_sm90_ws2", None), calls),
-                        raising=False)
+    monkeypatch.setattr(sg, "_sage_fwd_sm90_ws2", _Recorder(sg._sage_fwd_sm90_ws2, calls))
     sg.attend_gluon(_fake_quantized(64), False, torch.bfloat16, pair=True, direct=True, sum_mma=True, consumers=3)
     [(_, _, kwargs)] = calls
     assert kwargs["PAIR"] and kwargs["NC"] == 2
@@ -289,6 +299,14 @@ def test_sage_attention_gluon_launches_the_default_launch(return_lse, monkeypatc
         assert not launch.get("sum_mma")
     else:
         assert launch == {**sg.DEFAULT_LAUNCH, "sum_mma": True, "direct": True}  # D128 causal, 17,000 keys
+    # D128 without a mask: rounds of two tiles; a launch in pairs given with an LSE runs DEFAULT_LAUNCH instead
+    seen.clear()
+    sg.sage_attention_gluon(q, k, v, None, False, None, sg.GLUON_CONFIG, return_lse=return_lse)
+    sg.sage_attention_gluon(q, k, v, None, False, None, sg.GLUON_CONFIG, return_lse=return_lse,
+                            launch=sg.PAIR_LAUNCH)
+    (_, default), (_, given) = seen
+    assert default == ({**sg.DEFAULT_LAUNCH, "sum_mma": False} if return_lse else sg.PAIR_LAUNCH)
+    assert given == (sg.DEFAULT_LAUNCH if return_lse else sg.PAIR_LAUNCH)
 
 
 @pytest.mark.parametrize("d, launch", [(128, dict(sum_mma=True, consumers=2)), (64, dict(sum_mma=True)),
@@ -472,12 +490,18 @@ import torch
 import smartcompile
 from smartcompile.kernels import sage_gluon, sage_gluon_pair, sage_gluon_parts, sparge_gluon
 assert sage_gluon.gluon is None and not hasattr(sage_gluon, "_sage_fwd_sm90_ws2")
+assert not hasattr(sage_gluon_pair, "_ws2_consumer_pair") and not hasattr(sage_gluon_parts, "_store_output")
 assert "triton" in sage_gluon.gluon_unavailable_reason()
+from smartcompile.backends.sage import gluon_spec_reasons
+from smartcompile.spec import AttentionSpec
+why = gluon_spec_reasons(AttentionSpec(1, 4, 4, 16384, 16384, 128, 128, torch.bfloat16, "cuda"))
+assert why and "triton" in why[0], why
 m = torch.nn.Linear(8, 8)
 x = torch.randn(2, 8)
 out = torch.compile(m, backend="smartattn")(x)
 assert torch.allclose(out, m(x))
 print("imported")
 """
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                         cwd=pathlib.Path(sg.__file__).parents[2])
     assert res.returncode == 0 and "imported" in res.stdout, res.stdout + res.stderr
