@@ -95,7 +95,8 @@ if gluon is not None:
         accumulation (DIRECT: both P V wgmmas onto O) and the row sums by wgmma (SUM_MMA). Per round: softmax of
         S_r, O *= alpha, P V and the row sums issued, then the next round's first Q K^T; once P V is done (its P
         registers free) the second Q K^T: O, P and the first S tile are in flight together, then O and both S
-        tiles, never O, P and both (0 spills at D64/D128: ptxas for sm_90a)."""
+        tiles, never O, P and both (ptxas for sm_90a: no spills at D64 and at D128 without a mask; 40 bytes at D128
+        causal, which is not shipped in pairs)."""
         s_layout: gl.constexpr = _mma_layout(4, BN)
         o_layout: gl.constexpr = _mma_layout(4, D_PAD)
         p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=4)
