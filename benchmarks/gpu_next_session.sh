@@ -7,8 +7,9 @@
 # GPU tests, wan32k and sparge-sum and shipped the row sums for Sparge too (results/h200/session15/README.md);
 # session 16 ran long-rows, host, default-timing, ncu and the anchors (results/h200/session16/README.md); session 17
 # ran host, pair, ship-pair, wan-kernels, anchors-d128 and sparge-pair and shipped PAIR_LAUNCH at D128 non-causal
-# (results/h200/session17/README.md). Next: make SPARSE_PAIR_LAUNCH sparse_launch's (then tests-sparge and the
-# sparge_gluon tests, the row-sum test's bound as the pair tests', wan32k for Sparge 50%), tests-sage / tests-other.
+# (results/h200/session17/README.md). Next: `pair` (the dense pair tests: the rounds took block lists after their
+# run), then make SPARSE_PAIR_LAUNCH sparse_launch's (then tests-sparge and the sparge_gluon tests, wan32k for Sparge
+# 50%), tests-sage / tests-other.
 # Rerun the tests-* stages after any change to the shipped kernels, then wan32k and anchors for the numbers.
 #   bash benchmarks/gpu_next_session.sh pair         rounds of two tiles: GPU tests, timing against the shipped (s17)
 #   bash benchmarks/gpu_next_session.sh ship-pair    PAIR_LAUNCH shipped: its tests, 64k-key rows, Wan auto (s17)
