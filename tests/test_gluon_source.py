@@ -247,7 +247,7 @@ def test_rounds_of_two_tiles_refuse_what_they_were_not_built_for(launch):
 
 
 def test_rounds_of_two_tiles_refuse_a_ring_past_shared_memory():
-    with pytest.raises(ValueError, match="pair=True at head dim 128: stages 4; allowed 1-3"):
+    with pytest.raises(ValueError, match="pair=True at padded head dim 128: stages 4; allowed 1-3 "):
         sg.attend_gluon(_fake_quantized(128), False, torch.bfloat16, pair=True, direct=True, sum_mma=True, stages=4)
 
 

@@ -57,9 +57,9 @@ from .sage_gluon_parts import _gluon, gl, gluon  # noqa: F401  (gluon and gl re-
 
 if gluon is not None:  # the jit code's globals, defined only where Gluon imports
     from .sage_gluon_parts import (  # noqa: F401
-        _BLOCK_Q, _K_BLOCK, TensorDescriptor, _issue_pv, _issue_pv_onto_o, _issue_rowsum, _issue_s, _k_scale,
-        _kv_block, _mma_layout, _p_operand, _program_tile, _row_state, _row_sums, _softmax_tile, _store_output,
-        _tile_range, fence_async_shared, mbarrier, tma, warpgroup_mma_wait,
+        _BLOCK_Q, _K_BLOCK, TensorDescriptor, _consumer_start, _issue_pv, _issue_pv_onto_o, _issue_rowsum,
+        _issue_s, _k_scale, _kv_block, _mma_layout, _p_operand, _program_tile, _row_sums, _softmax_tile,
+        _store_output, _tile_range, fence_async_shared, mbarrier, tma, warpgroup_mma_wait,
     )
     from .sage_gluon_pair import _ws2_consumer_pair, _ws2_producer_pair
 
@@ -129,12 +129,9 @@ if gluon is not None:
         s_layout: gl.constexpr = _mma_layout(4, BN)
         o_layout: gl.constexpr = _mma_layout(4, D_PAD)
         p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=4)
-        row0 = pid_m * (NC * BLOCK_M) + C * BLOCK_M
-        offs_m, offs_n, qs, ks_ptr, m_i, l_i, acc = _row_state(row0, QS, KS, pid_bh, kv_bh, n_qblk, n_kblk,
-                                                              s_layout, o_layout, BLOCK_M, BN, D_PAD, Q_SCALE_ROWS)
-        q = q_smem.index(C)
-        ones = ones_smem.index(C) if SUM_MMA else ones_smem  # (loaded with q: the wait below covers it)
-        mbarrier.wait(q_bar.index(C), 0)
+        row0, offs_m, offs_n, qs, ks_ptr, m_i, l_i, acc, q = _consumer_start(
+            pid_m, C, NC, q_smem, q_bar, QS, KS, pid_bh, kv_bh, n_qblk, n_kblk, BLOCK_M, BN, D_PAD, Q_SCALE_ROWS)
+        ones = ones_smem.index(C) if SUM_MMA else ones_smem  # (loaded with q: its wait covered it)
 
         # The loop is rotated so that only 32-bit values cross its back edge: an FP8 P carried from one
         # iteration to the next is kept one byte per register and repacked every iteration (measured
@@ -495,8 +492,8 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
                          f"intra or pingpong (got direct={direct}, sum_mma={sum_mma}, intra={intra}, "
                          f"pingpong={pingpong}, block_n={block_n})")
     if pair and x.q8.shape[-1] > 64 and stages > 3:
-        raise ValueError(f"attend_gluon: pair=True at head dim {x.q8.shape[-1]}: stages {stages}; allowed 1-3 (a "
-                         "ring slot holds two K and two V tiles: four would pass the SM's shared memory)")
+        raise ValueError(f"attend_gluon: pair=True at padded head dim {x.q8.shape[-1]}: stages {stages}; allowed "
+                         "1-3 (a ring slot holds two K and two V tiles: four would pass the SM's shared memory)")
     if sum_mma and (intra or return_lse or early or block_n != KV_BLOCK):
         raise ValueError(f"attend_gluon: sum_mma=True: not with intra=True, return_lse=True, early=True or block_n "
                          f"{KV_BLOCK // 2} (got intra={intra}, return_lse={return_lse}, early={early}, "

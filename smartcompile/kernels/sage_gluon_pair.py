@@ -10,8 +10,8 @@ from .sage_gluon_parts import gluon
 
 if gluon is not None:  # the jit code's globals, defined only where Gluon imports
     from .sage_gluon_parts import (  # noqa: F401
-        _BLOCK_Q, _I2F_MAGIC, _I2F_MAGIC_BITS, _LOG2_FP8_MAX, _issue_rowsum, _issue_rowsum_onto, _k_scale,
-        _kv_block, _mma_layout, _p_operand, _row_state, _row_sums, _store_output, gl, mbarrier, tma, warpgroup_mma,
+        _BLOCK_Q, _I2F_MAGIC, _I2F_MAGIC_BITS, _LOG2_FP8_MAX, _consumer_start, _issue_rowsum, _issue_rowsum_onto,
+        _k_scale, _kv_block, _mma_layout, _p_operand, _row_sums, _store_output, gl, mbarrier, tma, warpgroup_mma,
         warpgroup_mma_wait,
     )
 
@@ -100,12 +100,9 @@ if gluon is not None:
         s_layout: gl.constexpr = _mma_layout(4, BN)
         o_layout: gl.constexpr = _mma_layout(4, D_PAD)
         p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=4)
-        row0 = pid_m * (NC * BLOCK_M) + C * BLOCK_M
-        offs_m, offs_n, qs, ks_ptr, m_i, l_i, acc = _row_state(row0, QS, KS, pid_bh, kv_bh, n_qblk, n_kblk,
-                                                              s_layout, o_layout, BLOCK_M, BN, D_PAD, Q_SCALE_ROWS)
-        q = q_smem.index(C)
+        row0, offs_m, offs_n, qs, ks_ptr, m_i, l_i, acc, q = _consumer_start(
+            pid_m, C, NC, q_smem, q_bar, QS, KS, pid_bh, kv_bh, n_qblk, n_kblk, BLOCK_M, BN, D_PAD, Q_SCALE_ROWS)
         ones = ones_smem.index(C)
-        mbarrier.wait(q_bar.index(C), 0)
         n_rounds = (n_all + 1) // 2
         n_full_r = n_full // 2  # rounds whose two tiles need no mask
 

@@ -99,6 +99,21 @@ if gluon is not None:
         return offs_m, offs_n, qs, KS + kv_bh * n_kblk, m_i, l_i, acc
 
     @gluon.jit
+    def _consumer_start(pid_m, C: gl.constexpr, NC: gl.constexpr, q_smem, q_bar, QS, KS, pid_bh, kv_bh, n_qblk,
+                        n_kblk, BLOCK_M: gl.constexpr, BN: gl.constexpr, D_PAD: gl.constexpr,
+                        Q_SCALE_ROWS: gl.constexpr):
+        """Consumer C's start (either consumer loop): its first query row, _row_state's values and its Q tile in
+        shared memory, once loaded."""
+        s_layout: gl.constexpr = _mma_layout(4, BN)
+        o_layout: gl.constexpr = _mma_layout(4, D_PAD)
+        row0 = pid_m * (NC * BLOCK_M) + C * BLOCK_M
+        offs_m, offs_n, qs, ks_ptr, m_i, l_i, acc = _row_state(row0, QS, KS, pid_bh, kv_bh, n_qblk, n_kblk,
+                                                              s_layout, o_layout, BLOCK_M, BN, D_PAD, Q_SCALE_ROWS)
+        q = q_smem.index(C)
+        mbarrier.wait(q_bar.index(C), 0)
+        return row0, offs_m, offs_n, qs, ks_ptr, m_i, l_i, acc, q
+
+    @gluon.jit
     def _softmax_tile(s_i32, c, m_i, l_i, offs_m, offs_n, start_n, seq_k, MASK: gl.constexpr,
                       IS_CAUSAL: gl.constexpr, ROWSUM: gl.constexpr = True):
         """Scores of one tile -> (P in [0, 448] fp32, alpha, new m, new l); sage_triton's arithmetic.
