@@ -84,6 +84,15 @@ VARIANTS = {  # name -> launch of attend_gluon (every other argument at its defa
     # accumulation and row sums by wgmma; two consumers; `stages` counts rounds (2 tiles each)
     "ws2-pair-s2": dict(pair=True, direct=True, sum_mma=True, consumers=2, stages=2),
     "ws2-pair-s3": dict(pair=True, direct=True, sum_mma=True, consumers=2, stages=3),
+    # QFOLD (session 18): each consumer quantizes its own Q rows (the quantization launch skips Q)
+    "ws2-pair-s2-foldq": dict(pair=True, direct=True, sum_mma=True, consumers=2, stages=2, fold_q=True),
+    # one warpgroup barrier per round instead of three (session 18)
+    "ws2-pair-s2-lean": dict(pair=True, direct=True, sum_mma=True, consumers=2, stages=2, lean_sync=True),
+    "ws2-pair-s2-lean-foldq": dict(pair=True, direct=True, sum_mma=True, consumers=2, stages=2, lean_sync=True,
+                                   fold_q=True),
+    "ws2-nopp-split-direct-sum-c3-s4-foldq": dict(direct=True, sum_mma=True, fold_q=True),
+    "ws2-nopp-split-c3-s4-foldq": dict(fold_q=True),
+    "ws2-nopp-split-sum-c3-s4-foldq": dict(sum_mma=True, fold_q=True),
     "default": None,  # sage_attention_gluon's default_launch for each shape (what the sage backend runs)
 }
 
@@ -91,6 +100,12 @@ VARIANTS = {  # name -> launch of attend_gluon (every other argument at its defa
 def resolved(launch, xg, causal: bool) -> dict:
     """attend_gluon's keyword arguments: `launch`, or default_launch's for these quantized inputs."""
     return launch if launch is not None else default_launch(xg.q8.shape[-1], causal, False, xg.shape[4])
+
+
+def folded(q, launch):
+    """attend_gluon's q: the raw Q for a launch that quantizes it in the kernel (fold_q), else None. (The kernel
+    then still reads xg's K/V; Q's INT8 copy in xg goes unread: '-kernel' times include Q's quantization.)"""
+    return q if launch is not None and launch.get("fold_q") else None
 
 
 def cudnn(q, k, v, causal):
@@ -139,7 +154,7 @@ def main():
             for _ in range(2):  # the first launch compiles; ncu's --launch-skip can drop it
                 attend(x, False, q.dtype, launch=dict(num_warps=4, num_stages=3))
                 for launch in variants.values():
-                    attend_gluon(xg, False, q.dtype, **resolved(launch, xg, False))
+                    attend_gluon(xg, False, q.dtype, q=folded(q, launch), **resolved(launch, xg, False))
             torch.cuda.synchronize()
         return
     bhs = [(1, 24)] if args.quick else [tuple(int(y) for y in x.split("x")) for x in args.batches.split(",")]
@@ -170,7 +185,7 @@ def main():
         fns["triton-kernel"] = lambda q, k, v, c: attend(x, c, q.dtype)
         for name, launch in variants.items():
             fns["gluon-kernel:" + name] = lambda q, k, v, c, launch=launch: attend_gluon(
-                xg, c, q.dtype, **resolved(launch, xg, c))
+                xg, c, q.dtype, q=folded(q, launch), **resolved(launch, xg, c))
         res = {}
         for name, fn in fns.items():
             if name != "cudnn" and "kernel" not in name and n <= 16384 and b == 1:
@@ -181,7 +196,8 @@ def main():
             except Exception as exc:  # a variant that cannot run a shape: record and go on
                 print(f"  {name} failed at {label}: {type(exc).__name__}: {exc}", file=sys.stderr)
         for name in variants:  # same quantized inputs, two kernels: how far apart
-            g = attend_gluon(xg, causal, q.dtype, **resolved(variants[name], xg, causal))[:, :2].float()
+            g = attend_gluon(xg, causal, q.dtype, q=folded(q, variants[name]),
+                             **resolved(variants[name], xg, causal))[:, :2].float()
             t = attend(x, causal, q.dtype)[:, :2].float()
             e = error_stats(g, t)
             acc_rows.append(dict(shape=label, impl=f"gluon:{name} vs triton (same inputs)", cosine=e.cosine,

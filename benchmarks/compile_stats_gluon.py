@@ -25,15 +25,25 @@ from bench_gluon import VARIANTS  # noqa: E402
 from smartcompile.kernels import sage_gluon as sg  # noqa: E402
 
 
-def fake_quantized(d: int, sq: int = 1000, sk: int = 1500, b: int = 1, hq: int = 4, hkv: int = 2):
+def fake_quantized(d: int, sq: int = 1000, sk: int = 1500, b: int = 1, hq: int = 4, hkv: int = 2, block_q: int = 64):
     """The fields of sage_triton's QuantizedQKV that attend_gluon reads, as CPU tensors (never read)."""
-    nq, nk = -(-sq // 64) * 64, -(-sk // 128) * 128
-    return SimpleNamespace(fp8=True, block_q=64, block_k=128, shape=(b, hq, hkv, sq, sk, d), v_wgmma_order=True,
+    nq, nk = -(-sq // block_q) * block_q, -(-sk // 128) * 128
+    return SimpleNamespace(fp8=True, block_q=block_q, sm_scale=d ** -0.5, q_written=True, block_k=128, shape=(b, hq, hkv, sq, sk, d), v_wgmma_order=True,
                            q8=torch.empty(b * hq, nq, d, dtype=torch.int8),
                            k8=torch.empty(b * hkv, nk, d, dtype=torch.int8),
                            v=torch.empty(b * hkv * d, nk, dtype=torch.float8_e4m3fn),
-                           q_scale=torch.empty(b * hq * nq // 64), k_scale=torch.empty(b * hkv * nk // 128),
+                           q_scale=torch.empty(b * hq * nq // block_q), k_scale=torch.empty(b * hkv * nk // 128),
                            v_amax=torch.empty(b * hkv * d))
+
+
+def sparse_block_lists(x, causal: bool):
+    """Block lists of every other K block per 128 query rows (the values are never read: only their types)."""
+    from smartcompile.kernels.sparge_triton import block_lists_torch
+
+    b, hq, _, sq, sk, _ = x.shape
+    block_map = torch.zeros(b, hq, -(-sq // 128), -(-sk // 128), dtype=torch.bool)
+    block_map[..., ::2] = True
+    return block_lists_torch(block_map, sk, 128, 128, causal)
 
 
 def compile_sm90a(fn, args, kwargs):
@@ -146,6 +156,7 @@ def main():
     ap.add_argument("--causal", default="0,1")
     ap.add_argument("--sass", action="store_true", help="also count SASS instructions (cuobjdump)")
     ap.add_argument("--loop", action="store_true", help="also list the basic blocks of a consumer's main loop")
+    ap.add_argument("--blocks", action="store_true", help="launch on Sparge's block lists (query blocks of 128)")
     args = ap.parse_args()
     for name in args.launches.split(","):
         for d in (int(x) for x in args.dims.split(",")):
@@ -159,7 +170,11 @@ def main():
                 real = sg._sage_fwd_sm90_ws2
                 sg._sage_fwd_sm90_ws2 = Recorder()
                 try:
-                    sg.attend_gluon(fake_quantized(d), causal, torch.bfloat16, **VARIANTS[name])
+                    x = fake_quantized(d, block_q=128 if args.blocks else 64)
+                    blocks = sparse_block_lists(x, causal) if args.blocks else None
+                    b, hq, _, sq, _, _ = x.shape
+                    q = torch.empty(b, hq, sq, d, dtype=torch.bfloat16) if VARIANTS[name].get("fold_q") else None
+                    sg.attend_gluon(x, causal, torch.bfloat16, blocks=blocks, q=q, **VARIANTS[name])
                 finally:
                     sg._sage_fwd_sm90_ws2 = real
                 [(a, k)] = calls
@@ -171,7 +186,8 @@ def main():
                     continue
                 ptx = kernel.asm["ptx"]
                 sass = f"  {sass_counts(kernel.asm['cubin'])}" if args.sass else ""
-                print(f"{name:28s} D{d:<3d} causal={int(causal)}  {ptxas_stats(ptx)}  smem {kernel.metadata.shared} "
+                name_shown = f"{name}+blocks" if args.blocks else name
+                print(f"{name_shown:28s} D{d:<3d} causal={int(causal)}  {ptxas_stats(ptx)}  smem {kernel.metadata.shared} "
                       f"wgmma {ptx.count('wgmma.mma_async')}{sass}")
                 if args.loop:
                     for at, n, top in hot_loop_blocks(kernel.asm["cubin"]):

@@ -45,7 +45,7 @@ set -o pipefail
 source benchmarks/gpu_setup.sh .whl
 with_scratch="import runpy, sys; from smartcompile.kernels import scratch; scratch.ENABLED = True; \
 sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
-case ${1:?stage: sparge-pair-bench, sparge-pair, anchors-d128, wan-kernels, ship-pair, pair, sum, long-rows, host, default-timing, ncu, probe, sparge-sum, split-direct, bn64, direct, anchors, sparge-gluon, scratch, scratch-order, tests-sage, tests-gluon-launches, tests-other, tests-sparge or wan32k} in
+case ${1:?stage: fold-q, wan-sparse-pair, ship-sparse-pair, sparge-pair-bench, sparge-pair, anchors-d128, wan-kernels, ship-pair, pair, sum, long-rows, host, default-timing, ncu, probe, sparge-sum, split-direct, bn64, direct, anchors, sparge-gluon, scratch, scratch-order, tests-sage, tests-gluon-launches, tests-other, tests-sparge or wan32k} in
   sum)  # session 14: the shipped default_launch (row sums by wgmma, TMA ones) and its alternatives, GPU tests
     timeout 330 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sage_gluon.py -k "default or sum or lse or large or selects" \
         > $OUT/gpu_tests_sage_gluon.log 2>&1
@@ -68,6 +68,38 @@ case ${1:?stage: sparge-pair-bench, sparge-pair, anchors-d128, wan-kernels, ship
         --causal-lens 4096,16384 --out $OUT --variants ws2-nopp-split-c3-s4,ws2-nopp-split-sum-c3-s4,ws2-nopp-split-direct-sum-c3-s4 \
         > $OUT/bench_gluon_causal.log 2>&1
     echo "bench rc=$?"; grep -h "cudnn \|^B1\|causal.*cos\|triton-kernel\|^    gluon" $OUT/bench_gluon_causal.log | head -70 ;;
+  fold-q)  # session 18: Q quantized by the consumers (fold_q) and pairs with one barrier per round (lean_sync):
+    # bit-identity tests, then timing against the shipped
+    timeout 180 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sage_gluon.py -k "fold_q or lean" \
+        > $OUT/gpu_tests_fold_q.log 2>&1
+    echo "fold_q/lean tests rc=$? $(tail -1 $OUT/gpu_tests_fold_q.log)"; grep -h -A3 "^FAILED\|Error" $OUT/gpu_tests_fold_q.log | head -20
+    timeout 210 python3 benchmarks/bench_gluon.py --dims 128 --lens 4096,16384 --batches 1x24 --causal-dims "" \
+        --out $OUT/d128 --variants default,ws2-pair-s2-foldq,ws2-pair-s2-lean,ws2-pair-s2-lean-foldq \
+        > $OUT/bench_gluon_fold_d128.log 2>&1
+    echo "bench D128 rc=$?"; sed -n '/^TFLOP/,$p' $OUT/bench_gluon_fold_d128.log | head -30
+    timeout 130 python3 benchmarks/bench_gluon.py --dims 64 --lens 4096,16384 --batches 1x24 --causal-dims "" \
+        --out $OUT/d64 --variants default,ws2-nopp-split-direct-sum-c3-s4-foldq > $OUT/bench_gluon_fold_d64.log 2>&1
+    echo "bench D64 rc=$?"; sed -n '/^TFLOP/,$p' $OUT/bench_gluon_fold_d64.log | head -30 ;;
+  wan-sparse-pair)  # session 18: Wan auto and Sparge 50% (128-row blocks: sparge_gluon, now in pairs), then 4k
+    # Sparge timed twice per launch (call 1 saw the first launch timed at each D run ~2x slower), eager and as graphs
+    timeout 420 python3 benchmarks/bench_wan.py --frames 21 --rounds 3 --repeats 3 \
+        --policies "auto,sparge 50% self-attention 128-row blocks" --out $OUT > $OUT/bench_wan_32760.log 2>&1
+    echo "wan rc=$?"; tail -5 $OUT/bench_wan_32760.log
+    for g in ""; do
+      timeout 90 python3 benchmarks/bench_sparge.py --lens 4096 --dims 128 --densities 0.5 --kinds structured $g \
+          --impls gluon128-sum,gluon128-pair,gluon128-sum,gluon128-pair --out $OUT > $OUT/bench_sparge_4k$g.log 2>&1
+      echo "bench $g rc=$?"; grep "D[0-9]" $OUT/bench_sparge_4k$g.log
+    done ;;
+  ship-sparse-pair)  # session 18: the dense pair tests (rounds took block lists after their s17 run), then
+    # SPARSE_PAIR_LAUNCH as sparse_launch's: every sparge_gluon test, then its timing at D128 and D64
+    timeout 230 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sage_gluon.py -k "pair or default" \
+        > $OUT/gpu_tests_pair.log 2>&1
+    echo "pair/default tests rc=$? $(tail -1 $OUT/gpu_tests_pair.log)"; grep -h -A3 "^FAILED\|Error" $OUT/gpu_tests_pair.log | head -20
+    timeout 150 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sparge_gluon.py > $OUT/gpu_tests_sparge_gluon.log 2>&1
+    echo "sparge_gluon tests rc=$? $(tail -1 $OUT/gpu_tests_sparge_gluon.log)"; grep -h -A3 "^FAILED\|Error" $OUT/gpu_tests_sparge_gluon.log | head -20
+    timeout 190 python3 benchmarks/bench_sparge.py --lens 4096,16384 --dims 128,64 --densities 0.5 --kinds structured \
+        --impls gluon128-pair,gluon128-sum --out $OUT > $OUT/bench_sparge_pair.log 2>&1
+    echo "bench rc=$?"; grep "D[0-9]" $OUT/bench_sparge_pair.log ;;
   sparge-pair)  # session 17: rounds of two kept blocks (SPARSE_PAIR_LAUNCH): GPU tests, then timing against sum_mma
     timeout 130 python3 -m pytest -q -p no:cacheprovider -rf tests/test_gpu_sparge_gluon.py -k "rounds" \
         > $OUT/gpu_tests_sparge_pair.log 2>&1

@@ -59,6 +59,7 @@ def _fake_quantized(d: int, sq: int = 1000, sk: int = 1500, b: int = 1, hq: int 
 
     nq, nk = -(-sq // 64) * 64, -(-sk // 128) * 128
     return SimpleNamespace(fp8=True, block_q=64, block_k=128, shape=(b, hq, hkv, sq, sk, d), v_wgmma_order=True,
+                           sm_scale=d ** -0.5, q_written=True,
                            q8=torch.empty(b * hq, nq, d, dtype=torch.int8),
                            k8=torch.empty(b * hkv, nk, d, dtype=torch.int8),
                            v=torch.empty(b * hkv * d, nk, dtype=torch.float8_e4m3fn),
@@ -123,6 +124,47 @@ def test_kernels_compile_for_sm90a_without_a_gpu(launch, d, causal, lse, monkeyp
     # conversion there took 32 shfl.sync.idx per softmax copy (65 in all for ws2 at D128 before, 97 at D64);
     # 1-5 remain outside the loop. The row max/sum reductions are shfl.sync.bfly.
     assert ptx.count("shfl.sync.idx") <= 8, ptx.count("shfl.sync.idx")
+
+
+@pytest.mark.parametrize("launch", [sg.PAIR_LAUNCH, {**sg.DEFAULT_LAUNCH, "direct": True, "sum_mma": True}],
+                         ids=["pair", "c3-direct-sum"])
+@pytest.mark.parametrize("d", [64, 128])
+def test_fold_q_compiles_for_sm90a_and_reads_q(launch, d, monkeypatch, tmp_path):
+    """fold_q: the kernel reads the raw bf16 Q (ld.global of 16-byte vectors), rounds with div.rn as the
+    quantization launch does, and still issues the INT8 wgmma from shared memory."""
+    _needs_triton_36()
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    calls = []
+    x = _fake_quantized(d)
+    b, hq, _, sq, _, _ = x.shape
+    q = torch.empty(b, hq, sq, d, dtype=torch.bfloat16)
+    monkeypatch.setattr(sg, "_sage_fwd_sm90_ws2", _Recorder(sg._sage_fwd_sm90_ws2, calls))
+    sg.attend_gluon(x, False, torch.bfloat16, q=q, fold_q=True, **launch)
+    [(fn, args, kwargs)] = calls
+    assert kwargs["QFOLD"] and args[-5] is q and args[-1] == pytest.approx(d ** -0.5 * 1.4426950408889634)
+    ptx = _sm90a_ptx(fn, args, kwargs)
+    assert "div.rn.f32" in ptx and "ld.global.v4.b32" in ptx
+    assert "wgmma.mma_async.sp" not in ptx and ".s8.s8" in ptx
+
+
+def test_fold_q_refuses_what_it_cannot_take():
+    """attend_gluon(fold_q=True) needs the raw q (contiguous last dim, the quantized shape), dense, no LSE; a
+    QuantizedQKV without Q is refused by every reader that needs Q."""
+    from types import SimpleNamespace
+
+    x = _fake_quantized(128)
+    q = torch.empty(1, 4, 1000, 128, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="fold_q=True takes the raw q"):
+        sg.attend_gluon(x, False, torch.bfloat16, fold_q=True)
+    with pytest.raises(ValueError, match="no LSE"):
+        sg.attend_gluon(x, False, torch.bfloat16, return_lse=True, q=q, fold_q=True)
+    with pytest.raises(ValueError, match="contiguous last dim"):
+        sg.attend_gluon(x, False, torch.bfloat16, q=q.transpose(2, 3).contiguous().transpose(2, 3), fold_q=True)
+    with pytest.raises(ValueError, match=r"must be \(1, 4, 1000, 128\)"):
+        sg.attend_gluon(x, False, torch.bfloat16, q=q[:, :, :999], fold_q=True)
+    no_q = SimpleNamespace(**{**vars(x), "q_written": False})
+    with pytest.raises(ValueError, match="Q was not quantized"):
+        sg.attend_gluon(no_q, False, torch.bfloat16)
 
 
 @pytest.mark.parametrize("pair", [False, True], ids=["tiles", "pair"])
@@ -361,17 +403,19 @@ def test_sparge_gluon_selection_leaves_head_dim_64_causal_to_triton(monkeypatch)
                                                                            q_len=8192))[0]
 
 
-def test_sparse_launch_sums_by_wgmma_except_with_an_lse():
-    from smartcompile.kernels.sparge_gluon import SPARSE_LAUNCH, sparse_launch
+def test_sparse_launch_goes_in_pairs_except_with_an_lse():
+    from smartcompile.kernels.sparge_gluon import SPARSE_LAUNCH, SPARSE_PAIR_LAUNCH, sparse_launch
 
-    assert sparse_launch(False) == {**SPARSE_LAUNCH, "sum_mma": True}
+    assert sparse_launch(False) == SPARSE_PAIR_LAUNCH and sparse_launch(False) is not SPARSE_PAIR_LAUNCH
     assert sparse_launch(True) == SPARSE_LAUNCH and sparse_launch(True) is not SPARSE_LAUNCH
-    assert "sum_mma" not in SPARSE_LAUNCH  # the FADD launch stays what bench_sparge's `gluon128` times
+    # pairs need the one-level accumulation and the row sums by wgmma, which have no LSE
+    assert SPARSE_PAIR_LAUNCH["pair"] and SPARSE_PAIR_LAUNCH["direct"] and SPARSE_PAIR_LAUNCH["sum_mma"]
+    assert "sum_mma" not in SPARSE_LAUNCH and "pair" not in SPARSE_LAUNCH  # what bench_sparge's `gluon128` times
 
 
 @pytest.mark.parametrize("return_lse", [False, True])
 def test_sparge_attention_gluon_launches_the_sparse_launch(return_lse, monkeypatch):
-    """What sparge_attention_gluon hands attend_gluon: the row sums by wgmma without an LSE, never with one."""
+    """What sparge_attention_gluon hands attend_gluon: rounds of two kept blocks without an LSE, never with one."""
     from smartcompile.kernels import sage_quantize, sage_triton, sparge_gluon, sparge_select
     from smartcompile.kernels.config import SpargeConfig
 
@@ -390,7 +434,7 @@ def test_sparge_attention_gluon_launches_the_sparse_launch(return_lse, monkeypat
     sparge_gluon.sparge_attention_gluon(q, k, v, None, False, None, config, return_lse=return_lse)
     [(lse, blocks, launch)] = seen
     assert lse == return_lse and blocks == "lists"
-    assert launch == sparge_gluon.sparse_launch(return_lse) and launch.get("sum_mma", False) != return_lse
+    assert launch == sparge_gluon.sparse_launch(return_lse) and launch.get("pair", False) != return_lse
 
 
 def _compile_instead_of_launching(fn, received, monkeypatch) -> None:

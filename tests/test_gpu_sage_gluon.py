@@ -250,3 +250,74 @@ def test_default_launch_same_bits_on_a_side_stream_and_in_a_cuda_graph():
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(got_side, want) and torch.equal(got_graph, want)
+
+
+# fold_q (session 18): the consumers quantize their own Q rows (the quantization launch skips Q)
+FOLD_LAUNCHES = {"pair": PAIR_LAUNCH, "c3-direct-sum": dict(direct=True, sum_mma=True),
+                 "split-c3": DEFAULT_LAUNCH, "sum": dict(sum_mma=True)}
+FOLD_SHAPES = SHAPES[:6] + [(1, 3, 3, 200, 333, 128, False), (1, 2, 1, 333, 200, 128, True),
+                            (1, 16, 16, 1, 129, 64, False)]
+
+
+@pytest.mark.parametrize("shape", FOLD_SHAPES, ids=[spec_id(*s[:6], extra="causal" if s[6] else "")
+                                                    for s in FOLD_SHAPES])
+@pytest.mark.parametrize("launch", FOLD_LAUNCHES.values(), ids=FOLD_LAUNCHES.keys())
+@pytest.mark.parametrize("layout", ["HND", "NHD"])
+def test_fold_q_gives_the_same_bits_as_the_quantization_launch(shape, launch, layout, seed):
+    """Q quantized by each consumer (_fold_q) is sage_quantize's arithmetic: the output is bit for bit the same
+    launch's on Q quantized by the quantization launch; odd lengths (tail rows), GQA, Sq != Sk, token-major views."""
+    from smartcompile.kernels.sage_gluon import GLUON_CONFIG, attend_gluon
+    from smartcompile.kernels.sage_quantize import quantize
+
+    b, hq, hkv, sq, sk, d, causal = shape
+    if launch.get("pair") and (causal or d <= 64):
+        pytest.skip("pairs: D128 non-causal is what ships (the other cases are covered by the other launches)")
+    q, k, v = (make_cuda_input(b, n, s, d, torch.bfloat16, layout) for n, s in ((hq, sq), (hkv, sk), (hkv, sk)))
+    q_before = q.clone()
+    x = quantize(q, k, v, None, GLUON_CONFIG, v_wgmma_order=True)
+    want = attend_gluon(x, causal, q.dtype, **launch)
+    xf = quantize(q, k, v, None, GLUON_CONFIG, v_wgmma_order=True, with_q=False)
+    assert not xf.q_written
+    got = attend_gluon(xf, causal, q.dtype, q=q, fold_q=True, **launch)
+    assert torch.equal(q, q_before)
+    assert torch.isfinite(got).all()
+    assert torch.equal(got, want), f"seed {seed}: max diff {(got.float() - want.float()).abs().max().item()}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_fold_q_large_magnitudes_and_the_entry_point(dtype, seed):
+    """Large-magnitude Q (amax near the dtype's range times the softmax scale) stays finite, and
+    sage_attention_gluon with a fold_q launch equals the same launch without it; with an LSE it quantizes Q in
+    the quantization launch (the LSE path takes no fold_q)."""
+    from smartcompile.kernels.sage_gluon import GLUON_CONFIG, PAIR_LAUNCH as SHIPPED_PAIR, sage_attention_gluon
+
+    q, k, v = (make_cuda_input(1, 4, 2049, 128, dtype, "HND", scale=200.0 if i == 0 else 1.0) for i in range(3))
+    a = sage_attention_gluon(q, k, v, None, False, None, GLUON_CONFIG, launch={**SHIPPED_PAIR, "fold_q": True})
+    b = sage_attention_gluon(q, k, v, None, False, None, GLUON_CONFIG, launch=SHIPPED_PAIR)
+    assert torch.isfinite(a).all() and torch.equal(a, b), f"seed {seed}"
+    out, lse = sage_attention_gluon(q, k, v, None, False, None, GLUON_CONFIG, return_lse=True,
+                                    launch={**DEFAULT_LAUNCH, "fold_q": True})
+    out2, lse2 = sage_attention_gluon(q, k, v, None, False, None, GLUON_CONFIG, return_lse=True, launch=DEFAULT_LAUNCH)
+    assert torch.equal(out, out2) and torch.equal(lse, lse2)
+
+
+@pytest.mark.parametrize("shape", FOLD_SHAPES, ids=[spec_id(*s[:6], extra="causal" if s[6] else "")
+                                                    for s in FOLD_SHAPES])
+def test_lean_sync_gives_the_same_bits(shape, seed):
+    """lean_sync (session 18: one warpgroup barrier per round of pairs instead of three) changes only the
+    synchronisation: the same bits as the pair launch without it, dense and on Sparge's block lists."""
+    from smartcompile.kernels.config import SpargeConfig
+    from smartcompile.kernels.sage_gluon import GLUON_CONFIG, attend_gluon
+    from smartcompile.kernels.sage_quantize import quantize
+    from smartcompile.kernels.sparge_gluon import SPARSE_PAIR_LAUNCH, sparge_attention_gluon
+
+    b, hq, hkv, sq, sk, d, causal = shape
+    q, k, v = (make_cuda_input(b, n, s, d, torch.bfloat16, "HND") for n, s in ((hq, sq), (hkv, sk), (hkv, sk)))
+    x = quantize(q, k, v, None, GLUON_CONFIG, v_wgmma_order=True)
+    want = attend_gluon(x, causal, q.dtype, **PAIR_LAUNCH)
+    got = attend_gluon(x, causal, q.dtype, lean_sync=True, **PAIR_LAUNCH)
+    assert torch.isfinite(got).all() and torch.equal(got, want), f"seed {seed}"
+    config = SpargeConfig(block_q=128, sparsity_ratio=0.5)
+    want = sparge_attention_gluon(q, k, v, None, causal, None, config, launch=SPARSE_PAIR_LAUNCH)
+    got = sparge_attention_gluon(q, k, v, None, causal, None, config, launch={**SPARSE_PAIR_LAUNCH, "lean_sync": True})
+    assert torch.equal(got, want), f"sparse, seed {seed}"

@@ -193,14 +193,19 @@ def test_attend_through_fused_matches(pv, causal, seed, monkeypatch):
 def test_quantize_takes_the_fused_path_up_to_its_size_limit_or_to_pool(past_limit, pool, want, monkeypatch):
     taken = []
     monkeypatch.setattr(sage_quantize, "quantize_fused",
-                        lambda *a, pool, v_wgmma_order, reuse_buffers: taken.append("fused"))
-    monkeypatch.setattr(sage_quantize, "quantize_staged", lambda *a, pool, v_wgmma_order: taken.append("staged"))
+                        lambda *a, pool, v_wgmma_order, reuse_buffers, with_q: taken.append(("fused", with_q)))
+    monkeypatch.setattr(sage_quantize, "quantize_staged",
+                        lambda *a, pool, v_wgmma_order, with_q: taken.append(("staged", with_q)))
     q = torch.empty(1, 1, 1, 64, device=DEVICE)
     kv = torch.empty(1, 1, 1, 64, device=DEVICE).expand(1, 1, (sage_quantize.FUSED_MAX_ELEMENTS - 64) // 128, 64)
     v = kv if not past_limit else torch.empty(1, 1, 1, 64, device=DEVICE).expand(1, 1, kv.shape[2] + 2, 64)
     assert (q.numel() + kv.numel() + v.numel() > sage_quantize.FUSED_MAX_ELEMENTS) == bool(past_limit)
     sage_quantize.quantize(q, kv, v, None, SageConfig(), pool=pool)
-    assert taken == [want]
+    assert taken == [(want, True)]
+    if not pool:  # with_q reaches either path
+        taken.clear()
+        sage_quantize.quantize(q, kv, v, None, SageConfig(), with_q=False)
+        assert taken == [(want, False)]
 
 
 @in_process
@@ -240,3 +245,25 @@ def test_v_wgmma_order_permutes_only_vs_keys(fused, seed):
         quant(q, k, v, None, SageConfig(pv_precision="fp16"), v_wgmma_order=True)
     with pytest.raises(ValueError, match="block_k a multiple of 16; got block_k=8"):  # its stores would overrun
         quant(q, k, v, None, SageConfig(pv_precision="fp8", block_k=8), v_wgmma_order=True)
+
+
+@in_process
+@pytest.mark.parametrize("fused", [False, True], ids=["staged", "fused"])
+def test_with_q_false_leaves_q_and_nothing_else(fused, seed):
+    """with_q=False (a kernel that quantizes Q itself, sage_gluon's fold_q): K and V are the same bits, Q is marked
+    unwritten, the Triton kernel refuses it, and pooling (which reads Q) refuses with_q=False."""
+    quant = quantize_fused if fused else quantize_staged
+    q = _make(1, 4, 77, 64, torch.bfloat16, "NHD", 1.0)
+    k = _make(1, 2, 300, 64, torch.bfloat16, "NHD", 1.0, offset=3.0)
+    v = _make(1, 2, 300, 64, torch.bfloat16, "NHD", 1.0)
+    config = SageConfig(pv_precision="fp8")
+    full = quant(q, k, v, None, config, v_wgmma_order=True)
+    no_q = quant(q, k, v, None, config, v_wgmma_order=True, with_q=False)
+    assert full.q_written and not no_q.q_written
+    for name in ("k8", "k_scale", "v", "v_amax"):
+        assert torch.equal(_bits(getattr(no_q, name)), _bits(getattr(full, name))), f"{name}, seed {seed}"
+    assert no_q.q8.shape == full.q8.shape and no_q.q_scale.shape == full.q_scale.shape
+    with pytest.raises(ValueError, match="Q was not quantized"):
+        attend(quant(q, k, v, None, config, with_q=False), False, torch.bfloat16)
+    with pytest.raises(ValueError, match="with_q=False with pool=True"):
+        quant(q, k, v, None, config, pool=True, with_q=False)

@@ -48,7 +48,7 @@ from typing import Optional
 import torch
 
 from .config import SageConfig
-from .constants import GLUON_BLOCK_Q, GLUON_SPARSE_BLOCK_Q, KV_BLOCK, SUPPORTED_HEAD_DIMS
+from .constants import GLUON_BLOCK_Q, GLUON_SPARSE_BLOCK_Q, KV_BLOCK, LOG2E, SUPPORTED_HEAD_DIMS
 from . import scratch
 from .launch_cache import launch
 from .tma_launch import TmaArg
@@ -93,14 +93,20 @@ if gluon is not None:
     @gluon.jit
     def _ws2_producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, q_row0, k_row0,
                       v_row0, n_all, lut_row, STAGES: gl.constexpr, BN: gl.constexpr, NC: gl.constexpr,
-                      SPARSE: gl.constexpr, ones_desc, ones_smem, SUM_MMA: gl.constexpr):
+                      SPARSE: gl.constexpr, ones_desc, ones_smem, SUM_MMA: gl.constexpr, QFOLD: gl.constexpr):
+        # QFOLD: the consumers quantize their Q tiles themselves; without SUM_MMA their q barriers are then
+        # arrived at with no bytes
+        q_bytes: gl.constexpr = 0 if QFOLD else q_desc.block_type.nbytes
         for c in gl.static_range(NC):
             if SUM_MMA:  # each consumer's ones tile arrives with its Q tile (TMA: see _sage_fwd_sm90_ws2)
-                mbarrier.expect(q_bar.index(c), q_desc.block_type.nbytes + ones_desc.block_type.nbytes)
+                mbarrier.expect(q_bar.index(c), q_bytes + ones_desc.block_type.nbytes)
                 tma.async_copy_global_to_shared(ones_desc, [0, 0], q_bar.index(c), ones_smem.index(c))
+            elif QFOLD:
+                mbarrier.arrive(q_bar.index(c), count=1)
             else:
-                mbarrier.expect(q_bar.index(c), q_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(q_desc, [q_row0 + _BLOCK_Q * c, 0], q_bar.index(c), q_smem.index(c))
+                mbarrier.expect(q_bar.index(c), q_bytes)
+            if not QFOLD:
+                tma.async_copy_global_to_shared(q_desc, [q_row0 + _BLOCK_Q * c, 0], q_bar.index(c), q_smem.index(c))
         for j in range(0, n_all):
             slot = j % STAGES
             # every consumer releases a slot (count NC); a fresh barrier passes parity 1
@@ -118,7 +124,8 @@ if gluon is not None:
                       BN: gl.constexpr, D_PAD: gl.constexpr, STAGES: gl.constexpr, IS_CAUSAL: gl.constexpr,
                       STORE_LSE: gl.constexpr, PINGPONG: gl.constexpr, INTRA: gl.constexpr, NC: gl.constexpr,
                       SPLIT: gl.constexpr, EARLY: gl.constexpr, SPARSE: gl.constexpr, Q_SCALE_ROWS: gl.constexpr,
-                      DIRECT: gl.constexpr, SUM_MMA: gl.constexpr, ones_smem):
+                      DIRECT: gl.constexpr, SUM_MMA: gl.constexpr, ones_smem, Q, stride_qb, stride_qh, stride_qn,
+                      q_mult, QFOLD: gl.constexpr):
         # DIRECT: one-level accumulation, P V onto O in the FP8 wgmma's own accumulator. SUM_MMA (not INTRA): P's row
         # sums by a wgmma against the consumer's ones tile, issued after P V
         ROWSUM: gl.constexpr = not SUM_MMA
@@ -130,7 +137,8 @@ if gluon is not None:
         o_layout: gl.constexpr = _mma_layout(4, D_PAD)
         p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=4)
         row0, offs_m, offs_n, qs, ks_ptr, m_i, l_i, acc, q = _consumer_start(
-            pid_m, C, NC, q_smem, q_bar, QS, KS, pid_bh, kv_bh, n_qblk, n_kblk, BLOCK_M, BN, D_PAD, Q_SCALE_ROWS)
+            pid_m, C, NC, q_smem, q_bar, QS, KS, pid_bh, kv_bh, n_qblk, n_kblk, BLOCK_M, BN, D_PAD, Q_SCALE_ROWS, Q,
+            stride_qb, stride_qh, stride_qn, q_mult, b, h, seq_q, D, QFOLD)
         ones = ones_smem.index(C) if SUM_MMA else ones_smem  # (loaded with q: its wait covered it)
 
         # The loop is rotated so that only 32-bit values cross its back edge: an FP8 P carried from one
@@ -266,12 +274,13 @@ if gluon is not None:
     @gluon.jit
     def _sage_fwd_sm90_ws2(q_desc, k_desc, v_desc, QS, KS, VAMAX, O, LSE, LUT, COUNT, COUNT_FULL, stride_ob, stride_oh,
                            stride_on, q_heads, group, seq_q, seq_k, q_rows, n_qblk, n_kblk, lut_len, ones_desc,
-                           D: gl.constexpr, D_PAD: gl.constexpr, BLOCK_M: gl.constexpr, BN: gl.constexpr,
+                           Q, stride_qb, stride_qh, stride_qn, q_mult, D: gl.constexpr, D_PAD: gl.constexpr, BLOCK_M: gl.constexpr, BN: gl.constexpr,
                            STAGES: gl.constexpr, IS_CAUSAL: gl.constexpr, STORE_LSE: gl.constexpr,
                            PINGPONG: gl.constexpr, INTRA: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                            PRODUCER_REGS: gl.constexpr, NC: gl.constexpr, SPLIT: gl.constexpr, EARLY: gl.constexpr,
                            SPARSE: gl.constexpr, Q_SCALE_ROWS: gl.constexpr, DIRECT: gl.constexpr,
-                           SUM_MMA: gl.constexpr, PAIR: gl.constexpr, num_warps: gl.constexpr):
+                           SUM_MMA: gl.constexpr, PAIR: gl.constexpr, QFOLD: gl.constexpr, LEAN_SYNC: gl.constexpr,
+                           num_warps: gl.constexpr):
         # BLOCK_M: rows per consumer (64); a CTA covers NC * BLOCK_M query rows (NC = 2, or 3 non-causal).
         # q_rows: Q's padded rows per head; n_qblk Q scales (one per Q_SCALE_ROWS rows) per head.
         # SPARSE: the CTA's rows are one Sparge query block (NC * BLOCK_M rows); it walks that block's kept K
@@ -310,6 +319,8 @@ if gluon is not None:
                          "SPARSE: two consumers, INTRA off, K/V tiles of the sparse block size")
         gl.static_assert(not (DIRECT and (EARLY or (SPARSE and not PAIR))), "DIRECT: not with EARLY; SPARSE with PAIR")
         gl.static_assert(not (SUM_MMA and INTRA), "SUM_MMA: not with INTRA")
+        gl.static_assert(not QFOLD or (not SPARSE and Q_SCALE_ROWS == BLOCK_M),
+                         "QFOLD: dense, one Q scale per consumer's rows")
         gl.static_assert(not PAIR or (NC == 2 and DIRECT and SUM_MMA and not (INTRA or PINGPONG or EARLY)
                                       and not STORE_LSE and BN == _K_BLOCK),
                          "PAIR: two consumers, DIRECT and SUM_MMA, 128-key tiles; no INTRA, PINGPONG, EARLY or LSE")
@@ -332,14 +343,16 @@ if gluon is not None:
                 (_ws2_consumer_pair, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, QS, KS, VAMAX, O, LSE,
                                       stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k,
                                       n_qblk, n_kblk, n_full, n_all, lut_row, 0, D, BLOCK_M, BN, D_PAD, STAGES,
-                                      IS_CAUSAL, NC, SPARSE, Q_SCALE_ROWS, ones_smem)),
+                                      IS_CAUSAL, NC, SPARSE, Q_SCALE_ROWS, ones_smem, Q, stride_qb, stride_qh,
+                                      stride_qn, q_mult, QFOLD, LEAN_SYNC)),
                 (_ws2_consumer_pair, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, QS, KS, VAMAX, O, LSE,
                                       stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k,
                                       n_qblk, n_kblk, n_full, n_all, lut_row, 1, D, BLOCK_M, BN, D_PAD, STAGES,
-                                      IS_CAUSAL, NC, SPARSE, Q_SCALE_ROWS, ones_smem)),
+                                      IS_CAUSAL, NC, SPARSE, Q_SCALE_ROWS, ones_smem, Q, stride_qb, stride_qh,
+                                      stride_qn, q_mult, QFOLD, LEAN_SYNC)),
                 (_ws2_producer_pair, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar,
                                       q_row0, k_row0, v_row0, n_all, lut_row, STAGES, BN, NC, SPARSE, ones_desc,
-                                      ones_smem)),
+                                      ones_smem, QFOLD)),
             ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
         elif NC == 3:
             gl.warp_specialize([
@@ -347,19 +360,20 @@ if gluon is not None:
                              stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
                              n_full, n_all, lut_row, 0, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE,
                              PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS, DIRECT, SUM_MMA,
-                             ones_smem)),
+                             ones_smem, Q, stride_qb, stride_qh, stride_qn, q_mult, QFOLD)),
                 (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
                              stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
                              n_full, n_all, lut_row, 1, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE,
                              PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS, DIRECT, SUM_MMA,
-                             ones_smem)),
+                             ones_smem, Q, stride_qb, stride_qh, stride_qn, q_mult, QFOLD)),
                 (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
                              stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
                              n_full, n_all, lut_row, 2, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE,
                              PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS, DIRECT, SUM_MMA,
-                             ones_smem)),
+                             ones_smem, Q, stride_qb, stride_qh, stride_qn, q_mult, QFOLD)),
                 (_ws2_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, q_row0,
-                             k_row0, v_row0, n_all, lut_row, STAGES, BN, NC, SPARSE, ones_desc, ones_smem, SUM_MMA)),
+                             k_row0, v_row0, n_all, lut_row, STAGES, BN, NC, SPARSE, ones_desc, ones_smem, SUM_MMA,
+                             QFOLD)),
             ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
         else:
             gl.warp_specialize([
@@ -367,14 +381,15 @@ if gluon is not None:
                              stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
                              n_full, n_all, lut_row, 0, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE,
                              PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS, DIRECT, SUM_MMA,
-                             ones_smem)),
+                             ones_smem, Q, stride_qb, stride_qh, stride_qn, q_mult, QFOLD)),
                 (_ws2_consumer, (q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, turn_bar, QS, KS, VAMAX, O, LSE,
                              stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
                              n_full, n_all, lut_row, 1, D, BLOCK_M, BN, D_PAD, STAGES, IS_CAUSAL, STORE_LSE,
                              PINGPONG, INTRA, NC, SPLIT, EARLY, SPARSE, Q_SCALE_ROWS, DIRECT, SUM_MMA,
-                             ones_smem)),
+                             ones_smem, Q, stride_qb, stride_qh, stride_qn, q_mult, QFOLD)),
                 (_ws2_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, q_row0,
-                             k_row0, v_row0, n_all, lut_row, STAGES, BN, NC, SPARSE, ones_desc, ones_smem, SUM_MMA)),
+                             k_row0, v_row0, n_all, lut_row, STAGES, BN, NC, SPARSE, ones_desc, ones_smem, SUM_MMA,
+                             QFOLD)),
             ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 @functools.lru_cache(maxsize=None)
@@ -463,7 +478,8 @@ SPARSE_BLOCK_Q = GLUON_SPARSE_BLOCK_Q  # Sparge's query block on this kernel: on
 def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = False, *, stages: int = 4,
                  producer_regs: int = 24, pingpong: bool = False, intra: bool = False, consumer_regs: int = 240,
                  consumers: int = 3, split: bool = True, early: bool = False, blocks=None,
-                 block_n: int = KV_BLOCK, direct: bool = False, sum_mma: bool = False, pair: bool = False):
+                 block_n: int = KV_BLOCK, direct: bool = False, sum_mma: bool = False, pair: bool = False,
+                 fold_q: bool = False, lean_sync: bool = False, q: Optional[torch.Tensor] = None):
     """The Gluon attention kernel on sage_triton's quantized inputs (FP8 P.V, block_q 64 or 128, block_k 128, V
     in wgmma key order: `quantize(..., v_wgmma_order=True)`); the defaults are DEFAULT_LAUNCH's.
     consumers=3 applies at D_PAD 64, non-causal only (elsewhere 2), with 160 registers per consumer.
@@ -478,7 +494,12 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
     accumulated; an LSE would carry that rounding, so it is refused there.
     `pair` (with `direct` and `sum_mma`, two consumers): rounds of two 128-key tiles, one softmax over 256 scores;
     `stages` then counts ring slots of two tiles each (at most 3 at D_PAD 128: shared memory). With block lists a
-    round takes two kept blocks."""
+    round takes two kept blocks.
+    `fold_q` (dense, no LSE): each consumer quantizes its own 64 query rows from `q` (the (B, Hq, Sq, D) input, last
+    dim contiguous) with sage_quantize's arithmetic, so x may come from quantize(..., with_q=False): the quantization
+    launch neither reads Q nor writes its INT8 copy.
+    `lean_sync` (with `pair`): one warpgroup barrier per round instead of the three Triton's membar puts before the
+    slot waits and the slot release (gluon_notes.md, step 15)."""
     if not x.fp8 or x.block_q not in (GLUON_BLOCK_Q, SPARSE_BLOCK_Q) or x.block_k != KV_BLOCK:
         raise ValueError(f"the Gluon kernel takes FP8 P.V with block_q {GLUON_BLOCK_Q} or {SPARSE_BLOCK_Q} and "
                          f"block_k {KV_BLOCK} quantization; got fp8={x.fp8}, block_q={x.block_q}, block_k={x.block_k}")
@@ -491,6 +512,8 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
         raise ValueError(f"attend_gluon: pair=True needs direct=True and sum_mma=True, {KV_BLOCK}-key tiles, no "
                          f"intra or pingpong (got direct={direct}, sum_mma={sum_mma}, intra={intra}, "
                          f"pingpong={pingpong}, block_n={block_n})")
+    if lean_sync and not pair:
+        raise ValueError("attend_gluon: lean_sync=True is written for pair=True only")
     if pair and x.q8.shape[-1] > 64 and stages > 3:
         raise ValueError(f"attend_gluon: pair=True at padded head dim {x.q8.shape[-1]}: stages {stages}; allowed "
                          "1-3 (a ring slot holds two K and two V tiles: four would pass the SM's shared memory)")
@@ -500,6 +523,11 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
                          f"block_n={block_n}): an LSE needs exact row sums; the others were never run with it")
     if direct and (early or (blocks is not None and not pair)):
         raise ValueError("attend_gluon: direct=True: not with early=True, nor with block lists but with pair=True")
+    if fold_q:
+        _check_fold_q(x, q, blocks, return_lse)
+    elif not x.q_written:  # (sage_quantize imports triton: imported only here, off the hot path)
+        from .sage_quantize import require_q
+        require_q(x, "attend_gluon")
     if blocks is not None and (x.block_q != SPARSE_BLOCK_Q or blocks.count_full.dim() != 1):
         raise ValueError(f"attend_gluon: block lists need block_q {SPARSE_BLOCK_Q} (got {x.block_q}) and no key "
                          "padding (count_full of one column)")
@@ -525,12 +553,33 @@ def attend_gluon(x, is_causal: bool, out_dtype: torch.dtype, return_lse: bool = 
     launch(_sage_fwd_sm90_ws2, grid,
            (q_desc, k_desc, v_desc, x.q_scale, x.k_scale, x.v_amax, out, lse, lut, count, count_full, out.stride(0),
             out.stride(1), out.stride(2), hq, hq // hkv, sq, sk, x.q8.shape[1], n_qblk, n_kblk,
-            0 if lut is None else lut.shape[-1], ones_desc),
+            0 if lut is None else lut.shape[-1], ones_desc, *_q_fold_args(x, q if fold_q else None)),
            dict(D=d, D_PAD=d_pad, BLOCK_M=block_m, BN=block_n, STAGES=stages, IS_CAUSAL=is_causal,
                 STORE_LSE=return_lse, num_warps=4, PINGPONG=pingpong, INTRA=intra, CONSUMER_REGS=consumer_regs,
                 PRODUCER_REGS=producer_regs, NC=nc, SPLIT=split, EARLY=early and not intra, SPARSE=blocks is not None,
-                Q_SCALE_ROWS=x.block_q, DIRECT=direct, SUM_MMA=sum_mma, PAIR=pair))
+                Q_SCALE_ROWS=x.block_q, DIRECT=direct, SUM_MMA=sum_mma, PAIR=pair, QFOLD=fold_q,
+                LEAN_SYNC=lean_sync))
     return (out, lse) if return_lse else out
+
+
+def _check_fold_q(x, q: Optional[torch.Tensor], blocks, return_lse: bool) -> None:
+    if q is None or blocks is not None or return_lse or x.block_q != GLUON_BLOCK_Q:
+        raise ValueError(f"attend_gluon: fold_q=True takes the raw q, no block lists, no LSE and block_q "
+                         f"{GLUON_BLOCK_Q} (got q={'None' if q is None else 'given'}, blocks="
+                         f"{'given' if blocks is not None else 'None'}, return_lse={return_lse}, "
+                         f"block_q={x.block_q})")
+    b, hq, _, sq, _, d = x.shape
+    if tuple(q.shape) != (b, hq, sq, d) or q.stride(-1) != 1 or q.dtype not in (torch.float16, torch.bfloat16):
+        raise ValueError(f"attend_gluon: fold_q=True: q must be ({b}, {hq}, {sq}, {d}) fp16/bf16 with a contiguous "
+                         f"last dim; got {tuple(q.shape)} {q.dtype}, strides {q.stride()}")
+
+
+def _q_fold_args(x, q: Optional[torch.Tensor]) -> tuple:
+    """The kernel's Q, its batch/head/token strides and the factor Q is quantized with (sm_scale * log2 e);
+    without fold_q placeholders it never reads (x.q_scale, zeros)."""
+    if q is None:
+        return x.q_scale, 0, 0, 0, 1.0
+    return q, q.stride(0), q.stride(1), q.stride(2), x.sm_scale * LOG2E
 
 
 GLUON_CONFIG = SageConfig(pv_precision="fp8", block_q=GLUON_BLOCK_Q, block_k=KV_BLOCK)  # what it takes (smooth: either)
@@ -555,11 +604,17 @@ def sage_attention_gluon(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask
                          f"'fp8', block_q={GLUON_BLOCK_Q}, block_k={KV_BLOCK}")
     if q.shape[-1] not in SUPPORTED_HEAD_DIMS:
         raise ValueError(f"head_dim {q.shape[-1]} not in {SUPPORTED_HEAD_DIMS}")
-    x = quantize(q, k, v, scale, config, v_wgmma_order=True, reuse_buffers=True)
     # a given launch is taken whole (attend_gluon's defaults)
-    cfg = default_launch(x.q8.shape[-1], is_causal, return_lse, k.shape[-2]) if launch is None else launch
+    d_pad = 1 << (q.shape[-1] - 1).bit_length()  # sage_quantize's padded head dim
+    cfg = default_launch(d_pad, is_causal, return_lse, k.shape[-2]) if launch is None else launch
+    # fold_q: the kernel quantizes Q itself where it can read it (last dim contiguous); elsewhere Q is quantized
+    # by the quantization launch as before (attend_gluon then runs the same launch without fold_q)
+    fold = bool(cfg.get("fold_q")) and not return_lse and q.stride(-1) == 1
+    if "fold_q" in cfg and not fold:
+        cfg = {name: value for name, value in cfg.items() if name != "fold_q"}
+    x = quantize(q, k, v, scale, config, v_wgmma_order=True, reuse_buffers=True, with_q=not fold)
     if not return_lse:
-        out = attend_gluon(x, is_causal, q.dtype, **cfg)
+        out = attend_gluon(x, is_causal, q.dtype, **({"q": q} if fold else {}), **cfg)
         recycle(x)  # every kernel reading x is enqueued
         return out
     # an LSE needs exact row sums: the FADD path then (a launch in pairs: DEFAULT_LAUNCH, the measured one)

@@ -89,7 +89,8 @@ if gluon is not None:
                            stride_ob, stride_oh, stride_on, pid_m, pid_bh, b, h, kv_bh, seq_q, seq_k, n_qblk, n_kblk,
                            n_full, n_all, lut_row, C: gl.constexpr, D: gl.constexpr, BLOCK_M: gl.constexpr,
                            BN: gl.constexpr, D_PAD: gl.constexpr, STAGES: gl.constexpr, IS_CAUSAL: gl.constexpr,
-                           NC: gl.constexpr, SPARSE: gl.constexpr, Q_SCALE_ROWS: gl.constexpr, ones_smem):
+                           NC: gl.constexpr, SPARSE: gl.constexpr, Q_SCALE_ROWS: gl.constexpr, ones_smem, Q,
+                           stride_qb, stride_qh, stride_qn, q_mult, QFOLD: gl.constexpr, LEAN_SYNC: gl.constexpr):
         """PAIR: rounds of two 128-key tiles (FA3 runs 176-224 keys per round at D128 FP8), halving the per-round
         work that does not scale with the keys (row reductions, alpha, O's rescale, barriers, waits). One-level
         accumulation (DIRECT: both P V wgmmas onto O) and the row sums by wgmma (SUM_MMA). Per round: softmax of
@@ -101,7 +102,8 @@ if gluon is not None:
         o_layout: gl.constexpr = _mma_layout(4, D_PAD)
         p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=4)
         row0, offs_m, offs_n, qs, ks_ptr, m_i, l_i, acc, q = _consumer_start(
-            pid_m, C, NC, q_smem, q_bar, QS, KS, pid_bh, kv_bh, n_qblk, n_kblk, BLOCK_M, BN, D_PAD, Q_SCALE_ROWS)
+            pid_m, C, NC, q_smem, q_bar, QS, KS, pid_bh, kv_bh, n_qblk, n_kblk, BLOCK_M, BN, D_PAD, Q_SCALE_ROWS, Q,
+            stride_qb, stride_qh, stride_qn, q_mult, b, h, seq_q, D, QFOLD)
         ones = ones_smem.index(C)
         n_rounds = (n_all + 1) // 2
         n_full_r = n_full // 2  # rounds whose two tiles need no mask
@@ -111,6 +113,12 @@ if gluon is not None:
         blk_a, blk_b, valid_b = _pair_blocks(lut_row, 0, n_all, SPARSE)
         c_a, c_b = qs * _k_scale(ks_ptr, blk_a, BN), qs * _k_scale(ks_ptr, blk_b, BN)
         s_a, s_b = warpgroup_mma_wait(0, deps=(sa_tok, sb_tok))
+        if LEAN_SYNC:
+            # Triton 3.6's membar puts a partition barrier between two waits on one mbarrier allocation with none
+            # between them (this K wait and the loop's), and one before anything after an mbarrier.arrive (taken
+            # to read and write all of shared memory): three per round. This barrier and the one before each slot
+            # release below (an arrive by mbarrier.expect of 0 bytes, which membar does not treat so) leave one
+            gl.thread_barrier()
         for r in range(0, n_rounds - 1):
             pv_tok, rs_tok, m_i, l_i = _pair_round(s_a, s_b, c_a, c_b, m_i, l_i, acc, offs_m, offs_n, blk_a, blk_b,
                                                    valid_b, seq_k, r < n_full_r, r, ones, v_smem, v_bar, o_layout,
@@ -122,7 +130,12 @@ if gluon is not None:
             acc, rs = warpgroup_mma_wait(1, deps=(pv_tok, rs_tok))
             l_i = l_i + _row_sums(rs, s_layout)
             sb_tok = _pair_issue_s(q, k_smem, k_bar, r + 1, s_layout, BLOCK_M, BN, STAGES, 1)
-            mbarrier.arrive(empty_bar.index(slot), count=1)
+            if LEAN_SYNC:
+                # slot r released by thread 0: the barrier orders every warp's wgmma reads of it (waited above) first
+                gl.thread_barrier()
+                mbarrier.expect(empty_bar.index(slot), 0)  # arrive.expect_tx of 0 bytes: one arrival
+            else:
+                mbarrier.arrive(empty_bar.index(slot), count=1)
             s_a, s_b = warpgroup_mma_wait(0, deps=(sa_tok, sb_tok))
         last = n_rounds - 1
         pv_tok, rs_tok, m_i, l_i = _pair_round(s_a, s_b, c_a, c_b, m_i, l_i, acc, offs_m, offs_n, blk_a, blk_b,
@@ -138,13 +151,15 @@ if gluon is not None:
     @gluon.jit
     def _ws2_producer_pair(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_bar, v_bar, empty_bar, q_row0,
                            k_row0, v_row0, n_all, lut_row, STAGES: gl.constexpr, BN: gl.constexpr, NC: gl.constexpr,
-                           SPARSE: gl.constexpr, ones_desc, ones_smem):
+                           SPARSE: gl.constexpr, ones_desc, ones_smem, QFOLD: gl.constexpr):
         """PAIR's producer: one ring slot per round holds two K tiles and two V tiles (a second tile past the last
-        reloads the last: its keys are masked)."""
+        reloads the last: its keys are masked). QFOLD: no Q tiles (the consumers quantize theirs)."""
+        q_bytes: gl.constexpr = 0 if QFOLD else q_desc.block_type.nbytes
         for c in gl.static_range(NC):
-            mbarrier.expect(q_bar.index(c), q_desc.block_type.nbytes + ones_desc.block_type.nbytes)
+            mbarrier.expect(q_bar.index(c), q_bytes + ones_desc.block_type.nbytes)
             tma.async_copy_global_to_shared(ones_desc, [0, 0], q_bar.index(c), ones_smem.index(c))
-            tma.async_copy_global_to_shared(q_desc, [q_row0 + _BLOCK_Q * c, 0], q_bar.index(c), q_smem.index(c))
+            if not QFOLD:
+                tma.async_copy_global_to_shared(q_desc, [q_row0 + _BLOCK_Q * c, 0], q_bar.index(c), q_smem.index(c))
         for r in range(0, (n_all + 1) // 2):
             slot = r % STAGES
             blk_a, blk_b, _ = _pair_blocks(lut_row, r, n_all, SPARSE)

@@ -86,31 +86,72 @@ if gluon is not None:
 
     @gluon.jit
     def _row_state(row0, QS, KS, pid_bh, kv_bh, n_qblk, n_kblk, s_layout: gl.constexpr, o_layout: gl.constexpr,
-                   BLOCK_M: gl.constexpr, BN: gl.constexpr, D_PAD: gl.constexpr, Q_SCALE_ROWS: gl.constexpr):
+                   BLOCK_M: gl.constexpr, BN: gl.constexpr, D_PAD: gl.constexpr, Q_SCALE_ROWS: gl.constexpr,
+                   LOAD_QS: gl.constexpr = True):
         """A consumer's start on the BLOCK_M query rows from row0: (row and key offsets, Q scales (one per
-        Q_SCALE_ROWS rows), K scale pointer, running max, running sum, output accumulator)."""
+        Q_SCALE_ROWS rows; zeros without LOAD_QS), K scale pointer, running max, running sum, output accumulator)."""
         offs_m = row0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, s_layout))
         offs_n = gl.arange(0, BN, layout=gl.SliceLayout(0, s_layout))
-        qblk = offs_m // Q_SCALE_ROWS
-        qs = gl.load(QS + pid_bh * n_qblk + qblk, mask=qblk < n_qblk, other=0.0)
+        if LOAD_QS:
+            qblk = offs_m // Q_SCALE_ROWS
+            qs = gl.load(QS + pid_bh * n_qblk + qblk, mask=qblk < n_qblk, other=0.0)
+        else:
+            qs = gl.zeros([BLOCK_M], gl.float32, gl.SliceLayout(1, s_layout))
         m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
         l_i = gl.zeros([BLOCK_M], gl.float32, gl.SliceLayout(1, s_layout))
         acc = gl.zeros([BLOCK_M, D_PAD], gl.float32, o_layout)
         return offs_m, offs_n, qs, KS + kv_bh * n_kblk, m_i, l_i, acc
 
+    @gluon.constexpr_function
+    def _q_load_layout(d_pad):
+        """Registers of a consumer's raw Q tile (QFOLD): 8 contiguous elements per thread along D, rows over the
+        rest of the warp and the 4 warps."""
+        lanes_d = min(32, d_pad // 8)
+        return gl.BlockedLayout([1, 8], [32 // lanes_d, lanes_d], [4, 1], [1, 0])
+
+    @gluon.jit
+    def _fold_q(Q, stride_qb, stride_qh, stride_qn, q_mult, b, h, row0, seq_q, q_tile, s_layout: gl.constexpr,
+                BLOCK_M: gl.constexpr, D: gl.constexpr, D_PAD: gl.constexpr):
+        """QFOLD: the consumer's BLOCK_M query rows from row0 quantized here instead of in the quantization launch,
+        written to its Q tile in shared memory (q_tile, the Q K^T wgmma's operand: in registers the tile made the
+        D128 loop spill); returns the scale per row. sage_quantize's arithmetic (_int8_tile with _prepared's Q
+        branch): x = q * q_mult, one scale = max|x| / 127 for the tile (one GLUON_BLOCK_Q block), round half away
+        from zero; rows past seq_q and columns past D are 0."""
+        lay: gl.constexpr = _q_load_layout(D_PAD)
+        rows = row0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, lay))
+        cols = gl.arange(0, D_PAD, layout=gl.SliceLayout(0, lay))
+        inside = (gl.expand_dims(rows, 1) < seq_q) & (gl.expand_dims(cols, 0) < D)
+        ptrs = (Q + b.to(gl.int64) * stride_qb + h.to(gl.int64) * stride_qh
+                + gl.expand_dims(rows, 1).to(gl.int64) * stride_qn + gl.expand_dims(cols, 0))
+        x = gl.load(ptrs, mask=inside, other=0.0).to(gl.float32) * q_mult
+        amax = gl.max(gl.max(gl.abs(x), axis=1), axis=0)
+        scale = gl.maximum(gl.div_rn(amax, 127.0), 1e-12)
+        xq = gl.div_rn(x, gl.zeros_like(x) + scale)
+        xq = xq + gl.where(xq >= 0, 0.5, -0.5)  # round half away from zero, then truncate (_slice_store)
+        q_tile.store(xq.to(gl.int8))
+        fence_async_shared()  # the generic-proxy writes before the wgmma (async proxy) reads them
+        gl.thread_barrier()  # all four warps' rows written before any warp's wgmma reads the tile
+        return gl.zeros([BLOCK_M], gl.float32, gl.SliceLayout(1, s_layout)) + scale
+
     @gluon.jit
     def _consumer_start(pid_m, C: gl.constexpr, NC: gl.constexpr, q_smem, q_bar, QS, KS, pid_bh, kv_bh, n_qblk,
                         n_kblk, BLOCK_M: gl.constexpr, BN: gl.constexpr, D_PAD: gl.constexpr,
-                        Q_SCALE_ROWS: gl.constexpr):
+                        Q_SCALE_ROWS: gl.constexpr, Q, stride_qb, stride_qh, stride_qn, q_mult, b, h, seq_q,
+                        D: gl.constexpr, QFOLD: gl.constexpr):
         """Consumer C's start (either consumer loop): its first query row, _row_state's values and its Q tile in
-        shared memory, once loaded."""
+        shared memory, once loaded (by TMA, or with QFOLD quantized and written here: _fold_q, whose scales
+        replace QS's)."""
         s_layout: gl.constexpr = _mma_layout(4, BN)
         o_layout: gl.constexpr = _mma_layout(4, D_PAD)
         row0 = pid_m * (NC * BLOCK_M) + C * BLOCK_M
         offs_m, offs_n, qs, ks_ptr, m_i, l_i, acc = _row_state(row0, QS, KS, pid_bh, kv_bh, n_qblk, n_kblk,
-                                                              s_layout, o_layout, BLOCK_M, BN, D_PAD, Q_SCALE_ROWS)
+                                                              s_layout, o_layout, BLOCK_M, BN, D_PAD, Q_SCALE_ROWS,
+                                                              not QFOLD)
         q = q_smem.index(C)
-        mbarrier.wait(q_bar.index(C), 0)
+        if QFOLD:
+            qs = _fold_q(Q, stride_qb, stride_qh, stride_qn, q_mult, b, h, row0, seq_q, q, s_layout, BLOCK_M, D,
+                         D_PAD)
+        mbarrier.wait(q_bar.index(C), 0)  # (QFOLD: the ones tile of SUM_MMA comes with it)
         return row0, offs_m, offs_n, qs, ks_ptr, m_i, l_i, acc, q
 
     @gluon.jit

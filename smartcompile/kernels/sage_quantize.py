@@ -210,6 +210,15 @@ class QuantizedQKV:
     pooled: Optional[tuple] = None  # (pooled q, sim q, pooled k, sim k) when quantized with pool=True
     v_wgmma_order: bool = False  # V's keys in wgmma_key_order (sage_gluon's kernel), not in token order
     scratch: Optional[tuple] = None  # (key, buffers) to give back to kernels/scratch.py: see `recycle`
+    # False: quantized with with_q=False, q8 and q_scale allocated but never written (for a kernel that quantizes Q
+    # itself: sage_gluon's fold_q); every other reader must refuse it (require_q)
+    q_written: bool = True
+
+
+def require_q(x: QuantizedQKV, where: str) -> None:
+    """Raise when x's Q was left unquantized (with_q=False): q8 and q_scale hold no values then."""
+    if not x.q_written:
+        raise ValueError(f"{where}: Q was not quantized (quantize(..., with_q=False)); quantize with with_q=True")
 
 
 def recycle(x: QuantizedQKV) -> None:
@@ -221,9 +230,10 @@ def recycle(x: QuantizedQKV) -> None:
 
 def quantize_staged(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None,
                     config: SageConfig = SageConfig(), *, pool: bool = False,
-                    v_wgmma_order: bool = False) -> QuantizedQKV:
+                    v_wgmma_order: bool = False, with_q: bool = True) -> QuantizedQKV:
     """Q, K, V quantized in 6-7 launches (K's mean by torch, Q and K by _quantize_int8, V's amax by torch, V by
-    _quantize_v): at long sequences these streaming launches are faster than quantize_fused's."""
+    _quantize_v): at long sequences these streaming launches are faster than quantize_fused's. with_q=False:
+    Q's launch is skipped (q8 and q_scale allocated, not written: `QuantizedQKV.q_written`)."""
     pv_precision, block_q, block_k, smooth = config.pv_precision, config.block_q, config.block_k, config.smooth
     b, hq, sq, d = q.shape
     hkv, sk = k.shape[1], k.shape[2]
@@ -233,12 +243,23 @@ def quantize_staged(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Op
     d_pad = triton.next_power_of_2(d)
     sm_scale = scale if scale is not None else d ** -0.5
     k_mean = k.mean(dim=-2, dtype=torch.float32) if smooth else None  # (B, Hkv, D), no fp32 copy of K
-    q8, qs, *q_pool = quantize_qk(q, block_q, sm_scale * LOG2E, None, d_pad, pool)
+    _check_with_q(with_q, pool)
+    if with_q:
+        q8, qs, *q_pool = quantize_qk(q, block_q, sm_scale * LOG2E, None, d_pad, pool)
+    else:
+        n_qblk = triton.cdiv(sq, block_q)
+        q8 = torch.empty((b * hq, n_qblk * block_q, d_pad), dtype=torch.int8, device=q.device)
+        qs, q_pool = torch.empty((b * hq, n_qblk), dtype=torch.float32, device=q.device), []
     k8, ks, *k_pool = quantize_qk(k, block_k, 1.0, k_mean, d_pad, pool)
     fp8 = pv_precision == "fp8"
     vq, v_amax = quantize_v(v, block_k, fp8, d_pad, v_wgmma_order)
     return QuantizedQKV(q8, qs, k8, ks, vq, v_amax, k_mean, (b, hq, hkv, sq, sk, d), sm_scale, block_q, block_k, fp8,
-                        tuple(q_pool + k_pool) if pool else None, v_wgmma_order)
+                        tuple(q_pool + k_pool) if pool else None, v_wgmma_order, q_written=with_q)
+
+
+def _check_with_q(with_q: bool, pool: bool):
+    if not with_q and pool:
+        raise ValueError("quantize: with_q=False with pool=True: Sparge's pooling reads Q in the same pass")
 
 
 def _check_order(v_wgmma_order: bool, fp8: bool, block_k: int):
@@ -555,15 +576,17 @@ def _fused_buffers(p: _Plan, b: int, hq: int, hkv: int, d: int, fp8: bool, smoot
 
 def quantize_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None,
                    config: SageConfig = SageConfig(), *, pool: bool = False,
-                   v_wgmma_order: bool = False, reuse_buffers: bool = False) -> QuantizedQKV:
+                   v_wgmma_order: bool = False, reuse_buffers: bool = False, with_q: bool = True) -> QuantizedQKV:
     """quantize_staged in two launches: same arguments, same QuantizedQKV (layouts, dtypes, shapes).
     `reuse_buffers`: take the buffers a previous call of this shape gave back (kernels/scratch.py) and let the
-    caller `recycle` them; only for callers that never hand the result out."""
+    caller `recycle` them; only for callers that never hand the result out. with_q=False: the main launch has
+    no Q tiles (q8 and q_scale allocated, not written: `QuantizedQKV.q_written`)."""
     b, hq, sq, d = q.shape
     hkv, sk = k.shape[1], k.shape[2]
     block_q, block_k, smooth = config.block_q, config.block_k, config.smooth
     fp8 = config.pv_precision == "fp8"
     _check_order(v_wgmma_order, fp8, block_k)
+    _check_with_q(with_q, pool)
     p = _plan(b, hq, hkv, sq, sk, d, block_q, block_k, fp8)
     sm_scale = scale if scale is not None else p.default_scale
     dev = q.device
@@ -583,7 +606,7 @@ def quantize_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Opt
                                      p.chunk_len, p.v_part),
            dict(D=d, D_PAD=p.d_pad, BLOCK=_STAT_BLOCK, CHUNKS=_MAX_CHUNKS, SMOOTH=smooth, PREFETCH=_STATS_PREFETCH,
                 num_warps=_STATS_WARPS))
-    launch(_quantize_all, p.quant_grid,
+    launch(_quantize_all, p.quant_grid if with_q else (2 * p.n_ktiles,),
            (q, k, v, q8, qs, k8, ks, vq, k_mean if smooth else qs, v_amax, part, qpool, qsim, kpool, ksim,
             *q.stride(), ks_b, ks_h, ks_n, ks_d, vs_b, vs_h, vs_n, vs_d, hq, hkv, sq, sk, p.n_qblk, p.n_kblk,
             p.n_ktiles, p.n_chunks, p.v_part, p.n_pad_k, sm_scale * LOG2E, p.target),
@@ -592,7 +615,7 @@ def quantize_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Opt
                 SUB_K=_sub_rows(block_k, p.d_pad), SUB_V=_v_sub_rows(block_k, p.d_pad), PREFETCH=_QUANT_PREFETCH,
                 num_warps=_QUANT_WARPS))
     return QuantizedQKV(q8, qs, k8, ks, vq, v_amax, k_mean, (b, hq, hkv, sq, sk, d), sm_scale, block_q, block_k, fp8,
-                        pooled, v_wgmma_order, (key, buffers) if reuse_buffers else None)
+                        pooled, v_wgmma_order, (key, buffers) if reuse_buffers else None, with_q)
 
 
 # Most elements (q, k and v together) quantize() hands to quantize_fused without pooling. Measured on the H200,
@@ -610,12 +633,13 @@ FUSED_MAX_ELEMENTS = 3 * 24 * 16384 * 128  # up to B1 H24 16k D128 (151M element
 
 def quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None,
              config: SageConfig = SageConfig(), *, pool: bool = False, v_wgmma_order: bool = False,
-             reuse_buffers: bool = False) -> QuantizedQKV:
+             reuse_buffers: bool = False, with_q: bool = True) -> QuantizedQKV:
     """Sage's quantization of q (B, Hq, Sq, D), k/v (B, Hkv, Sk, D), any strides: quantize_fused (2 launches)
     with pooling or up to FUSED_MAX_ELEMENTS, where launches and host cost dominate, quantize_staged beyond.
     Both give the same QuantizedQKV up to K's mean and the pooled sums' summation order (module docstring).
-    `reuse_buffers`: quantize_fused's (the staged path allocates; `recycle` is then a no-op)."""
+    `reuse_buffers`: quantize_fused's (the staged path allocates; `recycle` is then a no-op). with_q=False: Q is
+    left to the attention kernel (q8 and q_scale not written; not with pool)."""
     if pool or q.numel() + k.numel() + v.numel() <= FUSED_MAX_ELEMENTS:
         return quantize_fused(q, k, v, scale, config, pool=pool, v_wgmma_order=v_wgmma_order,
-                              reuse_buffers=reuse_buffers)
-    return quantize_staged(q, k, v, scale, config, pool=pool, v_wgmma_order=v_wgmma_order)
+                              reuse_buffers=reuse_buffers, with_q=with_q)
+    return quantize_staged(q, k, v, scale, config, pool=pool, v_wgmma_order=v_wgmma_order, with_q=with_q)

@@ -47,7 +47,7 @@ from ..masks import Causal
 from .mask_blocks import DenseKeep, MaskLists, dense_keep, dense_mask_lists
 from .launch_cache import launch as launch_kernel
 from .output_layout import token_major_empty
-from .sage_quantize import QuantizedQKV, quantize, recycle
+from .sage_quantize import QuantizedQKV, quantize, recycle, require_q
 from .sage_reference import KeySpans, key_spans, padding_form
 
 # the constants as @triton.jit code reads them (a global there must be a tl.constexpr)
@@ -315,6 +315,7 @@ def attend(x: QuantizedQKV, is_causal: bool, out_dtype: torch.dtype, return_lse:
     `dense`: a dense keep-mask, walked through `tiles` (mask_blocks.dense_mask_lists, Sparge's selection
     included there); no `blocks` or `spans` with it."""
     b, hq, hkv, sq, sk, d = x.shape
+    require_q(x, "attend")
     if x.v_wgmma_order:
         raise ValueError("attend: V was quantized with v_wgmma_order=True (sage_gluon's key order); this kernel "
                          "reads V in token order: quantize with v_wgmma_order=False")
